@@ -1,0 +1,1 @@
+"""What agency systems use to reach the relay: the Python SDK, the REST gateway, the folder drop."""

@@ -1,0 +1,131 @@
+"""Python SDK for agency systems: send documents, read the inbox, exactly once.
+
+An :class:`AgencyClient` speaks AMQP with the agency's own account, which
+may publish only to its hub's ingress and read only its own inbox::
+
+    client = AgencyClient.from_settings("000.00.51.H41")
+    client.send(signed_bytes)
+    for item in client.fetch(verify=True):
+        store_somewhere(item.body)      # then the message is acked
+
+Every inbox message carries ``message_id`` = SHA-256 of the signed bytes.
+The client records what it handed over (SQLite beside the data directory)
+and drops a twin, so a redelivery never reaches the caller twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broker import layout, transport
+from broker.errors import UsageError
+from broker.settings import Settings
+from broker.setup import Credentials
+from broker.store import SqlStore, sqlite_store
+from broker.topology import Topology
+
+KIND_HEADER = "lt-kind"
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """One message taken from the inbox: a document, a status, or a hub receipt."""
+
+    body: bytes
+    message_id: str
+    kind: str
+    headers: dict[str, Any] = field(repr=False)
+
+    @property
+    def trace(self) -> list[str]:
+        return [str(t) for t in self.headers.get("lt-trace") or []]
+
+
+class AgencyClient:
+    def __init__(self, organ_id: str, password: str, topology: Topology, seen: SqlStore) -> None:
+        self.organ_id = organ_id
+        self.topology = topology
+        agency = topology.agency(organ_id)
+        self.url = layout.amqp_url(topology, agency.hub, organ_id, password)
+        self._seen = seen
+
+    @classmethod
+    def from_settings(cls, organ_id: str, settings: Settings | None = None) -> AgencyClient:
+        s = settings or Settings.from_env()
+        topo = Topology.load(s.topology)
+        seen = sqlite_store(s.data_dir / "agencies" / f"{organ_id}.sqlite3")
+        return cls(organ_id, Credentials(s.credentials).password(organ_id), topo, seen)
+
+    def send(self, signed: bytes) -> str:
+        """Publish a signed edXML message to the hub's ingress; returns its message id (SHA-256)."""
+        if not signed:
+            raise UsageError("nothing to send")
+        message_id = hashlib.sha256(signed).hexdigest()
+        transport.publish(self.url, layout.EX_INGRESS, "", signed, message_id=message_id,
+                          user_id=self.organ_id, headers={KIND_HEADER: "edxml"})
+        return message_id
+
+    def fetch(self, handle: Callable[[InboxItem], None], *, limit: int = 100, wait: float = 0.0) -> int:
+        """Hand each new inbox message to ``handle``; ack it once ``handle`` returns.
+
+        If ``handle`` raises, the message stays in the inbox (requeued) and the
+        exception propagates after the batch.  Returns how many were handed over.
+        """
+        handed = 0
+        error: BaseException | None = None
+
+        def on(r: transport.Received) -> bool:
+            nonlocal handed, error
+            if error is not None:
+                return False
+            item = InboxItem(r.body, r.message_id, str(r.headers.get(KIND_HEADER, "edxml")), r.headers)
+            key = f"{item.kind}:{r.message_id or hashlib.sha256(r.body).hexdigest()}"
+            if self._seen.is_handed(self.organ_id, key):
+                return True  # a twin of something already handed over: drop it
+            try:
+                handle(item)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below after requeueing
+                error = exc
+                return False
+            # handled, then recorded, then acked: a crash in between re-hands the same
+            # message id, which save_item() and idempotent handlers absorb
+            self._seen.mark_handed(self.organ_id, key)
+            handed += 1
+            return True
+
+        transport.fetch(self.url, layout.inbox_queue(self.organ_id), on, limit=limit, wait=wait)
+        if error is not None:
+            raise error
+        return handed
+
+    def peek(self, *, limit: int = 100) -> list[InboxItem]:
+        """List inbox messages without taking them (they are requeued)."""
+        items: list[InboxItem] = []
+
+        def on(r: transport.Received) -> bool:
+            items.append(InboxItem(r.body, r.message_id, str(r.headers.get(KIND_HEADER, "edxml")), r.headers))
+            return False
+
+        transport.fetch(self.url, layout.inbox_queue(self.organ_id), on, limit=limit)
+        return items
+
+
+
+def save_item(directory: Path, item: InboxItem) -> Path:
+    """Write an inbox item atomically (temp file, fsync, rename) and return its path."""
+    import os
+
+    directory.mkdir(parents=True, exist_ok=True)
+    suffix = {"receipt": ".receipt.xml"}.get(item.kind, ".edxml")
+    path = directory / f"{item.message_id[:32]}{suffix}"
+    tmp = path.with_suffix(path.suffix + ".part")
+    with open(tmp, "wb") as f:
+        f.write(item.body)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    return path

@@ -1,0 +1,330 @@
+"""The ``lienthong`` command: a thin layer over the core.
+
+Every command exits 0 when all is well.  A refusal prints one line
+``ERROR <CODE>: <sentence>`` on stderr (codes: ``lienthong errors`` and
+docs/errors.md) and exits 1 (message rejected) or 2 (usage/configuration);
+an unexpected failure prints ``ERROR INTERNAL: ...`` and exits 70.
+Never a traceback, unless ``--debug`` asks for one.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__, errors, logs
+
+EXIT_REJECTED, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 70
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise errors.UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _fail(exc: errors.LienthongError) -> NoReturn:
+    click.echo(exc.line(), err=True)
+    sys.exit(EXIT_REJECTED if isinstance(exc, errors.RejectedInput) else EXIT_USAGE)
+
+
+def _summary(checked: Any) -> dict[str, Any]:
+    m = checked.message
+    out: dict[str, Any] = {
+        "kind": m.kind, "document_id": m.document_id, "from": m.sender.organ_id,
+        "to": list(m.recipient_ids), "sha256": checked.sha256,
+    }
+    if m.kind == "status":
+        out["status_code"] = m.status_code
+    else:
+        out["attachments"] = [{"content_id": a.content_id, "name": a.name} for a in m.attachments]
+    if m.business is not None:
+        out["business"] = {"type": m.business.doc_type, "meaning": m.business.meaning,
+                           "document_id": m.business.document_id}
+    if checked.signature is not None:
+        out["signer"] = checked.signature.signer.subject.rfc4514_string()
+        out["chain"] = [c.subject.rfc4514_string() for c in checked.signature.chain.path]
+    return out
+
+
+def _print(summary: dict[str, Any], as_json: bool, verdict: str) -> None:
+    if as_json:
+        click.echo(json.dumps({"verdict": verdict, **summary}, ensure_ascii=False))
+        return
+    click.echo(f"{verdict}: {summary['kind']} {summary['document_id']} from {summary['from']} "
+               f"to {', '.join(summary['to'])}")
+    if "signer" in summary:
+        click.echo(f"  signed by {summary['signer']}")
+    click.echo(f"  sha256 {summary['sha256']}")
+
+
+class _Group(click.Group):
+    """Turns every error into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except errors.LienthongError as exc:
+            _fail(exc)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            logs.get_logger().error("internal error", error=repr(exc))
+            click.echo(f"ERROR INTERNAL: unexpected {type(exc).__name__}: {exc}", err=True)
+            sys.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="lienthong")
+@click.option("--log-json", is_flag=True, help="Write logs as JSON lines.")
+@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+@click.pass_context
+def main(ctx: click.Context, log_json: bool, log_level: str, debug: bool) -> None:
+    """lienthong: relay for official electronic documents (edXML) on RabbitMQ."""
+    logs.configure(json=log_json, level=log_level)
+    ctx.obj = {"debug": debug}
+
+
+def _limits(max_bytes: int | None) -> Any:
+    from .parsing import DEFAULT_LIMITS, ParseLimits
+
+    return ParseLimits(max_bytes=max_bytes, max_depth=DEFAULT_LIMITS.max_depth) if max_bytes else DEFAULT_LIMITS
+
+
+@main.command()
+@click.argument("file")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--max-bytes", type=int, default=None, help="Size limit (default 50 MiB).")
+def validate(file: str, as_json: bool, max_bytes: int | None) -> None:
+    """Check FILE against the edXML schema and model (no signature check)."""
+    from .validation import check
+
+    checked = check(_read(file), limits=_limits(max_bytes), require_signature=False)
+    _print(_summary(checked), as_json, "VALID")
+
+
+@main.command()
+@click.argument("file")
+@click.option("--key", "key_path", required=True, help="PEM private key of the signing agency.")
+@click.option("--cert", "cert_path", required=True, help="PEM certificate (then intermediates).")
+@click.option("-o", "--output", required=True, help="Where to write the signed message.")
+def sign(file: str, key_path: str, cert_path: str, output: str) -> None:
+    """Sign FILE with an enveloped XMLDSig signature (RSA/ECDSA, SHA-256)."""
+    from .signer import SigningKey
+    from .signer import sign as do_sign
+
+    signed = do_sign(_read(file), SigningKey.load(key_path, cert_path))
+    Path(output).write_bytes(signed)
+    click.echo(f"signed {file} -> {output}")
+
+
+@main.command()
+@click.argument("file")
+@click.option("--trust", "trust_dir", required=True, help="Trust store directory (PEM anchors and CRLs).")
+@click.option("--topology", "topology_path", default="config/topology.yaml", show_default=True,
+              help="Agency directory binding signers to agency codes.")
+@click.option("--no-directory", is_flag=True, help="Skip the signer = From check (diagnostics only).")
+@click.option("--at", "at_time", default=None, help="Verify as of this ISO time (default: now).")
+@click.option("--allow-sha1", is_flag=True, help="Accept SHA-1 signatures from legacy senders.")
+@click.option("--no-crl", is_flag=True, help="Do not require a current CRL (diagnostics only).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def verify(file: str, trust_dir: str, topology_path: str, no_directory: bool, at_time: str | None,
+           allow_sha1: bool, no_crl: bool, as_json: bool) -> None:
+    """Verify FILE: schema, signature, chain to the trust store, revocation, signer = From."""
+    from .topology import Topology
+    from .trust import TrustStore
+    from .validation import check
+    from .verifier import VerifyPolicy
+
+    at = None
+    if at_time:
+        try:
+            at = datetime.fromisoformat(at_time)
+        except ValueError:
+            raise errors.UsageError(f"--at {at_time!r} is not an ISO date/time") from None
+        at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    checked = check(_read(file), trust=TrustStore.load(trust_dir, require_crl=not no_crl),
+                    topology=None if no_directory else Topology.load(topology_path),
+                    policy=VerifyPolicy(allow_sha1=allow_sha1), at=at)
+    _print(_summary(checked), as_json, "VERIFIED")
+
+
+@main.command("new-document")
+@click.option("--from", "sender", required=True, help="Sender agency code.")
+@click.option("--to", "recipients", required=True, multiple=True, help="Recipient agency code (repeat).")
+@click.option("--subject", required=True)
+@click.option("--attach", "attachments", multiple=True, help="File to attach (repeat).")
+@click.option("--document-id", default=None)
+@click.option("--topology", "topology_path", default="config/topology.yaml", show_default=True)
+@click.option("-o", "--output", required=True)
+def new_document(sender: str, recipients: tuple[str, ...], subject: str, attachments: tuple[str, ...],
+                 document_id: str | None, topology_path: str, output: str) -> None:
+    """Write a new, unsigned edXML document (names taken from the agency directory)."""
+    import mimetypes
+
+    from .edxml import Organ, build_document
+    from .topology import Topology
+
+    topo = Topology.load(topology_path)
+
+    def organ(code: str) -> Organ:
+        return Organ(code, topo.agency(code).name)
+
+    files = [(Path(a).name, mimetypes.guess_type(a)[0] or "application/octet-stream", _read(a))
+             for a in attachments]
+    data = build_document(organ(sender), [organ(r) for r in recipients], subject=subject,
+                          document_id=document_id, attachments=files)
+    Path(output).write_bytes(data)
+    click.echo(f"wrote {output}")
+
+
+@main.group()
+def pki() -> None:
+    """Development PKI (FOR DEVELOPMENT ONLY)."""
+
+
+@pki.command("init")
+@click.argument("directory")
+@click.option("--topology", "topology_path", default="config/topology.yaml", show_default=True)
+def pki_init(directory: str, topology_path: str) -> None:
+    """Create a root CA, hub and agency keys and certificates, and a CRL in DIRECTORY."""
+    from . import devpki
+    from .topology import Topology
+
+    topo = Topology.load(topology_path)
+    click.secho("WARNING: " + devpki.WARNING, fg="red", bold=True, err=True)
+    d = devpki.init(directory, topo)
+    click.echo(f"dev PKI in {d}: anchor {d / 'root-ca.pem'}, CRL {d / 'root-ca.crl.pem'}, "
+               f"{len(topo.hubs)} hubs, {len(topo.agencies)} agencies")
+
+
+@pki.command("revoke")
+@click.argument("directory")
+@click.argument("certs", nargs=-1, required=True)
+def pki_revoke(directory: str, certs: tuple[str, ...]) -> None:
+    """Revoke certificates (PEM files) in the dev PKI's CRL."""
+    from . import devpki
+
+    click.secho("WARNING: " + devpki.WARNING, fg="red", bold=True, err=True)
+    devpki.revoke(directory, [Path(c) for c in certs])
+    click.echo(f"revoked {len(certs)} certificate(s); CRL re-signed")
+
+
+def _settings() -> Any:
+    from .settings import Settings
+
+    return Settings.from_env()
+
+
+@main.group("broker")
+def broker_group() -> None:
+    """RabbitMQ layout of the topology."""
+
+
+@broker_group.command("setup")
+def broker_setup() -> None:
+    """Declare vhosts, users, permissions, exchanges and queues (idempotent)."""
+    from .setup import Credentials, apply
+    from .topology import Topology
+
+    s = _settings()
+    counts = apply(Topology.load(s.topology), Credentials(s.credentials), s.mgmt_url)
+    click.echo("broker setup: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+@main.group()
+def hub() -> None:
+    """Hub workers."""
+
+
+@hub.command("run")
+@click.argument("hub_id")
+@click.option("--prefetch", default=256, show_default=True, help="Unacked messages in flight.")
+def hub_run(hub_id: str, prefetch: int) -> None:
+    """Run one worker of HUB_ID until stopped (SIGTERM/SIGINT)."""
+    from .runtime import hub_store, load_hop
+    from .setup import Credentials
+    from .worker import HubWorker
+
+    s = _settings()
+    hop = load_hop(s, hub_id)
+    HubWorker(hub_id, hop.topology, hop, hub_store(s, hub_id), Credentials(s.credentials),
+              prefetch=prefetch).run()
+
+
+@main.command()
+@click.option("--workers", default=1, show_default=True, help="Worker processes per hub.")
+@click.option("--demo/--no-demo", default=False, help="Send a document across provinces and show it arrive.")
+@click.option("--exit-after-demo", is_flag=True, help="Stop the hubs once the demo document arrived.")
+def up(workers: int, demo: bool, exit_after_demo: bool) -> None:
+    """Run the whole relay of the topology on this machine (dev PKI, broker setup, every hub)."""
+    from .local import run_all
+
+    sys.exit(run_all(_settings(), workers=workers, demo=demo, exit_after_demo=exit_after_demo))
+
+
+@main.command()
+@click.argument("file")
+@click.option("--as", "agency", required=True, help="The sending agency (its own credentials are used).")
+def send(file: str, agency: str) -> None:
+    """Push a signed edXML FILE to the agency's hub over AMQP."""
+    from adapters.sdk import AgencyClient
+
+    message_id = AgencyClient.from_settings(agency, _settings()).send(_read(file))
+    click.echo(f"sent {file} as {agency}: message {message_id}")
+
+
+@main.command()
+@click.argument("agency")
+@click.option("--fetch", "fetch_dir", default=None, help="Take messages into this folder (acked once written).")
+@click.option("--wait", default=0.0, show_default=True, help="Seconds to wait for a first message.")
+@click.option("--limit", default=100, show_default=True)
+def inbox(agency: str, fetch_dir: str | None, wait: float, limit: int) -> None:
+    """List the agency's inbox, or with --fetch take its messages into a folder."""
+    from adapters.sdk import AgencyClient, save_item
+
+    client = AgencyClient.from_settings(agency, _settings())
+    if fetch_dir is None:
+        items = client.peek(limit=limit)
+        for item in items:
+            click.echo(f"{item.kind:8} {item.message_id}  hops={len(item.trace)}  {len(item.body)} bytes")
+        click.echo(f"{len(items)} message(s) in the inbox of {agency}")
+        return
+    n = client.fetch(lambda item: click.echo(f"{item.kind:8} -> {save_item(Path(fetch_dir), item)}"),
+                     limit=limit, wait=wait)
+    click.echo(f"took {n} message(s) into {fetch_dir}")
+
+
+@main.command("errors")
+def list_errors() -> None:
+    """List the stable error codes with their meaning."""
+    for code, doc in error_codes():
+        click.echo(f"{code:18} {doc}")
+
+
+INTERNAL_DOC = "An unexpected failure inside lienthong (a bug); details are in the log."
+
+
+def error_codes() -> list[tuple[str, str]]:
+    """Every error code defined in :mod:`broker.errors`, with its docstring."""
+    seen: dict[str, str] = {}
+    stack: list[type[errors.LienthongError]] = [errors.LienthongError]
+    while stack:
+        cls = stack.pop(0)
+        doc = (cls.__doc__ or "").strip()
+        seen.setdefault(cls.code, INTERNAL_DOC if cls is errors.LienthongError else doc)
+        stack.extend(cls.__subclasses__())
+    return sorted(seen.items())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

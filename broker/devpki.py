@@ -1,0 +1,169 @@
+"""A development PKI: a root CA, hub and agency certificates, and a CRL.
+
+FOR DEVELOPMENT AND TESTS ONLY.  Real deployments use certificates from the
+government CA (Ban Cơ yếu Chính phủ) and put its roots and CRLs in the trust
+store directory.  Layout written by :func:`init`::
+
+    DIR/root-ca.pem               the trust anchor (the trust store is DIR itself)
+    DIR/root-ca.crl.pem           the root's CRL
+    DIR/ca/root-ca.key            the CA key (never in the trust store scan: subfolder)
+    DIR/hubs/<hub>/key.pem, cert.pem
+    DIR/agencies/<OrganId>/key.pem, cert.pem
+
+Agency certificates carry the agency code in the subject's UID attribute,
+which is how :func:`broker.topology.check_signer` binds signer to ``From``.
+Agencies get RSA-2048 keys (what Vietnamese tokens issue); hubs get ECDSA
+P-256 keys, which sign hop records fast.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from .signer import PrivateKey
+from .topology import Topology
+
+WARNING = "DEVELOPMENT PKI: these keys and certificates are for development and tests only."
+ORG = "lienthong dev PKI"
+
+
+@dataclass(frozen=True)
+class Issued:
+    key: PrivateKey
+    cert: x509.Certificate
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def new_key(kind: str = "rsa") -> PrivateKey:
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def make_root(name: str = "lienthong dev root CA", *, days: int = 3650, kind: str = "ec") -> Issued:
+    key = new_key(kind)
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+                         x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = _now()
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    return Issued(key, cert)
+
+
+def issue(ca: Issued, common_name: str, *, uid: str | None = None, kind: str = "rsa",
+          not_before: datetime | None = None, days: int = 825, ca_cert: bool = False,
+          can_sign: bool = True) -> Issued:
+    """Issue a certificate from ``ca``; ``uid`` carries the agency or hub code."""
+    key = new_key(kind)
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+             x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if uid:
+        attrs.append(x509.NameAttribute(NameOID.USER_ID, uid))
+    start = not_before or (_now() - timedelta(minutes=5))
+    builder = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca.cert.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(start).not_valid_after(start + timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=ca_cert, path_length=0 if ca_cert else None),
+                              critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=can_sign, content_commitment=can_sign,
+                                            key_encipherment=not can_sign, data_encipherment=False,
+                                            key_agreement=False, key_cert_sign=ca_cert, crl_sign=ca_cert,
+                                            encipher_only=False, decipher_only=False), critical=True)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+                              critical=False))
+    return Issued(key, builder.sign(ca.key, hashes.SHA256()))
+
+
+def make_crl(ca: Issued, revoked_serials: Iterable[int] = (), *, days: int = 30,
+             last_update: datetime | None = None) -> x509.CertificateRevocationList:
+    """A CRL from ``ca`` listing ``revoked_serials``, valid ``days`` from ``last_update``."""
+    start = last_update or (_now() - timedelta(minutes=5))
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
+               .last_update(start).next_update(start + timedelta(days=days)))
+    for serial in revoked_serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial)
+            .revocation_date(start).build())
+    return builder.sign(ca.key, hashes.SHA256())
+
+
+def pem_key(key: PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if private:
+        os.chmod(path, 0o600)
+
+
+def write_pair(directory: Path, issued: Issued) -> None:
+    _write(directory / "key.pem", pem_key(issued.key), private=True)
+    _write(directory / "cert.pem", pem_cert(issued.cert))
+
+
+def init(directory: str | Path, topology: Topology) -> Path:
+    """Create the whole dev PKI for ``topology`` in ``directory`` (which must be empty or absent)."""
+    d = Path(directory)
+    if d.exists() and any(d.iterdir()):
+        from .errors import UsageError
+
+        raise UsageError(f"{d} is not empty; choose a new directory for the dev PKI")
+    root = make_root()
+    _write(d / "root-ca.pem", pem_cert(root.cert))
+    _write(d / "ca" / "root-ca.key", pem_key(root.key), private=True)
+    for hub in topology.hubs.values():
+        write_pair(d / "hubs" / hub.hub_id, issue(root, f"hub {hub.name}", uid=f"hub:{hub.hub_id}", kind="ec"))
+    for agency in topology.agencies.values():
+        write_pair(d / "agencies" / agency.organ_id, issue(root, agency.name, uid=agency.organ_id))
+    write_crl(d, root, [])
+    (d / "README.txt").write_text(WARNING + "\n", encoding="utf-8")
+    return d
+
+
+def write_crl(directory: Path, root: Issued, revoked_serials: Iterable[int]) -> None:
+    crl = make_crl(root, revoked_serials)
+    _write(directory / "root-ca.crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+
+
+def load_root(directory: str | Path) -> Issued:
+    d = Path(directory)
+    key = serialization.load_pem_private_key((d / "ca" / "root-ca.key").read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate((d / "root-ca.pem").read_bytes())
+    assert isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey))
+    return Issued(key, cert)
+
+
+def revoke(directory: str | Path, cert_paths: Iterable[Path]) -> None:
+    """Add certificates to the root's CRL, keeping those already revoked, and re-sign it."""
+    d = Path(directory)
+    crl_path = d / "root-ca.crl.pem"
+    serials = {r.serial_number for r in x509.load_pem_x509_crl(crl_path.read_bytes())} if crl_path.exists() else set()
+    serials |= {x509.load_pem_x509_certificate(p.read_bytes()).serial_number for p in cert_paths}
+    write_crl(d, load_root(d), sorted(serials))

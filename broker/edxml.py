@@ -1,0 +1,313 @@
+"""The edXML model (QCVN 102:2016): read messages into Python types, build new ones.
+
+Reading never changes the tree: the bytes a sender signed stay the bytes
+that travel.  What the schema cannot say (exactly one ``From``, at least one
+``To``, manifest and attachments matching one to one, attachments that
+are real base64) is checked here, with a specific error for each.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from lxml import etree
+
+from .errors import ManifestMismatch, SchemaViolation, WrongNamespace
+
+EDXML_NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
+E = "{" + EDXML_NS + "}"
+DATE_FORMAT = "%Y/%m/%d"
+TIMESTAMP_FORMAT = "%Y/%m/%d %H:%M:%S"
+
+Kind = Literal["document", "status"]
+STATUS_CODES = {
+    "01": "received", "02": "rejected", "03": "accepted", "04": "assigned", "05": "processing",
+    "06": "completed", "13": "revocation requested", "15": "change accepted", "16": "change refused",
+}
+BUSINESS_TYPES = {"0": "new", "1": "revocation", "2": "update", "3": "replacement"}
+
+
+@dataclass(frozen=True)
+class Organ:
+    """An agency as named in a message (``From``, ``To``, ``ResponseFor``)."""
+
+    organ_id: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """An attachment: base64 text linked to a manifest reference by ``ContentId``."""
+
+    content_id: str
+    name: str
+    content_type: str
+    encoded: str = field(repr=False)
+
+    def content(self) -> bytes:
+        return base64.b64decode("".join(self.encoded.split()))
+
+
+@dataclass(frozen=True)
+class ResponseFor:
+    """The document a status message (or a reply) refers to."""
+
+    organ_id: str
+    document_id: str
+    code: str = ""
+
+
+@dataclass(frozen=True)
+class Business:
+    """``TraceHeaderList/Bussiness``: revocation, update or replacement of an earlier document."""
+
+    doc_type: str
+    document_id: str
+    reason: str = ""
+
+    @property
+    def meaning(self) -> str:
+        return BUSINESS_TYPES.get(self.doc_type, "unknown")
+
+
+@dataclass(frozen=True)
+class Message:
+    """What routing, policy and evidence need from an edXML message."""
+
+    kind: Kind
+    sender: Organ
+    recipients: tuple[Organ, ...]
+    document_id: str
+    subject: str = ""
+    code: str = ""
+    status_code: str | None = None
+    response_for: ResponseFor | None = None
+    business: Business | None = None
+    attachments: tuple[Attachment, ...] = ()
+    timestamp: str = ""
+
+    @property
+    def recipient_ids(self) -> tuple[str, ...]:
+        return tuple(o.organ_id for o in self.recipients)
+
+
+def header_of(root: etree._Element) -> etree._Element:
+    """``edXMLEnvelope/edXMLHeader`` of a message, or a schema error."""
+    if root.tag != E + "edXML":
+        raise WrongNamespace(f"root element is {_local(root.tag)!r} in namespace "
+                             f"{_ns(root.tag)!r}; expected edXML in {EDXML_NS}")
+    header = root.find(E + "edXMLEnvelope/" + E + "edXMLHeader")
+    if header is None:
+        raise SchemaViolation("edXMLEnvelope/edXMLHeader is missing")
+    return header
+
+
+def _local(tag: object) -> str:
+    return str(tag).rpartition("}")[2]
+
+
+def _ns(tag: object) -> str:
+    t = str(tag)
+    return t[1:].partition("}")[0] if t.startswith("{") else ""
+
+
+def _text(el: etree._Element | None, path: str) -> str:
+    if el is None:
+        return ""
+    found = el.find(path)
+    return (found.text or "").strip() if found is not None else ""
+
+
+def _one(parent: etree._Element, name: str, where: str) -> etree._Element:
+    found = parent.findall(E + name)
+    if len(found) != 1:
+        raise SchemaViolation(f"{where} must have exactly one {name}, found {len(found)}")
+    return found[0]
+
+
+def _organ(el: etree._Element, where: str) -> Organ:
+    organ_id = _text(el, E + "OrganId")
+    if not organ_id:
+        raise SchemaViolation(f"{where}/OrganId is missing or empty")
+    return Organ(organ_id, _text(el, E + "OrganName"))
+
+
+def read(tree: etree._ElementTree | etree._Element) -> Message:
+    """Read a schema-valid edXML message into a :class:`Message`."""
+    root = tree.getroot() if isinstance(tree, etree._ElementTree) else tree
+    header = header_of(root)
+    mh = _one(header, "MessageHeader", "edXMLHeader")
+    sender = _organ(_one(mh, "From", "MessageHeader"), "From")
+    status_code = _text(mh, E + "StatusCode") or None
+    rf_el = mh.find(E + "ResponseFor")
+    response_for = None
+    if rf_el is not None and _text(rf_el, E + "OrganId"):
+        response_for = ResponseFor(_text(rf_el, E + "OrganId"), _text(rf_el, E + "DocumentId"),
+                                   _text(rf_el, E + "Code"))
+    business = None
+    b_el = header.find(E + "TraceHeaderList/" + E + "Bussiness")
+    if b_el is not None:
+        business = Business(_text(b_el, E + "BussinessDocType"), _text(b_el, E + "DocumentId"),
+                            _text(b_el, E + "BussinessDocReason"))
+
+    if status_code is not None:
+        _one(mh, "StatusCode", "MessageHeader")
+        if response_for is None or not response_for.document_id:
+            raise SchemaViolation("a status message needs ResponseFor with OrganId and DocumentId")
+        # A status travels back to the agency that sent the document.
+        return Message(kind="status", sender=sender, recipients=(Organ(response_for.organ_id),),
+                       document_id=response_for.document_id, status_code=status_code,
+                       response_for=response_for, business=business,
+                       timestamp=_text(mh, E + "Timestamp"))
+
+    recipients = tuple(_organ(to, "To") for to in mh.findall(E + "To"))
+    if not recipients:
+        raise SchemaViolation("a document needs at least one To agency")
+    if len({r.organ_id for r in recipients}) != len(recipients):
+        raise SchemaViolation("the same To agency is listed twice")
+    document_id = _one(mh, "DocumentId", "MessageHeader").text or ""
+    if not document_id.strip():
+        raise SchemaViolation("DocumentId is empty")
+    code = "/".join(x for x in (_text(mh, E + "Code/" + E + "CodeNumber"),
+                                _text(mh, E + "Code/" + E + "CodeNotation")) if x)
+    return Message(kind="document", sender=sender, recipients=recipients,
+                   document_id=document_id.strip(), subject=_text(mh, E + "Subject"), code=code,
+                   response_for=response_for, business=business,
+                   attachments=_attachments(root))
+
+
+def _attachments(root: etree._Element) -> tuple[Attachment, ...]:
+    refs = [(_text(r, E + "ContentId")) for r in
+            root.iterfind(E + "edXMLEnvelope/" + E + "edXMLBody/" + E + "edXMLManifest/" + E + "Reference")]
+    found: dict[str, Attachment] = {}
+    for a in root.iterfind(E + "AttachmentEncoded/" + E + "Attachment"):
+        cid = _text(a, E + "ContentId")
+        if cid in found:
+            raise ManifestMismatch(f"two attachments share ContentId {cid!r}")
+        encoded = _text(a, E + "ContentTransferEncoded")
+        try:
+            base64.b64decode("".join(encoded.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise ManifestMismatch(f"attachment {cid!r} is not valid base64") from None
+        found[cid] = Attachment(cid, _text(a, E + "AttachmentName"), _text(a, E + "ContentType"), encoded)
+    if len(set(refs)) != len(refs):
+        raise ManifestMismatch("the manifest lists the same ContentId twice")
+    missing = [c for c in refs if c not in found]
+    if missing:
+        raise ManifestMismatch(f"manifest reference {missing[0]!r} has no attachment")
+    extra = [c for c in found if c not in refs]
+    if extra:
+        raise ManifestMismatch(f"attachment {extra[0]!r} is not listed in the manifest")
+    return tuple(found[c] for c in refs)
+
+
+# --- building -----------------------------------------------------------------
+
+
+def _el(parent: etree._Element, name: str, text: str | None = None) -> etree._Element:
+    el = etree.SubElement(parent, E + name)
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _organ_el(parent: etree._Element, name: str, organ: Organ) -> None:
+    el = _el(parent, name)
+    _el(el, "OrganId", organ.organ_id)
+    if organ.name:
+        _el(el, "OrganName", organ.name)
+
+
+def _envelope() -> tuple[etree._Element, etree._Element]:
+    root = etree.Element(E + "edXML", nsmap={None: EDXML_NS})
+    env = etree.SubElement(root, E + "edXMLEnvelope", nsmap={"edXML": EDXML_NS})
+    header = _el(env, "edXMLHeader")
+    return root, header
+
+
+def _serialize(root: etree._Element) -> bytes:
+    etree.indent(root, space="  ")
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def build_document(sender: Organ, recipients: Sequence[Organ], *, subject: str,
+                   document_id: str | None = None, code_number: str = "1",
+                   code_notation: str = "LT", content: str = "",
+                   attachments: Sequence[tuple[str, str, bytes]] = (),
+                   business: Business | None = None, when: datetime | None = None) -> bytes:
+    """A new, unsigned edXML document; ``attachments`` are ``(name, content_type, bytes)``."""
+    when = when or datetime.now()
+    root, header = _envelope()
+    mh = _el(header, "MessageHeader")
+    _organ_el(mh, "From", sender)
+    for r in recipients:
+        _organ_el(mh, "To", r)
+    _el(mh, "DocumentId", document_id or str(uuid.uuid4()))
+    code = _el(mh, "Code")
+    _el(code, "CodeNumber", code_number)
+    _el(code, "CodeNotation", code_notation)
+    pi = _el(mh, "PromulgationInfo")
+    _el(pi, "Place", "Hà Nội")
+    _el(pi, "PromulgationDate", when.strftime(DATE_FORMAT))
+    dt = _el(mh, "DocumentType")
+    _el(dt, "Type", "1")
+    _el(dt, "TypeName", "Công văn")
+    _el(mh, "Subject", subject)
+    _el(mh, "Content", content or subject)
+    _el(_el(mh, "SignerInfo"), "FullName", sender.name or sender.organ_id)
+    _el(mh, "SteeringType", "1")
+    thl = _el(header, "TraceHeaderList")
+    th = _el(thl, "TraceHeader")
+    _el(th, "OrganId", sender.organ_id)
+    _el(th, "Timestamp", when.strftime(TIMESTAMP_FORMAT))
+    if business is not None:
+        b = _el(thl, "Bussiness")
+        _el(b, "DocumentId", business.document_id)
+        _el(b, "BussinessDocType", business.doc_type)
+        _el(b, "BussinessDocReason", business.reason)
+        _el(b, "Paper", "0")
+    body = _el(header.getparent(), "edXMLBody")
+    manifest = _el(body, "edXMLManifest")
+    manifest.set("version", "1.0")
+    encoded_root = etree.SubElement(root, E + "AttachmentEncoded") if attachments else None
+    for name, ctype, data in attachments:
+        cid = f"cid:{uuid.uuid4()}"
+        ref = _el(manifest, "Reference")
+        _el(ref, "ContentId", cid)
+        _el(ref, "ContentType", ctype)
+        _el(ref, "AttachmentName", name)
+        assert encoded_root is not None
+        att = _el(encoded_root, "Attachment")
+        _el(att, "ContentId", cid)
+        _el(att, "AttachmentName", name)
+        _el(att, "ContentType", ctype)
+        _el(att, "ContentTransferEncoded", base64.b64encode(data).decode())
+    return _serialize(root)
+
+
+def build_status(sender: Organ, response_for: ResponseFor, status_code: str, *,
+                 description: str = "", staff: str = "", when: datetime | None = None) -> bytes:
+    """A new, unsigned edXML status message about ``response_for``."""
+    if status_code not in STATUS_CODES:
+        raise SchemaViolation(f"status code {status_code!r} is not one of {', '.join(STATUS_CODES)}")
+    when = when or datetime.now()
+    root, header = _envelope()
+    mh = _el(header, "MessageHeader")
+    _organ_el(mh, "From", sender)
+    rf = _el(mh, "ResponseFor")
+    _el(rf, "OrganId", response_for.organ_id)
+    if response_for.code:
+        _el(rf, "Code", response_for.code)
+    _el(rf, "DocumentId", response_for.document_id)
+    si = _el(mh, "StaffInfo")
+    _el(si, "Staff", staff or sender.name or sender.organ_id)
+    _el(mh, "StatusCode", status_code)
+    _el(mh, "Description", description or STATUS_CODES[status_code])
+    _el(mh, "Timestamp", when.strftime(TIMESTAMP_FORMAT))
+    return _serialize(root)

@@ -1,0 +1,208 @@
+"""One rooted exception tree for lienthong.
+
+Every error a user can cause carries a stable ``code`` (documented in
+``docs/errors.md``) and a one-sentence message.  The CLI prints them as
+``ERROR <CODE>: <sentence>``; hubs put the code into signed rejections.
+Codes are part of the wire contract: never rename one, only add.
+"""
+
+from __future__ import annotations
+
+
+class LienthongError(Exception):
+    """Root of every error lienthong raises on purpose."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+    def line(self) -> str:
+        """The one line shown to users."""
+        return f"ERROR {self.code}: {self.message}"
+
+
+# --- input that is not acceptable edXML -----------------------------------
+
+
+class RejectedInput(LienthongError, ValueError):
+    """The message is refused for what it contains; retrying will not help."""
+
+    code = "INPUT_REJECTED"
+
+
+class MalformedXML(RejectedInput):
+    """The bytes are not well-formed XML."""
+
+    code = "XML_MALFORMED"
+
+
+class ForbiddenXML(RejectedInput):
+    """The XML uses a construct the hardened parser refuses (DTD, entity, XInclude)."""
+
+    code = "XML_FORBIDDEN"
+
+
+class TooLarge(RejectedInput):
+    """The message exceeds the configured size limit."""
+
+    code = "XML_TOO_LARGE"
+
+
+class TooDeep(RejectedInput):
+    """The XML nests deeper than the configured limit."""
+
+    code = "XML_TOO_DEEP"
+
+
+class WrongNamespace(RejectedInput):
+    """The root element is not edXML in the QCVN 102:2016 namespace."""
+
+    code = "EDXML_NAMESPACE"
+
+
+class SchemaViolation(RejectedInput):
+    """The message does not conform to the edXML schema."""
+
+    code = "EDXML_SCHEMA"
+
+
+class ManifestMismatch(RejectedInput):
+    """Manifest references and attachments do not correspond one to one."""
+
+    code = "EDXML_MANIFEST"
+
+
+# --- signatures and certificates -------------------------------------------
+
+
+class SignatureError(RejectedInput):
+    """The signature value does not verify with the signer's key."""
+
+    code = "SIG_INVALID"
+
+
+class SignatureMissing(SignatureError):
+    """The message carries no XMLDSig signature."""
+
+    code = "SIG_MISSING"
+
+
+class SignatureProfile(SignatureError):
+    """The signature does not follow the lienthong profile (wrapping, extra references...)."""
+
+    code = "SIG_PROFILE"
+
+
+class WeakAlgorithm(SignatureError):
+    """The signature uses an algorithm refused by policy (SHA-1, unknown URIs)."""
+
+    code = "SIG_ALGORITHM"
+
+
+class DigestMismatch(SignatureError):
+    """The signed content was altered after signing."""
+
+    code = "SIG_DIGEST"
+
+
+class CertificateError(SignatureError):
+    """The signing certificate is not acceptable."""
+
+    code = "CERT_INVALID"
+
+
+class Untrusted(CertificateError):
+    """The certificate does not chain to a configured trust anchor."""
+
+    code = "CERT_UNTRUSTED"
+
+
+class Expired(CertificateError):
+    """A certificate in the chain is not valid at the time of verification."""
+
+    code = "CERT_EXPIRED"
+
+
+class Revoked(CertificateError):
+    """A certificate in the chain is listed in its issuer's CRL."""
+
+    code = "CERT_REVOKED"
+
+
+class RevocationUnknown(CertificateError):
+    """No current CRL from the issuer is in the trust store, so revocation cannot be checked."""
+
+    code = "CRL_UNAVAILABLE"
+
+
+class KeyUsage(CertificateError):
+    """The certificate is not allowed to sign documents (key usage)."""
+
+    code = "CERT_USAGE"
+
+
+class SignerMismatch(SignatureError):
+    """The signer's certificate is not bound to the agency in ``From``."""
+
+    code = "SIGNER_MISMATCH"
+
+
+class UnknownAgency(RejectedInput):
+    """The agency code is not in the agency directory."""
+
+    code = "AGENCY_UNKNOWN"
+
+
+class UnknownRecipient(RejectedInput):
+    """A recipient agency is not in the agency directory."""
+
+    code = "RECIPIENT_UNKNOWN"
+
+
+class SenderNotAllowed(RejectedInput):
+    """The message reached this hub from an account not entitled to send it."""
+
+    code = "SENDER_NOT_ALLOWED"
+
+
+class TraceInvalid(RejectedInput):
+    """A hop record carried with the message is missing, malformed or not signed by that hub."""
+
+    code = "TRACE_INVALID"
+
+
+# --- transient problems: retried with back-off, then parked ------------------
+
+
+class TransientError(LienthongError):
+    """A dependency (broker, state store) failed; the operation may succeed later."""
+
+    code = "TRANSIENT"
+
+
+class RetriesExhausted(LienthongError):
+    """A transient failure persisted through every retry tier; the message was parked."""
+
+    code = "RETRY_EXHAUSTED"
+
+
+# --- local problems ----------------------------------------------------------
+
+
+class UsageError(LienthongError):
+    """A command was called with arguments that cannot work (missing file...)."""
+
+    code = "USAGE"
+
+
+class ConfigError(LienthongError):
+    """Configuration (topology, trust store, keys) is missing or inconsistent."""
+
+    code = "CONFIG"

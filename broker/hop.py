@@ -1,0 +1,220 @@
+"""The hop: what a hub decides for one inbound message.  Pure: no broker, no database.
+
+:meth:`Hop.process` runs steps 2-7 of the hop (parse, schema, signature,
+policy, route, evidence) and returns an :class:`Outcome`: the copies to
+publish, each with the claim key that makes publishing idempotent.  The
+transport (``broker.transport``) claims, publishes with confirms, and acks.
+
+Who sent a message is known from the AMQP ``user_id`` property, which
+RabbitMQ checks against the authenticated user:
+
+- an agency account (its code): the first hop; it may only send as itself,
+  and only into its own hub;
+- ``link.<hub>``: a neighbouring hub forwarding; its signed trace must end
+  with a record of that hub naming this hub as a target;
+- ``hub.<this hub>``: our own retry tier re-injecting a message; the
+  original publisher is carried in ``lt-origin``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+
+from . import receipts
+from .errors import RejectedInput, SenderNotAllowed, TraceInvalid
+from .layout import hub_user
+from .evidence import HopRecord, sign_record, token_digest, utc_now, verify_trace
+from .parsing import DEFAULT_LIMITS, ParseLimits
+from .routing import Target, next_hops
+from .signer import SigningKey
+from .topology import Topology
+from .trust import TrustStore
+from .validation import check
+from .verifier import DEFAULT_POLICY, VerifyPolicy
+
+H_KIND = "lt-kind"          # "edxml" (default) or "receipt"
+H_TRACE = "lt-trace"        # list of signed hop record tokens
+H_RECIPIENTS = "lt-recipients"  # the recipients this copy serves (informative; the signed record rules)
+H_ORIGIN = "lt-origin"      # original publisher, kept across our own retry tier
+H_CODE = "lt-code"
+H_REASON = "lt-reason"
+H_HUB = "lt-hub"
+H_TO = "lt-to"              # receipts: the agency to notify
+
+PARKING = Target("parking", "parking")
+
+
+@dataclass(frozen=True)
+class Inbound:
+    body: bytes
+    headers: Mapping[str, Any]
+    user_id: str | None
+
+
+@dataclass(frozen=True)
+class Copy:
+    target: Target
+    body: bytes
+    headers: dict[str, Any]
+    claim: str
+    """Key under which publishing this copy is made idempotent (with the hub and digest)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    digest: str
+    document_id: str
+    verdict: str  # forwarded, delivered, rejected
+    copies: tuple[Copy, ...]
+    code: str = ""
+    reason: str = ""
+    sender: str = ""
+    record: str = ""
+    recipients: tuple[str, ...] = ()
+
+
+@dataclass
+class Hop:
+    hub: str
+    topology: Topology
+    trust: TrustStore
+    key: SigningKey
+    hub_certs: Mapping[str, x509.Certificate]
+    limits: ParseLimits = DEFAULT_LIMITS
+    policy: VerifyPolicy = DEFAULT_POLICY
+    neighbours: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        parent = self.topology.hubs[self.hub].parent
+        children = {h.hub_id for h in self.topology.hubs.values() if h.parent == self.hub}
+        self.neighbours = frozenset(children | ({parent} if parent else set()))
+
+    # -- entry point -----------------------------------------------------------
+
+    def process(self, msg: Inbound) -> Outcome:
+        digest = hashlib.sha256(msg.body).hexdigest()
+        origin = self._origin(msg)
+        document_id, sender, recipients = "", "", ()
+        try:
+            if msg.headers.get(H_KIND) == "receipt":
+                return self._relay_receipt(msg, digest, origin)
+            checked = check(msg.body, trust=self.trust, topology=self.topology,
+                            limits=self.limits, policy=self.policy)
+            m = checked.message
+            document_id, sender = m.document_id, m.sender.organ_id
+            trace = list(msg.headers.get(H_TRACE) or [])
+            recipients = self._admit(origin, sender, m.recipient_ids, trace, digest)
+            return self._forward(msg.body, digest, document_id, sender, recipients, trace, "edxml")
+        except RejectedInput as exc:
+            return self._reject(msg, digest, document_id, sender or _agency(origin, self.topology),
+                                recipients, exc)
+
+    # -- policy ----------------------------------------------------------------
+
+    def _origin(self, msg: Inbound) -> str:
+        user = msg.user_id or ""
+        if user == hub_user(self.hub):
+            return str(msg.headers.get(H_ORIGIN) or "")
+        return user
+
+    def _admit(self, origin: str, sender: str, to: tuple[str, ...], trace: list[str],
+               digest: str) -> tuple[str, ...]:
+        """Check who handed us the message; return the recipients this copy serves."""
+        if origin.startswith("link."):
+            neighbour = origin[len("link."):]
+            if neighbour not in self.neighbours:
+                raise SenderNotAllowed(f"hub {neighbour!r} is not a neighbour of {self.hub!r}")
+            records = verify_trace(trace, self.hub_certs, digest)
+            if not records or records[-1].hub != neighbour or f"hub:{self.hub}" not in records[-1].targets:
+                raise TraceInvalid(f"the trace does not show {neighbour!r} forwarding this message here")
+            first = records[0]
+            if self.topology.agency(sender).hub != first.hub:
+                raise TraceInvalid("the first hop is not the sender's own hub")
+            # the recipients this copy serves are those the previous hub routed here
+            forwarded = _recipients_for(records[-1], f"hub:{self.hub}")
+            if not set(forwarded) <= set(to):
+                raise TraceInvalid("the trace routes recipients the document does not name")
+            return forwarded
+        if trace:
+            raise TraceInvalid("an agency cannot send a message that already carries a trace")
+        if origin != sender:
+            raise SenderNotAllowed(f"account {origin or '(none)'!r} may not send documents from {sender!r}")
+        if self.topology.agency(sender).hub != self.hub:
+            raise SenderNotAllowed(f"agency {sender!r} must send through its own hub "
+                                   f"{self.topology.agency(sender).hub!r}")
+        return to
+
+    # -- outcomes ----------------------------------------------------------------
+
+    def _forward(self, body: bytes, digest: str, document_id: str, sender: str,
+                 recipients: tuple[str, ...], trace: list[str], kind: str) -> Outcome:
+        hops = next_hops(self.topology, self.hub, recipients)
+        delivered_here = all(t.kind == "inbox" for t in hops)
+        record = HopRecord(
+            hub=self.hub, at=utc_now(), digest=digest, document_id=document_id,
+            verdict="delivered" if delivered_here else "forwarded",
+            targets=tuple(str(t) for t in hops), recipients=recipients,
+            prev=token_digest(trace[-1]) if trace else "",
+            extra={"routes": ";".join(f"{t}={','.join(r)}" for t, r in hops.items())},
+        )
+        token = sign_record(record, self.key)
+        copies = tuple(
+            Copy(target, body, {H_KIND: kind, H_TRACE: [*trace, token], H_RECIPIENTS: list(recips)}, str(target))
+            for target, recips in hops.items()
+        )
+        return Outcome(digest, document_id, record.verdict, copies, sender=sender, record=token,
+                       recipients=recipients)
+
+    def _reject(self, msg: Inbound, digest: str, document_id: str, sender: str,
+                recipients: tuple[str, ...], exc: RejectedInput) -> Outcome:
+        parked = Copy(PARKING, msg.body, {**_plain(msg.headers), H_CODE: exc.code, H_REASON: exc.message,
+                                          H_HUB: self.hub, H_ORIGIN: msg.user_id or ""}, "parking")
+        copies = [parked]
+        record = HopRecord(hub=self.hub, at=utc_now(), digest=digest, document_id=document_id,
+                           verdict="rejected", code=exc.code, recipients=recipients,
+                           extra={"reason": exc.message})
+        token = sign_record(record, self.key)
+        # Tell the sender, if we know who that is and it is not itself a receipt going astray.
+        if sender in self.topology.agencies and msg.headers.get(H_KIND) != "receipt":
+            receipt = receipts.build(receipts.Receipt(
+                kind="rejected", hub=self.hub, time=record.at, document_id=document_id,
+                document_sha256=digest, sender=sender, recipients=recipients,
+                code=exc.code, reason=exc.message), self.key)
+            for target, _ in next_hops(self.topology, self.hub, (sender,)).items():
+                copies.append(Copy(target, receipt, {H_KIND: "receipt", H_TO: sender}, f"rejection>{target}"))
+        return Outcome(digest, document_id, "rejected", tuple(copies), code=exc.code, reason=exc.message,
+                       sender=sender, record=token, recipients=recipients)
+
+    def _relay_receipt(self, msg: Inbound, digest: str, origin: str) -> Outcome:
+        if not (origin.startswith("link.") or origin == hub_user(self.hub)):
+            raise SenderNotAllowed("only hubs may send receipts")
+        verified = receipts.verify(msg.body, self.trust)
+        r = verified.receipt
+        hops = next_hops(self.topology, self.hub, (r.sender,))
+        copies = tuple(Copy(t, msg.body, {H_KIND: "receipt", H_TO: r.sender}, str(t)) for t in hops)
+        return Outcome(digest, r.document_id, "forwarded", copies, sender=r.hub)
+
+
+def _recipients_for(record: HopRecord, target: str) -> tuple[str, ...]:
+    for part in record.extra.get("routes", "").split(";"):
+        name, _, recips = part.partition("=")
+        if name == target:
+            return tuple(r for r in recips.split(",") if r)
+    return ()
+
+
+def _agency(origin: str, topology: Topology) -> str:
+    return origin if origin in topology.agencies else ""
+
+
+def _plain(headers: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in headers.items() if not k.startswith("x-")}
+
+
+def certs_of_hubs(pki_hub_dirs: Sequence[tuple[str, bytes]]) -> dict[str, x509.Certificate]:
+    return {hub: x509.load_pem_x509_certificate(pem) for hub, pem in pki_hub_dirs}

@@ -1,0 +1,151 @@
+"""The RabbitMQ layout derived from the topology: vhosts, exchanges, queues, users, permissions.
+
+Pure data; ``lienthong broker setup`` applies it (``broker.setup``).
+
+Per hub, one vhost ``lienthong.<hub>`` holding:
+
+- ``ingress`` (fanout exchange) -> ``ingress`` (quorum queue): where agencies
+  of this hub and neighbouring hubs publish.  ``x-delivery-limit`` parks a
+  message that keeps crashing workers.
+- ``inbox`` (direct, key = agency code) -> ``inbox.<code>`` (quorum), one per
+  agency attached to this hub.
+- ``retry`` (direct) -> ``retry.<tier>`` queues with one fixed TTL each,
+  dead-lettering back into ``ingress``.
+- ``parking`` (fanout) -> ``parking`` (quorum): rejected and exhausted messages,
+  with ``lt-code`` / ``lt-reason`` headers.
+- ``unroutable`` (fanout) -> ``unroutable``: the alternate exchange of
+  ``ingress`` and ``inbox``, so a message never vanishes for lack of a binding.
+
+Users: ``hub.<hub>`` (everything in its own vhost), ``link.<hub>`` (publish
+only to ``ingress`` of each neighbouring hub), and one user per agency
+(publish to its hub's ``ingress``, read only its own inbox).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from .topology import Topology
+
+EX_INGRESS, EX_INBOX, EX_RETRY, EX_PARKING, EX_UNROUTABLE = "ingress", "inbox", "retry", "parking", "unroutable"
+Q_INGRESS, Q_PARKING, Q_UNROUTABLE = "ingress", "parking", "unroutable"
+RETRY_TIERS: tuple[tuple[str, int], ...] = (("r1s", 1_000), ("r10s", 10_000), ("r60s", 60_000))
+DELIVERY_LIMIT = 20
+
+
+def vhost(hub_id: str) -> str:
+    return f"lienthong.{hub_id}"
+
+
+def inbox_queue(organ_id: str) -> str:
+    return f"inbox.{organ_id}"
+
+
+def retry_queue(tier: str) -> str:
+    return f"retry.{tier}"
+
+
+def hub_user(hub_id: str) -> str:
+    return f"hub.{hub_id}"
+
+
+def link_user(hub_id: str) -> str:
+    return f"link.{hub_id}"
+
+
+@dataclass(frozen=True)
+class Exchange:
+    name: str
+    type: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Binding:
+    exchange: str
+    queue: str
+    routing_key: str = ""
+
+
+@dataclass(frozen=True)
+class Permission:
+    vhost: str
+    user: str
+    configure: str
+    write: str
+    read: str
+
+
+def declarations(topology: Topology, hub_id: str) -> list[Exchange | Queue | Binding]:
+    """Everything to declare in the vhost of ``hub_id``, in order."""
+    quorum = {"x-queue-type": "quorum"}
+    out: list[Exchange | Queue | Binding] = [
+        Exchange(EX_UNROUTABLE, "fanout"),
+        Queue(Q_UNROUTABLE, dict(quorum)),
+        Binding(EX_UNROUTABLE, Q_UNROUTABLE),
+        Exchange(EX_INGRESS, "fanout", {"alternate-exchange": EX_UNROUTABLE}),
+        Exchange(EX_INBOX, "direct", {"alternate-exchange": EX_UNROUTABLE}),
+        Exchange(EX_RETRY, "direct"),
+        Exchange(EX_PARKING, "fanout"),
+        Queue(Q_PARKING, dict(quorum)),
+        Binding(EX_PARKING, Q_PARKING),
+        Queue(Q_INGRESS, {**quorum, "x-delivery-limit": DELIVERY_LIMIT,
+                          "x-dead-letter-exchange": EX_PARKING}),
+        Binding(EX_INGRESS, Q_INGRESS),
+    ]
+    for tier, ttl in RETRY_TIERS:
+        out += [Queue(retry_queue(tier), {**quorum, "x-message-ttl": ttl,
+                                          "x-dead-letter-exchange": EX_INGRESS}),
+                Binding(EX_RETRY, retry_queue(tier), tier)]
+    for agency in topology.agencies.values():
+        if agency.hub == hub_id:
+            out += [Queue(inbox_queue(agency.organ_id), dict(quorum)),
+                    Binding(EX_INBOX, inbox_queue(agency.organ_id), agency.organ_id)]
+    return out
+
+
+def neighbours(topology: Topology, hub_id: str) -> list[str]:
+    parent = topology.hubs[hub_id].parent
+    children = [h.hub_id for h in topology.hubs.values() if h.parent == hub_id]
+    return ([parent] if parent else []) + children
+
+
+def permissions(topology: Topology) -> list[Permission]:
+    out: list[Permission] = []
+    for hub in topology.hubs.values():
+        v = vhost(hub.hub_id)
+        out.append(Permission(v, hub_user(hub.hub_id), ".*", ".*", ".*"))
+        for n in neighbours(topology, hub.hub_id):
+            out.append(Permission(vhost(n), link_user(hub.hub_id), "^$", f"^{EX_INGRESS}$", "^$"))
+    for agency in topology.agencies.values():
+        out.append(Permission(vhost(agency.hub), agency.organ_id, "^$", f"^{EX_INGRESS}$",
+                              f"^{re.escape(inbox_queue(agency.organ_id))}$"))
+    return out
+
+
+def users(topology: Topology) -> list[str]:
+    return ([hub_user(h) for h in topology.hubs] + [link_user(h) for h in topology.hubs]
+            + list(topology.agencies))
+
+
+def amqp_url(topology: Topology, hub_id: str, user: str, password: str) -> str:
+    """The URL for ``user`` on the broker of ``hub_id``, in that hub's vhost."""
+    base = urlsplit(topology.hubs[hub_id].amqp_url)
+    host = base.hostname or "127.0.0.1"
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}:{base.port or 5672}"
+    return urlunsplit((base.scheme or "amqp", netloc, "/" + quote(vhost(hub_id), safe=""), base.query, ""))
+
+
+def admin_url(topology: Topology, hub_id: str) -> str:
+    """The topology's (admin) URL of the hub's broker, pointed at the hub's vhost."""
+    base = urlsplit(topology.hubs[hub_id].amqp_url)
+    return urlunsplit((base.scheme, base.netloc, "/" + quote(vhost(hub_id), safe=""), base.query, ""))

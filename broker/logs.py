@@ -1,0 +1,38 @@
+"""Logging: structlog, configured once by the entry point.
+
+Context (``document_id``, ``hub``, ``agency``) is bound with contextvars so
+every line a hub writes while handling a message carries it.  Output is JSON
+lines (for log shippers) or a console renderer for people.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+
+def configure(*, json: bool = False, level: str = "INFO") -> None:
+    """Configure structlog and the standard library root logger (call once, at start-up)."""
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer(ensure_ascii=False) if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr)
+    # pika is chatty at INFO about every connection step
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+get_logger = structlog.get_logger

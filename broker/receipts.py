@@ -1,0 +1,102 @@
+"""Transport receipts: signed by a hub, binding the SHA-256 of the exact bytes they speak of.
+
+A receipt is a small XML document in the lienthong receipt namespace with an
+enveloped XMLDSig signature (the same profile as edXML, signature last in
+the root), so auditors can verify it with lienthong or with xmlsec1.
+
+Kinds: ``accepted`` (at the sender's hub), ``delivered`` (into the
+recipient's inbox), ``rejected`` (with a code and a reason).  A receipt is
+addressed to the agency that sent the document and travels back to its
+inbox through the hubs, each of which verifies the hub signature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from lxml import etree
+
+from .errors import SchemaViolation, SignatureError
+from .evidence import utc_now
+from .parsing import DEFAULT_LIMITS, parse
+from .signer import SigningKey, sign_tree
+from .topology import subject_uid
+from .trust import TrustStore
+from .verifier import VerifiedSignature, verify_tree
+
+RECEIPT_NS = "urn:lienthong:receipt:1"
+R = "{" + RECEIPT_NS + "}"
+KINDS = ("accepted", "delivered", "rejected")
+FIELDS = ("Kind", "Hub", "Time", "DocumentId", "DocumentSha256", "From", "To", "Code", "Reason")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    kind: str
+    hub: str
+    time: str
+    document_id: str
+    document_sha256: str
+    sender: str
+    """The agency that sent the document (and receives this receipt)."""
+    recipients: tuple[str, ...] = ()
+    code: str = ""
+    reason: str = ""
+
+
+def build(receipt: Receipt, key: SigningKey) -> bytes:
+    """Serialize and sign ``receipt`` with the hub's key."""
+    if receipt.kind not in KINDS:
+        raise ValueError(f"unknown receipt kind {receipt.kind!r}")
+    root = etree.Element(R + "Receipt", nsmap={"lt": RECEIPT_NS})
+    root.set("version", "1")
+    values = {"Kind": receipt.kind, "Hub": receipt.hub, "Time": receipt.time or utc_now(),
+              "DocumentId": receipt.document_id, "DocumentSha256": receipt.document_sha256,
+              "From": receipt.sender, "Code": receipt.code, "Reason": receipt.reason}
+    for name in FIELDS:
+        if name == "To":
+            for r in receipt.recipients:
+                etree.SubElement(root, R + "To").text = r
+        else:
+            etree.SubElement(root, R + name).text = values[name]
+    tree = etree.ElementTree(root)
+    sign_tree(tree, key, parent=root)
+    return etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
+
+
+def read(tree: etree._ElementTree) -> Receipt:
+    root = tree.getroot()
+    if root.tag != R + "Receipt":
+        raise SchemaViolation("not a lienthong receipt")
+
+    def one(name: str) -> str:
+        found = root.findall(R + name)
+        if len(found) != 1:
+            raise SchemaViolation(f"receipt must have exactly one {name}")
+        return found[0].text or ""
+
+    kind = one("Kind")
+    if kind not in KINDS:
+        raise SchemaViolation(f"receipt kind {kind!r} is unknown")
+    return Receipt(kind=kind, hub=one("Hub"), time=one("Time"), document_id=one("DocumentId"),
+                   document_sha256=one("DocumentSha256"), sender=one("From"),
+                   recipients=tuple(e.text or "" for e in root.findall(R + "To")),
+                   code=one("Code"), reason=one("Reason"))
+
+
+@dataclass(frozen=True)
+class VerifiedReceipt:
+    receipt: Receipt
+    signature: VerifiedSignature
+
+
+def verify(data: bytes, trust: TrustStore, *, at: datetime | None = None) -> VerifiedReceipt:
+    """Verify a receipt: hub signature chained to the trust store, signer = the hub it names."""
+    tree = parse(data, DEFAULT_LIMITS)
+    receipt = read(tree)
+    sig = verify_tree(tree, trust, at=at, parent=tree.getroot())
+    if subject_uid(sig.signer) != f"hub:{receipt.hub}":
+        raise SignatureError(f"receipt claims hub {receipt.hub!r} but is signed by "
+                             f"{subject_uid(sig.signer) or 'an unknown key'!r}")
+    return VerifiedReceipt(receipt, sig)

@@ -1,0 +1,57 @@
+"""Routing over the hub tree: up to the lowest common ancestor, then down to each recipient's hub.
+
+Pure functions of the topology.  A hub asks :func:`next_hops` which
+neighbours (or local inboxes) get a copy of a message, and for which of its
+recipients; a document to several agencies fans out where routes split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import UnknownRecipient
+from .topology import Topology
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """Where a copy goes next: another hub's ingress, or a local agency inbox."""
+
+    kind: str  # "hub" or "inbox"
+    name: str  # hub id or agency code
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+def next_hop(topology: Topology, at_hub: str, to_hub: str) -> Target:
+    """The neighbour of ``at_hub`` on the tree path towards ``to_hub``."""
+    if at_hub == to_hub:
+        raise ValueError("already at the destination hub")
+    down = topology.path_to_root(to_hub)  # to_hub, parent, ..., root
+    if at_hub in down:
+        return Target("hub", down[down.index(at_hub) - 1])  # the child on the way down
+    parent = topology.hubs[at_hub].parent
+    assert parent is not None, "the root is an ancestor of every hub"
+    return Target("hub", parent)
+
+
+def next_hops(topology: Topology, at_hub: str, recipients: tuple[str, ...]) -> dict[Target, tuple[str, ...]]:
+    """Group ``recipients`` by where the copy for each goes from ``at_hub``."""
+    out: dict[Target, list[str]] = {}
+    for organ_id in recipients:
+        agency = topology.agencies.get(organ_id)
+        if agency is None:
+            raise UnknownRecipient(f"recipient {organ_id!r} is not in the agency directory")
+        target = (Target("inbox", organ_id) if agency.hub == at_hub
+                  else next_hop(topology, at_hub, agency.hub))
+        out.setdefault(target, []).append(organ_id)
+    return {t: tuple(r) for t, r in sorted(out.items())}
+
+
+def route(topology: Topology, from_hub: str, to_hub: str) -> list[str]:
+    """The whole hub path from ``from_hub`` to ``to_hub`` (both included)."""
+    path = [from_hub]
+    while path[-1] != to_hub:
+        path.append(next_hop(topology, path[-1], to_hub).name)
+    return path

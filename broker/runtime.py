@@ -1,0 +1,46 @@
+"""Assemble a hub from settings: topology, trust store, hub key, hub certificates, state store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+
+from .errors import ConfigError
+from .hop import Hop
+from .settings import Settings
+from .signer import SigningKey
+from .store import SqlStore, open_store
+from .topology import Topology, subject_uid
+from .trust import TrustStore
+
+
+def hub_certificates(pki: Path, topology: Topology, trust: TrustStore) -> dict[str, x509.Certificate]:
+    """Every hub's certificate, each validated against the trust store and bound to its hub id."""
+    certs: dict[str, x509.Certificate] = {}
+    for hub_id in topology.hubs:
+        path = pki / "hubs" / hub_id / "cert.pem"
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+        except OSError:
+            raise ConfigError(f"no certificate for hub {hub_id!r} at {path}") from None
+        trust.validate(cert)
+        if subject_uid(cert) != f"hub:{hub_id}":
+            raise ConfigError(f"{path} is not the certificate of hub {hub_id!r}")
+        certs[hub_id] = cert
+    return certs
+
+
+def load_hop(settings: Settings, hub_id: str, topology: Topology | None = None) -> Hop:
+    topology = topology or Topology.load(settings.topology)
+    if hub_id not in topology.hubs:
+        raise ConfigError(f"hub {hub_id!r} is not in the topology")
+    trust = TrustStore.load(settings.pki)
+    key_dir = settings.pki / "hubs" / hub_id
+    return Hop(hub=hub_id, topology=topology, trust=trust,
+               key=SigningKey.load(key_dir / "key.pem", key_dir / "cert.pem"),
+               hub_certs=hub_certificates(settings.pki, topology, trust))
+
+
+def hub_store(settings: Settings, hub_id: str) -> SqlStore:
+    return open_store(settings.state_url, hub=hub_id)

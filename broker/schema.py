@@ -1,0 +1,58 @@
+"""XSD validation of edXML documents and status messages (schemas/ ship as package data).
+
+Schemas are parsed once per process and shared: lxml's ``XMLSchema`` objects
+validate concurrently without state of their own.  ``validate`` returns the
+message kind and raises :class:`~broker.errors.SchemaViolation` with the
+first error, in one sentence without lxml's ``{namespace}`` noise.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+from lxml import etree
+
+from schemas import SCHEMA_DIR
+
+from .edxml import E, EDXML_NS, Kind
+from .errors import SchemaViolation, WrongNamespace
+
+_FILES: dict[Kind, str] = {"document": "edxml-document.xsd", "status": "edxml-status.xsd"}
+_loaded: dict[Kind, etree.XMLSchema] = {}
+_lock = threading.Lock()
+
+
+def _schema(kind: Kind) -> etree.XMLSchema:
+    schema = _loaded.get(kind)
+    if schema is None:
+        with _lock:
+            schema = _loaded.get(kind)
+            if schema is None:
+                parser = etree.XMLParser(resolve_entities=False, no_network=True)
+                doc = etree.parse(str(SCHEMA_DIR / _FILES[kind]), parser)
+                schema = _loaded[kind] = etree.XMLSchema(doc)
+    return schema
+
+
+def kind_of(root: etree._Element) -> Kind:
+    """``status`` when the MessageHeader has a StatusCode, else ``document``."""
+    if root.tag != E + "edXML":
+        raise WrongNamespace(f"root element is {etree.QName(root).localname!r} in namespace "
+                             f"{etree.QName(root).namespace or '(none)'!r}; expected edXML in {EDXML_NS}")
+    is_status = root.find(f"{E}edXMLEnvelope/{E}edXMLHeader/{E}MessageHeader/{E}StatusCode") is not None
+    return "status" if is_status else "document"
+
+
+_NS_NOISE = re.compile(r"\{[^}]*\}")
+
+
+def validate(root: etree._Element) -> Kind:
+    """Validate a message against its schema; return its kind."""
+    kind = kind_of(root)
+    schema = _schema(kind)
+    if not schema.validate(root):
+        err = schema.error_log.last_error if len(schema.error_log) == 1 else schema.error_log[0]
+        text = _NS_NOISE.sub("", err.message).replace("Element '", "element '")
+        raise SchemaViolation(f"{kind} does not conform to the edXML schema: {text} (line {err.line})")
+    return kind

@@ -1,0 +1,129 @@
+"""``lienthong broker setup``: apply the layout of the topology to RabbitMQ, idempotently.
+
+Vhosts, users and permissions go through the management HTTP API;
+exchanges, queues and bindings through AMQP (``broker.transport``).
+Passwords of generated users live in the credentials file (mode 0600),
+created on first run and reused after, so running setup twice changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import yaml
+
+from . import layout, transport
+from .errors import ConfigError, TransientError
+from .logs import get_logger
+from .topology import Topology
+
+log = get_logger(__name__)
+
+
+class Credentials:
+    """user -> password, kept in a YAML file readable only by its owner."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._data: dict[str, str] = {}
+        if path.exists():
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            self._data = {str(k): str(v) for k, v in loaded.items()}
+
+    def ensure(self, users: list[str]) -> None:
+        missing = [u for u in users if u not in self._data]
+        for u in missing:
+            self._data[u] = secrets.token_urlsafe(18)
+        if missing or not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(yaml.safe_dump(self._data, sort_keys=True), encoding="utf-8")
+            os.chmod(tmp, 0o600)
+            tmp.replace(self.path)
+
+    def password(self, user: str) -> str:
+        try:
+            return self._data[user]
+        except KeyError:
+            raise ConfigError(f"no credentials for {user!r} in {self.path}; run 'lienthong broker setup'") from None
+
+
+class Management:
+    """A minimal client of the RabbitMQ management API."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}"
+        user, password = parts.username or "guest", parts.password or "guest"
+        self.user = user
+        self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Authorization": self._auth, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=15) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise ConfigError(f"management API {method} {path}: HTTP {exc.code} {exc.read()[:200]!r}") from None
+        except OSError as exc:
+            raise TransientError(f"management API at {self.base} unreachable: {exc}") from None
+        return json.loads(raw) if raw else None
+
+    def put(self, path: str, body: Any) -> None:
+        self.request("PUT", path, body)
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)
+
+
+def q(name: str) -> str:
+    return quote(name, safe="")
+
+
+def apply(topology: Topology, credentials: Credentials, default_mgmt_url: str) -> dict[str, int]:
+    """Declare everything; return counts of what was applied."""
+    credentials.ensure(layout.users(topology))
+    counts = {"vhosts": 0, "users": 0, "permissions": 0, "declarations": 0}
+    mgmts: dict[str, Management] = {}
+
+    def mgmt_for(hub_id: str) -> Management:
+        url = topology.hubs[hub_id].management_url or default_mgmt_url
+        return mgmts.setdefault(url, Management(url))
+
+    for hub_id in topology.hubs:
+        m = mgmt_for(hub_id)
+        m.put(f"/api/vhosts/{q(layout.vhost(hub_id))}", {"description": f"lienthong hub {hub_id}"})
+        # the admin account needs rights in the vhost to declare its topology
+        m.put(f"/api/permissions/{q(layout.vhost(hub_id))}/{q(m.user)}",
+              {"configure": ".*", "write": ".*", "read": ".*"})
+        counts["vhosts"] += 1
+    # users exist per broker; create each on every broker that holds one of its vhosts
+    perms = layout.permissions(topology)
+    vhost_hub = {layout.vhost(h): h for h in topology.hubs}
+    done_users: set[tuple[str, str]] = set()
+    for p in perms:
+        m = mgmt_for(vhost_hub[p.vhost])
+        if (m.base, p.user) not in done_users:
+            m.put(f"/api/users/{q(p.user)}", {"password": credentials.password(p.user), "tags": ""})
+            done_users.add((m.base, p.user))
+            counts["users"] += 1
+        m.put(f"/api/permissions/{q(p.vhost)}/{q(p.user)}",
+              {"configure": p.configure, "write": p.write, "read": p.read})
+        counts["permissions"] += 1
+    for hub_id in topology.hubs:
+        items = layout.declarations(topology, hub_id)
+        transport.declare(layout.admin_url(topology, hub_id), items)
+        counts["declarations"] += len(items)
+    log.info("broker setup applied", **counts)
+    return counts

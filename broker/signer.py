@@ -1,0 +1,125 @@
+"""Enveloped XMLDSig signing of edXML messages (the lienthong profile).
+
+The profile, which :mod:`broker.verifier` enforces on every message:
+one ``ds:Signature``, last child of ``edXMLHeader``; one ``Reference`` with
+``URI=""`` (the whole document) and the transforms enveloped-signature then
+exclusive C14N; SHA-256 or stronger; the signer's certificate (and any
+intermediates) in ``KeyInfo/X509Data``.  The output is verified by signxml
+and xmlsec1 alike (see ``tests/test_interop_xmlsec.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from lxml import etree
+
+from .algorithms import (DS, DS_NS, ECDSA_SHA256, ENVELOPED, EXC_C14N, RSA_SHA256, SHA256, C14N,
+                         Digest, KeyKind, SignatureMethod)
+from .canon import canonicalize
+from .edxml import header_of
+from .errors import ConfigError, SignatureProfile, UsageError
+from .parsing import DEFAULT_LIMITS, ParseLimits, parse
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A private key with its certificate and the intermediates to send along."""
+
+    key: PrivateKey
+    cert: x509.Certificate
+    chain: tuple[x509.Certificate, ...] = ()
+
+    @classmethod
+    def load(cls, key_path: str | Path, cert_path: str | Path) -> SigningKey:
+        """Load a PEM private key and a PEM certificate file (leaf first, then intermediates)."""
+        try:
+            key_pem = Path(key_path).read_bytes()
+            cert_pem = Path(cert_path).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read key or certificate: {exc.strerror}: {exc.filename}") from None
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+            certs = x509.load_pem_x509_certificates(cert_pem)
+        except ValueError as exc:
+            raise ConfigError(f"key or certificate is not valid PEM: {exc}") from None
+        if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+            raise ConfigError("only RSA and ECDSA keys can sign edXML")
+        if certs[0].public_key().public_numbers() != key.public_key().public_numbers():
+            raise ConfigError("the certificate does not belong to the private key")
+        return cls(key=key, cert=certs[0], chain=tuple(certs[1:]))
+
+    @property
+    def method(self) -> SignatureMethod:
+        return RSA_SHA256 if isinstance(self.key, rsa.RSAPrivateKey) else ECDSA_SHA256
+
+
+def sign_value(key: PrivateKey, method: SignatureMethod, data: bytes) -> bytes:
+    """Raw XMLDSig SignatureValue bytes (ECDSA as r||s, not DER)."""
+    if method.key is KeyKind.RSA:
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key.sign(data, padding.PKCS1v15(), method.hash())
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    r, s = utils.decode_dss_signature(key.sign(data, ec.ECDSA(method.hash())))
+    size = (key.curve.key_size + 7) // 8
+    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+
+def _sub(parent: etree._Element, name: str, text: str | None = None, **attrs: str) -> etree._Element:
+    el = etree.SubElement(parent, DS + name, attrs)
+    if text is not None:
+        el.text = text
+    return el
+
+
+def sign_tree(tree: etree._ElementTree, key: SigningKey, *, digest: Digest = SHA256,
+              c14n: C14N = EXC_C14N, parent: etree._Element | None = None) -> etree._Element:
+    """Append an enveloped signature to ``tree`` in place; return the Signature element.
+
+    The signature goes last into ``parent`` (default: the edXML header).
+    """
+    root = tree.getroot()
+    if next(root.iter(DS + "Signature"), None) is not None:
+        raise SignatureProfile("the message is already signed; lienthong signs a message once")
+    header = header_of(root) if parent is None else parent
+    # The digest covers the document as it is now, which is exactly what the
+    # enveloped transform yields once the signature is inserted.
+    no_comments = C14N(c14n.uri, c14n.exclusive, False)
+    digest_value = hashlib.new(digest.name, canonicalize(tree, no_comments)).digest()
+
+    signature = etree.SubElement(header, DS + "Signature", nsmap={"ds": DS_NS})
+    signed_info = _sub(signature, "SignedInfo")
+    _sub(signed_info, "CanonicalizationMethod", Algorithm=c14n.uri)
+    _sub(signed_info, "SignatureMethod", Algorithm=key.method.uri)
+    reference = _sub(signed_info, "Reference", URI="")
+    transforms = _sub(reference, "Transforms")
+    _sub(transforms, "Transform", Algorithm=ENVELOPED)
+    _sub(transforms, "Transform", Algorithm=c14n.uri)
+    _sub(reference, "DigestMethod", Algorithm=digest.uri)
+    _sub(reference, "DigestValue", base64.b64encode(digest_value).decode())
+    value = sign_value(key.key, key.method, canonicalize(signed_info, c14n))
+    _sub(signature, "SignatureValue", base64.b64encode(value).decode())
+    x509_data = _sub(_sub(signature, "KeyInfo"), "X509Data")
+    for cert in (key.cert, *key.chain):
+        der = cert.public_bytes(serialization.Encoding.DER)
+        _sub(x509_data, "X509Certificate", base64.b64encode(der).decode())
+    return signature
+
+
+def sign(data: bytes, key: SigningKey, *, limits: ParseLimits = DEFAULT_LIMITS,
+         digest: Digest = SHA256) -> bytes:
+    """Sign edXML bytes; the message must be valid edXML (it is checked first)."""
+    from . import schema  # local import: schema loading is only needed here
+
+    tree = parse(data, limits)
+    schema.validate(tree.getroot())
+    sign_tree(tree, key, digest=digest)
+    return etree.tostring(tree, xml_declaration=True, encoding="UTF-8")

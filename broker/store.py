@@ -1,0 +1,224 @@
+"""State store of a hub: what was forwarded where (idempotent hops), verdicts, hop records.
+
+SQLite under the data directory by default (one machine, one command);
+PostgreSQL by URL when several workers on several hosts serve one hub.
+Both speak the same SQL through :class:`SqlStore`; only placeholders and
+connection handling differ.
+
+Exactly-once into inboxes rests on :meth:`SqlStore.claim`: before a hub
+publishes a copy to a target it claims ``(hub, digest, target)``.
+
+- ``new``: first time; publish, then :meth:`confirm` after the broker confirms.
+- ``done``: a copy already went there (a duplicate, or a redelivery after a
+  crash between confirm and ack): do not publish again, just ack.
+- ``busy``: another live worker holds the claim: retry later.
+- ``takeover``: the previous holder's lease ran out (it died): publish again.
+  The copy carries the same ``message_id`` so the inbox reader drops a twin.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from .errors import ConfigError, TransientError
+
+ClaimState = Literal["new", "done", "busy", "takeover"]
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS hops (
+        hub TEXT NOT NULL, digest TEXT NOT NULL, target TEXT NOT NULL,
+        state TEXT NOT NULL, owner TEXT NOT NULL, lease_until DOUBLE PRECISION NOT NULL,
+        updated DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (hub, digest, target))""",
+    """CREATE TABLE IF NOT EXISTS verdicts (
+        hub TEXT NOT NULL, digest TEXT NOT NULL, document_id TEXT NOT NULL, sender TEXT NOT NULL,
+        verdict TEXT NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (hub, digest))""",
+    """CREATE TABLE IF NOT EXISTS hop_records (
+        hub TEXT NOT NULL, digest TEXT NOT NULL, document_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+        verdict TEXT NOT NULL, record TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS hop_records_doc ON hop_records (document_id)",
+    """CREATE TABLE IF NOT EXISTS handed (
+        agency TEXT NOT NULL, message_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (agency, message_id))""",
+]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str  # "accepted" or "rejected"
+    code: str
+    reason: str
+
+
+class StateStore(Protocol):
+    def claim(self, hub: str, digest: str, targets: Sequence[str], owner: str) -> dict[str, ClaimState]: ...
+    def confirm(self, hub: str, digest: str, targets: Sequence[str]) -> None: ...
+    def record_verdict(self, hub: str, digest: str, document_id: str, sender: str, verdict: Verdict) -> Verdict: ...
+    def verdict(self, hub: str, digest: str) -> Verdict | None: ...
+    def append_hop(self, hub: str, digest: str, document_id: str, verdict: str, record: str) -> None: ...
+    def hop_records(self, document_id: str) -> list[str]: ...
+    def mark_handed(self, agency: str, message_id: str) -> bool: ...
+    def is_handed(self, agency: str, message_id: str) -> bool: ...
+    def close(self) -> None: ...
+
+
+class SqlStore:
+    """The state store over a DB-API connection (sqlite3 or psycopg)."""
+
+    lease_seconds = 15.0
+
+    def __init__(self, connect: Any, placeholder: str, transient: tuple[type[BaseException], ...]) -> None:
+        self._connect = connect
+        self._ph = placeholder
+        self._transient = transient
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        with self._tx() as cur:
+            for stmt in SCHEMA:
+                cur.execute(stmt)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = self._connect()
+                cur = self._conn.cursor()
+                try:
+                    yield cur
+                    self._conn.commit()
+                except BaseException:
+                    self._conn.rollback()
+                    raise
+            except self._transient as exc:
+                self._drop()
+                raise TransientError(f"state store unavailable: {exc}") from None
+
+    def _drop(self) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection may fail too
+            pass
+        self._conn = None
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", self._ph)
+
+    def claim(self, hub: str, digest: str, targets: Sequence[str], owner: str) -> dict[str, ClaimState]:
+        now = time.time()
+        lease = now + self.lease_seconds
+        out: dict[str, ClaimState] = {}
+        with self._tx() as cur:
+            for target in targets:
+                cur.execute(self._q("INSERT INTO hops (hub, digest, target, state, owner, lease_until, updated) "
+                                    "VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING"),
+                            (hub, digest, target, owner, lease, now))
+                if cur.rowcount == 1:
+                    out[target] = "new"
+                    continue
+                cur.execute(self._q("SELECT state, owner, lease_until FROM hops "
+                                    "WHERE hub = ? AND digest = ? AND target = ?"), (hub, digest, target))
+                state, holder, until = cur.fetchone()
+                if state == "confirmed":
+                    out[target] = "done"
+                elif holder == owner or until < now:
+                    # our own earlier attempt (redelivered to us), or a dead holder's
+                    cur.execute(self._q("UPDATE hops SET owner = ?, lease_until = ?, updated = ? WHERE hub = ? "
+                                        "AND digest = ? AND target = ? AND owner = ? AND state = 'pending'"),
+                                (owner, lease, now, hub, digest, target, holder))
+                    out[target] = "takeover" if cur.rowcount == 1 else "busy"
+                else:
+                    out[target] = "busy"
+        return out
+
+    def confirm(self, hub: str, digest: str, targets: Sequence[str]) -> None:
+        now = time.time()
+        with self._tx() as cur:
+            for target in targets:
+                cur.execute(self._q("UPDATE hops SET state = 'confirmed', updated = ? "
+                                    "WHERE hub = ? AND digest = ? AND target = ?"), (now, hub, digest, target))
+
+    def record_verdict(self, hub: str, digest: str, document_id: str, sender: str, verdict: Verdict) -> Verdict:
+        """Store the first verdict on these bytes at this hub; return the one that stands."""
+        with self._tx() as cur:
+            cur.execute(self._q("INSERT INTO verdicts (hub, digest, document_id, sender, verdict, code, reason, at) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+                        (hub, digest, document_id, sender, verdict.verdict, verdict.code, verdict.reason, time.time()))
+            cur.execute(self._q("SELECT verdict, code, reason FROM verdicts WHERE hub = ? AND digest = ?"),
+                        (hub, digest))
+            row = cur.fetchone()
+        return Verdict(*row)
+
+    def verdict(self, hub: str, digest: str) -> Verdict | None:
+        with self._tx() as cur:
+            cur.execute(self._q("SELECT verdict, code, reason FROM verdicts WHERE hub = ? AND digest = ?"),
+                        (hub, digest))
+            row = cur.fetchone()
+        return Verdict(*row) if row else None
+
+    def append_hop(self, hub: str, digest: str, document_id: str, verdict: str, record: str) -> None:
+        with self._tx() as cur:
+            cur.execute(self._q("INSERT INTO hop_records (hub, digest, document_id, at, verdict, record) "
+                                "VALUES (?, ?, ?, ?, ?, ?)"), (hub, digest, document_id, time.time(), verdict, record))
+
+    def hop_records(self, document_id: str) -> list[str]:
+        with self._tx() as cur:
+            cur.execute(self._q("SELECT record FROM hop_records WHERE document_id = ? ORDER BY at"), (document_id,))
+            return [r[0] for r in cur.fetchall()]
+
+    def mark_handed(self, agency: str, message_id: str) -> bool:
+        """Record that ``message_id`` was handed to ``agency``; False if it already was."""
+        with self._tx() as cur:
+            cur.execute(self._q("INSERT INTO handed (agency, message_id, at) VALUES (?, ?, ?) "
+                                "ON CONFLICT DO NOTHING"), (agency, message_id, time.time()))
+            return bool(cur.rowcount == 1)
+
+    def is_handed(self, agency: str, message_id: str) -> bool:
+        with self._tx() as cur:
+            cur.execute(self._q("SELECT 1 FROM handed WHERE agency = ? AND message_id = ?"), (agency, message_id))
+            return cur.fetchone() is not None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+def sqlite_store(path: str | Path) -> SqlStore:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(p, timeout=30, check_same_thread=False, isolation_level="DEFERRED")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes (WAL)
+        return conn
+
+    return SqlStore(connect, "?", (sqlite3.OperationalError,))
+
+
+def postgres_store(url: str) -> SqlStore:
+    import psycopg
+
+    def connect() -> Any:
+        return psycopg.connect(url, connect_timeout=5)
+
+    return SqlStore(connect, "%s", (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def open_store(url_or_path: str, *, hub: str | None = None) -> SqlStore:
+    """``postgresql://...`` opens PostgreSQL; anything else is a data directory for SQLite."""
+    if url_or_path.startswith(("postgresql://", "postgres://")):
+        return postgres_store(url_or_path)
+    if "://" in url_or_path:
+        raise ConfigError(f"state store {url_or_path!r}: use a postgresql:// URL or a directory")
+    return sqlite_store(Path(url_or_path) / f"{hub or 'lienthong'}.sqlite3")
+

@@ -1,0 +1,140 @@
+"""The topology: hubs (a tree of relay nodes) and the agency directory.
+
+Loaded from YAML (``config/topology.yaml``).  Tiers are configuration: a
+hub's ``parent`` makes the tree, so a three-tier province (province,
+district, commune) and a two-tier one (province, commune) sit side by side.
+Each agency attaches to exactly one hub.  The directory also binds each
+agency to its signing certificates (see :func:`check_signer`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from .errors import ConfigError, SignerMismatch, UnknownAgency
+from .trust import fingerprint
+
+DEFAULT_TOPOLOGY = Path("config/topology.yaml")
+
+
+@dataclass(frozen=True)
+class Hub:
+    hub_id: str
+    name: str
+    parent: str | None
+    amqp_url: str
+    tier: str = ""
+    management_url: str = ""
+    """RabbitMQ management API of this hub's broker ('' = the deployment default)."""
+
+
+@dataclass(frozen=True)
+class Agency:
+    organ_id: str
+    name: str
+    hub: str
+    cert_sha256: tuple[str, ...] = ()
+    """Pinned certificate fingerprints; empty means: bound by the subject's UID."""
+
+
+@dataclass(frozen=True)
+class Topology:
+    hubs: dict[str, Hub]
+    agencies: dict[str, Agency]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_TOPOLOGY) -> Topology:
+        p = Path(path)
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read topology {p}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"topology {p} is not valid YAML: {exc}") from None
+        return cls.from_dict(raw, source=str(p))
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "topology") -> Topology:
+        if not isinstance(raw, dict) or "hubs" not in raw or "agencies" not in raw:
+            raise ConfigError(f"{source} must be a mapping with 'hubs' and 'agencies'")
+        default_url = raw.get("amqp_url", "amqp://guest:guest@127.0.0.1:5672/")
+        hubs: dict[str, Hub] = {}
+        for h in raw["hubs"]:
+            hid = str(h["id"])
+            if hid in hubs:
+                raise ConfigError(f"{source}: hub {hid!r} is defined twice")
+            hubs[hid] = Hub(hid, str(h.get("name", hid)), h.get("parent"),
+                            str(h.get("amqp_url", default_url)), str(h.get("tier", "")),
+                            str(h.get("management_url", raw.get("management_url", ""))))
+        agencies: dict[str, Agency] = {}
+        for a in raw["agencies"]:
+            oid = str(a["organ_id"])
+            if oid in agencies:
+                raise ConfigError(f"{source}: agency {oid!r} is defined twice")
+            if a.get("hub") not in hubs:
+                raise ConfigError(f"{source}: agency {oid!r} names unknown hub {a.get('hub')!r}")
+            pins = tuple(str(x).lower().replace(":", "") for x in a.get("cert_sha256", []) or [])
+            agencies[oid] = Agency(oid, str(a.get("name", oid)), str(a["hub"]), pins)
+        topo = cls(hubs, agencies, dict(raw.get("settings", {}) or {}))
+        topo._check_tree(source)
+        return topo
+
+    def _check_tree(self, source: str) -> None:
+        roots = [h for h in self.hubs.values() if h.parent is None]
+        if len(roots) != 1:
+            raise ConfigError(f"{source}: exactly one hub must have no parent, found {len(roots)}")
+        for h in self.hubs.values():
+            seen = {h.hub_id}
+            cur = h
+            while cur.parent is not None:
+                if cur.parent not in self.hubs:
+                    raise ConfigError(f"{source}: hub {cur.hub_id!r} names unknown parent {cur.parent!r}")
+                cur = self.hubs[cur.parent]
+                if cur.hub_id in seen:
+                    raise ConfigError(f"{source}: hub {h.hub_id!r} is part of a cycle")
+                seen.add(cur.hub_id)
+
+    def agency(self, organ_id: str) -> Agency:
+        try:
+            return self.agencies[organ_id]
+        except KeyError:
+            raise UnknownAgency(f"agency {organ_id!r} is not in the agency directory") from None
+
+    def path_to_root(self, hub_id: str) -> list[str]:
+        """``[hub_id, parent, ..., root]``."""
+        out = [hub_id]
+        while (parent := self.hubs[out[-1]].parent) is not None:
+            out.append(parent)
+        return out
+
+
+def subject_uid(cert: x509.Certificate) -> str | None:
+    """The agency code carried in the certificate subject (UID attribute)."""
+    attrs = cert.subject.get_attributes_for_oid(NameOID.USER_ID)
+    return str(attrs[0].value) if attrs else None
+
+
+def check_signer(topology: Topology, organ_id: str, cert: x509.Certificate) -> Agency:
+    """Raise unless ``cert`` is bound to agency ``organ_id`` in the directory.
+
+    Binding: the agency is in the directory and either its entry pins the
+    certificate's SHA-256 fingerprint, or (no pins) the subject's UID equals
+    the agency code.
+    """
+    agency = topology.agency(organ_id)
+    if agency.cert_sha256:
+        if fingerprint(cert) not in agency.cert_sha256:
+            raise SignerMismatch(f"the signing certificate is not one pinned for agency {organ_id!r}")
+        return agency
+    uid = subject_uid(cert)
+    if uid != organ_id:
+        raise SignerMismatch(f"signed by {uid or 'a certificate without an agency code'!r}, "
+                             f"but the message says it is from {organ_id!r}")
+    return agency

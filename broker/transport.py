@@ -1,0 +1,297 @@
+"""The only module that imports pika: AMQP connections, declarations, publishing, consuming.
+
+pika errors are turned into :class:`~broker.errors.TransientError` at this
+boundary.  Two styles:
+
+- blocking helpers (:func:`declare`, :func:`publish`, :func:`fetch`) for the
+  CLI, setup and the SDK: simple, one call at a time;
+- :class:`Link`, an asynchronous publisher on a shared ``IOLoop`` that keeps
+  a window of publisher confirms in flight, used by the hub worker.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.select_connection import IOLoop
+from pika.spec import Basic, BasicProperties
+
+from .errors import TransientError
+from .layout import Binding, Exchange, Queue
+
+AMQP_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
+
+
+def parameters(url: str, *, heartbeat: int = 30) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    params.heartbeat = heartbeat
+    params.blocked_connection_timeout = 60
+    params.connection_attempts = 1
+    params.socket_timeout = 10
+    return params
+
+
+@contextmanager
+def blocking(url: str) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
+    """A short-lived blocking connection and channel; pika errors become TransientError."""
+    try:
+        conn = pika.BlockingConnection(parameters(url))
+    except AMQP_ERRORS as exc:
+        raise TransientError(f"cannot connect to the broker: {_describe(exc)}") from None
+    try:
+        yield conn.channel()
+    except AMQP_ERRORS as exc:
+        raise TransientError(f"broker error: {_describe(exc)}") from None
+    finally:
+        try:
+            conn.close()
+        except AMQP_ERRORS:
+            pass
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, pika.exceptions.ProbableAuthenticationError):
+        return "authentication refused"
+    if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
+        return f"{exc.reply_code} {exc.reply_text}"
+    return text
+
+
+def declare(url: str, items: list[Exchange | Queue | Binding]) -> None:
+    """Declare exchanges, queues and bindings idempotently."""
+    with blocking(url) as ch:
+        for item in items:
+            if isinstance(item, Exchange):
+                ch.exchange_declare(item.name, item.type, durable=True, arguments=item.arguments or None)
+            elif isinstance(item, Queue):
+                ch.queue_declare(item.name, durable=True, arguments=item.arguments or None)
+            else:
+                ch.queue_bind(item.queue, item.exchange, routing_key=item.routing_key or None)
+
+
+def props(*, message_id: str, user_id: str | None, headers: dict[str, Any],
+          content_type: str = "application/xml") -> BasicProperties:
+    return BasicProperties(content_type=content_type, delivery_mode=2, message_id=message_id,
+                           user_id=user_id, headers=headers)
+
+
+def publish(url: str, exchange: str, routing_key: str, body: bytes, *, message_id: str,
+            user_id: str | None, headers: dict[str, Any] | None = None) -> None:
+    """Publish one persistent message and wait for the broker's confirm."""
+    with blocking(url) as ch:
+        ch.confirm_delivery()
+        try:
+            ch.basic_publish(exchange, routing_key, body,
+                             props(message_id=message_id, user_id=user_id, headers=headers or {}),
+                             mandatory=False)
+        except pika.exceptions.NackError:
+            raise TransientError("the broker refused the message (nack); try again") from None
+
+
+@dataclass(frozen=True)
+class Received:
+    body: bytes
+    message_id: str
+    headers: dict[str, Any]
+    delivery_tag: int
+    redelivered: bool
+
+
+def fetch(url: str, queue: str, handle: Callable[[Received], bool], *, limit: int = 100,
+          wait: float = 0.0) -> int:
+    """Take up to ``limit`` messages; ack those ``handle`` returns True for, requeue the others.
+
+    Requeueing happens after the batch, so one call never sees a message twice.
+    ``wait`` > 0 waits that long for the first message.  Returns how many were acked.
+    """
+    acked = 0
+    keep: list[int] = []
+    with blocking(url) as ch:
+        ch.basic_qos(prefetch_count=max(1, min(limit, 1000)))
+        seen = 0
+        for method, properties, body in ch.consume(queue, inactivity_timeout=wait or 0.05):
+            if method is None:
+                break
+            r = Received(body, properties.message_id or "", dict(properties.headers or {}),
+                         method.delivery_tag, bool(method.redelivered))
+            if handle(r):
+                ch.basic_ack(method.delivery_tag)
+                acked += 1
+            else:
+                keep.append(method.delivery_tag)
+            seen += 1
+            if seen >= limit:
+                break
+        for tag in keep:
+            ch.basic_nack(tag, requeue=True)
+        ch.cancel()
+    return acked
+
+
+def queue_depth(url: str, queue: str) -> int:
+    with blocking(url) as ch:
+        return int(ch.queue_declare(queue, passive=True).method.message_count)
+
+
+# --- asynchronous publishing with a window of confirms ------------------------------
+
+
+ConfirmCallback = Callable[[bool], None]
+
+
+class Link:
+    """One connection and one confirm-mode channel on a shared IOLoop.
+
+    ``publish`` never waits: the callback runs when the broker confirms
+    (True) or nacks (False), or with False if the connection is lost first.
+    """
+
+    def __init__(self, name: str, url: str, ioloop: IOLoop, on_ready: Callable[[Link], None],
+                 on_lost: Callable[[Link, str], None]) -> None:
+        self.name = name
+        self._ioloop = ioloop
+        self._on_ready = on_ready
+        self._on_lost = on_lost
+        self._channel: Any = None
+        self._seq = 0
+        self._pending: collections.OrderedDict[int, ConfirmCallback] = collections.OrderedDict()
+        self.ready = False
+        self._closing = False
+        self.connection = pika.SelectConnection(
+            parameters(url), on_open_callback=self._opened, on_open_error_callback=self._open_failed,
+            on_close_callback=self._closed, custom_ioloop=ioloop)
+
+    # connection life cycle
+    def _opened(self, conn: Any) -> None:
+        conn.channel(on_open_callback=self._channel_opened)
+
+    def _open_failed(self, conn: Any, exc: BaseException) -> None:
+        self._lost(f"cannot connect: {_describe(exc)}")
+
+    def _closed(self, conn: Any, exc: BaseException) -> None:
+        self._lost(f"connection closed: {_describe(exc)}")
+
+    def _channel_opened(self, channel: Any) -> None:
+        self._channel = channel
+        channel.add_on_close_callback(self._channel_closed)
+        channel.confirm_delivery(self._confirmed, callback=self._confirm_mode_on)
+
+    def _confirm_mode_on(self, _frame: Any) -> None:
+        self.ready = True
+        self._on_ready(self)
+
+    def _channel_closed(self, channel: Any, exc: BaseException) -> None:
+        if not self._closing and self.connection.is_open:
+            self.connection.close()
+        self._lost(f"channel closed: {_describe(exc)}")
+
+    def _lost(self, why: str) -> None:
+        self.ready = False
+        pending, self._pending = self._pending, collections.OrderedDict()
+        for cb in pending.values():
+            cb(False)
+        if not self._closing:
+            self._on_lost(self, why)
+
+    # publishing
+    def publish(self, exchange: str, routing_key: str, body: bytes, properties: BasicProperties,
+                callback: ConfirmCallback) -> None:
+        if not self.ready:
+            callback(False)
+            return
+        self._seq += 1
+        self._pending[self._seq] = callback
+        self._channel.basic_publish(exchange, routing_key, body, properties)
+
+    def _confirmed(self, frame: Any) -> None:
+        method = frame.method
+        ok = isinstance(method, Basic.Ack)
+        tag = method.delivery_tag
+        if method.multiple:
+            while self._pending:
+                first = next(iter(self._pending))
+                if first > tag:
+                    break
+                self._pending.popitem(last=False)[1](ok)
+        else:
+            cb = self._pending.pop(tag, None)
+            if cb is not None:
+                cb(ok)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def close(self) -> None:
+        self._closing = True
+        self.ready = False
+        if self.connection.is_open or self.connection.is_opening:
+            try:
+                self.connection.close()
+            except AMQP_ERRORS:
+                pass
+
+
+class Consumer:
+    """A consumer connection with manual acks and bounded prefetch, on a shared IOLoop."""
+
+    def __init__(self, url: str, queue: str, prefetch: int, ioloop: IOLoop,
+                 on_message: Callable[[Any, Any, BasicProperties, bytes], None],
+                 on_ready: Callable[[Consumer], None], on_lost: Callable[[Consumer, str], None]) -> None:
+        self.queue = queue
+        self.prefetch = prefetch
+        self._on_message = on_message
+        self._on_ready = on_ready
+        self._on_lost = on_lost
+        self._closing = False
+        self.channel: Any = None
+        self.ready = False
+        self.connection = pika.SelectConnection(
+            parameters(url), on_open_callback=lambda c: c.channel(on_open_callback=self._channel_opened),
+            on_open_error_callback=lambda c, e: self._lost(f"cannot connect: {_describe(e)}"),
+            on_close_callback=lambda c, e: self._lost(f"connection closed: {_describe(e)}"),
+            custom_ioloop=ioloop)
+
+    def _channel_opened(self, channel: Any) -> None:
+        self.channel = channel
+        channel.add_on_close_callback(lambda ch, e: self._lost(f"channel closed: {_describe(e)}"))
+        channel.basic_qos(prefetch_count=self.prefetch, callback=lambda _f: self._qos_set())
+
+    def _qos_set(self) -> None:
+        self.ready = True
+        self._on_ready(self)
+
+    def start(self) -> None:
+        self.channel.basic_consume(self.queue, self._on_message, auto_ack=False)
+
+    def ack(self, delivery_tag: int) -> None:
+        if self.channel is not None and self.channel.is_open:
+            self.channel.basic_ack(delivery_tag)
+
+    def requeue(self, delivery_tag: int) -> None:
+        if self.channel is not None and self.channel.is_open:
+            self.channel.basic_nack(delivery_tag, requeue=True)
+
+    def _lost(self, why: str) -> None:
+        self.ready = False
+        if not self._closing:
+            self._on_lost(self, why)
+
+    def close(self) -> None:
+        self._closing = True
+        if self.connection.is_open or self.connection.is_opening:
+            try:
+                self.connection.close()
+            except AMQP_ERRORS:
+                pass
+
+
+def new_ioloop() -> IOLoop:
+    return IOLoop()

@@ -1,0 +1,54 @@
+"""Steps 2-4 of the hop as one pure function: parse, schema, model, signature, signer binding.
+
+Used by the CLI (``lienthong validate`` / ``verify``) and by every hub, so a
+message is judged the same way everywhere.  No broker, no database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from lxml import etree
+
+from . import edxml, schema
+from .parsing import DEFAULT_LIMITS, ParseLimits, parse
+from .topology import Agency, Topology, check_signer
+from .trust import TrustStore
+from .verifier import DEFAULT_POLICY, VerifiedSignature, VerifyPolicy, verify_tree
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A message that passed every check asked for."""
+
+    message: edxml.Message
+    sha256: str
+    """SHA-256 of the exact bytes received (and signed): what receipts and hop records bind."""
+    signature: VerifiedSignature | None = None
+    sender: Agency | None = None
+    tree: etree._ElementTree | None = None
+
+
+def check(data: bytes, *, trust: TrustStore | None = None, topology: Topology | None = None,
+          limits: ParseLimits = DEFAULT_LIMITS, policy: VerifyPolicy = DEFAULT_POLICY,
+          at: datetime | None = None, require_signature: bool = True) -> Checked:
+    """Judge one message; raise a :class:`~broker.errors.RejectedInput` subclass on the first failure.
+
+    ``trust`` set: the signature is verified and chained to the store.
+    ``topology`` set: the signer must be bound to the ``From`` agency.
+    """
+    tree = parse(data, limits)
+    schema.validate(tree.getroot())
+    message = edxml.read(tree)
+    signature = None
+    sender = None
+    if trust is not None or require_signature:
+        signature = verify_tree(tree, trust, policy=policy, at=at)
+    if topology is not None:
+        sender = topology.agency(message.sender.organ_id)
+        if signature is not None:
+            check_signer(topology, message.sender.organ_id, signature.signer)
+    return Checked(message=message, sha256=hashlib.sha256(data).hexdigest(), signature=signature,
+                   sender=sender, tree=tree)

@@ -1,0 +1,275 @@
+"""The hub worker: consume the ingress, run the hop, publish with confirms, ack.
+
+One process, one thread, one pika IOLoop carrying every connection: the
+ingress consumer, a publisher into the hub's own vhost (inboxes, parking,
+retry) and one publisher per neighbouring hub (with the link account,
+which may only publish to that hub's ingress).  CPU work (verification) runs
+inline: on this GIL-bound runtime a second thread would only add
+hand-offs.  Scale out with more worker processes: they compete on the
+ingress queue and coordinate through the state store's claims.
+
+Per message: ``Hop.process`` -> claim every copy in the store -> publish the
+copies that are new -> when the broker has confirmed all of them, mark the
+claims confirmed and ack the inbound delivery.  A transient failure sends the
+message to the next retry tier (fixed-TTL queues back into the ingress);
+after the last tier it is parked with ``RETRY_EXHAUSTED``.  Any lost
+connection tears the session down and the loop reconnects with back-off;
+unacked messages come back and the claims make the second pass idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from . import layout, transport
+from .errors import TransientError
+from .hop import H_CODE, H_HUB, H_ORIGIN, H_REASON, PARKING, Copy, Hop, Inbound, Outcome
+from .routing import Target
+from .setup import Credentials
+from .store import SqlStore
+from .topology import Topology
+
+log = structlog.get_logger("lienthong.worker")
+H_ATTEMPT = "lt-attempt"
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    forwarded: int = 0
+    delivered: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    retried: int = 0
+    parked: int = 0
+    by_code: dict[str, int] = field(default_factory=dict)
+
+
+class HubWorker:
+    def __init__(self, hub_id: str, topology: Topology, hop: Hop, store: SqlStore, credentials: Credentials,
+                 *, prefetch: int = 256) -> None:
+        self.hub = hub_id
+        self.topology = topology
+        self.hop = hop
+        self.store = store
+        self.credentials = credentials
+        self.prefetch = prefetch
+        self.owner = f"{hub_id}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self.stats = Stats()
+        self._stopping = False
+        self._ioloop: Any = None
+        self._links: dict[str, transport.Link] = {}
+        self._consumer: transport.Consumer | None = None
+        self._in_flight: set[tuple[str, str]] = set()
+        self._fault = _Fault.from_env()
+        self.log = log.bind(hub=hub_id)
+
+    # -- life cycle ------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT; reconnect with back-off whenever a connection drops."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        backoff = 0.5
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                self._session()
+            except Exception as exc:  # noqa: BLE001 - a worker must outlive any one failure
+                self.log.error("session failed", error=repr(exc))
+            if self._stopping:
+                break
+            backoff = 0.5 if time.monotonic() - started > 30 else min(backoff * 2, 15.0)
+            self.log.warning("reconnecting", in_seconds=backoff)
+            time.sleep(backoff)
+        self.store.close()
+        self.log.info("stopped", **{k: v for k, v in vars(self.stats).items() if k != "by_code"})
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._ioloop is not None:
+            self._ioloop.add_callback_threadsafe(self._teardown)
+
+    def _session(self) -> None:
+        self._ioloop = transport.new_ioloop()
+        self._in_flight.clear()
+        self._links = {}
+        own = layout.amqp_url(self.topology, self.hub, layout.hub_user(self.hub),
+                              self.credentials.password(layout.hub_user(self.hub)))
+        self._links["."] = transport.Link("local", own, self._ioloop, self._ready, self._lost)
+        for n in layout.neighbours(self.topology, self.hub):
+            url = layout.amqp_url(self.topology, n, layout.link_user(self.hub),
+                                  self.credentials.password(layout.link_user(self.hub)))
+            self._links[n] = transport.Link(f"link:{n}", url, self._ioloop, self._ready, self._lost)
+        self._consumer = transport.Consumer(own, layout.Q_INGRESS, self.prefetch, self._ioloop,
+                                            self._on_message, self._ready, self._lost)
+        self._ioloop.start()
+        self._ioloop.close()
+        self._ioloop = None
+
+    def _ready(self, _what: object) -> None:
+        if self._consumer is not None and self._consumer.ready and all(l.ready for l in self._links.values()):
+            self.log.info("serving", links=sorted(k for k in self._links if k != "."))
+            self._consumer.start()
+
+    def _lost(self, what: object, why: str) -> None:
+        if not self._stopping:
+            self.log.warning("connection lost", what=getattr(what, "name", type(what).__name__), why=why)
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+        for link in self._links.values():
+            link.close()
+        if self._ioloop is not None:
+            # let the closes flush, then leave the loop
+            self._ioloop.call_later(0.2, self._ioloop.stop)
+
+    # -- one message -------------------------------------------------------------------
+
+    def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
+        tag = method.delivery_tag
+        headers = dict(props.headers or {})
+        self.stats.received += 1
+        try:
+            outcome = self.hop.process(Inbound(body, headers, props.user_id))
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the hub; the delivery limit parks it
+            self.log.error("hop failed", error=repr(exc))
+            self._consumer.requeue(tag)  # type: ignore[union-attr]
+            return
+        mlog = self.log.bind(document_id=outcome.document_id, agency=outcome.sender, digest=outcome.digest[:16])
+        claims_keys = [c.claim for c in outcome.copies]
+        busy_here = [k for k in claims_keys if (outcome.digest, k) in self._in_flight]
+        try:
+            if busy_here:
+                raise TransientError("the same message is already being published by this worker")
+            claims = self.store.claim(self.hub, outcome.digest, claims_keys, self.owner)
+            if any(state == "busy" for state in claims.values()):
+                raise TransientError("another worker holds this message")
+            todo = [c for c in outcome.copies if claims[c.claim] in ("new", "takeover")]
+            if todo and outcome.record:
+                self.store.append_hop(self.hub, outcome.digest, outcome.document_id, outcome.verdict, outcome.record)
+        except TransientError as exc:
+            self._retry(tag, props, body, headers, exc)
+            return
+        if not todo:
+            self.stats.duplicates += 1
+            mlog.info("duplicate suppressed")
+            self._consumer.ack(tag)  # type: ignore[union-attr]
+            return
+        self._count(outcome)
+        self._publish_all(tag, outcome, todo, mlog)
+
+    def _publish_all(self, tag: int, outcome: Outcome, todo: list[Copy], mlog: Any) -> None:
+        remaining = len(todo)
+        failed = False
+        keys = [(outcome.digest, c.claim) for c in todo]
+        self._in_flight.update(keys)
+
+        def confirmed(ok: bool) -> None:
+            nonlocal remaining, failed
+            remaining -= 1
+            failed = failed or not ok
+            if remaining:
+                return
+            self._in_flight.difference_update(keys)
+            if failed:
+                mlog.warning("publish not confirmed; message requeued")
+                if self._consumer is not None:
+                    self._consumer.requeue(tag)
+                return
+            self._fault.maybe_die("after-publish")
+            try:
+                self.store.confirm(self.hub, outcome.digest, [c.claim for c in todo])
+            except TransientError as exc:
+                # the copies are out; the claims stay pending and the redelivery takes them over
+                mlog.warning("could not confirm claims", error=str(exc))
+            self._fault.maybe_die("before-ack")
+            if self._consumer is not None:
+                self._consumer.ack(tag)
+            mlog.info(outcome.verdict, code=outcome.code or None,
+                      targets=[str(c.target) for c in todo])
+
+        for copy in todo:
+            link, exchange, key, user = self._route(copy.target)
+            message_id = outcome.digest if copy.headers.get("lt-kind") != "receipt" else _sha(copy.body)
+            link.publish(exchange, key, copy.body,
+                         transport.props(message_id=message_id, user_id=user, headers=copy.headers), confirmed)
+
+    def _route(self, target: Target) -> tuple[transport.Link, str, str, str]:
+        if target.kind == "hub":
+            return self._links[target.name], layout.EX_INGRESS, "", layout.link_user(self.hub)
+        if target.kind == "inbox":
+            return self._links["."], layout.EX_INBOX, target.name, layout.hub_user(self.hub)
+        assert target == PARKING
+        return self._links["."], layout.EX_PARKING, "", layout.hub_user(self.hub)
+
+    def _retry(self, tag: int, props: Any, body: bytes, headers: dict[str, Any], exc: TransientError) -> None:
+        attempt = int(headers.get(H_ATTEMPT, 0))
+        origin = headers.get(H_ORIGIN) if props.user_id == layout.hub_user(self.hub) else props.user_id
+        keep = {k: v for k, v in headers.items() if not k.startswith("x-")}
+        keep[H_ORIGIN] = origin or ""
+        local = self._links["."]
+        if attempt >= len(layout.RETRY_TIERS):
+            keep.update({H_CODE: "RETRY_EXHAUSTED", H_REASON: str(exc), H_HUB: self.hub})
+            exchange, key = layout.EX_PARKING, ""
+            self.stats.parked += 1
+        else:
+            keep[H_ATTEMPT] = attempt + 1
+            exchange, key = layout.EX_RETRY, layout.RETRY_TIERS[attempt][0]
+            self.stats.retried += 1
+        self.log.warning("transient failure", error=str(exc), attempt=attempt, to=exchange)
+
+        def confirmed(ok: bool) -> None:
+            if self._consumer is None:
+                return
+            (self._consumer.ack if ok else self._consumer.requeue)(tag)
+
+        local.publish(exchange, key, body, transport.props(message_id=props.message_id or _sha(body),
+                                                          user_id=layout.hub_user(self.hub), headers=keep),
+                      confirmed)
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome.verdict == "rejected":
+            self.stats.rejected += 1
+            self.stats.by_code[outcome.code] = self.stats.by_code.get(outcome.code, 0) + 1
+        elif outcome.verdict == "delivered":
+            self.stats.delivered += 1
+        else:
+            self.stats.forwarded += 1
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class _Fault:
+    """Fault injection for the reliability tests: ``LIENTHONG_FAULT=<point>:<n>`` kills the
+    process (exit 137, like SIGKILL) the n-th time it reaches ``<point>``."""
+
+    point: str = ""
+    countdown: int = 0
+
+    @classmethod
+    def from_env(cls) -> _Fault:
+        spec = os.environ.get("LIENTHONG_FAULT", "")
+        if not spec:
+            return cls()
+        point, _, n = spec.partition(":")
+        return cls(point, int(n or "1"))
+
+    def maybe_die(self, point: str) -> None:
+        if self.point == point:
+            self.countdown -= 1
+            if self.countdown <= 0:
+                os._exit(137)

@@ -1,0 +1,40 @@
+"""Shared fixtures: the sample topology, a dev PKI, and real RabbitMQ / PostgreSQL (tests/services.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker import devpki
+from broker.topology import Topology
+from tests import services
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def topology() -> Topology:
+    """The sample topology of config/topology.yaml."""
+    return Topology.load(ROOT / "config" / "topology.yaml")
+
+
+@pytest.fixture(scope="session")
+def dev_pki(tmp_path_factory: pytest.TempPathFactory, topology: Topology) -> Path:
+    """A dev PKI for the sample topology (root CA, hubs, agencies, empty CRL), made once per session."""
+    return devpki.init(tmp_path_factory.mktemp("pki") / "pki", topology)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_urls() -> Iterator[tuple[str, str]]:
+    """(AMQP URL, management URL) of a real RabbitMQ."""
+    with services.rabbitmq() as urls:
+        yield urls
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a real PostgreSQL database."""
+    with services.postgres() as url:
+        yield url
