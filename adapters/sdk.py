@@ -50,7 +50,8 @@ class AgencyClient:
         self.organ_id = organ_id
         self.topology = topology
         agency = topology.agency(organ_id)
-        self.url = layout.amqp_url(topology, agency.hub, organ_id, password)
+        self.user = layout.names(topology).agency_user(organ_id)
+        self.url = layout.amqp_url(topology, agency.hub, self.user, password)
         self._seen = seen
 
     @classmethod
@@ -58,7 +59,8 @@ class AgencyClient:
         s = settings or Settings.from_env()
         topo = Topology.load(s.topology)
         seen = sqlite_store(s.data_dir / "agencies" / f"{organ_id}.sqlite3")
-        return cls(organ_id, Credentials(s.credentials).password(organ_id), topo, seen)
+        user = layout.names(topo).agency_user(organ_id)
+        return cls(organ_id, Credentials(s.credentials).password(user), topo, seen)
 
     def send(self, signed: bytes) -> str:
         """Publish a signed edXML message to the hub's ingress; returns its message id (SHA-256)."""
@@ -66,7 +68,7 @@ class AgencyClient:
             raise UsageError("nothing to send")
         message_id = hashlib.sha256(signed).hexdigest()
         transport.publish(self.url, layout.EX_INGRESS, "", signed, message_id=message_id,
-                          user_id=self.organ_id, headers={KIND_HEADER: "edxml"})
+                          user_id=self.user, headers={KIND_HEADER: "edxml"})
         return message_id
 
     def fetch(self, handle: Callable[[InboxItem], None], *, limit: int = 100, wait: float = 0.0) -> int:

@@ -193,6 +193,12 @@ class RetriesExhausted(LienthongError):
     code = "RETRY_EXHAUSTED"
 
 
+class AccessRefused(LienthongError):
+    """The broker refused this account access to that vhost, exchange or queue."""
+
+    code = "ACCESS_REFUSED"
+
+
 # --- local problems ----------------------------------------------------------
 
 

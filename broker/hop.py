@@ -27,7 +27,7 @@ from cryptography import x509
 
 from . import receipts
 from .errors import RejectedInput, SenderNotAllowed, TraceInvalid
-from .layout import hub_user
+from .layout import Names
 from .evidence import HopRecord, sign_record, token_digest, utc_now, verify_trace
 from .parsing import DEFAULT_LIMITS, ParseLimits
 from .routing import Target, next_hops
@@ -88,8 +88,10 @@ class Hop:
     limits: ParseLimits = DEFAULT_LIMITS
     policy: VerifyPolicy = DEFAULT_POLICY
     neighbours: frozenset[str] = field(init=False)
+    names: Names = field(init=False)
 
     def __post_init__(self) -> None:
+        self.names = Names(self.topology.namespace)
         parent = self.topology.hubs[self.hub].parent
         children = {h.hub_id for h in self.topology.hubs.values() if h.parent == self.hub}
         self.neighbours = frozenset(children | ({parent} if parent else set()))
@@ -111,22 +113,30 @@ class Hop:
             recipients = self._admit(origin, sender, m.recipient_ids, trace, digest)
             return self._forward(msg.body, digest, document_id, sender, recipients, trace, "edxml")
         except RejectedInput as exc:
-            return self._reject(msg, digest, document_id, sender or _agency(origin, self.topology),
+            # tell whoever handed the message in: the publishing agency, else the From agency
+            return self._reject(msg, digest, document_id, _agency(origin, self.topology) or sender,
                                 recipients, exc)
 
     # -- policy ----------------------------------------------------------------
 
-    def _origin(self, msg: Inbound) -> str:
+    def _publisher(self, msg: Inbound) -> str:
+        """The broker account that first published the message into this hub."""
         user = msg.user_id or ""
-        if user == hub_user(self.hub):
-            return str(msg.headers.get(H_ORIGIN) or "")
+        if user == self.names.hub_user(self.hub):  # our own retry tier: the original publisher
+            user = str(msg.headers.get(H_ORIGIN) or "")
         return user
+
+    def _origin(self, msg: Inbound) -> str:
+        """``agency:<code>``, ``link:<hub>``, ``hub:<hub>`` or ``''``: who handed us the message."""
+        user = self._publisher(msg)
+        kind, name = self.names.who(user) if user else ("", "")
+        return f"{kind}:{name}" if kind else ""
 
     def _admit(self, origin: str, sender: str, to: tuple[str, ...], trace: list[str],
                digest: str) -> tuple[str, ...]:
         """Check who handed us the message; return the recipients this copy serves."""
-        if origin.startswith("link."):
-            neighbour = origin[len("link."):]
+        if origin.startswith("link:"):
+            neighbour = origin[len("link:"):]
             if neighbour not in self.neighbours:
                 raise SenderNotAllowed(f"hub {neighbour!r} is not a neighbour of {self.hub!r}")
             records = verify_trace(trace, self.hub_certs, digest)
@@ -142,7 +152,7 @@ class Hop:
             return forwarded
         if trace:
             raise TraceInvalid("an agency cannot send a message that already carries a trace")
-        if origin != sender:
+        if origin != f"agency:{sender}":
             raise SenderNotAllowed(f"account {origin or '(none)'!r} may not send documents from {sender!r}")
         if self.topology.agency(sender).hub != self.hub:
             raise SenderNotAllowed(f"agency {sender!r} must send through its own hub "
@@ -173,7 +183,7 @@ class Hop:
     def _reject(self, msg: Inbound, digest: str, document_id: str, sender: str,
                 recipients: tuple[str, ...], exc: RejectedInput) -> Outcome:
         parked = Copy(PARKING, msg.body, {**_plain(msg.headers), H_CODE: exc.code, H_REASON: exc.message,
-                                          H_HUB: self.hub, H_ORIGIN: msg.user_id or ""}, "parking")
+                                          H_HUB: self.hub, H_ORIGIN: self._publisher(msg)}, "parking")
         copies = [parked]
         record = HopRecord(hub=self.hub, at=utc_now(), digest=digest, document_id=document_id,
                            verdict="rejected", code=exc.code, recipients=recipients,
@@ -191,7 +201,7 @@ class Hop:
                        sender=sender, record=token, recipients=recipients)
 
     def _relay_receipt(self, msg: Inbound, digest: str, origin: str) -> Outcome:
-        if not (origin.startswith("link.") or origin == hub_user(self.hub)):
+        if not origin.startswith(("link:", "hub:")):
             raise SenderNotAllowed("only hubs may send receipts")
         verified = receipts.verify(msg.body, self.trust)
         r = verified.receipt
@@ -209,7 +219,8 @@ def _recipients_for(record: HopRecord, target: str) -> tuple[str, ...]:
 
 
 def _agency(origin: str, topology: Topology) -> str:
-    return origin if origin in topology.agencies else ""
+    name = origin.partition(":")[2]
+    return name if origin.startswith("agency:") and name in topology.agencies else ""
 
 
 def _plain(headers: Mapping[str, Any]) -> dict[str, Any]:

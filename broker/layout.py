@@ -2,7 +2,7 @@
 
 Pure data; ``lienthong broker setup`` applies it (``broker.setup``).
 
-Per hub, one vhost ``lienthong.<hub>`` holding:
+Per hub, one vhost ``<namespace>.<hub>`` (namespace ``lienthong`` by default) holding:
 
 - ``ingress`` (fanout exchange) -> ``ingress`` (quorum queue): where agencies
   of this hub and neighbouring hubs publish.  ``x-delivery-limit`` parks a
@@ -36,8 +36,41 @@ RETRY_TIERS: tuple[tuple[str, int], ...] = (("r1s", 1_000), ("r10s", 10_000), ("
 DELIVERY_LIMIT = 20
 
 
-def vhost(hub_id: str) -> str:
-    return f"lienthong.{hub_id}"
+@dataclass(frozen=True)
+class Names:
+    """Broker names of a deployment: vhosts and user accounts, from the topology's namespace."""
+
+    namespace: str = "lienthong"
+
+    @property
+    def _prefix(self) -> str:
+        return "" if self.namespace == "lienthong" else f"{self.namespace}."
+
+    def vhost(self, hub_id: str) -> str:
+        return f"{self.namespace}.{hub_id}"
+
+    def hub_user(self, hub_id: str) -> str:
+        return f"{self._prefix}hub.{hub_id}"
+
+    def link_user(self, hub_id: str) -> str:
+        return f"{self._prefix}link.{hub_id}"
+
+    def agency_user(self, organ_id: str) -> str:
+        return f"{self._prefix}{organ_id}"
+
+    def who(self, user: str) -> tuple[str, str]:
+        """``("hub"|"link"|"agency", id)`` of a broker account name (``("", "")`` if foreign)."""
+        if not user.startswith(self._prefix):
+            return "", ""
+        rest = user[len(self._prefix):]
+        for kind in ("hub", "link"):
+            if rest.startswith(kind + "."):
+                return kind, rest[len(kind) + 1:]
+        return "agency", rest
+
+
+def names(topology: Topology) -> Names:
+    return Names(topology.namespace)
 
 
 def inbox_queue(organ_id: str) -> str:
@@ -46,14 +79,6 @@ def inbox_queue(organ_id: str) -> str:
 
 def retry_queue(tier: str) -> str:
     return f"retry.{tier}"
-
-
-def hub_user(hub_id: str) -> str:
-    return f"hub.{hub_id}"
-
-
-def link_user(hub_id: str) -> str:
-    return f"link.{hub_id}"
 
 
 @dataclass(frozen=True)
@@ -120,21 +145,22 @@ def neighbours(topology: Topology, hub_id: str) -> list[str]:
 
 
 def permissions(topology: Topology) -> list[Permission]:
+    n = names(topology)
     out: list[Permission] = []
     for hub in topology.hubs.values():
-        v = vhost(hub.hub_id)
-        out.append(Permission(v, hub_user(hub.hub_id), ".*", ".*", ".*"))
-        for n in neighbours(topology, hub.hub_id):
-            out.append(Permission(vhost(n), link_user(hub.hub_id), "^$", f"^{EX_INGRESS}$", "^$"))
+        out.append(Permission(n.vhost(hub.hub_id), n.hub_user(hub.hub_id), ".*", ".*", ".*"))
+        for other in neighbours(topology, hub.hub_id):
+            out.append(Permission(n.vhost(other), n.link_user(hub.hub_id), "^$", f"^{EX_INGRESS}$", "^$"))
     for agency in topology.agencies.values():
-        out.append(Permission(vhost(agency.hub), agency.organ_id, "^$", f"^{EX_INGRESS}$",
+        out.append(Permission(n.vhost(agency.hub), n.agency_user(agency.organ_id), "^$", f"^{EX_INGRESS}$",
                               f"^{re.escape(inbox_queue(agency.organ_id))}$"))
     return out
 
 
 def users(topology: Topology) -> list[str]:
-    return ([hub_user(h) for h in topology.hubs] + [link_user(h) for h in topology.hubs]
-            + list(topology.agencies))
+    n = names(topology)
+    return ([n.hub_user(h) for h in topology.hubs] + [n.link_user(h) for h in topology.hubs]
+            + [n.agency_user(a) for a in topology.agencies])
 
 
 def amqp_url(topology: Topology, hub_id: str, user: str, password: str) -> str:
@@ -142,10 +168,12 @@ def amqp_url(topology: Topology, hub_id: str, user: str, password: str) -> str:
     base = urlsplit(topology.hubs[hub_id].amqp_url)
     host = base.hostname or "127.0.0.1"
     netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}:{base.port or 5672}"
-    return urlunsplit((base.scheme or "amqp", netloc, "/" + quote(vhost(hub_id), safe=""), base.query, ""))
+    vh = quote(names(topology).vhost(hub_id), safe="")
+    return urlunsplit((base.scheme or "amqp", netloc, "/" + vh, base.query, ""))
 
 
 def admin_url(topology: Topology, hub_id: str) -> str:
     """The topology's (admin) URL of the hub's broker, pointed at the hub's vhost."""
     base = urlsplit(topology.hubs[hub_id].amqp_url)
-    return urlunsplit((base.scheme, base.netloc, "/" + quote(vhost(hub_id), safe=""), base.query, ""))
+    vh = quote(names(topology).vhost(hub_id), safe="")
+    return urlunsplit((base.scheme, base.netloc, "/" + vh, base.query, ""))

@@ -101,16 +101,17 @@ def apply(topology: Topology, credentials: Credentials, default_mgmt_url: str) -
         url = topology.hubs[hub_id].management_url or default_mgmt_url
         return mgmts.setdefault(url, Management(url))
 
+    names = layout.names(topology)
     for hub_id in topology.hubs:
         m = mgmt_for(hub_id)
-        m.put(f"/api/vhosts/{q(layout.vhost(hub_id))}", {"description": f"lienthong hub {hub_id}"})
+        m.put(f"/api/vhosts/{q(names.vhost(hub_id))}", {"description": f"lienthong hub {hub_id}"})
         # the admin account needs rights in the vhost to declare its topology
-        m.put(f"/api/permissions/{q(layout.vhost(hub_id))}/{q(m.user)}",
+        m.put(f"/api/permissions/{q(names.vhost(hub_id))}/{q(m.user)}",
               {"configure": ".*", "write": ".*", "read": ".*"})
         counts["vhosts"] += 1
     # users exist per broker; create each on every broker that holds one of its vhosts
     perms = layout.permissions(topology)
-    vhost_hub = {layout.vhost(h): h for h in topology.hubs}
+    vhost_hub = {names.vhost(h): h for h in topology.hubs}
     done_users: set[tuple[str, str]] = set()
     for p in perms:
         m = mgmt_for(vhost_hub[p.vhost])

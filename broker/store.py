@@ -18,6 +18,7 @@ publishes a copy to a target it claims ``(hub, digest, target)``.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -73,7 +74,8 @@ class StateStore(Protocol):
 class SqlStore:
     """The state store over a DB-API connection (sqlite3 or psycopg)."""
 
-    lease_seconds = 15.0
+    lease_seconds = float(os.environ.get("LIENTHONG_LEASE_SECONDS", "15"))
+    """How long a worker's claim on a message protects it from other workers."""
 
     def __init__(self, connect: Any, placeholder: str, transient: tuple[type[BaseException], ...]) -> None:
         self._connect = connect

@@ -48,6 +48,9 @@ class Topology:
     hubs: dict[str, Hub]
     agencies: dict[str, Agency]
     settings: dict[str, Any] = field(default_factory=dict)
+    namespace: str = "lienthong"
+    """Prefix of vhosts (and, when not the default, of broker user names): deployments and
+    test runs sharing one broker stay apart."""
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_TOPOLOGY) -> Topology:
@@ -82,7 +85,7 @@ class Topology:
                 raise ConfigError(f"{source}: agency {oid!r} names unknown hub {a.get('hub')!r}")
             pins = tuple(str(x).lower().replace(":", "") for x in a.get("cert_sha256", []) or [])
             agencies[oid] = Agency(oid, str(a.get("name", oid)), str(a["hub"]), pins)
-        topo = cls(hubs, agencies, dict(raw.get("settings", {}) or {}))
+        topo = cls(hubs, agencies, dict(raw.get("settings", {}) or {}), str(raw.get("namespace", "lienthong")))
         topo._check_tree(source)
         return topo
 

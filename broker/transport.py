@@ -22,7 +22,7 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic, BasicProperties
 
-from .errors import TransientError
+from .errors import AccessRefused, TransientError
 from .layout import Binding, Exchange, Queue
 
 AMQP_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
@@ -42,10 +42,16 @@ def blocking(url: str) -> Iterator[pika.adapters.blocking_connection.BlockingCha
     """A short-lived blocking connection and channel; pika errors become TransientError."""
     try:
         conn = pika.BlockingConnection(parameters(url))
+    except (pika.exceptions.ProbableAccessDeniedError, pika.exceptions.ProbableAuthenticationError) as exc:
+        raise AccessRefused(f"the broker refused the login or the vhost: {_describe(exc)}") from None
     except AMQP_ERRORS as exc:
         raise TransientError(f"cannot connect to the broker: {_describe(exc)}") from None
     try:
         yield conn.channel()
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 403:
+            raise AccessRefused(f"access refused: {exc.reply_text}") from None
+        raise TransientError(f"broker error: {_describe(exc)}") from None
     except AMQP_ERRORS as exc:
         raise TransientError(f"broker error: {_describe(exc)}") from None
     finally:

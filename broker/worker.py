@@ -71,6 +71,7 @@ class HubWorker:
         self._in_flight: set[tuple[str, str]] = set()
         self._fault = _Fault.from_env()
         self.log = log.bind(hub=hub_id)
+        self.names = layout.names(topology)
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -102,12 +103,12 @@ class HubWorker:
         self._ioloop = transport.new_ioloop()
         self._in_flight.clear()
         self._links = {}
-        own = layout.amqp_url(self.topology, self.hub, layout.hub_user(self.hub),
-                              self.credentials.password(layout.hub_user(self.hub)))
+        own = layout.amqp_url(self.topology, self.hub, self.names.hub_user(self.hub),
+                              self.credentials.password(self.names.hub_user(self.hub)))
         self._links["."] = transport.Link("local", own, self._ioloop, self._ready, self._lost)
         for n in layout.neighbours(self.topology, self.hub):
-            url = layout.amqp_url(self.topology, n, layout.link_user(self.hub),
-                                  self.credentials.password(layout.link_user(self.hub)))
+            url = layout.amqp_url(self.topology, n, self.names.link_user(self.hub),
+                                  self.credentials.password(self.names.link_user(self.hub)))
             self._links[n] = transport.Link(f"link:{n}", url, self._ioloop, self._ready, self._lost)
         self._consumer = transport.Consumer(own, layout.Q_INGRESS, self.prefetch, self._ioloop,
                                             self._on_message, self._ready, self._lost)
@@ -207,15 +208,15 @@ class HubWorker:
 
     def _route(self, target: Target) -> tuple[transport.Link, str, str, str]:
         if target.kind == "hub":
-            return self._links[target.name], layout.EX_INGRESS, "", layout.link_user(self.hub)
+            return self._links[target.name], layout.EX_INGRESS, "", self.names.link_user(self.hub)
         if target.kind == "inbox":
-            return self._links["."], layout.EX_INBOX, target.name, layout.hub_user(self.hub)
+            return self._links["."], layout.EX_INBOX, target.name, self.names.hub_user(self.hub)
         assert target == PARKING
-        return self._links["."], layout.EX_PARKING, "", layout.hub_user(self.hub)
+        return self._links["."], layout.EX_PARKING, "", self.names.hub_user(self.hub)
 
     def _retry(self, tag: int, props: Any, body: bytes, headers: dict[str, Any], exc: TransientError) -> None:
         attempt = int(headers.get(H_ATTEMPT, 0))
-        origin = headers.get(H_ORIGIN) if props.user_id == layout.hub_user(self.hub) else props.user_id
+        origin = headers.get(H_ORIGIN) if props.user_id == self.names.hub_user(self.hub) else props.user_id
         keep = {k: v for k, v in headers.items() if not k.startswith("x-")}
         keep[H_ORIGIN] = origin or ""
         local = self._links["."]
@@ -235,7 +236,7 @@ class HubWorker:
             (self._consumer.ack if ok else self._consumer.requeue)(tag)
 
         local.publish(exchange, key, body, transport.props(message_id=props.message_id or _sha(body),
-                                                          user_id=layout.hub_user(self.hub), headers=keep),
+                                                          user_id=self.names.hub_user(self.hub), headers=keep),
                       confirmed)
 
     def _count(self, outcome: Outcome) -> None:

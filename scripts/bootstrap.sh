@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install what lienthong needs on a Debian machine: xmlsec1 (interop tests), a virtualenv in .venv
+# with the package and its test dependencies.  Quick when all is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { echo "bootstrap: $*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
+missing=()
+command -v xmlsec1 >/dev/null || missing+=(xmlsec1)
+command -v psql >/dev/null || missing+=(postgresql-client)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  say "installing lienthong and its dependencies into .venv"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[test]'
+  rm -f .venv/.installed-* && touch "$stamp"
+fi

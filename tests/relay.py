@@ -1,0 +1,149 @@
+"""A whole relay for integration tests: real RabbitMQ, real worker processes, isolated namespace.
+
+Each :class:`Relay` gets its own namespace (vhosts ``<ns>.<hub>`` and users
+``<ns>.…``), data directory, dev PKI and state store, so runs never see each
+other's messages; :meth:`Relay.close` stops the workers and deletes the
+vhosts and users it created.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from adapters.sdk import AgencyClient, InboxItem
+from broker import devpki, layout, transport
+from broker.edxml import Organ, build_document
+from broker.settings import Settings
+from broker.setup import Credentials, Management, apply, q
+from broker.signer import SigningKey, sign
+from broker.store import sqlite_store
+from broker.topology import Topology
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Relay:
+    def __init__(self, base: Path, amqp_url: str, mgmt_url: str, *, state_url: str | None = None,
+                 workers: int = 1, env: dict[str, str] | None = None) -> None:
+        self.namespace = f"lt{uuid.uuid4().hex[:8]}"
+        raw = yaml.safe_load((ROOT / "config" / "topology.yaml").read_text(encoding="utf-8"))
+        raw.update(namespace=self.namespace, amqp_url=amqp_url, management_url=mgmt_url)
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "topology.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+        self.topology = Topology.load(base / "topology.yaml")
+        self.settings = Settings(data_dir=base / "data", topology=base / "topology.yaml", pki=base / "pki",
+                                 state_url=state_url or str(base / "state"), mgmt_url=mgmt_url)
+        devpki.init(self.settings.pki, self.topology)
+        self.credentials = Credentials(self.settings.credentials)
+        apply(self.topology, self.credentials, mgmt_url)
+        self.names = layout.names(self.topology)
+        self.env = {**os.environ, "LIENTHONG_DATA": str(self.settings.data_dir),
+                    "LIENTHONG_TOPOLOGY": str(self.settings.topology), "LIENTHONG_PKI": str(self.settings.pki),
+                    "LIENTHONG_STATE_URL": self.settings.state_url, "LIENTHONG_MGMT_URL": mgmt_url,
+                    "LIENTHONG_LEASE_SECONDS": "2", **(env or {})}
+        self.logs = base / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
+        for hub in self.topology.hubs:
+            for _ in range(workers):
+                self.start_worker(hub)
+
+    # -- workers -------------------------------------------------------------------------
+
+    def start_worker(self, hub: str, **env: str) -> subprocess.Popen[bytes]:
+        n = sum(len(v) for v in self.procs.values())
+        log = open(self.logs / f"{hub}-{n}.log", "wb")  # noqa: SIM115 - closed with the process
+        p = subprocess.Popen([sys.executable, "-m", "broker.cli", "--log-json", "hub", "run", hub],
+                             env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.procs.setdefault(hub, []).append(p)
+        return p
+
+    def stop_workers(self, hub: str) -> None:
+        for p in self.procs.pop(hub, []):
+            p.terminate()
+            p.wait(timeout=15)
+
+    def log_text(self) -> str:
+        return "\n".join(f.read_text(errors="replace") for f in sorted(self.logs.glob("*.log")))
+
+    def close(self) -> None:
+        for hub in list(self.procs):
+            for p in self.procs[hub]:
+                p.terminate()
+            for p in self.procs[hub]:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        m = Management(self.settings.mgmt_url)
+        for hub in self.topology.hubs:
+            m.request("DELETE", f"/api/vhosts/{q(self.names.vhost(hub))}")
+        for user in layout.users(self.topology):
+            m.request("DELETE", f"/api/users/{q(user)}")
+
+    # -- agencies ------------------------------------------------------------------------
+
+    def client(self, organ_id: str) -> AgencyClient:
+        seen = sqlite_store(self.settings.data_dir / "agencies" / f"{organ_id}.sqlite3")
+        return AgencyClient(organ_id, self.credentials.password(self.names.agency_user(organ_id)),
+                            self.topology, seen)
+
+    def key(self, organ_id: str) -> SigningKey:
+        d = self.settings.pki / "agencies" / organ_id
+        return SigningKey.load(d / "key.pem", d / "cert.pem")
+
+    def document(self, sender: str, recipients: list[str], *, size: int = 3000, subject: str = "Thử nghiệm",
+                 signer: str | None = None) -> bytes:
+        """A signed document from ``sender`` (signed by ``signer``'s key, default the sender's)."""
+        doc = build_document(Organ(sender, self.topology.agency(sender).name),
+                             [Organ(r, self.topology.agencies[r].name if r in self.topology.agencies else r)
+                              for r in recipients],
+                             subject=subject, attachments=[("a.pdf", "application/pdf", os.urandom(size))])
+        return sign(doc, self.key(signer or sender))
+
+    def take(self, organ_id: str, count: int, *, timeout: float = 30.0,
+             accept: Callable[[InboxItem], bool] = lambda i: True) -> list[InboxItem]:
+        """Take inbox messages until ``count`` accepted ones arrived (or time runs out)."""
+        got: list[InboxItem] = []
+        client = self.client(organ_id)
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            client.fetch(lambda item: got.append(item) if accept(item) else None, wait=0.5)
+        return got
+
+    # -- hub queues ----------------------------------------------------------------------
+
+    def hub_url(self, hub: str) -> str:
+        return layout.amqp_url(self.topology, hub, self.names.hub_user(hub),
+                               self.credentials.password(self.names.hub_user(hub)))
+
+    def drain(self, hub: str, queue: str, *, timeout: float = 10.0, count: int = 1) -> list[transport.Received]:
+        got: list[transport.Received] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            transport.fetch(self.hub_url(hub), queue, lambda r: got.append(r) is None, wait=0.5)
+        return got
+
+    def depth(self, hub: str, queue: str) -> int:
+        return transport.queue_depth(self.hub_url(hub), queue)
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until no ingress or retry queue holds a message ready (checked twice, apart)."""
+        queues = [layout.Q_INGRESS] + [layout.retry_queue(t) for t, _ in layout.RETRY_TIERS]
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while time.monotonic() < deadline:
+            busy = sum(self.depth(hub, name) for hub in self.topology.hubs for name in queues)
+            quiet = quiet + 1 if busy == 0 else 0
+            if quiet >= 3:
+                return
+            time.sleep(0.3)
+        raise AssertionError("the relay did not become idle")

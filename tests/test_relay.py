@@ -1,0 +1,238 @@
+"""End to end on a real RabbitMQ: hubs as real processes, agencies through their own accounts."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker import errors, receipts
+from broker.evidence import verify_trace
+from broker.runtime import hub_certificates
+from broker.trust import TrustStore
+from broker.validation import check
+from tests.relay import Relay
+
+pytestmark = pytest.mark.broker
+
+N_COMMUNE, N_COMMUNE_2, N_PROVINCE = "000.00.51.H41", "000.00.52.H41", "000.00.00.H41"  # Nghệ An, two-tier
+C_COMMUNE, C_COMMUNE_2, C_PROVINCE = "001.00.31.H14", "002.00.31.H14", "000.00.00.H14"  # Cao Bằng, three-tier
+VPCP = "000.00.00.G22"
+
+
+@pytest.fixture(scope="module")
+def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    r = Relay(tmp_path_factory.mktemp("relay"), *rabbitmq_urls)
+    yield r
+    r.close()
+
+
+def _only(items: list, what: str) -> object:
+    assert len(items) == 1, f"expected exactly one {what}, got {len(items)}"
+    return items[0]
+
+
+def _trace_hubs(relay: Relay, item: object) -> list[str]:
+    trust = TrustStore.load(relay.settings.pki)
+    records = verify_trace(item.trace, hub_certificates(relay.settings.pki, relay.topology, trust),
+                           hashlib.sha256(item.body).hexdigest())
+    return [r.hub for r in records]
+
+
+def test_same_hub_delivery(relay: Relay) -> None:
+    """Two communes of one province: delivered by their hub alone, bytes unchanged."""
+    doc = relay.document(N_COMMUNE, [N_COMMUNE_2])
+    relay.client(N_COMMUNE).send(doc)
+    item = _only(relay.take(N_COMMUNE_2, 1), "delivery")
+    assert item.body == doc
+    assert _trace_hubs(relay, item) == ["H41"]
+
+
+def test_two_tier_to_three_tier_via_national(relay: Relay) -> None:
+    """Commune of the two-tier province to a commune of the three-tier one: four hubs, each hop signed,
+    and the recipient verifies the sender's signature on the unchanged bytes."""
+    doc = relay.document(N_COMMUNE, [C_COMMUNE])
+    relay.client(N_COMMUNE).send(doc)
+    item = _only(relay.take(C_COMMUNE, 1), "delivery")
+    assert item.body == doc
+    assert _trace_hubs(relay, item) == ["H41", "national", "H14", "H14-D31"]
+    checked = check(item.body, trust=TrustStore.load(relay.settings.pki), topology=relay.topology)
+    assert checked.message.sender.organ_id == N_COMMUNE
+
+
+def test_three_tier_to_two_tier(relay: Relay) -> None:
+    """The reverse route climbs the district and province hubs first."""
+    doc = relay.document(C_COMMUNE_2, [N_PROVINCE])
+    relay.client(C_COMMUNE_2).send(doc)
+    item = _only(relay.take(N_PROVINCE, 1), "delivery")
+    assert _trace_hubs(relay, item) == ["H14-D31", "H14", "national", "H41"]
+
+
+def test_fan_out(relay: Relay) -> None:
+    """One document to five agencies in three subtrees: each inbox gets exactly one copy."""
+    targets = [N_PROVINCE, N_COMMUNE, C_COMMUNE, C_PROVINCE, "000.00.00.G17"]
+    doc = relay.document(VPCP, targets)
+    relay.client(VPCP).send(doc)
+    for organ in targets:
+        item = _only(relay.take(organ, 1), f"copy for {organ}")
+        assert item.body == doc
+    relay.wait_idle()
+    for organ in targets:
+        assert relay.client(organ).peek() == [], f"{organ} got a second copy"
+
+
+def _rejection(relay: Relay, agency: str, digest: str) -> receipts.Receipt:
+    item = _only(relay.take(agency, 1, accept=lambda i: i.kind == "receipt"), "rejection receipt")
+    verified = receipts.verify(item.body, TrustStore.load(relay.settings.pki))
+    assert verified.receipt.kind == "rejected"
+    assert verified.receipt.document_sha256 == digest
+    return verified.receipt
+
+
+def _parked(relay: Relay, hub: str, digest: str) -> dict:
+    parked = [r for r in relay.drain(hub, "parking", count=1) if hashlib.sha256(r.body).hexdigest() == digest]
+    return _only(parked, "parked copy").headers
+
+
+def test_tampered_document_rejected_with_signed_receipt(relay: Relay) -> None:
+    """A document altered after signing: the sender gets a hub-signed rejection naming SIG_DIGEST,
+    the hub parks the copy with the reason, and nothing reaches the recipient."""
+    doc = relay.document(N_COMMUNE, [C_COMMUNE], subject="nguyên bản").replace(
+        "nguyên bản".encode(), "đã sửa đổi".encode())
+    digest = hashlib.sha256(doc).hexdigest()
+    relay.client(N_COMMUNE).send(doc)
+    receipt = _rejection(relay, N_COMMUNE, digest)
+    assert (receipt.code, receipt.hub) == ("SIG_DIGEST", "H41")
+    headers = _parked(relay, "H41", digest)
+    assert headers["lt-code"] == "SIG_DIGEST" and headers["lt-reason"]
+    relay.wait_idle()
+    assert relay.client(C_COMMUNE).peek() == []
+
+
+def test_unknown_recipient_rejected(relay: Relay) -> None:
+    """A recipient missing from the directory: RECIPIENT_UNKNOWN back to the sender."""
+    doc = relay.document(N_COMMUNE, ["999.99.99.H99"])
+    relay.client(N_COMMUNE).send(doc)
+    assert _rejection(relay, N_COMMUNE, hashlib.sha256(doc).hexdigest()).code == "RECIPIENT_UNKNOWN"
+
+
+def test_spoofed_sender_rejected(relay: Relay) -> None:
+    """An agency pushing a document signed by and from another agency of its hub is refused;
+    the rejection goes to the account that pushed it."""
+    doc = relay.document(N_COMMUNE_2, [N_PROVINCE])  # genuine document of commune 2
+    relay.client(N_COMMUNE).send(doc)                # pushed by commune 1
+    assert _rejection(relay, N_COMMUNE, hashlib.sha256(doc).hexdigest()).code == "SENDER_NOT_ALLOWED"
+
+
+def test_signer_not_from_rejected(relay: Relay) -> None:
+    """A document claiming to come from one agency but signed with another's key: SIGNER_MISMATCH."""
+    doc = relay.document(N_COMMUNE, [N_PROVINCE], signer=N_COMMUNE_2)
+    relay.client(N_COMMUNE).send(doc)
+    assert _rejection(relay, N_COMMUNE, hashlib.sha256(doc).hexdigest()).code == "SIGNER_MISMATCH"
+
+
+def test_garbage_rejected_to_publisher(relay: Relay) -> None:
+    """Bytes that are not XML: the publishing agency still gets a signed XML_MALFORMED rejection."""
+    junk = b"1212<?xml version='1.0'?><edXML/>"
+    relay.client(N_COMMUNE).send(junk)
+    assert _rejection(relay, N_COMMUNE, hashlib.sha256(junk).hexdigest()).code == "XML_MALFORMED"
+
+
+def test_duplicate_suppressed(relay: Relay) -> None:
+    """The same signed bytes sent three times reach the inbox once; a later document still flows."""
+    doc = relay.document(N_COMMUNE, [C_COMMUNE_2])
+    client = relay.client(N_COMMUNE)
+    for _ in range(3):
+        client.send(doc)
+    marker = relay.document(N_COMMUNE, [C_COMMUNE_2], subject="marker")
+    client.send(marker)
+    got = relay.take(C_COMMUNE_2, 2, accept=lambda i: i.body in (doc, marker))
+    assert sorted(i.body == doc for i in got) == [False, True]
+    relay.wait_idle()
+    assert relay.client(C_COMMUNE_2).peek() == []
+
+
+def test_duplicate_of_rejected_gets_no_second_receipt(relay: Relay) -> None:
+    """A failed message sent twice: one rejection, never a second receipt (nor a positive one)."""
+    doc = relay.document(N_COMMUNE, ["999.99.99.H98"])
+    client = relay.client(N_COMMUNE)
+    client.send(doc)
+    client.send(doc)
+    digest = hashlib.sha256(doc).hexdigest()
+    _rejection(relay, N_COMMUNE, digest)
+    relay.wait_idle()
+    assert [i for i in relay.client(N_COMMUNE).peek() if i.kind == "receipt"] == []
+
+
+def test_agency_cannot_read_another_inbox(relay: Relay) -> None:
+    """An agency's credentials are refused on another agency's inbox and on another hub."""
+    from broker import layout, transport
+    mine = relay.client(N_COMMUNE)
+    with pytest.raises(errors.AccessRefused):
+        transport.fetch(mine.url, layout.inbox_queue(N_COMMUNE_2), lambda r: False)
+    other_hub = layout.amqp_url(relay.topology, "H14", relay.names.agency_user(N_COMMUNE),
+                                relay.credentials.password(relay.names.agency_user(N_COMMUNE)))
+    with pytest.raises(errors.AccessRefused):
+        transport.publish(other_hub, "ingress", "", b"<x/>", message_id="x", user_id=None)
+
+
+def test_agency_cannot_forge_user_id(relay: Relay) -> None:
+    """Publishing with another account's user_id is refused by the broker itself."""
+    from broker import layout, transport
+    mine = relay.client(N_COMMUNE)
+    with pytest.raises(errors.LienthongError):
+        transport.publish(mine.url, layout.EX_INGRESS, "", b"<x/>", message_id="x",
+                          user_id=relay.names.agency_user(N_COMMUNE_2))
+
+
+@pytest.mark.parametrize("fault", ["before-ack", "after-publish"])
+def test_worker_killed_mid_flight(relay: Relay, fault: str) -> None:
+    """The last hub's worker dies right after its publish was confirmed (before the store or the ack):
+    the redelivered message is handled again and the recipient gets the document exactly once."""
+    relay.stop_workers("H14-D31")
+    doomed = relay.start_worker("H14-D31", LIENTHONG_FAULT=f"{fault}:1")
+    doc = relay.document(N_COMMUNE, [C_COMMUNE], subject=f"killed {fault}")
+    relay.client(N_COMMUNE).send(doc)
+    assert doomed.wait(timeout=30) == 137
+    relay.start_worker("H14-D31")
+    got = relay.take(C_COMMUNE, 1, accept=lambda i: i.body == doc)
+    assert len(got) == 1
+    time.sleep(3)  # past the 2 s lease: any second copy would be published by now
+    relay.wait_idle()
+    assert [i for i in relay.take(C_COMMUNE, 1, timeout=2) if i.body == doc] == []
+
+
+def test_worker_reconnects_when_broker_drops_connections(relay: Relay) -> None:
+    """The broker closes every connection of the hubs; workers reconnect and the relay carries on."""
+    from broker.setup import Management, q
+    m = Management(relay.settings.mgmt_url)
+    for hub in relay.topology.hubs:
+        for conn in m.get(f"/api/vhosts/{q(relay.names.vhost(hub))}/connections") or []:
+            m.request("DELETE", f"/api/connections/{q(conn['name'])}")
+    time.sleep(1)
+    doc = relay.document(N_COMMUNE, [C_COMMUNE], subject="after reconnect")
+    relay.client(N_COMMUNE).send(doc)
+    assert [i.body for i in relay.take(C_COMMUNE, 1, timeout=60, accept=lambda i: i.body == doc)] == [doc]
+    assert "reconnecting" in relay.log_text()
+
+
+@pytest.mark.postgres
+def test_competing_workers_on_postgres(rabbitmq_urls: tuple[str, str], postgres_url: str,
+                                       tmp_path: Path) -> None:
+    """Two workers per hub sharing a PostgreSQL state store: 40 documents, each delivered exactly once."""
+    relay = Relay(tmp_path / "pg", *rabbitmq_urls, state_url=postgres_url, workers=2)
+    try:
+        docs = [relay.document(N_COMMUNE, [C_COMMUNE], subject=f"pg {i}", size=500) for i in range(40)]
+        client = relay.client(N_COMMUNE)
+        for d in docs:
+            client.send(d)
+        client.send(docs[0])  # and one duplicate
+        got = relay.take(C_COMMUNE, 40, timeout=90)
+        assert sorted(i.body for i in got) == sorted(docs)
+        relay.wait_idle()
+        assert relay.client(C_COMMUNE).peek() == []
+    finally:
+        relay.close()
