@@ -139,7 +139,7 @@ class Hop:
             neighbour = origin[len("link:"):]
             if neighbour not in self.neighbours:
                 raise SenderNotAllowed(f"hub {neighbour!r} is not a neighbour of {self.hub!r}")
-            records = verify_trace(trace, self.hub_certs, digest)
+            records = verify_trace(trace, self.hub_certs, digest, signatures="last")
             if not records or records[-1].hub != neighbour or f"hub:{self.hub}" not in records[-1].targets:
                 raise TraceInvalid(f"the trace does not show {neighbour!r} forwarding this message here")
             first = records[0]

@@ -31,6 +31,8 @@ from typing import Any, Literal, Protocol
 from .errors import ConfigError, TransientError
 
 ClaimState = Literal["new", "done", "busy", "takeover"]
+HopRecordRow = tuple[str, str, str]
+"""(document_id, verdict, signed record token)"""
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS hops (
@@ -60,8 +62,10 @@ class Verdict:
 
 
 class StateStore(Protocol):
-    def claim(self, hub: str, digest: str, targets: Sequence[str], owner: str) -> dict[str, ClaimState]: ...
+    def claim(self, hub: str, digest: str, targets: Sequence[str], owner: str,
+              record: HopRecordRow | None = None) -> dict[str, ClaimState]: ...
     def confirm(self, hub: str, digest: str, targets: Sequence[str]) -> None: ...
+    def confirm_many(self, items: Sequence[tuple[str, str, Sequence[str]]]) -> None: ...
     def record_verdict(self, hub: str, digest: str, document_id: str, sender: str, verdict: Verdict) -> Verdict: ...
     def verdict(self, hub: str, digest: str) -> Verdict | None: ...
     def append_hop(self, hub: str, digest: str, document_id: str, verdict: str, record: str) -> None: ...
@@ -115,7 +119,10 @@ class SqlStore:
     def _q(self, sql: str) -> str:
         return sql.replace("?", self._ph)
 
-    def claim(self, hub: str, digest: str, targets: Sequence[str], owner: str) -> dict[str, ClaimState]:
+    def claim(self, hub: str, digest: str, targets: Sequence[str], owner: str,
+              record: HopRecordRow | None = None) -> dict[str, ClaimState]:
+        """Claim each target; with ``record``, append the hop record in the same transaction
+        (only when something is new to publish: a duplicate leaves no second record)."""
         now = time.time()
         lease = now + self.lease_seconds
         out: dict[str, ClaimState] = {}
@@ -140,14 +147,23 @@ class SqlStore:
                     out[target] = "takeover" if cur.rowcount == 1 else "busy"
                 else:
                     out[target] = "busy"
+            if record is not None and any(v in ("new", "takeover") for v in out.values()) \
+                    and "busy" not in out.values():
+                cur.execute(self._q("INSERT INTO hop_records (hub, digest, document_id, at, verdict, record) "
+                                    "VALUES (?, ?, ?, ?, ?, ?)"), (hub, digest, *record[:1], now, *record[1:]))
         return out
 
     def confirm(self, hub: str, digest: str, targets: Sequence[str]) -> None:
+        self.confirm_many([(hub, digest, targets)])
+
+    def confirm_many(self, items: Sequence[tuple[str, str, Sequence[str]]]) -> None:
+        """Mark many claims confirmed in one transaction (the worker batches per I/O loop turn)."""
         now = time.time()
         with self._tx() as cur:
-            for target in targets:
-                cur.execute(self._q("UPDATE hops SET state = 'confirmed', updated = ? "
-                                    "WHERE hub = ? AND digest = ? AND target = ?"), (now, hub, digest, target))
+            for hub, digest, targets in items:
+                for target in targets:
+                    cur.execute(self._q("UPDATE hops SET state = 'confirmed', updated = ? "
+                                        "WHERE hub = ? AND digest = ? AND target = ?"), (now, hub, digest, target))
 
     def record_verdict(self, hub: str, digest: str, document_id: str, sender: str, verdict: Verdict) -> Verdict:
         """Store the first verdict on these bytes at this hub; return the one that stands."""

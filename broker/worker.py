@@ -69,6 +69,7 @@ class HubWorker:
         self._links: dict[str, transport.Link] = {}
         self._consumer: transport.Consumer | None = None
         self._in_flight: set[tuple[str, str]] = set()
+        self._confirmed: list[tuple[int, Outcome, list[str]]] = []
         self._fault = _Fault.from_env()
         self.log = log.bind(hub=hub_id)
         self.names = layout.names(topology)
@@ -102,6 +103,7 @@ class HubWorker:
     def _session(self) -> None:
         self._ioloop = transport.new_ioloop()
         self._in_flight.clear()
+        self._confirmed = []
         self._links = {}
         own = layout.amqp_url(self.topology, self.hub, self.names.hub_user(self.hub),
                               self.credentials.password(self.names.hub_user(self.hub)))
@@ -147,30 +149,30 @@ class HubWorker:
             self.log.error("hop failed", error=repr(exc))
             self._consumer.requeue(tag)  # type: ignore[union-attr]
             return
-        mlog = self.log.bind(document_id=outcome.document_id, agency=outcome.sender, digest=outcome.digest[:16])
         claims_keys = [c.claim for c in outcome.copies]
-        busy_here = [k for k in claims_keys if (outcome.digest, k) in self._in_flight]
         try:
-            if busy_here:
+            if any((outcome.digest, k) in self._in_flight for k in claims_keys):
                 raise TransientError("the same message is already being published by this worker")
-            claims = self.store.claim(self.hub, outcome.digest, claims_keys, self.owner)
-            if any(state == "busy" for state in claims.values()):
+            record = (outcome.document_id, outcome.verdict, outcome.record) if outcome.record else None
+            claims = self.store.claim(self.hub, outcome.digest, claims_keys, self.owner, record)
+            if "busy" in claims.values():
                 raise TransientError("another worker holds this message")
-            todo = [c for c in outcome.copies if claims[c.claim] in ("new", "takeover")]
-            if todo and outcome.record:
-                self.store.append_hop(self.hub, outcome.digest, outcome.document_id, outcome.verdict, outcome.record)
         except TransientError as exc:
             self._retry(tag, props, body, headers, exc)
             return
+        todo = [c for c in outcome.copies if claims[c.claim] in ("new", "takeover")]
         if not todo:
             self.stats.duplicates += 1
-            mlog.info("duplicate suppressed")
+            self.log.info("duplicate suppressed", document_id=outcome.document_id, agency=outcome.sender)
             self._consumer.ack(tag)  # type: ignore[union-attr]
             return
         self._count(outcome)
-        self._publish_all(tag, outcome, todo, mlog)
+        if outcome.verdict == "rejected":
+            self.log.info("rejected", document_id=outcome.document_id, agency=outcome.sender,
+                          code=outcome.code, reason=outcome.reason)
+        self._publish_all(tag, outcome, todo)
 
-    def _publish_all(self, tag: int, outcome: Outcome, todo: list[Copy], mlog: Any) -> None:
+    def _publish_all(self, tag: int, outcome: Outcome, todo: list[Copy]) -> None:
         remaining = len(todo)
         failed = False
         keys = [(outcome.digest, c.claim) for c in todo]
@@ -184,27 +186,37 @@ class HubWorker:
                 return
             self._in_flight.difference_update(keys)
             if failed:
-                mlog.warning("publish not confirmed; message requeued")
+                self.log.warning("publish not confirmed; message requeued", document_id=outcome.document_id)
                 if self._consumer is not None:
                     self._consumer.requeue(tag)
                 return
-            self._fault.maybe_die("after-publish")
-            try:
-                self.store.confirm(self.hub, outcome.digest, [c.claim for c in todo])
-            except TransientError as exc:
-                # the copies are out; the claims stay pending and the redelivery takes them over
-                mlog.warning("could not confirm claims", error=str(exc))
-            self._fault.maybe_die("before-ack")
-            if self._consumer is not None:
-                self._consumer.ack(tag)
-            mlog.info(outcome.verdict, code=outcome.code or None,
-                      targets=[str(c.target) for c in todo])
+            self._confirmed.append((tag, outcome, [c.claim for c in todo]))
+            if len(self._confirmed) == 1 and self._ioloop is not None:
+                self._ioloop.add_callback(self._flush_confirmed)
 
         for copy in todo:
             link, exchange, key, user = self._route(copy.target)
             message_id = outcome.digest if copy.headers.get("lt-kind") != "receipt" else _sha(copy.body)
             link.publish(exchange, key, copy.body,
                          transport.props(message_id=message_id, user_id=user, headers=copy.headers), confirmed)
+
+    def _flush_confirmed(self) -> None:
+        """Once per I/O loop turn: mark every fully confirmed message's claims in one transaction, then ack."""
+        batch, self._confirmed = self._confirmed, []
+        if not batch:
+            return
+        self._fault.maybe_die("after-publish")
+        try:
+            self.store.confirm_many([(self.hub, o.digest, claims) for _, o, claims in batch])
+        except TransientError as exc:
+            # the copies are out; the claims stay pending and the redelivery takes them over
+            self.log.warning("could not confirm claims", error=str(exc), messages=len(batch))
+        self._fault.maybe_die("before-ack")
+        for tag, outcome, claims in batch:
+            if self._consumer is not None:
+                self._consumer.ack(tag)
+            self.log.debug(outcome.verdict, document_id=outcome.document_id, agency=outcome.sender,
+                           targets=claims)
 
     def _route(self, target: Target) -> tuple[transport.Link, str, str, str]:
         if target.kind == "hub":

@@ -1,0 +1,193 @@
+"""Relay throughput and latency over four hubs, beside a raw pika relay through the same queues.
+
+    python bench/relay_throughput.py [--count 2000] [--sizes 10000,100000]
+
+Route: a commune of Nghệ An (hub H41) -> national -> H14 -> H14-D31 -> a commune of Cao Bằng.
+For each size it runs, in the same broker and the same run:
+
+- lienthong: one worker process per hub (the real `lienthong hub run`), full hop at every hub;
+- raw: one process per hub that moves the same bytes through the same queues with the same
+  publisher confirms and acks, and does no XML, signature, store or evidence work.
+
+Throughput: documents pushed as fast as one publisher with confirms allows, until all arrive.
+Latency: p50/p99 from publish to arrival in the inbox, at half the measured throughput.
+Needs a RabbitMQ with management (scripts/ensure-rabbitmq.sh); uses its own namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from broker import layout, logs, transport  # noqa: E402
+from tests.relay import Relay  # noqa: E402
+
+SENDER, RECIPIENT = "000.00.51.H41", "001.00.31.H14"
+ROUTE = {"H41": "national", "national": "H14", "H14": "H14-D31"}
+LAST = "H14-D31"
+
+
+# --- the raw relay: same queues, same confirms, no work ------------------------------------
+
+def raw_worker(hub: str, topology_path: str, data_dir: str) -> None:
+    """Consume the hub's ingress, publish each message to the next hub (or the inbox), ack on confirm."""
+    from broker.settings import Settings
+    from broker.setup import Credentials
+    from broker.topology import Topology
+
+    topo = Topology.load(topology_path)
+    names = layout.names(topo)
+    creds = Credentials(Settings.from_env(data_dir=data_dir).credentials)
+    ioloop = transport.new_ioloop()
+    own = layout.amqp_url(topo, hub, names.hub_user(hub), creds.password(names.hub_user(hub)))
+    if hub == LAST:
+        out_url, exchange, key, user = own, layout.EX_INBOX, RECIPIENT, names.hub_user(hub)
+    else:
+        nxt = ROUTE[hub]
+        out_url = layout.amqp_url(topo, nxt, names.link_user(hub), creds.password(names.link_user(hub)))
+        exchange, key, user = layout.EX_INGRESS, "", names.link_user(hub)
+    parts: dict[str, object] = {}
+
+    def ready(_: object) -> None:
+        if all(getattr(p, "ready", False) for p in parts.values()) and len(parts) == 2:
+            parts["consumer"].start()  # type: ignore[attr-defined]
+
+    def lost(_: object, why: str) -> None:
+        ioloop.stop()
+
+    def on_message(_ch: object, method: object, props: object, body: bytes) -> None:
+        tag = method.delivery_tag  # type: ignore[attr-defined]
+        consumer = parts["consumer"]
+
+        def confirmed(ok: bool) -> None:
+            (consumer.ack if ok else consumer.requeue)(tag)  # type: ignore[attr-defined]
+
+        parts["link"].publish(exchange, key, body, transport.props(  # type: ignore[attr-defined]
+            message_id=props.message_id, user_id=user, headers=dict(props.headers or {})), confirmed)  # type: ignore[attr-defined]
+
+    parts["link"] = transport.Link("out", out_url, ioloop, ready, lost)
+    parts["consumer"] = transport.Consumer(own, layout.Q_INGRESS, 256, ioloop, on_message, ready, lost)
+    ioloop.start()
+
+
+# --- load and measurement --------------------------------------------------------------------
+
+def run_load(relay: Relay, docs: list[bytes], rate: float | None) -> tuple[float, list[float]]:
+    """Publish ``docs`` (at ``rate`` per second, or flat out); return (docs/s, latencies in ms)."""
+    import hashlib
+
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    last_arrival = [0.0]
+    done = threading.Event()
+    ids = [hashlib.sha256(d).hexdigest() for d in docs]
+    inbox_url = relay.client(RECIPIENT).url
+    receiver_ready = threading.Event()
+
+    def receive() -> None:
+        import pika
+        conn = pika.BlockingConnection(transport.parameters(inbox_url))
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=500)
+        receiver_ready.set()
+        n = 0
+        for method, props, _body in ch.consume(layout.inbox_queue(RECIPIENT), inactivity_timeout=60):
+            if method is None:
+                break
+            now = time.perf_counter()
+            t0 = sent.get(props.message_id)
+            if t0 is not None:
+                latencies.append((now - t0) * 1000)
+                last_arrival[0] = now
+                n += 1
+            ch.basic_ack(method.delivery_tag)
+            if n >= len(docs):
+                break
+        conn.close()
+        done.set()
+
+    t = threading.Thread(target=receive, daemon=True)
+    t.start()
+    receiver_ready.wait()
+    import pika
+    user = relay.names.agency_user(SENDER)
+    conn = pika.BlockingConnection(transport.parameters(relay.client(SENDER).url))
+    ch = conn.channel()  # the load generator does not wait for confirms: it must not be the bottleneck
+    start = time.perf_counter()
+    for i, (doc, mid) in enumerate(zip(docs, ids)):
+        if rate:
+            due = start + i / rate
+            while (delay := due - time.perf_counter()) > 0:
+                time.sleep(delay)
+        sent[mid] = time.perf_counter()
+        ch.basic_publish(layout.EX_INGRESS, "", doc,
+                         transport.props(message_id=mid, user_id=user, headers={"lt-kind": "edxml"}))
+    conn.close()
+    done.wait(timeout=600)
+    throughput = len(latencies) / (last_arrival[0] - start) if latencies else 0.0
+    return throughput, latencies
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def measure(relay: Relay, docs: list[bytes]) -> tuple[float, float, float, int]:
+    """Flat out on two thirds of ``docs``, then the last third (new documents) at half that rate."""
+    split = len(docs) * 2 // 3
+    flat, _ = run_load(relay, docs[:split], None)
+    _, lat = run_load(relay, docs[split:], flat / 2)
+    return flat, pct(lat, 50), pct(lat, 99), len(lat)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--count", type=int, default=2000)
+    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--raw-worker", nargs=3, metavar=("HUB", "TOPOLOGY", "DATA"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.raw_worker:
+        raw_worker(*args.raw_worker)
+        return
+    logs.configure(level="WARNING")
+    amqp = os.environ.get("LIENTHONG_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    mgmt = os.environ.get("LIENTHONG_MGMT_URL", "http://guest:guest@127.0.0.1:15672")
+    print(f"{'size':>7} {'relay':>8} {'docs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'n':>6}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in (int(s) for s in args.sizes.split(",")):
+            count = (args.count if size <= 20_000 else max(300, args.count // 4)) * 3 // 2
+            for kind in ("raw", "lienthong"):
+                relay = Relay(Path(tmp) / f"{kind}-{size}", amqp, mgmt, workers=0 if kind == "raw" else 1)
+                raw_procs = []
+                if kind == "raw":
+                    for hub in (*ROUTE, LAST):
+                        raw_procs.append(subprocess.Popen(
+                            [sys.executable, __file__, "--raw-worker", hub, str(relay.settings.topology),
+                             str(relay.settings.data_dir)]))
+                try:
+                    time.sleep(2)
+                    docs = [relay.document(SENDER, [RECIPIENT], size=max(100, (size - 2600) * 3 // 4), subject=f"bench {i}")
+                            for i in range(count)]
+                    tput, p50, p99, n = measure(relay, docs)
+                    print(f"{size // 1000:>5}KB {kind:>8} {tput:8.0f} {p50:8.1f} {p99:8.1f} {n:6d}", flush=True)
+                finally:
+                    for p in raw_procs:
+                        p.terminate()
+                    relay.close()
+
+
+if __name__ == "__main__":
+    main()

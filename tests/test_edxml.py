@@ -1,0 +1,173 @@
+"""The edXML model and schemas over the national axis samples, and what the schema cannot say."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from lxml import etree
+
+from broker import errors, schema
+from broker.edxml import E, Business, Organ, ResponseFor, build_document, build_status, read
+from broker.parsing import parse
+from tests.samples import MALFORMED, sample, sample_names
+
+STATUS_OF = {"status_inbox_01.edxml": "01", "status_rejection_02.edxml": "02", "status_acceptance_03.edxml": "03",
+             "status_assignment_04.edxml": "04", "status_processing_05.edxml": "05",
+             "status_finish_06.edxml": "06", "status_cancellation_13.edxml": "13",
+             "status_change-acceptance_15.edxml": "15", "status_change-rejection_16.edxml": "16"}
+
+
+@pytest.mark.parametrize("name", sample_names())
+def test_every_well_formed_sample_validates_and_reads(name: str) -> None:
+    """Each well-formed sample of the axis kit passes the schema and reads into the model."""
+    tree = parse(sample(name))
+    kind = schema.validate(tree.getroot())
+    message = read(tree)
+    assert message.kind == kind == ("status" if name.startswith("status") else "document")
+    assert message.sender.organ_id
+    assert message.recipients and message.document_id
+    if name in STATUS_OF:
+        assert message.status_code == STATUS_OF[name]
+        # a status goes to the agency ResponseFor names (the document's sender; for 13, its recipient)
+        assert message.response_for is not None
+        assert message.recipient_ids == (message.response_for.organ_id,) != (message.sender.organ_id,)
+
+
+def test_samples_cover_both_malformed_cases() -> None:
+    """The kit's two malformed samples are excluded from the well-formed list, and really malformed."""
+    assert len(sample_names()) + len(MALFORMED) == len(sample_names(well_formed=False)) + len(sample_names())
+    for name in MALFORMED:
+        assert name not in sample_names()
+        with pytest.raises(errors.MalformedXML):
+            parse(sample(name))
+
+
+def test_business_types_of_samples() -> None:
+    """Update, revocation and replacement samples carry BussinessDocType 2, 1 and 3."""
+    for name, doc_type, meaning in (("edoc_update.edxml", "2", "update"), ("edoc_revocation.edxml", "1", "revocation"),
+                                    ("edoc_replacement.edxml", "3", "replacement")):
+        message = read(parse(sample(name)))
+        assert message.business is not None
+        assert (message.business.doc_type, message.business.meaning) == (doc_type, meaning)
+
+
+def test_attachments_linked_by_content_id() -> None:
+    """A sample's attachment is reachable through its manifest ContentId and decodes (a ZIP)."""
+    message = read(parse(sample("edoc_update.edxml")))
+    (attachment,) = message.attachments
+    assert attachment.content_id == "cid:209"
+    assert attachment.content()[:2] == b"PK"
+
+
+def test_multiple_recipients_read_in_order() -> None:
+    """A document to three agencies lists them in document order."""
+    message = read(parse(sample("edoc_update.edxml")))
+    assert message.recipient_ids == ("000.00.00.H41", "000.00.00.H14", "000.00.00.G17")
+
+
+def _edit(name: str, change) -> etree._ElementTree:  # type: ignore[no-untyped-def]
+    tree = parse(sample(name))
+    change(tree.getroot())
+    return tree
+
+
+def _mh(root: etree._Element) -> etree._Element:
+    return root.find(f"{E}edXMLEnvelope/{E}edXMLHeader/{E}MessageHeader")
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    (lambda r: setattr(_mh(r).find(f"{E}PromulgationInfo/{E}PromulgationDate"), "text", "2018-09-28"),
+     "PromulgationDate"),
+    (lambda r: setattr(_mh(r).find(f"{E}From/{E}OrganId"), "text", ""), "OrganId"),
+    (lambda r: setattr(_mh(r).find(f"{E}From/{E}OrganId"), "text", "000.00 00.G22"), "OrganId"),
+    (lambda r: etree.SubElement(_mh(r), E + "Unexpected"), "Unexpected"),
+    (lambda r: setattr(_mh(r).find(f"{E}DocumentId"), "text", " padded "), "DocumentId"),
+])
+def test_schema_rejects_document_errors(change, needle: str) -> None:  # type: ignore[no-untyped-def]
+    """Wrong dates, empty or spaced agency codes, unknown elements: EDXML_SCHEMA naming the element."""
+    tree = _edit("edoc_update.edxml", change)
+    with pytest.raises(errors.SchemaViolation) as info:
+        schema.validate(tree.getroot())
+    assert needle in info.value.message
+
+
+def test_schema_rejects_unknown_status_code() -> None:
+    """Status code 07 does not exist in QCVN 102."""
+    tree = _edit("status_finish_06.edxml", lambda r: setattr(_mh(r).find(f"{E}StatusCode"), "text", "07"))
+    with pytest.raises(errors.SchemaViolation) as info:
+        schema.validate(tree.getroot())
+    assert "StatusCode" in info.value.message
+
+
+def test_wrong_namespace() -> None:
+    """A root outside the QCVN 102 namespace is EDXML_NAMESPACE, before any schema work."""
+    with pytest.raises(errors.WrongNamespace):
+        schema.validate(parse(b'<edXML xmlns="urn:other"/>').getroot())
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    (lambda r: _mh(r).append(copy.deepcopy(_mh(r).find(E + "From"))), errors.SchemaViolation),
+    (lambda r: [_mh(r).remove(t) for t in _mh(r).findall(E + "To")], errors.SchemaViolation),
+    (lambda r: _mh(r).append(copy.deepcopy(_mh(r).find(E + "To"))), errors.SchemaViolation),
+    (lambda r: _mh(r).remove(_mh(r).find(E + "DocumentId")), errors.SchemaViolation),
+])
+def test_model_cardinality(change, error) -> None:  # type: ignore[no-untyped-def]
+    """Two From, no To, a To listed twice, no DocumentId: refused by the model."""
+    with pytest.raises(error):
+        read(_edit("edoc_update.edxml", change))
+
+
+def test_manifest_mismatch() -> None:
+    """An attachment without a manifest reference, a reference without attachment, bad base64."""
+    def drop_reference(r: etree._Element) -> None:
+        ref = r.find(f"{E}edXMLEnvelope/{E}edXMLBody/{E}edXMLManifest/{E}Reference")
+        ref.getparent().remove(ref)
+
+    def drop_attachment(r: etree._Element) -> None:
+        att = r.find(f"{E}AttachmentEncoded/{E}Attachment")
+        att.getparent().remove(att)
+
+    def corrupt(r: etree._Element) -> None:
+        r.find(f"{E}AttachmentEncoded/{E}Attachment/{E}ContentTransferEncoded").text = "not base64 !!"
+
+    for change, words in ((drop_reference, "not listed"), (drop_attachment, "no attachment"),
+                          (corrupt, "base64")):
+        with pytest.raises(errors.ManifestMismatch) as info:
+            read(_edit("edoc_update.edxml", change))
+        assert words in info.value.message
+
+
+def test_build_document_round_trip() -> None:
+    """A built document validates and reads back what was put in, attachments byte for byte."""
+    data = build_document(Organ("000.00.51.H41", "UBND xã"), [Organ("001.00.31.H14"), Organ("000.00.00.H14")],
+                          subject="Về việc thử", document_id="doc-1",
+                          attachments=[("a.pdf", "application/pdf", b"%PDF\x00\xff")],
+                          business=Business("3", "doc-0", "thay thế"))
+    tree = parse(data)
+    assert schema.validate(tree.getroot()) == "document"
+    m = read(tree)
+    assert (m.sender.organ_id, m.recipient_ids, m.document_id, m.subject) == (
+        "000.00.51.H41", ("001.00.31.H14", "000.00.00.H14"), "doc-1", "Về việc thử")
+    assert m.attachments[0].content() == b"%PDF\x00\xff"
+    assert m.business == Business("3", "doc-0", "thay thế")
+
+
+def test_build_status_round_trip() -> None:
+    """A built status validates and is addressed back to the document's sender."""
+    data = build_status(Organ("001.00.31.H14"), ResponseFor("000.00.51.H41", "doc-1"), "03")
+    tree = parse(data)
+    assert schema.validate(tree.getroot()) == "status"
+    m = read(tree)
+    assert (m.kind, m.status_code, m.recipient_ids, m.document_id) == ("status", "03", ("000.00.51.H41",), "doc-1")
+    with pytest.raises(errors.SchemaViolation):
+        build_status(Organ("001.00.31.H14"), ResponseFor("000.00.51.H41", "doc-1"), "07")
+
+
+def test_reading_keeps_bytes() -> None:
+    """Reading never changes the tree: serialization before and after is identical."""
+    tree = parse(sample("delivered-2019-852e179c-8eca-4502-ac38-0b97321f29c3.edxml"))
+    before = etree.tostring(tree)
+    read(tree)
+    schema.validate(tree.getroot())
+    assert etree.tostring(tree) == before
