@@ -32,6 +32,7 @@ from .evidence import HopRecord, sign_record, token_digest, utc_now, verify_trac
 from .parsing import DEFAULT_LIMITS, ParseLimits
 from .routing import Target, next_hops
 from .signer import SigningKey
+from .store import AuditEntry
 from .topology import Topology
 from .trust import TrustStore
 from .validation import check
@@ -76,6 +77,10 @@ class Outcome:
     sender: str = ""
     record: str = ""
     recipients: tuple[str, ...] = ()
+    entries: tuple[AuditEntry, ...] = ()
+    """What goes into the hub's audit log with the claims (hop record, receipts issued)."""
+    message: bytes | None = None
+    """The signed bytes to keep as evidence (at the sender's hub, the recipient's hub, on rejection)."""
 
 
 @dataclass
@@ -111,7 +116,7 @@ class Hop:
             document_id, sender = m.document_id, m.sender.organ_id
             trace = list(msg.headers.get(H_TRACE) or [])
             recipients = self._admit(origin, sender, m.recipient_ids, trace, digest)
-            return self._forward(msg.body, digest, document_id, sender, recipients, trace, "edxml")
+            return self._forward(msg.body, digest, document_id, sender, recipients, trace, "edxml", m.kind)
         except RejectedInput as exc:
             # tell whoever handed the message in: the publishing agency, else the From agency
             return self._reject(msg, digest, document_id, _agency(origin, self.topology) or sender,
@@ -162,7 +167,7 @@ class Hop:
     # -- outcomes ----------------------------------------------------------------
 
     def _forward(self, body: bytes, digest: str, document_id: str, sender: str,
-                 recipients: tuple[str, ...], trace: list[str], kind: str) -> Outcome:
+                 recipients: tuple[str, ...], trace: list[str], kind: str, message_kind: str) -> Outcome:
         hops = next_hops(self.topology, self.hub, recipients)
         delivered_here = all(t.kind == "inbox" for t in hops)
         record = HopRecord(
@@ -170,15 +175,36 @@ class Hop:
             verdict="delivered" if delivered_here else "forwarded",
             targets=tuple(str(t) for t in hops), recipients=recipients,
             prev=token_digest(trace[-1]) if trace else "",
-            extra={"routes": ";".join(f"{t}={','.join(r)}" for t, r in hops.items())},
+            extra={"routes": ";".join(f"{t}={','.join(r)}" for t, r in hops.items()), "kind": message_kind},
         )
         token = sign_record(record, self.key)
-        copies = tuple(
+        copies = [
             Copy(target, body, {H_KIND: kind, H_TRACE: [*trace, token], H_RECIPIENTS: list(recips)}, str(target))
             for target, recips in hops.items()
-        )
-        return Outcome(digest, document_id, record.verdict, copies, sender=sender, record=token,
-                       recipients=recipients)
+        ]
+        entries = [AuditEntry("hop", document_id, token)]
+        # Transport receipts for documents: accepted at the sender's hub, delivered at each inbox.
+        if message_kind == "document":
+            issued: list[tuple[str, tuple[str, ...]]] = []
+            if not trace:
+                issued.append(("accepted", recipients))
+            inboxes = tuple(r for t, rs in hops.items() if t.kind == "inbox" for r in rs)
+            if inboxes:
+                issued.append(("delivered", inboxes))
+            for receipt_kind, about in issued:
+                receipt = receipts.build(receipts.Receipt(
+                    kind=receipt_kind, hub=self.hub, time=record.at, document_id=document_id,
+                    document_sha256=digest, sender=sender, recipients=about), self.key)
+                entries.append(AuditEntry("receipt", document_id, receipt.decode()))
+                copies += self._to_agency(sender, receipt, receipt_kind)
+        keep = not trace or delivered_here  # evidence: the bytes as sent and as delivered
+        return Outcome(digest, document_id, record.verdict, tuple(copies), sender=sender, record=token,
+                       recipients=recipients, entries=tuple(entries), message=body if keep else None)
+
+    def _to_agency(self, agency: str, receipt: bytes, label: str) -> list[Copy]:
+        """Copies of a hub receipt on their way to ``agency``'s inbox (here, or up/down the tree)."""
+        return [Copy(target, receipt, {H_KIND: "receipt", H_TO: agency}, f"{label}>{target}")
+                for target in next_hops(self.topology, self.hub, (agency,))]
 
     def _reject(self, msg: Inbound, digest: str, document_id: str, sender: str,
                 recipients: tuple[str, ...], exc: RejectedInput) -> Outcome:
@@ -189,16 +215,18 @@ class Hop:
                            verdict="rejected", code=exc.code, recipients=recipients,
                            extra={"reason": exc.message})
         token = sign_record(record, self.key)
+        entries = [AuditEntry("hop", document_id, token)]
         # Tell the sender, if we know who that is and it is not itself a receipt going astray.
         if sender in self.topology.agencies and msg.headers.get(H_KIND) != "receipt":
             receipt = receipts.build(receipts.Receipt(
                 kind="rejected", hub=self.hub, time=record.at, document_id=document_id,
                 document_sha256=digest, sender=sender, recipients=recipients,
                 code=exc.code, reason=exc.message), self.key)
-            for target, _ in next_hops(self.topology, self.hub, (sender,)).items():
-                copies.append(Copy(target, receipt, {H_KIND: "receipt", H_TO: sender}, f"rejection>{target}"))
+            entries.append(AuditEntry("receipt", document_id, receipt.decode()))
+            copies += self._to_agency(sender, receipt, "rejection")
         return Outcome(digest, document_id, "rejected", tuple(copies), code=exc.code, reason=exc.message,
-                       sender=sender, record=token, recipients=recipients)
+                       sender=sender, record=token, recipients=recipients, entries=tuple(entries),
+                       message=msg.body)
 
     def _relay_receipt(self, msg: Inbound, digest: str, origin: str) -> Outcome:
         if not origin.startswith(("link:", "hub:")):

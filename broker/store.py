@@ -31,8 +31,6 @@ from typing import Any, Literal, Protocol
 from .errors import ConfigError, TransientError
 
 ClaimState = Literal["new", "done", "busy", "takeover"]
-HopRecordRow = tuple[str, str, str]
-"""(document_id, verdict, signed record token)"""
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS hops (
@@ -44,14 +42,43 @@ SCHEMA = [
         hub TEXT NOT NULL, digest TEXT NOT NULL, document_id TEXT NOT NULL, sender TEXT NOT NULL,
         verdict TEXT NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (hub, digest))""",
-    """CREATE TABLE IF NOT EXISTS hop_records (
-        hub TEXT NOT NULL, digest TEXT NOT NULL, document_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
-        verdict TEXT NOT NULL, record TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS hop_records_doc ON hop_records (document_id)",
+    # append-only, hash-chained per hub (broker/audit.py computes and checks the hashes)
+    """CREATE TABLE IF NOT EXISTS audit (
+        hub TEXT NOT NULL, seq BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL,
+        document_id TEXT NOT NULL, digest TEXT NOT NULL, body TEXT NOT NULL, prev TEXT NOT NULL,
+        hash TEXT NOT NULL, PRIMARY KEY (hub, seq))""",
+    "CREATE INDEX IF NOT EXISTS audit_doc ON audit (document_id)",
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+        hub TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+        token TEXT NOT NULL, PRIMARY KEY (hub, seq))""",
+    # the exact signed bytes of each message a hub accepted or refused, for evidence bundles
+    "CREATE TABLE IF NOT EXISTS messages (digest TEXT PRIMARY KEY, data {blob} NOT NULL)",
     """CREATE TABLE IF NOT EXISTS handed (
         agency TEXT NOT NULL, message_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (agency, message_id))""",
 ]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """What a hub appends to its audit log: a hop record token, a receipt, a checkpoint note."""
+
+    kind: str  # "hop", "receipt"
+    document_id: str
+    body: str
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    hub: str
+    seq: int
+    at: float
+    kind: str
+    document_id: str
+    digest: str
+    body: str
+    prev: str
+    hash: str
 
 
 @dataclass(frozen=True)
@@ -63,13 +90,11 @@ class Verdict:
 
 class StateStore(Protocol):
     def claim(self, hub: str, digest: str, targets: Sequence[str], owner: str,
-              record: HopRecordRow | None = None) -> dict[str, ClaimState]: ...
+              entries: Sequence[AuditEntry] = (), message: bytes | None = None) -> dict[str, ClaimState]: ...
     def confirm(self, hub: str, digest: str, targets: Sequence[str]) -> None: ...
     def confirm_many(self, items: Sequence[tuple[str, str, Sequence[str]]]) -> None: ...
     def record_verdict(self, hub: str, digest: str, document_id: str, sender: str, verdict: Verdict) -> Verdict: ...
     def verdict(self, hub: str, digest: str) -> Verdict | None: ...
-    def append_hop(self, hub: str, digest: str, document_id: str, verdict: str, record: str) -> None: ...
-    def hop_records(self, document_id: str) -> list[str]: ...
     def mark_handed(self, agency: str, message_id: str) -> bool: ...
     def is_handed(self, agency: str, message_id: str) -> bool: ...
     def close(self) -> None: ...
@@ -81,7 +106,8 @@ class SqlStore:
     lease_seconds = float(os.environ.get("LIENTHONG_LEASE_SECONDS", "15"))
     """How long a worker's claim on a message protects it from other workers."""
 
-    def __init__(self, connect: Any, placeholder: str, transient: tuple[type[BaseException], ...]) -> None:
+    def __init__(self, connect: Any, placeholder: str, transient: tuple[type[BaseException], ...],
+                 blob: str = "BLOB") -> None:
         self._connect = connect
         self._ph = placeholder
         self._transient = transient
@@ -89,7 +115,7 @@ class SqlStore:
         self._conn: Any = None
         with self._tx() as cur:
             for stmt in SCHEMA:
-                cur.execute(stmt)
+                cur.execute(stmt.replace("{blob}", blob))
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:
@@ -120,9 +146,10 @@ class SqlStore:
         return sql.replace("?", self._ph)
 
     def claim(self, hub: str, digest: str, targets: Sequence[str], owner: str,
-              record: HopRecordRow | None = None) -> dict[str, ClaimState]:
-        """Claim each target; with ``record``, append the hop record in the same transaction
-        (only when something is new to publish: a duplicate leaves no second record)."""
+              entries: Sequence[AuditEntry] = (), message: bytes | None = None) -> dict[str, ClaimState]:
+        """Claim each target.  When something is new to publish, append ``entries`` to the audit
+        log and keep ``message`` in the same transaction: a receipt and the state it attests are
+        stored together, and a duplicate leaves no second entry."""
         now = time.time()
         lease = now + self.lease_seconds
         out: dict[str, ClaimState] = {}
@@ -147,11 +174,62 @@ class SqlStore:
                     out[target] = "takeover" if cur.rowcount == 1 else "busy"
                 else:
                     out[target] = "busy"
-            if record is not None and any(v in ("new", "takeover") for v in out.values()) \
-                    and "busy" not in out.values():
-                cur.execute(self._q("INSERT INTO hop_records (hub, digest, document_id, at, verdict, record) "
-                                    "VALUES (?, ?, ?, ?, ?, ?)"), (hub, digest, *record[:1], now, *record[1:]))
+            if "new" in out.values() and "busy" not in out.values():
+                for entry in entries:
+                    self._append(cur, hub, digest, entry, now)
+                if message is not None:
+                    cur.execute(self._q("INSERT INTO messages (digest, data) VALUES (?, ?) ON CONFLICT DO NOTHING"),
+                                (digest, message))
         return out
+
+    def _append(self, cur: Any, hub: str, digest: str, entry: AuditEntry, now: float) -> AuditRow:
+        from .audit import entry_hash  # pure function; imported here to keep the store's imports light
+
+        if self._ph == "%s":  # PostgreSQL: serialize appends of one hub across hosts
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (hub,))
+        cur.execute(self._q("SELECT seq, hash FROM audit WHERE hub = ? ORDER BY seq DESC LIMIT 1"), (hub,))
+        last = cur.fetchone()
+        seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, "")
+        row = AuditRow(hub, seq, now, entry.kind, entry.document_id, digest, entry.body, prev, "")
+        row = AuditRow(**{**row.__dict__, "hash": entry_hash(row)})
+        cur.execute(self._q("INSERT INTO audit (hub, seq, at, kind, document_id, digest, body, prev, hash) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                    (row.hub, row.seq, row.at, row.kind, row.document_id, row.digest, row.body, row.prev, row.hash))
+        return row
+
+    def append(self, hub: str, digest: str, entry: AuditEntry) -> AuditRow:
+        with self._tx() as cur:
+            return self._append(cur, hub, digest, entry, time.time())
+
+    def audit_rows(self, *, hub: str | None = None, document_id: str | None = None) -> list[AuditRow]:
+        where, args = [], []
+        if hub is not None:
+            where.append("hub = ?")
+            args.append(hub)
+        if document_id is not None:
+            where.append("document_id = ?")
+            args.append(document_id)
+        sql = "SELECT hub, seq, at, kind, document_id, digest, body, prev, hash FROM audit"
+        sql += (" WHERE " + " AND ".join(where)) if where else ""
+        with self._tx() as cur:
+            cur.execute(self._q(sql + " ORDER BY hub, seq"), tuple(args))
+            return [AuditRow(r[0], int(r[1]), float(r[2]), *r[3:]) for r in cur.fetchall()]
+
+    def add_checkpoint(self, hub: str, seq: int, hash_: str, at: float, token: str) -> None:
+        with self._tx() as cur:
+            cur.execute(self._q("INSERT INTO checkpoints (hub, seq, hash, at, token) VALUES (?, ?, ?, ?, ?) "
+                                "ON CONFLICT DO NOTHING"), (hub, seq, hash_, at, token))
+
+    def checkpoints(self, hub: str) -> list[tuple[int, str, float, str]]:
+        with self._tx() as cur:
+            cur.execute(self._q("SELECT seq, hash, at, token FROM checkpoints WHERE hub = ? ORDER BY seq"), (hub,))
+            return [(int(r[0]), r[1], float(r[2]), r[3]) for r in cur.fetchall()]
+
+    def message(self, digest: str) -> bytes | None:
+        with self._tx() as cur:
+            cur.execute(self._q("SELECT data FROM messages WHERE digest = ?"), (digest,))
+            row = cur.fetchone()
+        return bytes(row[0]) if row else None
 
     def confirm(self, hub: str, digest: str, targets: Sequence[str]) -> None:
         self.confirm_many([(hub, digest, targets)])
@@ -182,16 +260,6 @@ class SqlStore:
                         (hub, digest))
             row = cur.fetchone()
         return Verdict(*row) if row else None
-
-    def append_hop(self, hub: str, digest: str, document_id: str, verdict: str, record: str) -> None:
-        with self._tx() as cur:
-            cur.execute(self._q("INSERT INTO hop_records (hub, digest, document_id, at, verdict, record) "
-                                "VALUES (?, ?, ?, ?, ?, ?)"), (hub, digest, document_id, time.time(), verdict, record))
-
-    def hop_records(self, document_id: str) -> list[str]:
-        with self._tx() as cur:
-            cur.execute(self._q("SELECT record FROM hop_records WHERE document_id = ? ORDER BY at"), (document_id,))
-            return [r[0] for r in cur.fetchall()]
 
     def mark_handed(self, agency: str, message_id: str) -> bool:
         """Record that ``message_id`` was handed to ``agency``; False if it already was."""
@@ -229,7 +297,7 @@ def postgres_store(url: str) -> SqlStore:
     def connect() -> Any:
         return psycopg.connect(url, connect_timeout=5)
 
-    return SqlStore(connect, "%s", (psycopg.OperationalError, psycopg.InterfaceError))
+    return SqlStore(connect, "%s", (psycopg.OperationalError, psycopg.InterfaceError), blob="BYTEA")
 
 
 def open_store(url_or_path: str, *, hub: str | None = None) -> SqlStore:

@@ -163,13 +163,14 @@ class TrustStore:
     def _check_revocation(self, cert: x509.Certificate, issuer: x509.Certificate,
                           at: datetime) -> datetime | None:
         crls = [c for c in self.crls if c.issuer == issuer.subject and c.is_signature_valid(issuer.public_key())]
-        current = [c for c in crls if c.last_update_utc <= at and
-                   (c.next_update_utc is None or at <= c.next_update_utc)]
+        # A CRL speaks for every instant up to its nextUpdate; one issued after ``at`` is
+        # still good evidence for ``at`` (auditors check old messages against newer CRLs).
+        current = [c for c in crls if c.next_update_utc is None or at <= c.next_update_utc]
         if not current:
             if self.require_crl:
                 raise RevocationUnknown(f"no current CRL from {_label(issuer)!r} in the trust store")
             return None
-        crl = max(current, key=lambda c: c.last_update_utc)
+        crl = max(current, key=lambda c: c.last_update_utc)  # the newest knows the most
         entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
         if entry is not None and entry.revocation_date_utc <= at:
             raise Revoked(f"certificate {_label(cert)!r} was revoked on {entry.revocation_date_utc:%Y-%m-%d}")

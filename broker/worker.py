@@ -34,7 +34,7 @@ from .errors import TransientError
 from .hop import H_CODE, H_HUB, H_ORIGIN, H_REASON, PARKING, Copy, Hop, Inbound, Outcome
 from .routing import Target
 from .setup import Credentials
-from .store import SqlStore
+from .store import SqlStore, Verdict
 from .topology import Topology
 
 log = structlog.get_logger("lienthong.worker")
@@ -153,8 +153,18 @@ class HubWorker:
         try:
             if any((outcome.digest, k) in self._in_flight for k in claims_keys):
                 raise TransientError("the same message is already being published by this worker")
-            record = (outcome.document_id, outcome.verdict, outcome.record) if outcome.record else None
-            claims = self.store.claim(self.hub, outcome.digest, claims_keys, self.owner, record)
+            standing = self.store.record_verdict(
+                self.hub, outcome.digest, outcome.document_id, outcome.sender,
+                Verdict("rejected" if outcome.verdict == "rejected" else "accepted", outcome.code, outcome.reason))
+            if standing.verdict == "rejected" and outcome.verdict != "rejected":
+                # the same bytes failed here before: they keep that failure, never a positive receipt
+                self.stats.duplicates += 1
+                self.log.info("duplicate of a rejected message", document_id=outcome.document_id,
+                              agency=outcome.sender, code=standing.code)
+                self._consumer.ack(tag)  # type: ignore[union-attr]
+                return
+            claims = self.store.claim(self.hub, outcome.digest, claims_keys, self.owner,
+                                      outcome.entries, outcome.message)
             if "busy" in claims.values():
                 raise TransientError("another worker holds this message")
         except TransientError as exc:

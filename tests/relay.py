@@ -110,8 +110,9 @@ class Relay:
         return sign(doc, self.key(signer or sender))
 
     def take(self, organ_id: str, count: int, *, timeout: float = 30.0,
-             accept: Callable[[InboxItem], bool] = lambda i: True) -> list[InboxItem]:
-        """Take inbox messages until ``count`` accepted ones arrived (or time runs out)."""
+             accept: Callable[[InboxItem], bool] = lambda i: i.kind == "edxml") -> list[InboxItem]:
+        """Take inbox messages until ``count`` accepted ones arrived (or time runs out); by default
+        edXML messages only (hub receipts to the same inbox are taken and dropped)."""
         got: list[InboxItem] = []
         client = self.client(organ_id)
         deadline = time.monotonic() + timeout
@@ -120,6 +121,10 @@ class Relay:
         return got
 
     # -- hub queues ----------------------------------------------------------------------
+
+    def documents_waiting(self, organ_id: str) -> list[InboxItem]:
+        """edXML messages still in the inbox (receipts left aside)."""
+        return [i for i in self.client(organ_id).peek() if i.kind == "edxml"]
 
     def hub_url(self, hub: str) -> str:
         return layout.amqp_url(self.topology, hub, self.names.hub_user(hub),

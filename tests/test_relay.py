@@ -81,20 +81,42 @@ def test_fan_out(relay: Relay) -> None:
         assert item.body == doc
     relay.wait_idle()
     for organ in targets:
-        assert relay.client(organ).peek() == [], f"{organ} got a second copy"
+        assert relay.documents_waiting(organ) == [], f"{organ} got a second copy"
+
+
+def _receipts_about(relay: Relay, agency: str, digest: str, count: int = 1, timeout: float = 30.0,
+                    items: list | None = None) -> list[receipts.Receipt]:
+    """Take receipts from ``agency``'s inbox about the bytes ``digest``, each hub-signature verified."""
+    trust = TrustStore.load(relay.settings.pki)
+
+    def about(item: object) -> bool:
+        return item.kind == "receipt" and receipts.verify(item.body, trust).receipt.document_sha256 == digest
+
+    return [receipts.verify(i.body, trust).receipt for i in relay.take(agency, count, timeout=timeout, accept=about)]
 
 
 def _rejection(relay: Relay, agency: str, digest: str) -> receipts.Receipt:
-    item = _only(relay.take(agency, 1, accept=lambda i: i.kind == "receipt"), "rejection receipt")
-    verified = receipts.verify(item.body, TrustStore.load(relay.settings.pki))
-    assert verified.receipt.kind == "rejected"
-    assert verified.receipt.document_sha256 == digest
-    return verified.receipt
+    receipt = _only(_receipts_about(relay, agency, digest), "rejection receipt")
+    assert receipt.kind == "rejected"
+    return receipt
 
 
 def _parked(relay: Relay, hub: str, digest: str) -> dict:
     parked = [r for r in relay.drain(hub, "parking", count=1) if hashlib.sha256(r.body).hexdigest() == digest]
     return _only(parked, "parked copy").headers
+
+
+def test_accepted_and_delivered_receipts(relay: Relay) -> None:
+    """The sender gets, in its inbox, a receipt 'accepted' from its hub and one 'delivered' from the
+    recipient's hub, both hub-signed and bound to the SHA-256 of the exact bytes it sent."""
+    doc = relay.document(N_COMMUNE, [C_COMMUNE])
+    digest = hashlib.sha256(doc).hexdigest()
+    relay.client(N_COMMUNE).send(doc)
+    relay.take(C_COMMUNE, 1, accept=lambda i: i.body == doc)
+    got = {r.kind: r for r in _receipts_about(relay, N_COMMUNE, digest, count=2)}
+    assert set(got) == {"accepted", "delivered"}
+    assert got["accepted"].hub == "H41" and got["delivered"].hub == "H14-D31"
+    assert got["delivered"].recipients == (C_COMMUNE,)
 
 
 def test_tampered_document_rejected_with_signed_receipt(relay: Relay) -> None:
@@ -109,7 +131,7 @@ def test_tampered_document_rejected_with_signed_receipt(relay: Relay) -> None:
     headers = _parked(relay, "H41", digest)
     assert headers["lt-code"] == "SIG_DIGEST" and headers["lt-reason"]
     relay.wait_idle()
-    assert relay.client(C_COMMUNE).peek() == []
+    assert relay.documents_waiting(C_COMMUNE) == []
 
 
 def test_unknown_recipient_rejected(relay: Relay) -> None:
@@ -152,7 +174,7 @@ def test_duplicate_suppressed(relay: Relay) -> None:
     got = relay.take(C_COMMUNE_2, 2, accept=lambda i: i.body in (doc, marker))
     assert sorted(i.body == doc for i in got) == [False, True]
     relay.wait_idle()
-    assert relay.client(C_COMMUNE_2).peek() == []
+    assert relay.documents_waiting(C_COMMUNE_2) == []
 
 
 def test_duplicate_of_rejected_gets_no_second_receipt(relay: Relay) -> None:
@@ -162,9 +184,9 @@ def test_duplicate_of_rejected_gets_no_second_receipt(relay: Relay) -> None:
     client.send(doc)
     client.send(doc)
     digest = hashlib.sha256(doc).hexdigest()
-    _rejection(relay, N_COMMUNE, digest)
+    assert _rejection(relay, N_COMMUNE, digest).code == "RECIPIENT_UNKNOWN"
     relay.wait_idle()
-    assert [i for i in relay.client(N_COMMUNE).peek() if i.kind == "receipt"] == []
+    assert _receipts_about(relay, N_COMMUNE, digest, timeout=2) == []  # no second one, positive or not
 
 
 def test_agency_cannot_read_another_inbox(relay: Relay) -> None:
@@ -233,6 +255,6 @@ def test_competing_workers_on_postgres(rabbitmq_urls: tuple[str, str], postgres_
         got = relay.take(C_COMMUNE, 40, timeout=90)
         assert sorted(i.body for i in got) == sorted(docs)
         relay.wait_idle()
-        assert relay.client(C_COMMUNE).peek() == []
+        assert relay.documents_waiting(C_COMMUNE) == []
     finally:
         relay.close()

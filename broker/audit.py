@@ -1,0 +1,256 @@
+"""The audit log and evidence bundles: what auditors check, offline.
+
+Each hub appends every hop record and receipt to its log (``broker.store``).
+Entry ``n`` stores ``hash = SHA-256(prev || canonical JSON of the entry)``,
+``prev`` being entry ``n-1``'s hash: changing, removing or reordering any
+entry breaks every hash after it.  Periodically the hub signs a checkpoint
+``(hub, seq, hash, at)``, so truncation of the log before a checkpoint, or
+rewriting it wholesale, is caught too.
+
+An evidence bundle (:func:`export_bundle`) is a folder with the signed
+document, its statuses, every hop record and receipt about it, the hub and
+agency certificates, the trust anchors and CRLs, and a manifest of SHA-256
+digests.  :func:`verify_bundle` checks all of it with no broker and no
+database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cryptography import x509
+
+from . import receipts
+from .errors import LienthongError, TraceInvalid
+from .evidence import HopRecord, parse_record, sign_record, verify_record
+from .parsing import parse
+from .signer import SigningKey
+from .store import AuditRow, SqlStore
+from .topology import Topology
+from .trust import TrustStore
+from .validation import check
+
+
+class AuditFailure(LienthongError):
+    """The audit log, a receipt or an evidence bundle does not verify."""
+
+    code = "AUDIT_BROKEN"
+
+
+def entry_hash(row: AuditRow) -> str:
+    payload = json.dumps({"hub": row.hub, "seq": row.seq, "at": repr(row.at), "kind": row.kind,
+                          "document_id": row.document_id, "digest": row.digest, "body": row.body},
+                         sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((row.prev + "\n" + payload).encode()).hexdigest()
+
+
+# --- the log ---------------------------------------------------------------------------------
+
+
+def checkpoint(store: SqlStore, hub: str, key: SigningKey) -> tuple[int, str] | None:
+    """Sign the current head of ``hub``'s log; returns (seq, hash) or None for an empty log."""
+    rows = store.audit_rows(hub=hub)
+    if not rows:
+        return None
+    head = rows[-1]
+    at = datetime.now(timezone.utc).timestamp()
+    token = sign_record(HopRecord(hub=hub, at=repr(at), digest=head.hash, document_id="",
+                                  verdict="checkpoint", extra={"seq": str(head.seq)}), key)
+    store.add_checkpoint(hub, head.seq, head.hash, at, token)
+    return head.seq, head.hash
+
+
+@dataclass
+class LogReport:
+    hub: str
+    entries: int
+    checkpoints: int
+    broken_at: int | None = None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_at is None
+
+
+def verify_log(rows: Sequence[AuditRow], checkpoints: Sequence[tuple[int, str, float, str]],
+               hub: str, hub_cert: x509.Certificate) -> LogReport:
+    """Recompute the chain; return the first broken entry, if any."""
+    report = LogReport(hub, len(rows), len(checkpoints))
+    prev, expected_seq = "", 1
+    by_seq: dict[int, AuditRow] = {}
+    for row in rows:
+        if row.seq != expected_seq:
+            report.broken_at, report.reason = expected_seq, f"entry {expected_seq} is missing"
+            return report
+        if row.prev != prev:
+            report.broken_at, report.reason = row.seq, f"entry {row.seq} does not follow entry {row.seq - 1}"
+            return report
+        if entry_hash(row) != row.hash:
+            report.broken_at, report.reason = row.seq, f"entry {row.seq} was altered (hash mismatch)"
+            return report
+        prev, expected_seq = row.hash, expected_seq + 1
+        by_seq[row.seq] = row
+    for seq, hash_, _at, token in checkpoints:
+        try:
+            rec = verify_record(token, hub_cert)
+        except TraceInvalid:
+            report.broken_at, report.reason = seq, f"checkpoint at entry {seq} is not signed by hub {hub}"
+            return report
+        if rec.digest != hash_ or rec.extra.get("seq") != str(seq):
+            report.broken_at, report.reason = seq, f"checkpoint at entry {seq} was altered"
+            return report
+        row = by_seq.get(seq)
+        if row is None:
+            report.broken_at, report.reason = seq, f"the log was cut: checkpoint names entry {seq}, which is gone"
+            return report
+        if row.hash != hash_:
+            report.broken_at, report.reason = seq, f"the log was rewritten before checkpoint {seq}"
+            return report
+    return report
+
+
+# --- evidence bundles -----------------------------------------------------------------------
+
+
+@dataclass
+class Trail:
+    """Everything the hubs recorded about one document."""
+
+    document_id: str
+    rows: list[AuditRow] = field(default_factory=list)
+
+    def hop_records(self) -> list[HopRecord]:
+        return [parse_record(r.body) for r in self.rows if r.kind == "hop"]
+
+    def receipt_bodies(self) -> list[str]:
+        return [r.body for r in self.rows if r.kind == "receipt"]
+
+    def digests(self) -> set[str]:
+        return {r.digest for r in self.rows}
+
+
+def collect(stores: Iterable[SqlStore], document_id: str) -> Trail:
+    rows: list[AuditRow] = []
+    seen: set[tuple[str, int]] = set()
+    for store in stores:
+        for row in store.audit_rows(document_id=document_id):
+            if (row.hub, row.seq) not in seen:
+                seen.add((row.hub, row.seq))
+                rows.append(row)
+    rows.sort(key=lambda r: (r.at, r.hub, r.seq))
+    return Trail(document_id, rows)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def export_bundle(trail: Trail, stores: Sequence[SqlStore], pki: Path, topology: Topology, out: Path) -> Path:
+    """Write the evidence bundle of ``trail`` into the new folder ``out``."""
+    if not trail.rows:
+        raise AuditFailure(f"nothing is recorded about document {trail.document_id!r}")
+    out.mkdir(parents=True, exist_ok=False)
+    files: dict[str, bytes] = {}
+    for digest in sorted(trail.digests()):
+        data = next((d for s in stores if (d := s.message(digest)) is not None), None)
+        if data is not None:
+            files[f"messages/{digest}.edxml"] = data
+    for row in trail.rows:
+        name = f"{row.kind}s/{row.hub}-{row.seq:08d}"
+        files[name + (".xml" if row.kind == "receipt" else ".json")] = row.body.encode()
+    for f in sorted(pki.iterdir()):
+        if f.is_file() and f.suffix in (".pem", ".crt", ".crl"):
+            files[f"trust/{f.name}"] = f.read_bytes()
+    for hub in topology.hubs:
+        files[f"hubs/{hub}.pem"] = (pki / "hubs" / hub / "cert.pem").read_bytes()
+    for rel, data in files.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(data)
+    manifest = {"document_id": trail.document_id, "created": datetime.now(timezone.utc).isoformat(),
+                "files": {rel: _sha(data) for rel, data in sorted(files.items())}}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    return out
+
+
+@dataclass
+class BundleReport:
+    document_id: str
+    messages: int = 0
+    hop_records: int = 0
+    receipts: int = 0
+    hubs: list[str] = field(default_factory=list)
+    delivered_to: list[str] = field(default_factory=list)
+
+
+def verify_bundle(folder: Path, *, at: datetime | None = None) -> BundleReport:
+    """Verify a bundle with nothing but its own contents; raise :class:`AuditFailure` naming the fault."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AuditFailure(f"manifest.json is missing or unreadable: {exc}") from None
+    present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} - {"manifest.json"}
+    listed = set(manifest["files"])
+    if present != listed:
+        extra, missing = sorted(present - listed), sorted(listed - present)
+        raise AuditFailure(f"bundle files differ from the manifest: extra {extra}, missing {missing}")
+    for rel, digest in manifest["files"].items():
+        if _sha((folder / rel).read_bytes()) != digest:
+            raise AuditFailure(f"{rel} was altered (SHA-256 differs from the manifest)")
+    report = BundleReport(manifest["document_id"])
+    trust_dir = folder / "trust"
+    trust = TrustStore.load(trust_dir, require_crl=True)
+    hub_certs = {p.stem: x509.load_pem_x509_certificate(p.read_bytes()) for p in (folder / "hubs").glob("*.pem")}
+    for hub, cert in hub_certs.items():
+        trust.validate(cert, at=at)
+    records_by_digest: dict[str, list[HopRecord]] = {}
+    for p in sorted((folder / "hops").glob("*.json")) if (folder / "hops").exists() else []:
+        token = p.read_text(encoding="utf-8")
+        rec = parse_record(token)
+        if rec.hub not in hub_certs:
+            raise AuditFailure(f"{p.name}: record of unknown hub {rec.hub!r}")
+        try:
+            verify_record(token, hub_certs[rec.hub])
+        except TraceInvalid:
+            raise AuditFailure(f"{p.name}: the hop record's signature does not verify") from None
+        records_by_digest.setdefault(rec.digest, []).append(rec)
+        report.hop_records += 1
+        report.hubs.append(rec.hub)
+        report.delivered_to += [t.partition(":")[2] for t in rec.targets if t.startswith("inbox:")] \
+            if rec.verdict == "delivered" else []
+    for p in sorted((folder / "messages").glob("*.edxml")) if (folder / "messages").exists() else []:
+        data = p.read_bytes()
+        if _sha(data) != p.stem:
+            raise AuditFailure(f"{p.name}: the message bytes do not match their digest")
+        first = min((r.at for r in records_by_digest.get(p.stem, [])), default=None)
+        when = at or (_parse_time(first) if first else None)
+        try:
+            check(data, trust=trust, at=when)
+        except LienthongError as exc:
+            raise AuditFailure(f"{p.name}: the sender's signature does not verify: {exc.line()}") from None
+        report.messages += 1
+    digests = {p.stem for p in (folder / "messages").glob("*.edxml")} if (folder / "messages").exists() else set()
+    for p in sorted((folder / "receipts").glob("*.xml")) if (folder / "receipts").exists() else []:
+        data = p.read_bytes()
+        try:
+            when = at or _parse_time(receipts.read(parse(data)).time)
+            verified = receipts.verify(data, trust, at=when)
+        except (LienthongError, ValueError) as exc:
+            why = exc.line() if isinstance(exc, LienthongError) else str(exc)
+            raise AuditFailure(f"{p.name}: the receipt does not verify: {why}") from None
+        if verified.receipt.document_sha256 not in digests:
+            raise AuditFailure(f"{p.name}: the receipt speaks of bytes that are not in the bundle")
+        report.receipts += 1
+    if report.messages == 0:
+        raise AuditFailure("the bundle holds no signed message")
+    return report
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
