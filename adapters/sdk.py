@@ -24,6 +24,7 @@ from typing import Any
 from broker import layout, transport
 from broker.errors import UsageError
 from broker.settings import Settings
+from broker.signer import SigningKey
 from broker.setup import Credentials
 from broker.store import SqlStore, sqlite_store
 from broker.topology import Topology
@@ -70,6 +71,19 @@ class AgencyClient:
         transport.publish(self.url, layout.EX_INGRESS, "", signed, message_id=message_id,
                           user_id=self.user, headers={KIND_HEADER: "edxml"})
         return message_id
+
+    def status_for(self, document: bytes, status_code: str, *, key: SigningKey, description: str = "") -> bytes:
+        """A signed edXML status from this agency about a received ``document``."""
+        from broker import edxml
+        from broker.parsing import parse
+        from broker.signer import sign
+
+        m = edxml.read(parse(document))
+        me = self.topology.agency(self.organ_id)
+        status = edxml.build_status(edxml.Organ(me.organ_id, me.name),
+                                    edxml.ResponseFor(m.sender.organ_id, m.document_id, m.code),
+                                    status_code, description=description)
+        return sign(status, key)
 
     def fetch(self, handle: Callable[[InboxItem], None], *, limit: int = 100, wait: float = 0.0) -> int:
         """Hand each new inbox message to ``handle``; ack it once ``handle`` returns.

@@ -7,7 +7,9 @@ For each size it runs, in the same broker and the same run:
 
 - lienthong: one worker process per hub (the real `lienthong hub run`), full hop at every hub;
 - raw: one process per hub that moves the same bytes through the same queues with the same
-  publisher confirms and acks, and does no XML, signature, store or evidence work.
+  publisher confirms and acks, and does no XML, signature, store or evidence work;
+- no-receipts: lienthong with transport receipts and the audit log switched off
+  (LIENTHONG_RECEIPTS=off), to show what receipts and audit cost.
 
 Throughput: documents pushed as fast as one publisher with confirms allows, until all arrive.
 Latency: p50/p99 from publish to arrival in the inbox, at half the measured throughput.
@@ -157,6 +159,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--count", type=int, default=2000)
     ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--relays", default="raw,no-receipts,lienthong",
+                    help="raw: pika forwarders; no-receipts: lienthong without receipts and audit; lienthong: all")
     ap.add_argument("--raw-worker", nargs=3, metavar=("HUB", "TOPOLOGY", "DATA"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.raw_worker:
@@ -165,12 +169,13 @@ def main() -> None:
     logs.configure(level="WARNING")
     amqp = os.environ.get("LIENTHONG_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     mgmt = os.environ.get("LIENTHONG_MGMT_URL", "http://guest:guest@127.0.0.1:15672")
-    print(f"{'size':>7} {'relay':>8} {'docs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'n':>6}")
+    print(f"{'size':>7} {'relay':>12} {'docs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'n':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
             count = (args.count if size <= 20_000 else max(300, args.count // 4)) * 3 // 2
-            for kind in ("raw", "lienthong"):
-                relay = Relay(Path(tmp) / f"{kind}-{size}", amqp, mgmt, workers=0 if kind == "raw" else 1)
+            for kind in args.relays.split(","):
+                env = {"LIENTHONG_RECEIPTS": "off"} if kind == "no-receipts" else {}
+                relay = Relay(Path(tmp) / f"{kind}-{size}", amqp, mgmt, workers=0 if kind == "raw" else 1, env=env)
                 raw_procs = []
                 if kind == "raw":
                     for hub in (*ROUTE, LAST):
@@ -182,7 +187,7 @@ def main() -> None:
                     docs = [relay.document(SENDER, [RECIPIENT], size=max(100, (size - 2600) * 3 // 4), subject=f"bench {i}")
                             for i in range(count)]
                     tput, p50, p99, n = measure(relay, docs)
-                    print(f"{size // 1000:>5}KB {kind:>8} {tput:8.0f} {p50:8.1f} {p99:8.1f} {n:6d}", flush=True)
+                    print(f"{size // 1000:>5}KB {kind:>12} {tput:8.0f} {p50:8.1f} {p99:8.1f} {n:6d}", flush=True)
                 finally:
                     for p in raw_procs:
                         p.terminate()

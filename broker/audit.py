@@ -26,7 +26,7 @@ from pathlib import Path
 from cryptography import x509
 
 from . import receipts
-from .errors import LienthongError, TraceInvalid
+from .errors import AuditFailure, LienthongError, TraceInvalid
 from .evidence import HopRecord, parse_record, sign_record, verify_record
 from .parsing import parse
 from .signer import SigningKey
@@ -34,12 +34,6 @@ from .store import AuditRow, SqlStore
 from .topology import Topology
 from .trust import TrustStore
 from .validation import check
-
-
-class AuditFailure(LienthongError):
-    """The audit log, a receipt or an evidence bundle does not verify."""
-
-    code = "AUDIT_BROKEN"
 
 
 def entry_hash(row: AuditRow) -> str:
@@ -151,7 +145,8 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def export_bundle(trail: Trail, stores: Sequence[SqlStore], pki: Path, topology: Topology, out: Path) -> Path:
+def export_bundle(trail: Trail, stores: Sequence[SqlStore], pki: Path, topology: Topology, out: Path,
+                  topology_file: Path | None = None) -> Path:
     """Write the evidence bundle of ``trail`` into the new folder ``out``."""
     if not trail.rows:
         raise AuditFailure(f"nothing is recorded about document {trail.document_id!r}")
@@ -169,6 +164,8 @@ def export_bundle(trail: Trail, stores: Sequence[SqlStore], pki: Path, topology:
             files[f"trust/{f.name}"] = f.read_bytes()
     for hub in topology.hubs:
         files[f"hubs/{hub}.pem"] = (pki / "hubs" / hub / "cert.pem").read_bytes()
+    if topology_file is not None:  # the agency directory: binds each signer to its agency code
+        files["directory.yaml"] = topology_file.read_bytes()
     for rel, data in files.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_bytes(data)
@@ -208,6 +205,7 @@ def verify_bundle(folder: Path, *, at: datetime | None = None) -> BundleReport:
     hub_certs = {p.stem: x509.load_pem_x509_certificate(p.read_bytes()) for p in (folder / "hubs").glob("*.pem")}
     for hub, cert in hub_certs.items():
         trust.validate(cert, at=at)
+    directory = Topology.load(folder / "directory.yaml") if (folder / "directory.yaml").exists() else None
     records_by_digest: dict[str, list[HopRecord]] = {}
     for p in sorted((folder / "hops").glob("*.json")) if (folder / "hops").exists() else []:
         token = p.read_text(encoding="utf-8")
@@ -230,7 +228,7 @@ def verify_bundle(folder: Path, *, at: datetime | None = None) -> BundleReport:
         first = min((r.at for r in records_by_digest.get(p.stem, [])), default=None)
         when = at or (_parse_time(first) if first else None)
         try:
-            check(data, trust=trust, at=when)
+            check(data, trust=trust, at=when, topology=directory)
         except LienthongError as exc:
             raise AuditFailure(f"{p.name}: the sender's signature does not verify: {exc.line()}") from None
         report.messages += 1

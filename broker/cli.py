@@ -304,11 +304,203 @@ def inbox(agency: str, fetch_dir: str | None, wait: float, limit: int) -> None:
     click.echo(f"took {n} message(s) into {fetch_dir}")
 
 
+@main.command("status-send")
+@click.option("--as", "agency", required=True, help="The agency sending the status (it signs it).")
+@click.option("--document", "document_file", required=True, help="The received document the status is about.")
+@click.option("--code", "status_code", required=True,
+              type=click.Choice(["01", "02", "03", "04", "05", "06", "13", "15", "16"]),
+              help="01 received, 02 rejected, 03 accepted, 04 assigned, 05 processing, 06 completed, "
+                   "13 revocation requested, 15 change accepted, 16 change refused.")
+@click.option("--description", default="", help="Free text for the sender.")
+@click.option("-o", "--output", default=None, help="Also keep the signed status here.")
+def status_send(agency: str, document_file: str, status_code: str, description: str, output: str | None) -> None:
+    """Sign an edXML status about a received document and send it back through the hubs."""
+    from adapters.sdk import AgencyClient
+
+    s = _settings()
+    client = AgencyClient.from_settings(agency, s)
+    signed = client.status_for(_read(document_file), status_code, description=description,
+                               key=_agency_key(s, agency))
+    if output:
+        Path(output).write_bytes(signed)
+    message_id = client.send(signed)
+    click.echo(f"status {status_code} sent as {agency}: message {message_id}")
+
+
+def _agency_key(s: Any, agency: str) -> Any:
+    from .signer import SigningKey
+
+    d = s.pki / "agencies" / agency
+    return SigningKey.load(d / "key.pem", d / "cert.pem")
+
+
+@main.group()
+def audit() -> None:
+    """Auditors: trails, receipts, the audit log, evidence bundles (offline)."""
+
+
+def _stores(s: Any) -> list[Any]:
+    from .store import open_store
+    from .topology import Topology
+
+    if s.state_url.startswith(("postgresql://", "postgres://")):
+        return [open_store(s.state_url)]
+    return [open_store(s.state_url, hub=h) for h in Topology.load(s.topology).hubs
+            if (Path(s.state_url) / f"{h}.sqlite3").exists()]
+
+
+@audit.command("trail")
+@click.argument("document_id")
+@click.option("--json", "as_json", is_flag=True)
+def audit_trail(document_id: str, as_json: bool) -> None:
+    """The hop-by-hop timeline of DOCUMENT_ID, each record's hub signature checked."""
+    from .audit import collect
+    from .evidence import verify_record
+    from .runtime import hub_certificates
+    from .topology import Topology
+    from .trust import TrustStore
+
+    s = _settings()
+    topo = Topology.load(s.topology)
+    certs = hub_certificates(s.pki, topo, TrustStore.load(s.pki))
+    trail = collect(_stores(s), document_id)
+    if not trail.rows:
+        raise errors.UsageError(f"nothing is recorded about document {document_id!r}")
+    out = []
+    for row in trail.rows:
+        if row.kind == "hop":
+            rec = verify_record(row.body, certs[row.hub])
+            out.append({"hub": row.hub, "seq": row.seq, "at": rec.at, "kind": "hop", "verdict": rec.verdict,
+                        "code": rec.code, "targets": list(rec.targets), "digest": rec.digest,
+                        "message": rec.extra.get("kind", ""), "signature": "ok"})
+        else:
+            from . import receipts
+
+            r = receipts.verify(row.body.encode(), TrustStore.load(s.pki)).receipt
+            out.append({"hub": row.hub, "seq": row.seq, "at": r.time, "kind": "receipt", "verdict": r.kind,
+                        "code": r.code, "targets": [r.sender], "digest": r.document_sha256, "signature": "ok"})
+    if as_json:
+        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    for e in out:
+        what = f"{e['kind']} {e['verdict']}" + (f" {e['code']}" if e["code"] else "")
+        click.echo(f"{e['at']}  {e['hub']:9} #{e['seq']:<5} {what:24} -> {', '.join(e['targets'])}  "
+                   f"[{e['digest'][:12]}] signature {e['signature']}")
+
+
+@audit.command("verify-receipt")
+@click.argument("receipt_file")
+@click.option("--document", "document_file", default=None, help="The document the receipt must speak of.")
+def audit_verify_receipt(receipt_file: str, document_file: str | None) -> None:
+    """Verify a hub receipt (signature, chain, hub), and that it binds DOCUMENT's exact bytes."""
+    import hashlib
+
+    from . import receipts
+    from .trust import TrustStore
+
+    s = _settings()
+    r = receipts.verify(_read(receipt_file), TrustStore.load(s.pki)).receipt
+    if document_file is not None and hashlib.sha256(_read(document_file)).hexdigest() != r.document_sha256:
+        raise errors.AuditFailure(f"the receipt speaks of other bytes than {document_file} (SHA-256 differs)")
+    click.echo(f"VERIFIED: receipt '{r.kind}' by hub {r.hub} at {r.time} for document {r.document_id} "
+               f"[{r.document_sha256[:16]}] to {r.sender}" + (f", code {r.code}" if r.code else ""))
+
+
+@audit.command("verify-log")
+@click.option("--hub", "hubs", multiple=True, help="Only these hubs (default: all).")
+def audit_verify_log(hubs: tuple[str, ...]) -> None:
+    """Recompute each hub's audit log hash chain and check its signed checkpoints."""
+    from .audit import verify_log
+    from .runtime import hub_certificates
+    from .store import open_store
+    from .topology import Topology
+    from .trust import TrustStore
+
+    s = _settings()
+    topo = Topology.load(s.topology)
+    certs = hub_certificates(s.pki, topo, TrustStore.load(s.pki))
+    broken = []
+    for hub in hubs or tuple(topo.hubs):
+        store = open_store(s.state_url, hub=hub)
+        report = verify_log(store.audit_rows(hub=hub), store.checkpoints(hub), hub, certs[hub])
+        state = "intact" if report.ok else f"BROKEN at entry {report.broken_at}: {report.reason}"
+        click.echo(f"{hub:9} {report.entries:7} entries {report.checkpoints:4} checkpoints  {state}")
+        if not report.ok:
+            broken.append(f"hub {hub}: {report.reason}")
+    if broken:
+        raise errors.AuditFailure("; ".join(broken))
+
+
+@audit.command("checkpoint")
+@click.argument("hub_id")
+def audit_checkpoint(hub_id: str) -> None:
+    """Sign the current head of HUB_ID's audit log (hubs also do this every minute)."""
+    from .audit import checkpoint
+    from .store import open_store
+
+    s = _settings()
+    head = checkpoint(open_store(s.state_url, hub=hub_id), hub_id, _hub_key(s, hub_id))
+    click.echo(f"checkpoint of {hub_id}: " + (f"entry {head[0]} {head[1][:16]}" if head else "empty log"))
+
+
+def _hub_key(s: Any, hub_id: str) -> Any:
+    from .signer import SigningKey
+
+    d = s.pki / "hubs" / hub_id
+    return SigningKey.load(d / "key.pem", d / "cert.pem")
+
+
+@audit.command("export")
+@click.argument("document_id")
+@click.argument("out")
+def audit_export(document_id: str, out: str) -> None:
+    """Write the evidence bundle of DOCUMENT_ID into the new folder OUT."""
+    from .audit import collect, export_bundle
+    from .topology import Topology
+
+    s = _settings()
+    stores = _stores(s)
+    folder = export_bundle(collect(stores, document_id), stores, s.pki, Topology.load(s.topology), Path(out),
+                           topology_file=s.topology)
+    click.echo(f"evidence bundle of {document_id} in {folder}")
+
+
+@audit.command("verify-bundle")
+@click.argument("folder")
+@click.option("--at", "at_time", default=None, help="Judge certificates as of this ISO time "
+              "(default: the time each hub recorded).")
+def audit_verify_bundle(folder: str, at_time: str | None) -> None:
+    """Verify an evidence bundle with nothing but its contents (no broker, no database)."""
+    from .audit import verify_bundle
+
+    at = datetime.fromisoformat(at_time).replace(tzinfo=timezone.utc) if at_time else None
+    r = verify_bundle(Path(folder), at=at)
+    click.echo(f"VERIFIED: document {r.document_id}: {r.messages} signed message(s), {r.hop_records} hop "
+               f"record(s) via {', '.join(dict.fromkeys(r.hubs))}, {r.receipts} receipt(s); "
+               f"delivered to {', '.join(sorted(set(r.delivered_to))) or 'nobody'}")
+
+
 @main.command("errors")
-def list_errors() -> None:
+@click.option("--markdown", is_flag=True, help="Print docs/errors.md.")
+def list_errors(markdown: bool) -> None:
     """List the stable error codes with their meaning."""
+    if markdown:
+        click.echo(errors_markdown(), nl=False)
+        return
     for code, doc in error_codes():
         click.echo(f"{code:18} {doc}")
+
+
+def errors_markdown() -> str:
+    lines = ["# Error codes", "",
+             "Every refusal lienthong makes carries one of these codes, printed by the CLI as",
+             "`ERROR <CODE>: <sentence>` and carried in signed rejections. Codes are stable:",
+             "they are never renamed or reused, only added. `lienthong errors` prints this list",
+             "(`lienthong errors --markdown > docs/errors.md` regenerates this file).", "",
+             "CLI exit codes: 0 good; 1 message rejected; 2 usage, configuration, access or audit failure;",
+             "70 internal error.", "", "| code | meaning |", "|---|---|"]
+    lines += [f"| `{c}` | {d} |" for c, d in error_codes()]
+    return "\n".join(lines) + "\n"
 
 
 INTERNAL_DOC = "An unexpected failure inside lienthong (a bug); details are in the log."

@@ -199,6 +199,12 @@ class AccessRefused(LienthongError):
     code = "ACCESS_REFUSED"
 
 
+class AuditFailure(LienthongError):
+    """The audit log, a receipt or an evidence bundle does not verify."""
+
+    code = "AUDIT_BROKEN"
+
+
 # --- local problems ----------------------------------------------------------
 
 

@@ -92,6 +92,8 @@ class Hop:
     hub_certs: Mapping[str, x509.Certificate]
     limits: ParseLimits = DEFAULT_LIMITS
     policy: VerifyPolicy = DEFAULT_POLICY
+    receipts: bool = True
+    """Issue transport receipts and keep audit entries (off only to measure what they cost)."""
     neighbours: frozenset[str] = field(init=False)
     names: Names = field(init=False)
 
@@ -182,9 +184,9 @@ class Hop:
             Copy(target, body, {H_KIND: kind, H_TRACE: [*trace, token], H_RECIPIENTS: list(recips)}, str(target))
             for target, recips in hops.items()
         ]
-        entries = [AuditEntry("hop", document_id, token)]
+        entries = [AuditEntry("hop", document_id, token)] if self.receipts else []
         # Transport receipts for documents: accepted at the sender's hub, delivered at each inbox.
-        if message_kind == "document":
+        if message_kind == "document" and self.receipts:
             issued: list[tuple[str, tuple[str, ...]]] = []
             if not trace:
                 issued.append(("accepted", recipients))
@@ -197,7 +199,7 @@ class Hop:
                     document_sha256=digest, sender=sender, recipients=about), self.key)
                 entries.append(AuditEntry("receipt", document_id, receipt.decode()))
                 copies += self._to_agency(sender, receipt, receipt_kind)
-        keep = not trace or delivered_here  # evidence: the bytes as sent and as delivered
+        keep = self.receipts and (not trace or delivered_here)  # evidence: the bytes as sent and delivered
         return Outcome(digest, document_id, record.verdict, tuple(copies), sender=sender, record=token,
                        recipients=recipients, entries=tuple(entries), message=body if keep else None)
 

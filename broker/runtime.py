@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cryptography import x509
@@ -39,7 +40,9 @@ def load_hop(settings: Settings, hub_id: str, topology: Topology | None = None) 
     key_dir = settings.pki / "hubs" / hub_id
     return Hop(hub=hub_id, topology=topology, trust=trust,
                key=SigningKey.load(key_dir / "key.pem", key_dir / "cert.pem"),
-               hub_certs=hub_certificates(settings.pki, topology, trust))
+               hub_certs=hub_certificates(settings.pki, topology, trust),
+               # off only to measure their cost (bench/relay_throughput.py --receipts off)
+               receipts=os.environ.get("LIENTHONG_RECEIPTS", "on") != "off")
 
 
 def hub_store(settings: Settings, hub_id: str) -> SqlStore:

@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from . import layout, transport
+from . import audit, layout, transport
 from .errors import TransientError
 from .hop import H_CODE, H_HUB, H_ORIGIN, H_REASON, PARKING, Copy, Hop, Inbound, Outcome
 from .routing import Target
@@ -39,6 +39,7 @@ from .topology import Topology
 
 log = structlog.get_logger("lienthong.worker")
 H_ATTEMPT = "lt-attempt"
+CHECKPOINT_SECONDS = float(os.environ.get("LIENTHONG_CHECKPOINT_SECONDS", "60"))
 
 
 @dataclass
@@ -92,6 +93,10 @@ class HubWorker:
             backoff = 0.5 if time.monotonic() - started > 30 else min(backoff * 2, 15.0)
             self.log.warning("reconnecting", in_seconds=backoff)
             time.sleep(backoff)
+        try:
+            audit.checkpoint(self.store, self.hub, self.hop.key)
+        except TransientError as exc:
+            self.log.warning("final audit checkpoint failed", error=str(exc))
         self.store.close()
         self.log.info("stopped", **{k: v for k, v in vars(self.stats).items() if k != "by_code"})
 
@@ -114,9 +119,21 @@ class HubWorker:
             self._links[n] = transport.Link(f"link:{n}", url, self._ioloop, self._ready, self._lost)
         self._consumer = transport.Consumer(own, layout.Q_INGRESS, self.prefetch, self._ioloop,
                                             self._on_message, self._ready, self._lost)
+        self._ioloop.call_later(CHECKPOINT_SECONDS, self._checkpoint)
         self._ioloop.start()
         self._ioloop.close()
         self._ioloop = None
+
+    def _checkpoint(self) -> None:
+        """Sign the head of the audit log, then again every CHECKPOINT_SECONDS."""
+        try:
+            head = audit.checkpoint(self.store, self.hub, self.hop.key)
+            if head:
+                self.log.debug("audit checkpoint", seq=head[0])
+        except TransientError as exc:
+            self.log.warning("audit checkpoint failed", error=str(exc))
+        if self._ioloop is not None and not self._stopping:
+            self._ioloop.call_later(CHECKPOINT_SECONDS, self._checkpoint)
 
     def _ready(self, _what: object) -> None:
         if self._consumer is not None and self._consumer.ready and all(l.ready for l in self._links.values()):
