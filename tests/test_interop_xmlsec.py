@@ -1,0 +1,134 @@
+"""Interop with Debian's xmlsec1, an independent XMLDSig implementation, both ways."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from broker import devpki, errors
+from broker.edxml import E, Organ, build_document
+from broker.signer import SigningKey, sign
+from broker.topology import Topology
+from broker.trust import TrustStore
+from broker.validation import check
+
+pytestmark = pytest.mark.interop
+
+DS = "http://www.w3.org/2000/09/xmldsig#"
+G22, H41 = "000.00.00.G22", "000.00.00.H41"
+TEMPLATE = f"""<ds:Signature xmlns:ds="{DS}"><ds:SignedInfo>
+<ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>
+<ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#{{method}}"/>
+<ds:Reference URI=""><ds:Transforms>
+<ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>
+<ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/></ds:Transforms>
+<ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><ds:DigestValue/></ds:Reference>
+</ds:SignedInfo><ds:SignatureValue/><ds:KeyInfo><ds:X509Data/></ds:KeyInfo></ds:Signature>"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def xmlsec1() -> str:
+    path = shutil.which("xmlsec1")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("xmlsec1 is not installed (scripts/bootstrap.sh installs it)")
+        pytest.skip("xmlsec1 is not installed")
+    return path
+
+
+def document(sender: str = G22, subject: str = "Liên thông xmlsec1") -> bytes:
+    return build_document(Organ(sender, "sender"), [Organ(H41, "UBND tỉnh Nghệ An")], subject=subject,
+                          attachments=[("cv.pdf", "application/pdf", b"%PDF-1.7 " + os.urandom(3000))])
+
+
+def agency_key(pki: Path, organ: str = G22) -> SigningKey:
+    return SigningKey.load(pki / "agencies" / organ / "key.pem", pki / "agencies" / organ / "cert.pem")
+
+
+def xmlsec_verify(pki: Path, data: bytes, tmp: Path) -> subprocess.CompletedProcess[str]:
+    f = tmp / "verify.xml"
+    f.write_bytes(data)
+    return subprocess.run(["xmlsec1", "--verify", "--trusted-pem", str(pki / "root-ca.pem"), str(f)],
+                          capture_output=True, text=True)
+
+
+def xmlsec_sign(key_pem: Path, cert_pem: Path, data: bytes, tmp: Path, method: str = "rsa-sha256") -> bytes:
+    tree = etree.fromstring(data)
+    tree.find(f"{E}edXMLEnvelope/{E}edXMLHeader").append(etree.fromstring(TEMPLATE.format(method=method)))
+    (tmp / "tmpl.xml").write_bytes(etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
+    subprocess.run(["xmlsec1", "--sign", "--privkey-pem", f"{key_pem},{cert_pem}", "--output",
+                    str(tmp / "signed.xml"), str(tmp / "tmpl.xml")], check=True, capture_output=True)
+    return (tmp / "signed.xml").read_bytes()
+
+
+def flip_subject(data: bytes) -> bytes:
+    return data.replace("Liên thông xmlsec1".encode(), "Liên thông xmlsec2".encode())
+
+
+def flip_attachment(data: bytes) -> bytes:
+    i = data.index(b"ContentTransferEncoded>") + 60
+    return data[:i] + (b"A" if data[i:i + 1] != b"A" else b"B") + data[i + 1:]
+
+
+def test_xmlsec1_accepts_what_lienthong_signs_rsa(dev_pki: Path, tmp_path: Path) -> None:
+    """An RSA-SHA256 enveloped signature made by lienthong verifies with xmlsec1 against the dev root."""
+    result = xmlsec_verify(dev_pki, sign(document(), agency_key(dev_pki)), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout + result.stderr
+
+
+def test_xmlsec1_accepts_what_lienthong_signs_ecdsa(dev_pki: Path, tmp_path: Path) -> None:
+    """The same with an ECDSA P-256 agency key (signature value as r||s, per XMLDSig)."""
+    ec = devpki.issue(devpki.load_root(dev_pki), "agency with EC key", uid=G22, kind="ec")
+    result = xmlsec_verify(dev_pki, sign(document(), SigningKey(ec.key, ec.cert)), tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("method", ["rsa-sha256", "ecdsa-sha256"])
+def test_lienthong_accepts_what_xmlsec1_signs(dev_pki: Path, topology: Topology, tmp_path: Path,
+                                               method: str) -> None:
+    """A document signed by xmlsec1 with a trusted agency key passes every lienthong check, signer bound."""
+    if method.startswith("ecdsa"):
+        ec = devpki.issue(devpki.load_root(dev_pki), "agency with EC key", uid=G22, kind="ec")
+        key_pem, cert_pem = tmp_path / "ec.key", tmp_path / "ec.pem"
+        key_pem.write_bytes(devpki.pem_key(ec.key))
+        cert_pem.write_bytes(devpki.pem_cert(ec.cert))
+    else:
+        key_pem, cert_pem = dev_pki / "agencies" / G22 / "key.pem", dev_pki / "agencies" / G22 / "cert.pem"
+    signed = xmlsec_sign(key_pem, cert_pem, document(), tmp_path, method)
+    checked = check(signed, trust=TrustStore.load(dev_pki), topology=topology)
+    assert checked.signature is not None
+    assert checked.sender is not None and checked.sender.organ_id == G22
+
+
+@pytest.mark.parametrize("tamper", [flip_subject, flip_attachment], ids=["subject", "attachment"])
+@pytest.mark.parametrize("signer", ["lienthong", "xmlsec1"])
+def test_tampering_caught_by_both(dev_pki: Path, topology: Topology, tmp_path: Path, tamper, signer: str) -> None:  # type: ignore[no-untyped-def]
+    """One changed character in the header or in the attachment: xmlsec1 fails and lienthong says SIG_DIGEST,
+    whichever of the two signed."""
+    if signer == "lienthong":
+        signed = sign(document(), agency_key(dev_pki))
+    else:
+        signed = xmlsec_sign(dev_pki / "agencies" / G22 / "key.pem", dev_pki / "agencies" / G22 / "cert.pem",
+                             document(), tmp_path)
+    bad = tamper(signed)
+    assert bad != signed
+    assert xmlsec_verify(dev_pki, signed, tmp_path).returncode == 0
+    assert xmlsec_verify(dev_pki, bad, tmp_path).returncode != 0
+    with pytest.raises(errors.DigestMismatch):
+        check(bad, trust=TrustStore.load(dev_pki), topology=topology)
+
+
+def test_signer_binding_is_lienthongs_own_check(dev_pki: Path, topology: Topology, tmp_path: Path) -> None:
+    """xmlsec1 signs a document claiming From G22 with H41's trusted key: xmlsec1 (which knows no agency
+    directory) accepts it; lienthong refuses it with SIGNER_MISMATCH."""
+    signed = xmlsec_sign(dev_pki / "agencies" / H41 / "key.pem", dev_pki / "agencies" / H41 / "cert.pem",
+                         document(sender=G22), tmp_path)
+    assert xmlsec_verify(dev_pki, signed, tmp_path).returncode == 0
+    with pytest.raises(errors.SignerMismatch):
+        check(signed, trust=TrustStore.load(dev_pki), topology=topology)
