@@ -33,6 +33,15 @@ from .topology import Topology
 EX_INGRESS, EX_INBOX, EX_RETRY, EX_PARKING, EX_UNROUTABLE = "ingress", "inbox", "retry", "parking", "unroutable"
 Q_INGRESS, Q_PARKING, Q_UNROUTABLE = "ingress", "parking", "unroutable"
 RETRY_TIERS: tuple[tuple[str, int], ...] = (("r1s", 1_000), ("r10s", 10_000), ("r60s", 60_000))
+"""Default back-off tiers (name, TTL in ms); a topology may set ``settings.retry_tiers_ms``."""
+
+
+def retry_tiers(topology: Topology) -> tuple[tuple[str, int], ...]:
+    """The retry tiers of this deployment: one queue with one fixed TTL per tier."""
+    custom = topology.settings.get("retry_tiers_ms")
+    if not custom:
+        return RETRY_TIERS
+    return tuple((f"r{int(ms)}ms", int(ms)) for ms in custom)
 DELIVERY_LIMIT = 20
 
 
@@ -127,7 +136,7 @@ def declarations(topology: Topology, hub_id: str) -> list[Exchange | Queue | Bin
                           "x-dead-letter-exchange": EX_PARKING}),
         Binding(EX_INGRESS, Q_INGRESS),
     ]
-    for tier, ttl in RETRY_TIERS:
+    for tier, ttl in retry_tiers(topology):
         out += [Queue(retry_queue(tier), {**quorum, "x-message-ttl": ttl,
                                           "x-dead-letter-exchange": EX_INGRESS}),
                 Binding(EX_RETRY, retry_queue(tier), tier)]

@@ -9,6 +9,7 @@ from cryptography import x509
 
 from .errors import ConfigError
 from .hop import Hop
+from .parsing import DEFAULT_LIMITS, ParseLimits
 from .settings import Settings
 from .signer import SigningKey
 from .store import SqlStore, open_store
@@ -41,8 +42,16 @@ def load_hop(settings: Settings, hub_id: str, topology: Topology | None = None) 
     return Hop(hub=hub_id, topology=topology, trust=trust,
                key=SigningKey.load(key_dir / "key.pem", key_dir / "cert.pem"),
                hub_certs=hub_certificates(settings.pki, topology, trust),
-               # off only to measure their cost (bench/relay_throughput.py --receipts off)
+               limits=limits_of(topology),
+               # off only to measure their cost (bench/relay_throughput.py)
                receipts=os.environ.get("LIENTHONG_RECEIPTS", "on") != "off")
+
+
+def limits_of(topology: Topology) -> ParseLimits:
+    """Size and depth limits from the topology's ``settings`` (``max_bytes``, ``max_depth``)."""
+    s = topology.settings
+    return ParseLimits(max_bytes=int(s.get("max_bytes", DEFAULT_LIMITS.max_bytes)),
+                       max_depth=int(s.get("max_depth", DEFAULT_LIMITS.max_depth)))
 
 
 def hub_store(settings: Settings, hub_id: str) -> SqlStore:

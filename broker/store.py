@@ -283,7 +283,8 @@ def sqlite_store(path: str | Path) -> SqlStore:
     p.parent.mkdir(parents=True, exist_ok=True)
 
     def connect() -> sqlite3.Connection:
-        conn = sqlite3.connect(p, timeout=30, check_same_thread=False, isolation_level="DEFERRED")
+        timeout = float(os.environ.get("LIENTHONG_SQLITE_TIMEOUT", "10"))
+        conn = sqlite3.connect(p, timeout=timeout, check_same_thread=False, isolation_level="DEFERRED")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes (WAL)
         return conn

@@ -259,13 +259,14 @@ class HubWorker:
         keep = {k: v for k, v in headers.items() if not k.startswith("x-")}
         keep[H_ORIGIN] = origin or ""
         local = self._links["."]
-        if attempt >= len(layout.RETRY_TIERS):
+        tiers = layout.retry_tiers(self.topology)
+        if attempt >= len(tiers):
             keep.update({H_CODE: "RETRY_EXHAUSTED", H_REASON: str(exc), H_HUB: self.hub})
             exchange, key = layout.EX_PARKING, ""
             self.stats.parked += 1
         else:
             keep[H_ATTEMPT] = attempt + 1
-            exchange, key = layout.EX_RETRY, layout.RETRY_TIERS[attempt][0]
+            exchange, key = layout.EX_RETRY, tiers[attempt][0]
             self.stats.retried += 1
         self.log.warning("transient failure", error=str(exc), attempt=attempt, to=exchange)
 

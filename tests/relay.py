@@ -32,10 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class Relay:
     def __init__(self, base: Path, amqp_url: str, mgmt_url: str, *, state_url: str | None = None,
-                 workers: int = 1, env: dict[str, str] | None = None) -> None:
+                 workers: int = 1, env: dict[str, str] | None = None,
+                 settings: dict[str, object] | None = None) -> None:
         self.namespace = f"lt{uuid.uuid4().hex[:8]}"
         raw = yaml.safe_load((ROOT / "config" / "topology.yaml").read_text(encoding="utf-8"))
         raw.update(namespace=self.namespace, amqp_url=amqp_url, management_url=mgmt_url)
+        raw["settings"] = {**(raw.get("settings") or {}), **(settings or {})}
         base.mkdir(parents=True, exist_ok=True)
         (base / "topology.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
         self.topology = Topology.load(base / "topology.yaml")
@@ -142,7 +144,7 @@ class Relay:
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until no ingress or retry queue holds a message ready (checked twice, apart)."""
-        queues = [layout.Q_INGRESS] + [layout.retry_queue(t) for t, _ in layout.RETRY_TIERS]
+        queues = [layout.Q_INGRESS] + [layout.retry_queue(t) for t, _ in layout.retry_tiers(self.topology)]
         deadline = time.monotonic() + timeout
         quiet = 0
         while time.monotonic() < deadline:
