@@ -68,7 +68,7 @@ class AgencyClient:
         if not signed:
             raise UsageError("nothing to send")
         message_id = hashlib.sha256(signed).hexdigest()
-        transport.publish(self.url, layout.EX_INGRESS, "", signed, message_id=message_id,
+        transport.publish(self.url, layout.agency_exchange(self.organ_id), "", signed, message_id=message_id,
                           user_id=self.user, headers={KIND_HEADER: "edxml"})
         return message_id
 

@@ -57,7 +57,7 @@ def raw_worker(hub: str, topology_path: str, data_dir: str) -> None:
     else:
         nxt = ROUTE[hub]
         out_url = layout.amqp_url(topo, nxt, names.link_user(hub), creds.password(names.link_user(hub)))
-        exchange, key, user = layout.EX_INGRESS, "", names.link_user(hub)
+        exchange, key, user = layout.link_exchange(hub), "", names.link_user(hub)
     parts: dict[str, object] = {}
 
     def ready(_: object) -> None:
@@ -132,7 +132,7 @@ def run_load(relay: Relay, docs: list[bytes], rate: float | None) -> tuple[float
             while (delay := due - time.perf_counter()) > 0:
                 time.sleep(delay)
         sent[mid] = time.perf_counter()
-        ch.basic_publish(layout.EX_INGRESS, "", doc,
+        ch.basic_publish(layout.agency_exchange(SENDER), "", doc,
                          transport.props(message_id=mid, user_id=user, headers={"lt-kind": "edxml"}))
     conn.close()
     done.wait(timeout=600)

@@ -5,15 +5,14 @@ policy, route, evidence) and returns an :class:`Outcome`: the copies to
 publish, each with the claim key that makes publishing idempotent.  The
 transport (``broker.transport``) claims, publishes with confirms, and acks.
 
-Who sent a message is known from the AMQP ``user_id`` property, which
-RabbitMQ checks against the authenticated user:
+Who handed a message in is known from the exchange it arrived through: each
+broker account may publish only to its own entry exchange (``broker.layout``):
 
-- an agency account (its code): the first hop; it may only send as itself,
-  and only into its own hub;
-- ``link.<hub>``: a neighbouring hub forwarding; its signed trace must end
+- ``in.<code>``: an agency, the first hop; it may only send as itself;
+- ``in.link.<hub>``: a neighbouring hub forwarding; its signed trace must end
   with a record of that hub naming this hub as a target;
-- ``hub.<this hub>``: our own retry tier re-injecting a message; the
-  original publisher is carried in ``lt-origin``.
+- ``ingress``: our own retry tier re-injecting a message (only the hub can
+  write there); the original entry is carried in ``lt-origin``.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from cryptography import x509
 
 from . import receipts
 from .errors import RejectedInput, SenderNotAllowed, TraceInvalid
-from .layout import Names
+from .layout import EX_INGRESS, Names, origin_of
 from .evidence import HopRecord, sign_record, token_digest, utc_now, verify_trace
 from .parsing import DEFAULT_LIMITS, ParseLimits
 from .routing import Target, next_hops
@@ -41,7 +40,7 @@ from .verifier import DEFAULT_POLICY, VerifyPolicy
 H_KIND = "lt-kind"          # "edxml" (default) or "receipt"
 H_TRACE = "lt-trace"        # list of signed hop record tokens
 H_RECIPIENTS = "lt-recipients"  # the recipients this copy serves (informative; the signed record rules)
-H_ORIGIN = "lt-origin"      # original publisher, kept across our own retry tier
+H_ORIGIN = "lt-origin"      # "agency:<code>" / "link:<hub>": original entry, kept across our retry tier
 H_CODE = "lt-code"
 H_REASON = "lt-reason"
 H_HUB = "lt-hub"
@@ -54,7 +53,8 @@ PARKING = Target("parking", "parking")
 class Inbound:
     body: bytes
     headers: Mapping[str, Any]
-    user_id: str | None
+    exchange: str
+    """The exchange the message was published to (says who handed it in)."""
 
 
 @dataclass(frozen=True)
@@ -126,18 +126,11 @@ class Hop:
 
     # -- policy ----------------------------------------------------------------
 
-    def _publisher(self, msg: Inbound) -> str:
-        """The broker account that first published the message into this hub."""
-        user = msg.user_id or ""
-        if user == self.names.hub_user(self.hub):  # our own retry tier: the original publisher
-            user = str(msg.headers.get(H_ORIGIN) or "")
-        return user
-
     def _origin(self, msg: Inbound) -> str:
-        """``agency:<code>``, ``link:<hub>``, ``hub:<hub>`` or ``''``: who handed us the message."""
-        user = self._publisher(msg)
-        kind, name = self.names.who(user) if user else ("", "")
-        return f"{kind}:{name}" if kind else ""
+        """``agency:<code>``, ``link:<hub>`` or ``''``: who handed us the message."""
+        if msg.exchange == EX_INGRESS:  # only our retry tier dead-letters here
+            return str(msg.headers.get(H_ORIGIN) or "")
+        return origin_of(msg.exchange)
 
     def _admit(self, origin: str, sender: str, to: tuple[str, ...], trace: list[str],
                digest: str) -> tuple[str, ...]:
@@ -211,7 +204,7 @@ class Hop:
     def _reject(self, msg: Inbound, digest: str, document_id: str, sender: str,
                 recipients: tuple[str, ...], exc: RejectedInput) -> Outcome:
         parked = Copy(PARKING, msg.body, {**_plain(msg.headers), H_CODE: exc.code, H_REASON: exc.message,
-                                          H_HUB: self.hub, H_ORIGIN: self._publisher(msg)}, "parking")
+                                          H_HUB: self.hub, H_ORIGIN: self._origin(msg)}, "parking")
         copies = [parked]
         record = HopRecord(hub=self.hub, at=utc_now(), digest=digest, document_id=document_id,
                            verdict="rejected", code=exc.code, recipients=recipients,
@@ -231,7 +224,7 @@ class Hop:
                        message=msg.body)
 
     def _relay_receipt(self, msg: Inbound, digest: str, origin: str) -> Outcome:
-        if not origin.startswith(("link:", "hub:")):
+        if not origin.startswith("link:"):
             raise SenderNotAllowed("only hubs may send receipts")
         verified = receipts.verify(msg.body, self.trust)
         r = verified.receipt

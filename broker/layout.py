@@ -4,9 +4,12 @@ Pure data; ``lienthong broker setup`` applies it (``broker.setup``).
 
 Per hub, one vhost ``<namespace>.<hub>`` (namespace ``lienthong`` by default) holding:
 
-- ``ingress`` (fanout exchange) -> ``ingress`` (quorum queue): where agencies
-  of this hub and neighbouring hubs publish.  ``x-delivery-limit`` parks a
-  message that keeps crashing workers.
+- ``in.<agency code>`` per attached agency and ``in.link.<hub>`` per neighbouring
+  hub (fanout exchanges) -> ``ingress`` (quorum queue).  Each account may
+  publish only to its own entry exchange, so the exchange a message arrived
+  through says who handed it in, whatever client (and properties) was used.
+  ``x-delivery-limit`` parks a message that keeps crashing workers.
+- ``ingress`` (fanout) -> ``ingress``: only the retry tiers dead-letter into it.
 - ``inbox`` (direct, key = agency code) -> ``inbox.<code>`` (quorum), one per
   agency attached to this hub.
 - ``retry`` (direct) -> ``retry.<tier>`` queues with one fixed TTL each,
@@ -17,8 +20,8 @@ Per hub, one vhost ``<namespace>.<hub>`` (namespace ``lienthong`` by default) ho
   ``ingress`` and ``inbox``, so a message never vanishes for lack of a binding.
 
 Users: ``hub.<hub>`` (everything in its own vhost), ``link.<hub>`` (publish
-only to ``ingress`` of each neighbouring hub), and one user per agency
-(publish to its hub's ``ingress``, read only its own inbox).
+only to ``in.link.<hub>`` of each neighbouring hub), and one user per agency
+(publish only to ``in.<code>`` of its hub, read only its own inbox).
 """
 
 from __future__ import annotations
@@ -67,19 +70,28 @@ class Names:
     def agency_user(self, organ_id: str) -> str:
         return f"{self._prefix}{organ_id}"
 
-    def who(self, user: str) -> tuple[str, str]:
-        """``("hub"|"link"|"agency", id)`` of a broker account name (``("", "")`` if foreign)."""
-        if not user.startswith(self._prefix):
-            return "", ""
-        rest = user[len(self._prefix):]
-        for kind in ("hub", "link"):
-            if rest.startswith(kind + "."):
-                return kind, rest[len(kind) + 1:]
-        return "agency", rest
-
 
 def names(topology: Topology) -> Names:
     return Names(topology.namespace)
+
+
+def agency_exchange(organ_id: str) -> str:
+    """Where an agency publishes: its own entry exchange on its hub."""
+    return f"in.{organ_id}"
+
+
+def link_exchange(hub_id: str) -> str:
+    """Where hub ``hub_id`` publishes on each neighbouring hub."""
+    return f"in.link.{hub_id}"
+
+
+def origin_of(exchange: str) -> str:
+    """``agency:<code>`` / ``link:<hub>`` for an entry exchange, ``''`` for anything else."""
+    if exchange.startswith("in.link."):
+        return "link:" + exchange[len("in.link."):]
+    if exchange.startswith("in."):
+        return "agency:" + exchange[len("in."):]
+    return ""
 
 
 def inbox_queue(organ_id: str) -> str:
@@ -136,13 +148,18 @@ def declarations(topology: Topology, hub_id: str) -> list[Exchange | Queue | Bin
                           "x-dead-letter-exchange": EX_PARKING}),
         Binding(EX_INGRESS, Q_INGRESS),
     ]
+    for other in neighbours(topology, hub_id):
+        out += [Exchange(link_exchange(other), "fanout", {"alternate-exchange": EX_UNROUTABLE}),
+                Binding(link_exchange(other), Q_INGRESS)]
     for tier, ttl in retry_tiers(topology):
         out += [Queue(retry_queue(tier), {**quorum, "x-message-ttl": ttl,
                                           "x-dead-letter-exchange": EX_INGRESS}),
                 Binding(EX_RETRY, retry_queue(tier), tier)]
     for agency in topology.agencies.values():
         if agency.hub == hub_id:
-            out += [Queue(inbox_queue(agency.organ_id), dict(quorum)),
+            out += [Exchange(agency_exchange(agency.organ_id), "fanout", {"alternate-exchange": EX_UNROUTABLE}),
+                    Binding(agency_exchange(agency.organ_id), Q_INGRESS),
+                    Queue(inbox_queue(agency.organ_id), dict(quorum)),
                     Binding(EX_INBOX, inbox_queue(agency.organ_id), agency.organ_id)]
     return out
 
@@ -159,9 +176,11 @@ def permissions(topology: Topology) -> list[Permission]:
     for hub in topology.hubs.values():
         out.append(Permission(n.vhost(hub.hub_id), n.hub_user(hub.hub_id), ".*", ".*", ".*"))
         for other in neighbours(topology, hub.hub_id):
-            out.append(Permission(n.vhost(other), n.link_user(hub.hub_id), "^$", f"^{EX_INGRESS}$", "^$"))
+            out.append(Permission(n.vhost(other), n.link_user(hub.hub_id), "^$",
+                                  f"^{re.escape(link_exchange(hub.hub_id))}$", "^$"))
     for agency in topology.agencies.values():
-        out.append(Permission(n.vhost(agency.hub), n.agency_user(agency.organ_id), "^$", f"^{EX_INGRESS}$",
+        out.append(Permission(n.vhost(agency.hub), n.agency_user(agency.organ_id), "^$",
+                              f"^{re.escape(agency_exchange(agency.organ_id))}$",
                               f"^{re.escape(inbox_queue(agency.organ_id))}$"))
     return out
 

@@ -161,7 +161,7 @@ class HubWorker:
         headers = dict(props.headers or {})
         self.stats.received += 1
         try:
-            outcome = self.hop.process(Inbound(body, headers, props.user_id))
+            outcome = self.hop.process(Inbound(body, headers, method.exchange))
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the hub; the delivery limit parks it
             self.log.error("hop failed", error=repr(exc))
             self._consumer.requeue(tag)  # type: ignore[union-attr]
@@ -185,7 +185,7 @@ class HubWorker:
             if "busy" in claims.values():
                 raise TransientError("another worker holds this message")
         except TransientError as exc:
-            self._retry(tag, props, body, headers, exc)
+            self._retry(tag, method.exchange, props, body, headers, exc)
             return
         todo = [c for c in outcome.copies if claims[c.claim] in ("new", "takeover")]
         if not todo:
@@ -247,15 +247,16 @@ class HubWorker:
 
     def _route(self, target: Target) -> tuple[transport.Link, str, str, str]:
         if target.kind == "hub":
-            return self._links[target.name], layout.EX_INGRESS, "", self.names.link_user(self.hub)
+            return self._links[target.name], layout.link_exchange(self.hub), "", self.names.link_user(self.hub)
         if target.kind == "inbox":
             return self._links["."], layout.EX_INBOX, target.name, self.names.hub_user(self.hub)
         assert target == PARKING
         return self._links["."], layout.EX_PARKING, "", self.names.hub_user(self.hub)
 
-    def _retry(self, tag: int, props: Any, body: bytes, headers: dict[str, Any], exc: TransientError) -> None:
+    def _retry(self, tag: int, exchange_in: str, props: Any, body: bytes, headers: dict[str, Any],
+               exc: TransientError) -> None:
         attempt = int(headers.get(H_ATTEMPT, 0))
-        origin = headers.get(H_ORIGIN) if props.user_id == self.names.hub_user(self.hub) else props.user_id
+        origin = headers.get(H_ORIGIN) if exchange_in == layout.EX_INGRESS else layout.origin_of(exchange_in)
         keep = {k: v for k, v in headers.items() if not k.startswith("x-")}
         keep[H_ORIGIN] = origin or ""
         local = self._links["."]

@@ -198,7 +198,11 @@ def test_agency_cannot_read_another_inbox(relay: Relay) -> None:
     other_hub = layout.amqp_url(relay.topology, "H14", relay.names.agency_user(N_COMMUNE),
                                 relay.credentials.password(relay.names.agency_user(N_COMMUNE)))
     with pytest.raises(errors.AccessRefused):
-        transport.publish(other_hub, "ingress", "", b"<x/>", message_id="x", user_id=None)
+        transport.publish(other_hub, layout.agency_exchange(N_COMMUNE), "", b"<x/>", message_id="x", user_id=None)
+    with pytest.raises(errors.AccessRefused):  # nor may it write to another agency's entry, or the ingress
+        transport.publish(mine.url, layout.agency_exchange(N_COMMUNE_2), "", b"<x/>", message_id="x", user_id=None)
+    with pytest.raises(errors.AccessRefused):
+        transport.publish(mine.url, layout.EX_INGRESS, "", b"<x/>", message_id="x", user_id=None)
 
 
 def test_agency_cannot_forge_user_id(relay: Relay) -> None:
@@ -206,7 +210,7 @@ def test_agency_cannot_forge_user_id(relay: Relay) -> None:
     from broker import layout, transport
     mine = relay.client(N_COMMUNE)
     with pytest.raises(errors.LienthongError):
-        transport.publish(mine.url, layout.EX_INGRESS, "", b"<x/>", message_id="x",
+        transport.publish(mine.url, layout.agency_exchange(N_COMMUNE), "", b"<x/>", message_id="x",
                           user_id=relay.names.agency_user(N_COMMUNE_2))
 
 
