@@ -53,6 +53,7 @@ class AgencyClient:
         agency = topology.agency(organ_id)
         self.user = layout.names(topology).agency_user(organ_id)
         self.url = layout.amqp_url(topology, agency.hub, self.user, password)
+        self._publisher = transport.Publisher(self.url)
         self._seen = seen
 
     @classmethod
@@ -68,9 +69,12 @@ class AgencyClient:
         if not signed:
             raise UsageError("nothing to send")
         message_id = hashlib.sha256(signed).hexdigest()
-        transport.publish(self.url, layout.agency_exchange(self.organ_id), "", signed, message_id=message_id,
-                          user_id=self.user, headers={KIND_HEADER: "edxml"})
+        self._publisher.publish(layout.agency_exchange(self.organ_id), "", signed, message_id=message_id,
+                                user_id=self.user, headers={KIND_HEADER: "edxml"})
         return message_id
+
+    def close(self) -> None:
+        self._publisher.close()
 
     def status_for(self, document: bytes, status_code: str, *, key: SigningKey, description: str = "") -> bytes:
         """A signed edXML status from this agency about a received ``document``."""

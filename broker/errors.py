@@ -205,6 +205,18 @@ class AuditFailure(LienthongError):
     code = "AUDIT_BROKEN"
 
 
+class Unauthorized(LienthongError):
+    """The request carries no valid agency token."""
+
+    code = "UNAUTHORIZED"
+
+
+class NotFound(LienthongError):
+    """No such message for this agency."""
+
+    code = "NOT_FOUND"
+
+
 # --- local problems ----------------------------------------------------------
 
 

@@ -101,6 +101,63 @@ def publish(url: str, exchange: str, routing_key: str, body: bytes, *, message_i
             raise TransientError("the broker refused the message (nack); try again") from None
 
 
+class Publisher:
+    """A kept-open blocking connection with publisher confirms, for clients that send many messages.
+
+    A publish that fails because the connection was lost is retried on a fresh connection
+    (``retries`` times, with a short back-off) before :class:`TransientError` is raised.
+    """
+
+    def __init__(self, url: str, *, retries: int = 3) -> None:
+        self.url = url
+        self.retries = retries
+        self._conn: Any = None
+        self._ch: Any = None
+
+    def _channel(self) -> Any:
+        if self._ch is None or not self._ch.is_open:
+            self.close()
+            try:
+                self._conn = pika.BlockingConnection(parameters(self.url))
+            except (pika.exceptions.ProbableAccessDeniedError, pika.exceptions.ProbableAuthenticationError) as exc:
+                raise AccessRefused(f"the broker refused the login or the vhost: {_describe(exc)}") from None
+            self._ch = self._conn.channel()
+            self._ch.confirm_delivery()
+        return self._ch
+
+    def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str,
+                user_id: str | None, headers: dict[str, Any] | None = None) -> None:
+        import time
+
+        for attempt in range(self.retries + 1):
+            try:
+                self._channel().basic_publish(
+                    exchange, routing_key, body,
+                    props(message_id=message_id, user_id=user_id, headers=headers or {}))
+                return
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                self.close()
+                if exc.reply_code == 403:
+                    raise AccessRefused(f"access refused: {exc.reply_text}") from None
+                error = exc
+            except pika.exceptions.NackError:
+                error = TransientError("the broker refused the message (nack)")
+            except AMQP_ERRORS as exc:
+                self.close()
+                error = exc
+            if attempt < self.retries:
+                time.sleep(min(0.2 * 2 ** attempt, 2.0))
+        raise TransientError(f"could not publish after {self.retries + 1} attempts: {_describe(error)}")
+
+    def close(self) -> None:
+        try:
+            if self._conn is not None and self._conn.is_open:
+                self._conn.close()
+        except AMQP_ERRORS:
+            pass
+        self._conn = self._ch = None
+
+
 @dataclass(frozen=True)
 class Received:
     body: bytes

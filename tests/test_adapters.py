@@ -1,0 +1,212 @@
+"""Every way in, against the real broker: REST gateway, a non-Python AMQP client, the folder drop."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from adapters.gateway import create_app, issue_token
+from broker import layout
+from broker.edxml import Organ, build_document
+from tests.relay import ROOT, Relay
+
+pytestmark = pytest.mark.broker
+
+A, B, OTHER = "000.00.51.H41", "001.00.31.H14", "000.00.52.H41"
+
+
+@pytest.fixture(scope="module")
+def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    r = Relay(tmp_path_factory.mktemp("adapters"), *rabbitmq_urls)
+    yield r
+    r.close()
+
+
+class Gateway:
+    def __init__(self, relay: Relay, max_bytes: int | None = None) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = uvicorn.Config(create_app(relay.settings, max_bytes=max_bytes), host="127.0.0.1",
+                                port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.tokens = {a: issue_token(relay.settings, a) for a in (A, B, OTHER)}
+
+    def call(self, method: str, path: str, agency: str | None, body: bytes | None = None,
+             content_type: str = "application/xml") -> tuple[int, bytes]:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=body, method=method)
+        if agency:
+            req.add_header("Authorization", f"Bearer {self.tokens[agency]}")
+        if body is not None:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def json(self, method: str, path: str, agency: str | None, body: bytes | None = None,
+             content_type: str = "application/xml") -> tuple[int, object]:
+        status, raw = self.call(method, path, agency, body, content_type)
+        return status, json.loads(raw)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def gateway(relay: Relay) -> Iterator[Gateway]:
+    g = Gateway(relay)
+    yield g
+    g.stop()
+
+
+def _received(gateway: Gateway, agency: str, document_id: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, items = gateway.json("GET", "/v1/documents/received", agency)
+        assert status == 200
+        hits = [i for i in items if i["document_id"] == document_id and i["kind"] == "document"]
+        if hits:
+            return hits[0]
+        time.sleep(0.5)
+    raise AssertionError(f"{document_id} never reached {agency} through the gateway")
+
+
+def test_gateway_send_receive_and_isolation(relay: Relay, gateway: Gateway) -> None:
+    """A sends through the gateway; B lists and gets the exact bytes and marks them done; another
+    agency's token sees nothing of it; A's sent list shows the hubs' receipts."""
+    doc = relay.document(A, [B], subject="qua cổng REST")
+    status, sent = gateway.json("POST", "/v1/documents", A, doc)
+    assert status == 202, sent
+    item = _received(gateway, B, sent["document_id"])
+    assert item["from"] == A and item["transfer_status"] == "new"
+    status, body = gateway.call("GET", f"/v1/documents/received/{item['message_id']}", B)
+    assert status == 200 and body == doc
+    status, other = gateway.json("GET", f"/v1/documents/received/{item['message_id']}", OTHER)
+    assert status == 404 and other["code"] == "NOT_FOUND"
+    status, done = gateway.json("PUT", f"/v1/documents/received/{item['message_id']}/transfer-status", B,
+                                json.dumps({"status": "done"}).encode(), "application/json")
+    assert status == 200 and done["transfer_status"] == "done"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, mine = gateway.json("GET", "/v1/documents/sent", A)
+        entry = next(e for e in mine if e["message_id"] == sent["message_id"])
+        if {r["kind"] for r in entry["receipts"]} >= {"accepted", "delivered"}:
+            break
+        time.sleep(0.5)
+    assert {r["kind"] for r in entry["receipts"]} >= {"accepted", "delivered"}
+    assert entry["to"] == [B]
+
+
+def test_gateway_refusals(relay: Relay, gateway: Gateway) -> None:
+    """No token: 401; another agency's document: 403 SENDER_NOT_ALLOWED; malformed XML: 422 with its
+    code; a bad transfer status: 400; every error is JSON with a code and a sentence."""
+    doc = relay.document(A, [B])
+    status, err = gateway.json("POST", "/v1/documents", None, doc)
+    assert (status, err["code"]) == (401, "UNAUTHORIZED")
+    status, err = gateway.json("POST", "/v1/documents", OTHER, doc)
+    assert (status, err["code"]) == (403, "SENDER_NOT_ALLOWED") and err["message"]
+    status, err = gateway.json("POST", "/v1/documents", A, b"1212<?xml version='1.0'?><edXML/>")
+    assert (status, err["code"]) == (422, "XML_MALFORMED")
+    status, err = gateway.json("PUT", "/v1/documents/received/x/transfer-status", A, b'{"status": "lost"}',
+                               "application/json")
+    assert (status, err["code"]) == (400, "USAGE")
+    status, agencies = gateway.json("GET", "/v1/agencies", A)
+    assert status == 200 and {a["organ_id"] for a in agencies} == set(relay.topology.agencies)
+
+
+def test_gateway_size_limit(relay: Relay) -> None:
+    """A document over the gateway's limit is refused with 413 XML_TOO_LARGE before it is read whole."""
+    g = Gateway(relay, max_bytes=20_000)
+    try:
+        status, err = g.json("POST", "/v1/documents", A, relay.document(A, [B], size=40_000))
+        assert (status, err["code"]) == (413, "XML_TOO_LARGE")
+    finally:
+        g.stop()
+
+
+def test_openapi_published_and_current(relay: Relay) -> None:
+    """docs/openapi.json is the gateway's own description (regenerate: lienthong gateway openapi)."""
+    published = json.loads((ROOT / "docs" / "openapi.json").read_text(encoding="utf-8"))
+    assert published == create_app(relay.settings).openapi()
+    assert "/v1/documents/received/{message_id}/transfer-status" in published["paths"]
+
+
+def test_non_python_client_through_the_wire_contract(relay: Relay, tmp_path: Path) -> None:
+    """Debian's amqp-tools (C, librabbitmq) send and receive by docs/wire.md alone: publish to in.<code>
+    with the agency's account, consume from inbox.<code>."""
+    if shutil.which("amqp-publish") is None:
+        if os.environ.get("CI"):
+            pytest.fail("amqp-tools is not installed (scripts/bootstrap.sh installs it)")
+        pytest.skip("amqp-tools is not installed")
+    doc = relay.document(A, [B], subject="amqp-tools")
+    url_a = relay.client(A).url
+    subprocess.run(["amqp-publish", "--url", url_a, "-e", layout.agency_exchange(A), "-r", "", "-p",
+                    "-C", "application/xml"], input=doc, check=True, timeout=30)
+    out = tmp_path / "got.edxml"
+    saver = tmp_path / "save.sh"
+    saver.write_text(f"#!/bin/sh\ncat > {out}\n")
+    saver.chmod(0o755)
+    subprocess.run(["amqp-consume", "--url", relay.client(B).url, "-q", layout.inbox_queue(B), "-c", "1",
+                    str(saver)], check=True, timeout=60)
+    assert out.read_bytes() == doc
+
+
+def _lienthong(relay: Relay, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "broker.cli", *args], env={**relay.env, **(env or {})},
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_folder_drop_restart_mid_batch(relay: Relay, tmp_path: Path) -> None:
+    """12 unsigned files dropped; the adapter signs and sends them and is killed after the 5th send;
+    restarted, it finishes: each document reaches the recipient exactly once, a malformed file lands in
+    failed/ with its reason, and the recipient's adapter writes what it receives into inbox/."""
+    root = tmp_path / "sender"
+    (root / "outbox").mkdir(parents=True)
+    key_dir = relay.settings.pki / "agencies" / A
+    docs = {}
+    for i in range(12):
+        data = build_document(Organ(A, "UBND xã"), [Organ(B)], subject=f"thư mục {i}", document_id=f"folder-{i}")
+        docs[f"folder-{i}"] = data
+        (root / "outbox" / f"doc{i:02d}.edxml").write_bytes(data)
+    (root / "outbox" / "broken.edxml").write_bytes(b"1212<?xml version='1.0'?>")
+    args = ("folder", "run", A, "--root", str(root), "--key", str(key_dir / "key.pem"),
+            "--cert", str(key_dir / "cert.pem"), "--once")
+    killed = _lienthong(relay, *args, env={"LIENTHONG_FAULT": "folder-after-send:5"})
+    assert killed.returncode == 137, killed.stderr
+    assert len(list((root / "sent").glob("*.edxml"))) == 4  # the 5th was sent, not yet moved
+    done = _lienthong(relay, *args)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (root / "sent").glob("*.edxml")) == [f"doc{i:02d}.edxml" for i in range(12)]
+    assert (root / "failed" / "broken.edxml.reason.txt").read_text().startswith("XML_MALFORMED: ")
+    assert list((root / "work").iterdir()) == []
+    inbox = tmp_path / "recipient"
+    got: list[bytes] = []
+    deadline = time.monotonic() + 60
+    while len(got) < 12 and time.monotonic() < deadline:  # rounds until all arrived (or time is up)
+        assert _lienthong(relay, "folder", "run", B, "--root", str(inbox), "--once").returncode == 0
+        got = [p.read_bytes() for p in (inbox / "inbox").glob("*.edxml")]
+    from broker.edxml import read
+    from broker.parsing import parse
+    ids = sorted(i for i in (read(parse(b)).document_id for b in got) if i.startswith("folder-"))
+    assert ids == sorted(docs)  # each once: no twin from the resend after the kill
