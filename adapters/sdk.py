@@ -4,9 +4,9 @@ An :class:`AgencyClient` speaks AMQP with the agency's own account, which
 may publish only to its hub's ingress and read only its own inbox::
 
     client = AgencyClient.from_settings("000.00.51.H41")
-    client.send(signed_bytes)
-    for item in client.fetch(verify=True):
-        store_somewhere(item.body)      # then the message is acked
+    message_id = client.send(signed_bytes)
+    receipts = client.follow(message_id)          # {"accepted": ..., "delivered": ...}
+    client.fetch(lambda item: store_somewhere(item.body))   # acked once stored
 
 Every inbox message carries ``message_id`` = SHA-256 of the signed bytes.
 The client records what it handed over (SQLite beside the data directory)
@@ -16,13 +16,15 @@ and drops a twin, so a redelivery never reaches the caller twice.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker import layout, transport
-from broker.errors import UsageError
+from broker import layout, receipts, transport
+from broker.errors import TransientError, UsageError
+from broker.trust import TrustStore
 from broker.settings import Settings
 from broker.signer import SigningKey
 from broker.setup import Credentials
@@ -117,10 +119,48 @@ class AgencyClient:
             handed += 1
             return True
 
-        transport.fetch(self.url, layout.inbox_queue(self.organ_id), on, limit=limit, wait=wait)
+        for attempt in range(3):  # the broker may be restarting: a few tries before giving up
+            try:
+                transport.fetch(self.url, layout.inbox_queue(self.organ_id), on, limit=limit, wait=wait)
+                break
+            except TransientError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.5 * 2 ** attempt)
         if error is not None:
             raise error
         return handed
+
+    def follow(self, message_id: str, *, kinds: tuple[str, ...] = ("accepted", "delivered"),
+               handle_other: Callable[[InboxItem], None] | None = None, timeout: float = 30.0,
+               trust_dir: Path | None = None) -> dict[str, receipts.Receipt]:
+        """Wait for the hub receipts about a message this agency sent (``message_id`` from :meth:`send`).
+
+        Each receipt is verified (hub signature, chain to the trust store, bound to those bytes).
+        Returns what arrived by ``kind`` (``accepted``, ``delivered``, ``rejected``) once every kind
+        asked for, or a rejection, arrived, or when ``timeout`` runs out.  Other inbox items go to
+        ``handle_other`` (they stay in the inbox if it is None).
+        """
+        trust = TrustStore.load(trust_dir or Settings.from_env().pki)
+        got: dict[str, receipts.Receipt] = {}
+
+        def on(r: transport.Received) -> bool:
+            """True: taken (acked); False: left in the inbox (requeued after this batch)."""
+            item = InboxItem(r.body, r.message_id, str(r.headers.get(KIND_HEADER, "edxml")), r.headers)
+            if item.kind == "receipt":
+                receipt = receipts.verify(item.body, trust).receipt
+                if receipt.document_sha256 == message_id:
+                    got[receipt.kind] = receipt
+                    return True
+            if handle_other is None:
+                return False
+            handle_other(item)
+            return True
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and "rejected" not in got and not set(kinds) <= set(got):
+            transport.fetch(self.url, layout.inbox_queue(self.organ_id), on, limit=500, wait=0.5)
+        return got
 
     def peek(self, *, limit: int = 100) -> list[InboxItem]:
         """List inbox messages without taking them (they are requeued)."""

@@ -172,6 +172,20 @@ def test_non_python_client_through_the_wire_contract(relay: Relay, tmp_path: Pat
     assert out.read_bytes() == doc
 
 
+def test_sdk_follows_receipts(relay: Relay) -> None:
+    """The SDK sends, then follows its document: 'accepted' and 'delivered' arrive verified, and an
+    unrelated document waiting in the same inbox is left there untouched."""
+    c_sender = relay.client(A)
+    other = relay.document(B, [A], subject="để nguyên")  # a document for A, waiting in A's inbox
+    relay.client(B).send(other)
+    time.sleep(1)
+    message_id = c_sender.send(relay.document(A, [B], subject="theo dõi"))
+    got = c_sender.follow(message_id, trust_dir=relay.settings.pki)
+    assert set(got) == {"accepted", "delivered"}
+    assert got["delivered"].recipients == (B,)
+    assert [i.body for i in relay.take(A, 1, accept=lambda i: i.body == other)] == [other]
+
+
 def _lienthong(relay: Relay, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "broker.cli", *args], env={**relay.env, **(env or {})},
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
