@@ -545,6 +545,101 @@ def folder_run(agency: str, root: str, key_path: str | None, cert_path: str | No
     adapter.run(interval=interval)
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Per hub and agency inbox: depth, unacked, consumers, rates, parked, certificate expiry."""
+    from . import ops
+
+    hubs = ops.status(_settings())
+    if as_json:
+        click.echo(json.dumps(ops.as_dicts(hubs), ensure_ascii=False, indent=2))
+        return
+    click.echo(f"{'hub / queue':34} {'ready':>7} {'unacked':>8} {'cons':>5} {'in/s':>7} {'out/s':>7}")
+    for h in hubs:
+        cert = f"cert {h.cert_days_left} d" if h.cert_days_left is not None else "no cert"
+        click.echo(f"{h.hub} ({h.tier}) parked {h.parked}, retrying {h.retrying}, "
+                   f"unroutable {h.unroutable}, {cert}")
+        for qs in ([h.ingress] if h.ingress else []) + h.inboxes:
+            click.echo(f"  {qs.name:32} {qs.messages:7} {qs.unacked:8} {qs.consumers:5} "
+                       f"{qs.in_rate:7.1f} {qs.out_rate:7.1f}")
+        for w in h.warnings:
+            click.secho(f"  WARNING: {w}", fg="yellow")
+
+
+@main.group()
+def dlq() -> None:
+    """Parked messages (the dead-letter queue of each hub)."""
+
+
+def _select(digest: str | None, code: str | None) -> Any:
+    return lambda p: (digest is None or p.digest.startswith(digest)) and (code is None or p.code == code)
+
+
+@dlq.command("list")
+@click.option("--hub", "hubs", multiple=True, help="Only these hubs (default: all).")
+@click.option("--json", "as_json", is_flag=True)
+def dlq_list(hubs: tuple[str, ...], as_json: bool) -> None:
+    """Parked messages with their codes and reasons (they stay parked)."""
+    from . import ops
+    from .topology import Topology
+
+    s = _settings()
+    rows = [p for h in hubs or tuple(Topology.load(s.topology).hubs) for p in ops.list_parked(s, h)]
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in vars(p).items() if k not in ("body", "headers")} for p in rows],
+                              ensure_ascii=False, indent=2))
+        return
+    for p in rows:
+        click.echo(f"{p.hub:9} {p.digest[:16]}  {p.code:20} {p.size:8} B  {p.origin:22} {p.reason}")
+    click.echo(f"{len(rows)} parked message(s)")
+
+
+@dlq.command("show")
+@click.argument("hub_id")
+@click.argument("digest")
+def dlq_show(hub_id: str, digest: str) -> None:
+    """Headers and body of one parked message (DIGEST: its SHA-256, or a prefix)."""
+    from . import ops
+
+    found = [p for p in ops.list_parked(_settings(), hub_id) if p.digest.startswith(digest)]
+    if not found:
+        raise errors.NotFound(f"no parked message {digest!r} at hub {hub_id!r}")
+    p = found[0]
+    click.echo(json.dumps({k: v for k, v in p.headers.items() if isinstance(v, (str, int, float, list))},
+                          ensure_ascii=False, indent=2, default=str))
+    click.echo(p.body.decode("utf-8", errors="replace"))
+
+
+@dlq.command("replay")
+@click.argument("hub_id")
+@click.option("--digest", default=None, help="Only this message (SHA-256 or prefix).")
+@click.option("--code", default=None, help="Only messages parked with this code.")
+def dlq_replay(hub_id: str, digest: str | None, code: str | None) -> None:
+    """Take parked messages out of parking and through the full hop again (each exactly once)."""
+    from . import ops
+
+    if digest is None and code is None:
+        raise errors.UsageError("name what to replay: --digest or --code")
+    n = ops.replay(_settings(), hub_id, _select(digest, code))
+    click.echo(f"replayed {n} message(s) at hub {hub_id}")
+
+
+@dlq.command("purge")
+@click.argument("hub_id")
+@click.option("--digest", default=None)
+@click.option("--code", default=None)
+@click.option("--yes", is_flag=True, help="Really delete.")
+def dlq_purge(hub_id: str, digest: str | None, code: str | None, yes: bool) -> None:
+    """Delete parked messages for good (the audit log keeps their records)."""
+    from . import ops
+
+    if not yes:
+        raise errors.UsageError("purge deletes messages for good: add --yes")
+    n = ops.take_parked(_settings(), hub_id, _select(digest, code), lambda p: None)
+    click.echo(f"purged {n} message(s) at hub {hub_id}")
+
+
 @main.command("errors")
 @click.option("--markdown", is_flag=True, help="Print docs/errors.md.")
 def list_errors(markdown: bool) -> None:

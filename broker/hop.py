@@ -45,6 +45,7 @@ H_CODE = "lt-code"
 H_REASON = "lt-reason"
 H_HUB = "lt-hub"
 H_TO = "lt-to"              # receipts: the agency to notify
+H_REPLAY = "lt-replay"      # set by `lienthong dlq replay`: an operator re-submits a parked message
 
 PARKING = Target("parking", "parking")
 
@@ -203,8 +204,10 @@ class Hop:
 
     def _reject(self, msg: Inbound, digest: str, document_id: str, sender: str,
                 recipients: tuple[str, ...], exc: RejectedInput) -> Outcome:
+        # an operator's replay that fails again is a new event: parked and reported again
+        again = f"#{msg.headers[H_REPLAY]}" if msg.headers.get(H_REPLAY) else ""
         parked = Copy(PARKING, msg.body, {**_plain(msg.headers), H_CODE: exc.code, H_REASON: exc.message,
-                                          H_HUB: self.hub, H_ORIGIN: self._origin(msg)}, "parking")
+                                          H_HUB: self.hub, H_ORIGIN: self._origin(msg)}, "parking" + again)
         copies = [parked]
         record = HopRecord(hub=self.hub, at=utc_now(), digest=digest, document_id=document_id,
                            verdict="rejected", code=exc.code, recipients=recipients,
@@ -218,7 +221,7 @@ class Hop:
                 document_sha256=digest, sender=sender, recipients=recipients,
                 code=exc.code, reason=exc.message), self.key)
             entries.append(AuditEntry("receipt", document_id, receipt.decode()))
-            copies += self._to_agency(sender, receipt, "rejection")
+            copies += self._to_agency(sender, receipt, "rejection" + again)
         return Outcome(digest, document_id, "rejected", tuple(copies), code=exc.code, reason=exc.message,
                        sender=sender, record=token, recipients=recipients, entries=tuple(entries),
                        message=msg.body)

@@ -31,7 +31,7 @@ import structlog
 
 from . import audit, layout, transport
 from .errors import TransientError
-from .hop import H_CODE, H_HUB, H_ORIGIN, H_REASON, PARKING, Copy, Hop, Inbound, Outcome
+from .hop import H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY, PARKING, Copy, Hop, Inbound, Outcome
 from .routing import Target
 from .setup import Credentials
 from .store import SqlStore, Verdict
@@ -173,7 +173,8 @@ class HubWorker:
             standing = self.store.record_verdict(
                 self.hub, outcome.digest, outcome.document_id, outcome.sender,
                 Verdict("rejected" if outcome.verdict == "rejected" else "accepted", outcome.code, outcome.reason))
-            if standing.verdict == "rejected" and outcome.verdict != "rejected":
+            replayed = bool(headers.get(H_REPLAY))  # an operator's deliberate replay is judged afresh
+            if standing.verdict == "rejected" and outcome.verdict != "rejected" and not replayed:
                 # the same bytes failed here before: they keep that failure, never a positive receipt
                 self.stats.duplicates += 1
                 self.log.info("duplicate of a rejected message", document_id=outcome.document_id,

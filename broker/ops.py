@@ -1,0 +1,176 @@
+"""Operations: what is flowing and what is stuck (``lienthong status``), and the parking queue
+(``lienthong dlq``).  Reads RabbitMQ's management API and AMQP; changes nothing but the
+parking queue, and only when asked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from . import layout, transport
+from .hop import H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY
+from .settings import Settings
+from .setup import Credentials, Management, q
+from .topology import Topology
+
+CERT_WARNING_DAYS = 30
+
+
+@dataclass
+class QueueStatus:
+    name: str
+    messages: int
+    unacked: int
+    consumers: int
+    in_rate: float
+    out_rate: float
+
+
+@dataclass
+class HubStatus:
+    hub: str
+    tier: str
+    ingress: QueueStatus | None
+    parked: int
+    unroutable: int
+    retrying: int
+    inboxes: list[QueueStatus] = field(default_factory=list)
+    cert_days_left: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _queue(raw: dict[str, Any]) -> QueueStatus:
+    stats = raw.get("message_stats") or {}
+    return QueueStatus(raw["name"], int(raw.get("messages") or 0), int(raw.get("messages_unacknowledged") or 0),
+                       int(raw.get("consumers") or 0),
+                       float((stats.get("publish_details") or {}).get("rate", 0.0)),
+                       float((stats.get("deliver_get_details") or {}).get("rate", 0.0)))
+
+
+def _days_left(path: Path, now: datetime) -> int | None:
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return (cert.not_valid_after_utc - now).days
+
+
+def status(settings: Settings, *, backlog_warning: int = 1000) -> list[HubStatus]:
+    topology = Topology.load(settings.topology)
+    names = layout.names(topology)
+    now = datetime.now(timezone.utc)
+    out = []
+    for hub in topology.hubs.values():
+        m = Management(hub.management_url or settings.mgmt_url)
+        queues = {r["name"]: _queue(r) for r in m.get(f"/api/queues/{q(names.vhost(hub.hub_id))}") or []}
+        st = HubStatus(
+            hub=hub.hub_id, tier=hub.tier, ingress=queues.get(layout.Q_INGRESS),
+            parked=queues[layout.Q_PARKING].messages if layout.Q_PARKING in queues else 0,
+            unroutable=queues[layout.Q_UNROUTABLE].messages if layout.Q_UNROUTABLE in queues else 0,
+            retrying=sum(v.messages for k, v in queues.items() if k.startswith("retry.")),
+            inboxes=sorted((v for k, v in queues.items() if k.startswith("inbox.")), key=lambda v: v.name),
+            cert_days_left=_days_left(settings.pki / "hubs" / hub.hub_id / "cert.pem", now))
+        if st.ingress is None:
+            st.warnings.append("no ingress queue: run 'lienthong broker setup'")
+        elif st.ingress.consumers == 0:
+            st.warnings.append("no worker consumes the ingress")
+        if st.parked:
+            st.warnings.append(f"{st.parked} parked message(s)")
+        if st.ingress and st.ingress.messages > backlog_warning:
+            st.warnings.append(f"backlog of {st.ingress.messages} in the ingress")
+        if st.cert_days_left is not None and st.cert_days_left < CERT_WARNING_DAYS:
+            st.warnings.append(f"hub certificate expires in {st.cert_days_left} day(s)")
+        for agency in topology.agencies.values():
+            if agency.hub == hub.hub_id:
+                days = _days_left(settings.pki / "agencies" / agency.organ_id / "cert.pem", now)
+                if days is not None and days < CERT_WARNING_DAYS:
+                    st.warnings.append(f"certificate of {agency.organ_id} expires in {days} day(s)")
+        out.append(st)
+    return out
+
+
+def as_dicts(items: list[HubStatus]) -> list[dict[str, Any]]:
+    return [asdict(i) for i in items]
+
+
+# --- parking queue ------------------------------------------------------------------------
+
+
+@dataclass
+class Parked:
+    hub: str
+    digest: str
+    code: str
+    reason: str
+    origin: str
+    size: int
+    headers: dict[str, Any]
+    body: bytes = field(repr=False)
+
+
+def _hub_url(settings: Settings, topology: Topology, hub: str) -> str:
+    names = layout.names(topology)
+    return layout.amqp_url(topology, hub, names.hub_user(hub),
+                           Credentials(settings.credentials).password(names.hub_user(hub)))
+
+
+def _parked(hub: str, r: transport.Received) -> Parked:
+    import hashlib
+
+    h = r.headers
+    deaths = h.get("x-death") or []
+    code = str(h.get(H_CODE) or (deaths[0].get("reason") if deaths else "") or "")
+    return Parked(hub, hashlib.sha256(r.body).hexdigest(), code, str(h.get(H_REASON) or ""),
+                  str(h.get(H_ORIGIN) or ""), len(r.body), h, r.body)
+
+
+def list_parked(settings: Settings, hub: str, limit: int = 1000) -> list[Parked]:
+    topology = Topology.load(settings.topology)
+    got: list[Parked] = []
+
+    def look(r: transport.Received) -> bool:
+        got.append(_parked(hub, r))
+        return False  # leave it parked
+
+    transport.fetch(_hub_url(settings, topology, hub), layout.Q_PARKING, look, limit=limit)
+    return got
+
+
+def take_parked(settings: Settings, hub: str, select: Any, act: Any, limit: int = 1000) -> int:
+    """Take parked messages ``select`` accepts; ``act(parked)`` runs before each ack."""
+    topology = Topology.load(settings.topology)
+
+    def on(r: transport.Received) -> bool:
+        p = _parked(hub, r)
+        if not select(p):
+            return False
+        act(p)
+        return True
+
+    return transport.fetch(_hub_url(settings, topology, hub), layout.Q_PARKING, on, limit=limit)
+
+
+def replay(settings: Settings, hub: str, select: Any) -> int:
+    """Put parked messages back through the full hop at ``hub`` (each taken from parking once)."""
+    topology = Topology.load(settings.topology)
+    url = _hub_url(settings, topology, hub)
+    names = layout.names(topology)
+    publisher = transport.Publisher(url)
+
+    def act(p: Parked) -> None:
+        headers = {k: v for k, v in p.headers.items()
+                   if not k.startswith("x-") and k not in (H_CODE, H_REASON, H_HUB, "lt-attempt")}
+        headers[H_REPLAY] = uuid.uuid4().hex  # a replay may be parked again, as a new event
+        publisher.publish(layout.EX_INGRESS, "", p.body, message_id=p.digest, user_id=names.hub_user(hub),
+                          headers=headers)
+
+    try:
+        return take_parked(settings, hub, select, act)
+    finally:
+        publisher.close()

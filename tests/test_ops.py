@@ -1,0 +1,92 @@
+"""Operations against a real broker with real traffic: status figures and the parking queue."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.relay import ROOT, Relay
+from tests.test_faults import lock_store
+
+pytestmark = pytest.mark.broker
+
+SENDER, IDLE, RECIPIENT = "000.00.51.H41", "000.00.02.H41", "000.00.52.H41"
+
+
+@pytest.fixture(scope="module")
+def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    r = Relay(tmp_path_factory.mktemp("ops"), *rabbitmq_urls, env={"LIENTHONG_SQLITE_TIMEOUT": "0.3"},
+              settings={"retry_tiers_ms": [200]})
+    yield r
+    r.close()
+
+
+def lienthong(relay: Relay, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "broker.cli", *args], env=relay.env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_status_matches_traffic(relay: Relay) -> None:
+    """Three documents for an agency that reads nothing: its inbox shows 3; the ingress has a consumer;
+    a rejected document shows as parked."""
+    for i in range(3):
+        relay.client(SENDER).send(relay.document(SENDER, [IDLE], subject=f"chờ {i}"))
+    relay.client(SENDER).send(relay.document(SENDER, ["999.99.99.H99"]))
+    deadline = time.monotonic() + 30  # the management API refreshes its figures every few seconds
+    while True:
+        out = lienthong(relay, "status", "--json")
+        assert out.returncode == 0, out.stderr
+        h41 = next(h for h in json.loads(out.stdout) if h["hub"] == "H41")
+        inbox = next(q for q in h41["inboxes"] if q["name"] == f"inbox.{IDLE}")
+        if (inbox["messages"], h41["parked"]) == (3, 1) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert inbox["messages"] == 3
+    assert h41["parked"] == 1 and "1 parked message(s)" in h41["warnings"]
+    assert h41["ingress"]["consumers"] >= 1
+    assert h41["cert_days_left"] > 300
+    text = lienthong(relay, "status")
+    assert f"inbox.{IDLE}" in text.stdout and "parked 1" in text.stdout
+
+
+def test_dlq_replay_delivers_once(relay: Relay) -> None:
+    """A document parked because the store stayed unavailable is listed with its code, replayed by an
+    operator once the store is back, delivered exactly once; a second replay finds nothing."""
+    holder = lock_store(relay, "H41", 3.0)
+    doc = relay.document(SENDER, [RECIPIENT], subject="sẽ phát lại")
+    digest = hashlib.sha256(doc).hexdigest()
+    relay.client(SENDER).send(doc)
+    holder.join()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        listed = json.loads(lienthong(relay, "dlq", "list", "--hub", "H41", "--json").stdout)
+        mine = [p for p in listed if p["digest"] == digest]
+        if mine:
+            break
+        time.sleep(0.5)
+    assert [p["code"] for p in mine] == ["RETRY_EXHAUSTED"]
+    shown = lienthong(relay, "dlq", "show", "H41", digest[:16])
+    assert shown.returncode == 0 and "RETRY_EXHAUSTED" in shown.stdout and "sẽ phát lại" in shown.stdout
+    first = lienthong(relay, "dlq", "replay", "H41", "--digest", digest)
+    assert "replayed 1 message(s)" in first.stdout, first.stderr
+    second = lienthong(relay, "dlq", "replay", "H41", "--digest", digest)
+    assert "replayed 0 message(s)" in second.stdout
+    assert [i.body for i in relay.take(RECIPIENT, 1, accept=lambda i: i.body == doc)] == [doc]
+    relay.wait_idle()
+    assert relay.take(RECIPIENT, 1, timeout=3, accept=lambda i: i.body == doc) == []
+
+
+def test_dlq_purge_needs_yes(relay: Relay) -> None:
+    """Purging is explicit: without --yes it is a USAGE error; with it the parked rejection goes away."""
+    refused = lienthong(relay, "dlq", "purge", "H41", "--code", "RECIPIENT_UNKNOWN")
+    assert refused.returncode == 2 and refused.stderr.startswith("ERROR USAGE:")
+    done = lienthong(relay, "dlq", "purge", "H41", "--code", "RECIPIENT_UNKNOWN", "--yes")
+    assert "purged 1 message(s)" in done.stdout
+    listed = json.loads(lienthong(relay, "dlq", "list", "--hub", "H41", "--json").stdout)
+    assert [p for p in listed if p["code"] == "RECIPIENT_UNKNOWN"] == []
