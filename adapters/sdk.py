@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from broker import layout, receipts, transport
 from broker.errors import TransientError, UsageError
-from broker.trust import TrustStore
 from broker.settings import Settings
-from broker.signer import SigningKey
 from broker.setup import Credentials
+from broker.signer import SigningKey
 from broker.store import SqlStore, sqlite_store
 from broker.topology import Topology
+from broker.trust import TrustStore
 
 KIND_HEADER = "lt-kind"
 

@@ -8,7 +8,7 @@ policy sets ``allow_sha1`` for legacy senders.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from cryptography.hazmat.primitives import hashes
 
@@ -17,7 +17,7 @@ DS = "{" + DS_NS + "}"
 EXC_C14N_NS = "http://www.w3.org/2001/10/xml-exc-c14n#"
 
 
-class KeyKind(str, Enum):
+class KeyKind(StrEnum):
     RSA = "rsa"
     ECDSA = "ecdsa"
 

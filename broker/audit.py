@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -52,7 +52,7 @@ def checkpoint(store: SqlStore, hub: str, key: SigningKey) -> tuple[int, str] | 
     if not rows:
         return None
     head = rows[-1]
-    at = datetime.now(timezone.utc).timestamp()
+    at = datetime.now(UTC).timestamp()
     token = sign_record(HopRecord(hub=hub, at=repr(at), digest=head.hash, document_id="",
                                   verdict="checkpoint", extra={"seq": str(head.seq)}), key)
     store.add_checkpoint(hub, head.seq, head.hash, at, token)
@@ -169,7 +169,7 @@ def export_bundle(trail: Trail, stores: Sequence[SqlStore], pki: Path, topology:
     for rel, data in files.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_bytes(data)
-    manifest = {"document_id": trail.document_id, "created": datetime.now(timezone.utc).isoformat(),
+    manifest = {"document_id": trail.document_id, "created": datetime.now(UTC).isoformat(),
                 "files": {rel: _sha(data) for rel, data in sorted(files.items())}}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return out
@@ -203,7 +203,7 @@ def verify_bundle(folder: Path, *, at: datetime | None = None) -> BundleReport:
     trust_dir = folder / "trust"
     trust = TrustStore.load(trust_dir, require_crl=True)
     hub_certs = {p.stem: x509.load_pem_x509_certificate(p.read_bytes()) for p in (folder / "hubs").glob("*.pem")}
-    for hub, cert in hub_certs.items():
+    for cert in hub_certs.values():
         trust.validate(cert, at=at)
     directory = Topology.load(folder / "directory.yaml") if (folder / "directory.yaml").exists() else None
     records_by_digest: dict[str, list[HopRecord]] = {}
@@ -250,5 +250,5 @@ def verify_bundle(folder: Path, *, at: datetime | None = None) -> BundleReport:
 
 
 def _parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -151,7 +151,7 @@ def verify(file: str, trust_dir: str, topology_path: str, no_directory: bool, at
             at = datetime.fromisoformat(at_time)
         except ValueError:
             raise errors.UsageError(f"--at {at_time!r} is not an ISO date/time") from None
-        at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
     checked = check(_read(file), trust=TrustStore.load(trust_dir, require_crl=not no_crl),
                     topology=None if no_directory else Topology.load(topology_path),
                     policy=VerifyPolicy(allow_sha1=allow_sha1), at=at)
@@ -473,7 +473,7 @@ def audit_verify_bundle(folder: str, at_time: str | None) -> None:
     """Verify an evidence bundle with nothing but its contents (no broker, no database)."""
     from .audit import verify_bundle
 
-    at = datetime.fromisoformat(at_time).replace(tzinfo=timezone.utc) if at_time else None
+    at = datetime.fromisoformat(at_time).replace(tzinfo=UTC) if at_time else None
     r = verify_bundle(Path(folder), at=at)
     click.echo(f"VERIFIED: document {r.document_id}: {r.messages} signed message(s), {r.hop_records} hop "
                f"record(s) via {', '.join(dict.fromkeys(r.hubs))}, {r.receipts} receipt(s); "

@@ -26,8 +26,8 @@ from cryptography import x509
 
 from . import receipts
 from .errors import RejectedInput, SenderNotAllowed, TraceInvalid
-from .layout import EX_INGRESS, Names, origin_of
 from .evidence import HopRecord, sign_record, token_digest, utc_now, verify_trace
+from .layout import EX_INGRESS, Names, origin_of
 from .parsing import DEFAULT_LIMITS, ParseLimits
 from .routing import Target, next_hops
 from .signer import SigningKey

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def _days_left(path: Path, now: datetime) -> int | None:
 def status(settings: Settings, *, backlog_warning: int = 1000) -> list[HubStatus]:
     topology = Topology.load(settings.topology)
     names = layout.names(topology)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     out = []
     for hub in topology.hubs.values():
         m = Management(hub.management_url or settings.mgmt_url)

@@ -15,7 +15,7 @@ from lxml import etree
 
 from schemas import SCHEMA_DIR
 
-from .edxml import E, EDXML_NS, Kind
+from .edxml import EDXML_NS, E, Kind
 from .errors import SchemaViolation, WrongNamespace
 
 _FILES: dict[Kind, str] = {"document": "edxml-document.xsd", "status": "edxml-status.xsd"}

@@ -20,8 +20,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from lxml import etree
 
-from .algorithms import (DS, DS_NS, ECDSA_SHA256, ENVELOPED, EXC_C14N, RSA_SHA256, SHA256, C14N,
-                         Digest, KeyKind, SignatureMethod)
+from .algorithms import (
+    C14N,
+    DS,
+    DS_NS,
+    ECDSA_SHA256,
+    ENVELOPED,
+    EXC_C14N,
+    RSA_SHA256,
+    SHA256,
+    Digest,
+    KeyKind,
+    SignatureMethod,
+)
 from .canon import canonicalize
 from .edxml import header_of
 from .errors import ConfigError, SignatureProfile, UsageError

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -24,14 +24,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtensionOID
 
-from .errors import (ConfigError, Expired, KeyUsage, RevocationUnknown, Revoked, Untrusted)
+from .errors import ConfigError, Expired, KeyUsage, RevocationUnknown, Revoked, Untrusted
 
 MAX_CHAIN = 6
 _DER = Encoding.DER
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def fingerprint(cert: x509.Certificate) -> str:
@@ -142,7 +142,7 @@ class TrustStore:
                 raise Expired(f"certificate {_label(cert)!r} is valid from "
                               f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}, "
                               f"not at {at:%Y-%m-%d %H:%M}")
-        for cert, issuer in zip(path, path[1:]):
+        for cert, issuer in zip(path, path[1:], strict=False):
             next_update = self._check_revocation(cert, issuer, at)
             if next_update is not None:
                 valid_until = min(valid_until, next_update)

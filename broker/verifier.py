@@ -31,12 +31,21 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from lxml import etree
 
-from .algorithms import (C14N_METHODS, DIGESTS, DS, ENVELOPED, EXC_C14N_NS, SIGNATURE_METHODS, C14N,
-                         Digest, KeyKind, SignatureMethod)
+from .algorithms import (
+    C14N,
+    C14N_METHODS,
+    DIGESTS,
+    DS,
+    ENVELOPED,
+    EXC_C14N_NS,
+    SIGNATURE_METHODS,
+    Digest,
+    KeyKind,
+    SignatureMethod,
+)
 from .canon import canonicalize, enveloped_octets
 from .edxml import header_of
-from .errors import (DigestMismatch, SignatureError, SignatureMissing, SignatureProfile,
-                     WeakAlgorithm)
+from .errors import DigestMismatch, SignatureError, SignatureMissing, SignatureProfile, WeakAlgorithm
 from .trust import ChainResult, TrustStore
 
 

@@ -136,7 +136,7 @@ class HubWorker:
             self._ioloop.call_later(CHECKPOINT_SECONDS, self._checkpoint)
 
     def _ready(self, _what: object) -> None:
-        if self._consumer is not None and self._consumer.ready and all(l.ready for l in self._links.values()):
+        if self._consumer is not None and self._consumer.ready and all(link.ready for link in self._links.values()):
             self.log.info("serving", links=sorted(k for k in self._links if k != "."))
             self._consumer.start()
 

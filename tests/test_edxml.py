@@ -8,7 +8,7 @@ import pytest
 from lxml import etree
 
 from broker import errors, schema
-from broker.edxml import E, Business, Organ, ResponseFor, build_document, build_status, read
+from broker.edxml import Business, E, Organ, ResponseFor, build_document, build_status, read
 from broker.parsing import parse
 from tests.samples import MALFORMED, sample, sample_names
 

@@ -13,7 +13,7 @@ import copy
 import hashlib
 import shutil
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -147,13 +147,13 @@ def _self_signed_leaf(pki: Path, root: devpki.Issued) -> bytes:
 
 def _expired(pki: Path, root: devpki.Issued) -> bytes:
     old = devpki.issue(root, "expired agency", uid=SENDER,
-                       not_before=datetime.now(timezone.utc) - timedelta(days=40), days=10)
+                       not_before=datetime.now(UTC) - timedelta(days=40), days=10)
     return signed(SigningKey(old.key, old.cert))
 
 
 def _not_yet_valid(pki: Path, root: devpki.Issued) -> bytes:
     future = devpki.issue(root, "future agency", uid=SENDER,
-                          not_before=datetime.now(timezone.utc) + timedelta(days=2), days=10)
+                          not_before=datetime.now(UTC) + timedelta(days=2), days=10)
     return signed(SigningKey(future.key, future.cert))
 
 
@@ -366,7 +366,7 @@ def test_stale_crl_is_refused(corpus: dict[str, bytes], dev_pki: Path, root: dev
     """A CRL past its nextUpdate does not count as current."""
     from cryptography.hazmat.primitives.serialization import Encoding
     (tmp_path / "root-ca.pem").write_bytes((dev_pki / "root-ca.pem").read_bytes())
-    old = devpki.make_crl(root, [], days=1, last_update=datetime.now(timezone.utc) - timedelta(days=3))
+    old = devpki.make_crl(root, [], days=1, last_update=datetime.now(UTC) - timedelta(days=3))
     (tmp_path / "root-ca.crl.pem").write_bytes(old.public_bytes(Encoding.PEM))
     with pytest.raises(errors.RevocationUnknown):
         verify_tree(parse(corpus["good-rsa"]), TrustStore.load(tmp_path))
