@@ -73,6 +73,11 @@ class Relay:
             p.terminate()
             p.wait(timeout=15)
 
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``lienthong ARGS`` as a user would, against this relay."""
+        return subprocess.run([sys.executable, "-m", "broker.cli", *args], env={**self.env, **(env or {})},
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+
     def log_text(self) -> str:
         return "\n".join(f.read_text(errors="replace") for f in sorted(self.logs.glob("*.log")))
 

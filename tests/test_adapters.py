@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -186,9 +185,6 @@ def test_sdk_follows_receipts(relay: Relay) -> None:
     assert [i.body for i in relay.take(A, 1, accept=lambda i: i.body == other)] == [other]
 
 
-def _lienthong(relay: Relay, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], env={**relay.env, **(env or {})},
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def test_folder_drop_restart_mid_batch(relay: Relay, tmp_path: Path) -> None:
@@ -206,10 +202,10 @@ def test_folder_drop_restart_mid_batch(relay: Relay, tmp_path: Path) -> None:
     (root / "outbox" / "broken.edxml").write_bytes(b"1212<?xml version='1.0'?>")
     args = ("folder", "run", A, "--root", str(root), "--key", str(key_dir / "key.pem"),
             "--cert", str(key_dir / "cert.pem"), "--once")
-    killed = _lienthong(relay, *args, env={"LIENTHONG_FAULT": "folder-after-send:5"})
+    killed = relay.cli(*args, env={"LIENTHONG_FAULT": "folder-after-send:5"})
     assert killed.returncode == 137, killed.stderr
     assert len(list((root / "sent").glob("*.edxml"))) == 4  # the 5th was sent, not yet moved
-    done = _lienthong(relay, *args)
+    done = relay.cli(*args)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (root / "sent").glob("*.edxml")) == [f"doc{i:02d}.edxml" for i in range(12)]
     assert (root / "failed" / "broken.edxml.reason.txt").read_text().startswith("XML_MALFORMED: ")
@@ -218,7 +214,7 @@ def test_folder_drop_restart_mid_batch(relay: Relay, tmp_path: Path) -> None:
     got: list[bytes] = []
     deadline = time.monotonic() + 60
     while len(got) < 12 and time.monotonic() < deadline:  # rounds until all arrived (or time is up)
-        assert _lienthong(relay, "folder", "run", B, "--root", str(inbox), "--once").returncode == 0
+        assert relay.cli("folder", "run", B, "--root", str(inbox), "--once").returncode == 0
         got = [p.read_bytes() for p in (inbox / "inbox").glob("*.edxml")]
     from broker.edxml import read
     from broker.parsing import parse

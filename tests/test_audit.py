@@ -18,7 +18,7 @@ from broker.edxml import Business, Organ, build_document
 from broker.parsing import parse
 from broker.signer import sign
 from broker.trust import TrustStore
-from tests.relay import ROOT, Relay
+from tests.relay import Relay
 
 pytestmark = pytest.mark.broker
 
@@ -48,9 +48,6 @@ def delivered(relay: Relay) -> dict[str, bytes]:
     return {"document": doc, **got}
 
 
-def lienthong(relay: Relay, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], env=relay.env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
 
 
 def _document_id(doc: bytes) -> str:
@@ -126,17 +123,17 @@ def test_receipt_binds_exact_bytes(relay: Relay, delivered: dict[str, bytes], tm
     (tmp_path / "r.xml").write_bytes(delivered["delivered"])
     (tmp_path / "a.edxml").write_bytes(delivered["document"])
     (tmp_path / "b.edxml").write_bytes(relay.document(SENDER, [RECIPIENT], subject="khác"))
-    good = lienthong(relay, "audit", "verify-receipt", str(tmp_path / "r.xml"), "--document", str(tmp_path / "a.edxml"))
+    good = relay.cli("audit", "verify-receipt", str(tmp_path / "r.xml"), "--document", str(tmp_path / "a.edxml"))
     assert good.returncode == 0, good.stderr
     assert "VERIFIED: receipt 'delivered' by hub H14-D31" in good.stdout
-    bad = lienthong(relay, "audit", "verify-receipt", str(tmp_path / "r.xml"), "--document", str(tmp_path / "b.edxml"))
+    bad = relay.cli("audit", "verify-receipt", str(tmp_path / "r.xml"), "--document", str(tmp_path / "b.edxml"))
     assert bad.returncode == 2
     assert bad.stderr.startswith("ERROR AUDIT_BROKEN:") and "Traceback" not in bad.stderr
 
 
 def test_trail_shows_every_hop(relay: Relay, delivered: dict[str, bytes]) -> None:
     """audit trail lists the four hops of the document and the receipts, each signature checked."""
-    out = lienthong(relay, "audit", "trail", _document_id(delivered["document"]), "--json")
+    out = relay.cli("audit", "trail", _document_id(delivered["document"]), "--json")
     assert out.returncode == 0, out.stderr
     entries = json.loads(out.stdout)
     digest = hashlib.sha256(delivered["document"]).hexdigest()
@@ -152,7 +149,7 @@ def test_bundle_verifies_offline_and_tampering_is_named(relay: Relay, delivered:
     """export writes a bundle that verify-bundle accepts with no broker and no database; a changed
     byte in any file is named; a consistent forgery (manifest rewritten too) fails on the signature."""
     doc_id = _document_id(delivered["document"])
-    out = lienthong(relay, "audit", "export", doc_id, str(tmp_path / "bundle"))
+    out = relay.cli("audit", "export", doc_id, str(tmp_path / "bundle"))
     assert out.returncode == 0, out.stderr
     bundle = tmp_path / "bundle"
     ok = subprocess.run([sys.executable, "-m", "broker.cli", "audit", "verify-bundle", str(bundle)],
@@ -164,26 +161,26 @@ def test_bundle_verifies_offline_and_tampering_is_named(relay: Relay, delivered:
     shutil.copytree(bundle, forged)
     hop = sorted((forged / "hops").glob("*.json"))[0]
     hop.write_text(hop.read_text(encoding="utf-8").replace('"verdict":"', '"verdict":"x', 1), encoding="utf-8")
-    bad = lienthong(relay, "audit", "verify-bundle", str(forged))
+    bad = relay.cli("audit", "verify-bundle", str(forged))
     assert bad.returncode == 2 and "ERROR AUDIT_BROKEN:" in bad.stderr and hop.name in bad.stderr
     manifest = json.loads((forged / "manifest.json").read_text(encoding="utf-8"))
     manifest["files"][f"hops/{hop.name}"] = hashlib.sha256(hop.read_bytes()).hexdigest()
     (forged / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    bad = lienthong(relay, "audit", "verify-bundle", str(forged))
+    bad = relay.cli("audit", "verify-bundle", str(forged))
     assert bad.returncode == 2 and "signature does not verify" in bad.stderr
 
 
 def test_audit_log_tampering_is_detected(relay: Relay, delivered: dict[str, bytes]) -> None:
     """verify-log passes on the untouched logs; a byte changed in one entry of one hub's SQLite store
     is reported with the hub and the entry number; a log cut behind a checkpoint is reported too."""
-    assert lienthong(relay, "audit", "checkpoint", "H41").returncode == 0
-    ok = lienthong(relay, "audit", "verify-log")
+    assert relay.cli("audit", "checkpoint", "H41").returncode == 0
+    ok = relay.cli("audit", "verify-log")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     db = Path(relay.settings.state_url) / "H14.sqlite3"
     with sqlite3.connect(db) as conn:
         seq, body = conn.execute("SELECT seq, body FROM audit WHERE hub = 'H14' ORDER BY seq LIMIT 1").fetchone()
         conn.execute("UPDATE audit SET body = ? WHERE hub = 'H14' AND seq = ?", (body.replace("H14", "H15", 1), seq))
-    bad = lienthong(relay, "audit", "verify-log")
+    bad = relay.cli("audit", "verify-log")
     assert bad.returncode == 2
     assert "H14       " in bad.stdout and f"BROKEN at entry {seq}" in bad.stdout
     with sqlite3.connect(db) as conn:  # put it back, then cut H41's log behind its checkpoint
@@ -192,5 +189,5 @@ def test_audit_log_tampering_is_detected(relay: Relay, delivered: dict[str, byte
     with sqlite3.connect(h41) as conn:
         last = conn.execute("SELECT max(seq) FROM checkpoints WHERE hub = 'H41'").fetchone()[0]
         conn.execute("DELETE FROM audit WHERE hub = 'H41' AND seq >= ?", (last,))
-    cut = lienthong(relay, "audit", "verify-log", "--hub", "H41")
+    cut = relay.cli("audit", "verify-log", "--hub", "H41")
     assert cut.returncode == 2 and "the log was cut" in cut.stdout

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.relay import ROOT, Relay
+from tests.relay import Relay
 from tests.test_faults import lock_store
 
 pytestmark = pytest.mark.broker
@@ -27,9 +25,6 @@ def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFacto
     r.close()
 
 
-def lienthong(relay: Relay, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], env=relay.env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_status_matches_traffic(relay: Relay) -> None:
@@ -40,7 +35,7 @@ def test_status_matches_traffic(relay: Relay) -> None:
     relay.client(SENDER).send(relay.document(SENDER, ["999.99.99.H99"]))
     deadline = time.monotonic() + 30  # the management API refreshes its figures every few seconds
     while True:
-        out = lienthong(relay, "status", "--json")
+        out = relay.cli("status", "--json")
         assert out.returncode == 0, out.stderr
         h41 = next(h for h in json.loads(out.stdout) if h["hub"] == "H41")
         inbox = next(q for q in h41["inboxes"] if q["name"] == f"inbox.{IDLE}")
@@ -51,7 +46,7 @@ def test_status_matches_traffic(relay: Relay) -> None:
     assert h41["parked"] == 1 and "1 parked message(s)" in h41["warnings"]
     assert h41["ingress"]["consumers"] >= 1
     assert h41["cert_days_left"] > 300
-    text = lienthong(relay, "status")
+    text = relay.cli("status")
     assert f"inbox.{IDLE}" in text.stdout and "parked 1" in text.stdout
 
 
@@ -65,17 +60,17 @@ def test_dlq_replay_delivers_once(relay: Relay) -> None:
     holder.join()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        listed = json.loads(lienthong(relay, "dlq", "list", "--hub", "H41", "--json").stdout)
+        listed = json.loads(relay.cli("dlq", "list", "--hub", "H41", "--json").stdout)
         mine = [p for p in listed if p["digest"] == digest]
         if mine:
             break
         time.sleep(0.5)
     assert [p["code"] for p in mine] == ["RETRY_EXHAUSTED"]
-    shown = lienthong(relay, "dlq", "show", "H41", digest[:16])
+    shown = relay.cli("dlq", "show", "H41", digest[:16])
     assert shown.returncode == 0 and "RETRY_EXHAUSTED" in shown.stdout and "sẽ phát lại" in shown.stdout
-    first = lienthong(relay, "dlq", "replay", "H41", "--digest", digest)
+    first = relay.cli("dlq", "replay", "H41", "--digest", digest)
     assert "replayed 1 message(s)" in first.stdout, first.stderr
-    second = lienthong(relay, "dlq", "replay", "H41", "--digest", digest)
+    second = relay.cli("dlq", "replay", "H41", "--digest", digest)
     assert "replayed 0 message(s)" in second.stdout
     assert [i.body for i in relay.take(RECIPIENT, 1, accept=lambda i: i.body == doc)] == [doc]
     relay.wait_idle()
@@ -84,9 +79,9 @@ def test_dlq_replay_delivers_once(relay: Relay) -> None:
 
 def test_dlq_purge_needs_yes(relay: Relay) -> None:
     """Purging is explicit: without --yes it is a USAGE error; with it the parked rejection goes away."""
-    refused = lienthong(relay, "dlq", "purge", "H41", "--code", "RECIPIENT_UNKNOWN")
+    refused = relay.cli("dlq", "purge", "H41", "--code", "RECIPIENT_UNKNOWN")
     assert refused.returncode == 2 and refused.stderr.startswith("ERROR USAGE:")
-    done = lienthong(relay, "dlq", "purge", "H41", "--code", "RECIPIENT_UNKNOWN", "--yes")
+    done = relay.cli("dlq", "purge", "H41", "--code", "RECIPIENT_UNKNOWN", "--yes")
     assert "purged 1 message(s)" in done.stdout
-    listed = json.loads(lienthong(relay, "dlq", "list", "--hub", "H41", "--json").stdout)
+    listed = json.loads(relay.cli("dlq", "list", "--hub", "H41", "--json").stdout)
     assert [p for p in listed if p["code"] == "RECIPIENT_UNKNOWN"] == []
