@@ -99,11 +99,11 @@ def verify_log(rows: Sequence[AuditRow], checkpoints: Sequence[tuple[int, str, f
         if rec.digest != hash_ or rec.extra.get("seq") != str(seq):
             report.broken_at, report.reason = seq, f"checkpoint at entry {seq} was altered"
             return report
-        row = by_seq.get(seq)
-        if row is None:
+        head = by_seq.get(seq)
+        if head is None:
             report.broken_at, report.reason = seq, f"the log was cut: checkpoint names entry {seq}, which is gone"
             return report
-        if row.hash != hash_:
+        if head.hash != hash_:
             report.broken_at, report.reason = seq, f"the log was rewritten before checkpoint {seq}"
             return report
     return report

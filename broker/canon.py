@@ -20,13 +20,13 @@ from .algorithms import C14N
 def canonicalize(node: etree._Element | etree._ElementTree, method: C14N,
                  inclusive_prefixes: Sequence[str] | None = None) -> bytes:
     """Canonical bytes of ``node`` (an element keeps its inherited namespaces)."""
-    return etree.tostring(
+    return bytes(etree.tostring(
         node,
         method="c14n",
         exclusive=method.exclusive,
         with_comments=method.with_comments,
         inclusive_ns_prefixes=list(inclusive_prefixes) if (method.exclusive and inclusive_prefixes) else None,
-    )
+    ))
 
 
 def enveloped_octets(tree: etree._ElementTree, signature: etree._Element, method: C14N,

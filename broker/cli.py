@@ -366,7 +366,7 @@ def audit_trail(document_id: str, as_json: bool) -> None:
     trail = collect(_stores(s), document_id)
     if not trail.rows:
         raise errors.UsageError(f"nothing is recorded about document {document_id!r}")
-    out = []
+    out: list[dict[str, Any]] = []
     for row in trail.rows:
         if row.kind == "hop":
             rec = verify_record(row.body, certs[row.hub])

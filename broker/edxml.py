@@ -233,7 +233,7 @@ def _envelope() -> tuple[etree._Element, etree._Element]:
 
 def _serialize(root: etree._Element) -> bytes:
     etree.indent(root, space="  ")
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
 def build_document(sender: Organ, recipients: Sequence[Organ], *, subject: str,

@@ -109,7 +109,8 @@ class Hop:
     def process(self, msg: Inbound) -> Outcome:
         digest = hashlib.sha256(msg.body).hexdigest()
         origin = self._origin(msg)
-        document_id, sender, recipients = "", "", ()
+        document_id, sender = "", ""
+        recipients: tuple[str, ...] = ()
         try:
             if msg.headers.get(H_KIND) == "receipt":
                 return self._relay_receipt(msg, digest, origin)

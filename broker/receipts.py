@@ -62,7 +62,7 @@ def build(receipt: Receipt, key: SigningKey) -> bytes:
             etree.SubElement(root, R + name).text = values[name]
     tree = etree.ElementTree(root)
     sign_tree(tree, key, parent=root)
-    return etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
 
 
 def read(tree: etree._ElementTree) -> Receipt:

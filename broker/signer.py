@@ -64,7 +64,8 @@ class SigningKey:
             raise ConfigError(f"key or certificate is not valid PEM: {exc}") from None
         if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
             raise ConfigError("only RSA and ECDSA keys can sign edXML")
-        if certs[0].public_key().public_numbers() != key.public_key().public_numbers():
+        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if certs[0].public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
             raise ConfigError("the certificate does not belong to the private key")
         return cls(key=key, cert=certs[0], chain=tuple(certs[1:]))
 
@@ -133,4 +134,4 @@ def sign(data: bytes, key: SigningKey, *, limits: ParseLimits = DEFAULT_LIMITS,
     tree = parse(data, limits)
     schema.validate(tree.getroot())
     sign_tree(tree, key, digest=digest)
-    return etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))

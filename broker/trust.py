@@ -21,8 +21,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtensionOID
 
 from .errors import ConfigError, Expired, KeyUsage, RevocationUnknown, Revoked, Untrusted
 
@@ -41,7 +41,7 @@ def fingerprint(cert: x509.Certificate) -> str:
 
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
-        return bool(cert.extensions.get_extension_for_oid(ExtensionOID.BASIC_CONSTRAINTS).value.ca)
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         return False
 
@@ -162,7 +162,10 @@ class TrustStore:
 
     def _check_revocation(self, cert: x509.Certificate, issuer: x509.Certificate,
                           at: datetime) -> datetime | None:
-        crls = [c for c in self.crls if c.issuer == issuer.subject and c.is_signature_valid(issuer.public_key())]
+        key = issuer.public_key()
+        if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+            raise Untrusted(f"issuer {_label(issuer)!r} has a key type lienthong does not accept")
+        crls = [c for c in self.crls if c.issuer == issuer.subject and c.is_signature_valid(key)]
         # A CRL speaks for every instant up to its nextUpdate; one issued after ``at`` is
         # still good evidence for ``at`` (auditors check old messages against newer CRLs).
         current = [c for c in crls if c.next_update_utc is None or at <= c.next_update_utc]
@@ -179,7 +182,7 @@ class TrustStore:
 
 def _check_signing_usage(cert: x509.Certificate) -> None:
     try:
-        ku = cert.extensions.get_extension_for_oid(ExtensionOID.KEY_USAGE).value
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         return  # RFC 5280: no keyUsage extension means no restriction
     if not (ku.digital_signature or ku.content_commitment):
