@@ -29,6 +29,7 @@ import yaml
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from broker import errors, receipts
 from broker.edxml import read
@@ -39,6 +40,7 @@ from broker.topology import Topology
 from .sdk import AgencyClient, InboxItem
 
 TRANSFER_STATUSES = ("new", "taken", "done")
+REQUESTS = Counter("lienthong_gateway_requests_total", "Gateway requests by route and status", ["route", "status"])
 HTTP_STATUS = {"USAGE": 400, "UNAUTHORIZED": 401, "ACCESS_REFUSED": 403, "SENDER_NOT_ALLOWED": 403,
                "NOT_FOUND": 404, "XML_TOO_LARGE": 413, "TRANSIENT": 503}
 
@@ -189,6 +191,17 @@ def create_app(settings: Settings | None = None, *, max_bytes: int | None = None
     def pull(agency: str) -> None:
         """Take what waits in the agency's inbox into the gateway store (acked once stored)."""
         client(agency).fetch(lambda item: store.add_received(agency, item), limit=500)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        REQUESTS.labels(getattr(route, "path", "other"), str(response.status_code)).inc()
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_endpoint() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(errors.LienthongError)
     async def lienthong_error(_request: Request, exc: errors.LienthongError) -> JSONResponse:

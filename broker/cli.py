@@ -249,7 +249,8 @@ def hub() -> None:
 @hub.command("run")
 @click.argument("hub_id")
 @click.option("--prefetch", default=256, show_default=True, help="Unacked messages in flight.")
-def hub_run(hub_id: str, prefetch: int) -> None:
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
+def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
     """Run one worker of HUB_ID until stopped (SIGTERM/SIGINT)."""
     from .runtime import hub_store, load_hop
     from .setup import Credentials
@@ -257,6 +258,10 @@ def hub_run(hub_id: str, prefetch: int) -> None:
 
     s = _settings()
     hop = load_hop(s, hub_id)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
     HubWorker(hub_id, hop.topology, hop, hub_store(s, hub_id), Credentials(s.credentials),
               prefetch=prefetch).run()
 

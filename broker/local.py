@@ -23,6 +23,7 @@ from .topology import Topology
 
 DEMO_FROM = "000.00.51.H41"  # UBND xã Hưng Nguyên, Nghệ An (two-tier)
 DEMO_TO = "001.00.31.H14"    # UBND xã Dân Chủ, Hòa An, Cao Bằng (three-tier)
+METRICS_BASE = 9101          # Prometheus metrics of hub n (topology order) on 127.0.0.1:9101+n
 
 
 def ensure_pki(settings: Settings, topology: Topology) -> None:
@@ -32,8 +33,9 @@ def ensure_pki(settings: Settings, topology: Topology) -> None:
         click.echo(f"created dev PKI in {settings.pki}")
 
 
-def start_worker(hub_id: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "broker.cli", "hub", "run", hub_id])
+def start_worker(hub_id: str, metrics_port: int | None = None) -> subprocess.Popen[bytes]:
+    extra = ["--metrics-port", str(metrics_port)] if metrics_port else []
+    return subprocess.Popen([sys.executable, "-m", "broker.cli", "hub", "run", hub_id, *extra])
 
 
 def run_all(settings: Settings, *, workers: int = 1, demo: bool = False, exit_after_demo: bool = False) -> int:
@@ -41,8 +43,11 @@ def run_all(settings: Settings, *, workers: int = 1, demo: bool = False, exit_af
     ensure_pki(settings, topology)
     counts = apply(topology, Credentials(settings.credentials), settings.mgmt_url)
     click.echo("broker setup: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    procs = {(h, i): start_worker(h) for h in topology.hubs for i in range(workers)}
-    click.echo(f"relay up: {len(procs)} worker(s) for hubs {', '.join(topology.hubs)}; Ctrl-C stops")
+    ports = {h: METRICS_BASE + n for n, h in enumerate(topology.hubs)}  # first worker of each hub
+    procs = {(h, i): start_worker(h, ports[h] if i == 0 else None)
+             for h in topology.hubs for i in range(workers)}
+    click.echo(f"relay up: {len(procs)} worker(s) for hubs {', '.join(topology.hubs)}; metrics on "
+               f"127.0.0.1:{METRICS_BASE}-{METRICS_BASE + len(ports) - 1}; Ctrl-C stops")
     stopping = False
 
     def stop(*_: object) -> None:
@@ -61,7 +66,7 @@ def run_all(settings: Settings, *, workers: int = 1, demo: bool = False, exit_af
             for key, p in list(procs.items()):
                 if p.poll() is not None:
                     click.echo(f"worker of hub {key[0]} exited ({p.returncode}); restarting", err=True)
-                    procs[key] = start_worker(key[0])
+                    procs[key] = start_worker(key[0], ports[key[0]] if key[1] == 0 else None)
             time.sleep(0.5)
     finally:
         for p in procs.values():

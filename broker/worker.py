@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from . import audit, layout, transport
+from . import audit, layout, metrics, transport
 from .errors import TransientError
 from .hop import H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY, PARKING, Copy, Hop, Inbound, Outcome
 from .routing import Target
@@ -70,6 +70,7 @@ class HubWorker:
         self._links: dict[str, transport.Link] = {}
         self._consumer: transport.Consumer | None = None
         self._in_flight: set[tuple[str, str]] = set()
+        self._started: dict[int, float] = {}
         self._confirmed: list[tuple[int, Outcome, list[str]]] = []
         self._fault = _Fault.from_env()
         self.log = log.bind(hub=hub_id)
@@ -108,6 +109,7 @@ class HubWorker:
     def _session(self) -> None:
         self._ioloop = transport.new_ioloop()
         self._in_flight.clear()
+        self._started.clear()
         self._confirmed = []
         self._links = {}
         own = layout.amqp_url(self.topology, self.hub, self.names.hub_user(self.hub),
@@ -120,12 +122,14 @@ class HubWorker:
         self._consumer = transport.Consumer(own, layout.Q_INGRESS, self.prefetch, self._ioloop,
                                             self._on_message, self._ready, self._lost)
         self._ioloop.call_later(CHECKPOINT_SECONDS, self._checkpoint)
+        self._alerts()
         self._ioloop.start()
         self._ioloop.close()
         self._ioloop = None
 
     def _checkpoint(self) -> None:
-        """Sign the head of the audit log, then again every CHECKPOINT_SECONDS."""
+        """Sign the head of the audit log and raise trust alerts, then again every CHECKPOINT_SECONDS."""
+        self._alerts()
         try:
             head = audit.checkpoint(self.store, self.hub, self.hop.key)
             if head:
@@ -134,6 +138,10 @@ class HubWorker:
             self.log.warning("audit checkpoint failed", error=str(exc))
         if self._ioloop is not None and not self._stopping:
             self._ioloop.call_later(CHECKPOINT_SECONDS, self._checkpoint)
+
+    def _alerts(self) -> None:
+        for kind, sentence in metrics.trust_alerts(self.hub, self.hop.key.cert, self.hop.trust):
+            self.log.warning("alert", kind=kind, detail=sentence)
 
     def _ready(self, _what: object) -> None:
         if self._consumer is not None and self._consumer.ready and all(link.ready for link in self._links.values()):
@@ -160,6 +168,7 @@ class HubWorker:
         tag = method.delivery_tag
         headers = dict(props.headers or {})
         self.stats.received += 1
+        self._started[tag] = time.perf_counter()
         try:
             outcome = self.hop.process(Inbound(body, headers, method.exchange))
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the hub; the delivery limit parks it
@@ -191,6 +200,8 @@ class HubWorker:
         todo = [c for c in outcome.copies if claims[c.claim] in ("new", "takeover")]
         if not todo:
             self.stats.duplicates += 1
+            metrics.MESSAGES.labels(self.hub, "duplicate", "").inc()
+            self._started.pop(tag, None)
             self.log.info("duplicate suppressed", document_id=outcome.document_id, agency=outcome.sender)
             self._consumer.ack(tag)  # type: ignore[union-attr]
             return
@@ -240,9 +251,13 @@ class HubWorker:
             # the copies are out; the claims stay pending and the redelivery takes them over
             self.log.warning("could not confirm claims", error=str(exc), messages=len(batch))
         self._fault.maybe_die("before-ack")
+        now = time.perf_counter()
         for tag, outcome, claims in batch:
             if self._consumer is not None:
                 self._consumer.ack(tag)
+            started = self._started.pop(tag, None)
+            if started is not None:
+                metrics.HOP_SECONDS.labels(self.hub).observe(now - started)
             self.log.debug(outcome.verdict, document_id=outcome.document_id, agency=outcome.sender,
                            targets=claims)
 
@@ -266,10 +281,12 @@ class HubWorker:
             keep.update({H_CODE: "RETRY_EXHAUSTED", H_REASON: str(exc), H_HUB: self.hub})
             exchange, key = layout.EX_PARKING, ""
             self.stats.parked += 1
+            metrics.RETRIES.labels(self.hub, "parking").inc()
         else:
             keep[H_ATTEMPT] = attempt + 1
             exchange, key = layout.EX_RETRY, tiers[attempt][0]
             self.stats.retried += 1
+            metrics.RETRIES.labels(self.hub, key).inc()
         self.log.warning("transient failure", error=str(exc), attempt=attempt, to=exchange)
 
         def confirmed(ok: bool) -> None:
@@ -282,6 +299,7 @@ class HubWorker:
                       confirmed)
 
     def _count(self, outcome: Outcome) -> None:
+        metrics.MESSAGES.labels(self.hub, outcome.verdict, outcome.code).inc()
         if outcome.verdict == "rejected":
             self.stats.rejected += 1
             self.stats.by_code[outcome.code] = self.stats.by_code.get(outcome.code, 0) + 1

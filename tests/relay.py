@@ -60,10 +60,10 @@ class Relay:
 
     # -- workers -------------------------------------------------------------------------
 
-    def start_worker(self, hub: str, **env: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, hub: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         n = sum(len(v) for v in self.procs.values())
         log = open(self.logs / f"{hub}-{n}.log", "wb")  # noqa: SIM115 - closed with the process
-        p = subprocess.Popen([sys.executable, "-m", "broker.cli", "--log-json", "hub", "run", hub],
+        p = subprocess.Popen([sys.executable, "-m", "broker.cli", "--log-json", "hub", "run", hub, *args],
                              env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.procs.setdefault(hub, []).append(p)
         return p

@@ -77,6 +77,25 @@ def test_dlq_replay_delivers_once(relay: Relay) -> None:
     assert relay.take(RECIPIENT, 1, timeout=3, accept=lambda i: i.body == doc) == []
 
 
+def test_hub_metrics(relay: Relay) -> None:
+    """A hub worker started with --metrics-port serves Prometheus counters of what it handled, its
+    hop latency histogram and its certificate gauge."""
+    import socket
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    relay.stop_workers("H41")
+    relay.start_worker("H41", "--metrics-port", str(port))
+    doc = relay.document(SENDER, [RECIPIENT], subject="đo đếm")
+    relay.client(SENDER).send(doc)
+    assert len(relay.take(RECIPIENT, 1, accept=lambda i: i.body == doc)) == 1
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'lienthong_messages_total{code="",hub="H41",outcome="delivered"} 1.0' in text
+    assert 'lienthong_hop_seconds_count{hub="H41"} 1.0' in text
+    assert 'lienthong_certificate_days_left{hub="H41"}' in text
+
+
 def test_dlq_purge_needs_yes(relay: Relay) -> None:
     """Purging is explicit: without --yes it is a USAGE error; with it the parked rejection goes away."""
     refused = relay.cli("dlq", "purge", "H41", "--code", "RECIPIENT_UNKNOWN")

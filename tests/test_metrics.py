@@ -1,0 +1,31 @@
+"""Trust alerts: certificates about to expire and CRLs out of date become log events and gauges."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from broker import devpki
+from broker.metrics import CERT_DAYS, trust_alerts
+from broker.trust import TrustStore
+
+
+def test_no_alert_on_fresh_material(dev_pki: Path) -> None:
+    """A new dev PKI raises nothing, and the gauge shows the hub certificate's days left."""
+    root = devpki.load_root(dev_pki)
+    hub = devpki.issue(root, "hub", uid="hub:H41", kind="ec", days=400)
+    assert trust_alerts("H41", hub.cert, TrustStore.load(dev_pki)) == []
+    assert 398 <= CERT_DAYS.labels("H41")._value.get() <= 400
+
+
+def test_alerts_for_expiring_certificate_and_overdue_crl(dev_pki: Path, tmp_path: Path) -> None:
+    """A hub certificate with 10 days left and a CRL past its nextUpdate each raise an alert."""
+    root = devpki.load_root(dev_pki)
+    hub = devpki.issue(root, "hub", uid="hub:H14", kind="ec", days=10)
+    (tmp_path / "root-ca.pem").write_bytes((dev_pki / "root-ca.pem").read_bytes())
+    old = devpki.make_crl(root, days=1, last_update=datetime.now(UTC) - timedelta(days=3))
+    (tmp_path / "root.crl.pem").write_bytes(old.public_bytes(Encoding.PEM))
+    kinds = [k for k, _ in trust_alerts("H14", hub.cert, TrustStore.load(tmp_path, require_crl=False))]
+    assert kinds == ["certificate-expiring", "crl-out-of-date"]
