@@ -572,6 +572,17 @@ def status(as_json: bool) -> None:
             click.secho(f"  WARNING: {w}", fg="yellow")
 
 
+@main.command()
+@click.option("--port", default=8090, show_default=True)
+def dashboard(port: int) -> None:
+    """Serve the operators' dashboard on 127.0.0.1 (hub tree, backlogs, rejections, parked)."""
+    import uvicorn
+
+    from .dashboard import create_app
+
+    uvicorn.run(create_app(_settings()), host="127.0.0.1", port=port, log_level="warning")
+
+
 @main.group()
 def dlq() -> None:
     """Parked messages (the dead-letter queue of each hub)."""
