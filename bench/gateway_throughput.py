@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -24,11 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import uvicorn  # noqa: E402
 
 from adapters.gateway import create_app, issue_token  # noqa: E402
 from broker import logs  # noqa: E402
-from tests.relay import Relay  # noqa: E402
+from tests.relay import Relay, serve  # noqa: E402
 
 SENDER, RECIPIENT = "000.00.51.H41", "000.00.52.H41"
 
@@ -54,14 +52,7 @@ def main() -> None:
             sdk_rate = len(sdk_docs) / (time.perf_counter() - start)
             client.close()
 
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            server = uvicorn.Server(uvicorn.Config(create_app(relay.settings), host="127.0.0.1", port=port,
-                                                   log_level="warning"))
-            threading.Thread(target=server.run, daemon=True).start()
-            while not server.started:
-                time.sleep(0.05)
+            port, server = serve(create_app(relay.settings))
             token = issue_token(relay.settings, SENDER)
             errors: list[int] = []
 

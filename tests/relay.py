@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -28,6 +29,25 @@ from broker.store import sqlite_store
 from broker.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def serve(app: Any) -> tuple[int, Any]:
+    """Serve an ASGI app on a free loopback port in a background thread; returns (port, server).
+    Stop it with ``server.should_exit = True``."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return port, server
 
 
 class Relay:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,12 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from adapters.gateway import create_app, issue_token
 from broker import layout
 from broker.edxml import Organ, build_document
-from tests.relay import ROOT, Relay
+from tests.relay import ROOT, Relay, serve
 
 pytestmark = pytest.mark.broker
 
@@ -36,17 +33,7 @@ def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFacto
 
 class Gateway:
     def __init__(self, relay: Relay, max_bytes: int | None = None) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        config = uvicorn.Config(create_app(relay.settings, max_bytes=max_bytes), host="127.0.0.1",
-                                port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self.port, self.server = serve(create_app(relay.settings, max_bytes=max_bytes))
         self.tokens = {a: issue_token(relay.settings, a) for a in (A, B, OTHER)}
 
     def call(self, method: str, path: str, agency: str | None, body: bytes | None = None,
@@ -69,7 +56,6 @@ class Gateway:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")

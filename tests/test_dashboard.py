@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from broker.dashboard import create_app
-from tests.relay import Relay
+from tests.relay import Relay, serve
 
 pytestmark = pytest.mark.broker
 
@@ -55,14 +52,7 @@ def test_dashboard_shows_hubs_and_a_rejection(relay: Relay, chromium: str, tmp_p
     while next(h for h in ops.status(relay.settings) if h.hub == "H41").parked < 1:
         assert time.monotonic() < deadline, "the parked message never showed in the management API"
         time.sleep(1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(relay.settings), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
+    port, server = serve(create_app(relay.settings))
     try:
         url = f"http://127.0.0.1:{port}/"
         profile = tmp_path / "profile"
