@@ -553,21 +553,23 @@ def folder_run(agency: str, root: str, key_path: str | None, cert_path: str | No
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """Per hub and agency inbox: depth, unacked, consumers, rates, parked, certificate expiry."""
+    """Per hub and agency inbox: depth, unacked, consumers, rates, oldest message, parked, certificate
+    expiry, and warnings by the thresholds of ``settings.alerts``."""
     from . import ops
 
     hubs = ops.status(_settings())
     if as_json:
         click.echo(json.dumps(ops.as_dicts(hubs), ensure_ascii=False, indent=2))
         return
-    click.echo(f"{'hub / queue':34} {'ready':>7} {'unacked':>8} {'cons':>5} {'in/s':>7} {'out/s':>7}")
+    click.echo(f"{'hub / queue':34} {'ready':>7} {'unacked':>8} {'cons':>5} {'in/s':>7} {'out/s':>7} {'oldest':>7}")
     for h in hubs:
         cert = f"cert {h.cert_days_left} d" if h.cert_days_left is not None else "no cert"
         click.echo(f"{h.hub} ({h.tier}) parked {h.parked}, retrying {h.retrying}, "
                    f"unroutable {h.unroutable}, {cert}")
         for qs in ([h.ingress] if h.ingress else []) + h.inboxes:
+            oldest = ops.format_age(qs.oldest_seconds) if qs.oldest_seconds is not None else "-"
             click.echo(f"  {qs.name:32} {qs.messages:7} {qs.unacked:8} {qs.consumers:5} "
-                       f"{qs.in_rate:7.1f} {qs.out_rate:7.1f}")
+                       f"{qs.in_rate:7.1f} {qs.out_rate:7.1f} {oldest:>7}")
         for w in h.warnings:
             click.secho(f"  WARNING: {w}", fg="yellow")
 

@@ -59,12 +59,14 @@ def render(settings: Settings) -> str:
     out = [f"<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='5'>"
            f"<title>lienthong hubs</title><style>{STYLE}</style></head><body><h1>lienthong: hubs</h1>",
            "<table><tr><th>hub</th><th>tier</th><th>ingress</th><th>unacked</th><th>workers</th>"
-           "<th>in/s</th><th>parked</th><th>retrying</th><th>inboxes waiting</th><th>cert days</th>"
+           "<th>in/s</th><th>parked</th><th>retrying</th><th>inboxes waiting</th><th>oldest</th><th>cert days</th>"
            "<th>warnings</th></tr>"]
     for hub_id in order:
         st = hubs[hub_id]
         ing: Any = st.ingress
         waiting = sum(q.messages for q in st.inboxes)
+        ages = [q.oldest_seconds for q in st.inboxes if q.oldest_seconds is not None]
+        oldest = ops.format_age(max(ages)) if ages else "-"
         warn = "; ".join(st.warnings)
         out.append(
             f"<tr><td>{'&nbsp;' * 4 * depth(hub_id)}{e(hub_id)} {e(topology.hubs[hub_id].name)}</td>"
@@ -72,7 +74,7 @@ def render(settings: Settings) -> str:
             f"<td class=num>{ing.unacked if ing else '-'}</td><td class=num>{ing.consumers if ing else 0}</td>"
             f"<td class=num>{ing.in_rate if ing else 0:.1f}</td>"
             f"<td class='num{' bad' if st.parked else ''}'>{st.parked}</td><td class=num>{st.retrying}</td>"
-            f"<td class=num>{waiting}</td><td class=num>{st.cert_days_left}</td>"
+            f"<td class=num>{waiting}</td><td class=num>{oldest}</td><td class=num>{st.cert_days_left}</td>"
             f"<td class=warn>{e(warn)}</td></tr>")
     out.append("</table><h2>Recent rejections</h2><table><tr><th>time</th><th>hub</th><th>code</th>"
                "<th>document</th><th>reason</th></tr>")

@@ -7,7 +7,10 @@ shipper or Prometheus rules can page someone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography import x509
 from prometheus_client import Counter, Gauge, Histogram
@@ -22,7 +25,53 @@ RETRIES = Counter("lienthong_retries_total", "Messages sent to a retry tier or p
 CERT_DAYS = Gauge("lienthong_certificate_days_left", "Days until the hub's certificate expires", ["hub"])
 CRL_SECONDS = Gauge("lienthong_crl_seconds_left", "Seconds until the next CRL is due (negative: overdue)",
                     ["hub", "issuer"])
+QUEUE_MESSAGES = Gauge("lienthong_queue_messages", "Messages ready in a hub's queue", ["hub", "queue"])
+ALERT = Gauge("lienthong_alert", "1 while an alert holds, else 0", ["hub", "kind", "subject"])
 ALERT_CERT_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When queues need a person (``settings.alerts`` in the topology)."""
+
+    backlog: int = 1000
+    """Messages waiting in a hub's ingress."""
+    parked: int = 0
+    """Parked messages a hub may hold before it alerts (0: alert on the first)."""
+    inbox_backlog: int = 500
+    """Messages waiting in one agency's inbox (its DMS is not taking them)."""
+    inbox_age_seconds: float = 86400.0
+    """Age of the oldest message in an agency's inbox."""
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Thresholds:
+        raw = dict(settings.get("alerts") or {})
+        known = {f: raw.pop(f) for f in list(raw) if f in cls.__dataclass_fields__}
+        if raw:
+            from .errors import ConfigError
+            raise ConfigError(f"settings.alerts: unknown key(s) {', '.join(sorted(raw))}")
+        return cls(**known)
+
+
+def queue_alerts(hub: str, depths: Mapping[str, int], limits: Thresholds) -> list[tuple[str, str, str]]:
+    """Update the queue gauges; return ``(kind, subject, sentence)`` for each threshold exceeded.
+    Every known alert gauge is set, to 1 or back to 0, so a cleared alert shows as cleared."""
+    alerts: list[tuple[str, str, str]] = []
+    for queue, n in depths.items():
+        QUEUE_MESSAGES.labels(hub, queue).set(n)
+        if queue == "ingress":
+            kind, limit, what = "backlog", limits.backlog, f"{n} message(s) wait in the ingress of hub {hub}"
+        elif queue == "parking":
+            kind, limit, what = "parked", limits.parked, f"{n} message(s) are parked at hub {hub}"
+        elif queue.startswith("inbox."):
+            kind, limit = "inbox-backlog", limits.inbox_backlog
+            what = f"{n} message(s) wait in the inbox of {queue[len('inbox.'):]}"
+        else:
+            continue
+        ALERT.labels(hub, kind, queue).set(1 if n > limit else 0)
+        if n > limit:
+            alerts.append((kind, queue, what))
+    return alerts
 
 
 def trust_alerts(hub: str, cert: x509.Certificate, trust: TrustStore,

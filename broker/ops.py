@@ -15,6 +15,7 @@ from cryptography import x509
 
 from . import layout, transport
 from .hop import H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY
+from .metrics import Thresholds
 from .settings import Settings
 from .setup import Credentials, Management, q
 from .topology import Topology
@@ -30,6 +31,8 @@ class QueueStatus:
     consumers: int
     in_rate: float
     out_rate: float
+    oldest_seconds: float | None = None
+    """Age of the message at the head (inboxes and parking; None: empty or not looked at)."""
 
 
 @dataclass
@@ -61,14 +64,23 @@ def _days_left(path: Path, now: datetime) -> int | None:
     return (cert.not_valid_after_utc - now).days
 
 
-def status(settings: Settings, *, backlog_warning: int = 1000) -> list[HubStatus]:
+def status(settings: Settings) -> list[HubStatus]:
+    """Each hub's queues (management API), head ages (a look at the head message of each
+    non-empty inbox and the parking queue), certificate expiry; with warnings by the
+    thresholds of ``settings.alerts`` in the topology."""
     topology = Topology.load(settings.topology)
+    limits = Thresholds.from_settings(topology.settings)
     names = layout.names(topology)
     now = datetime.now(UTC)
     out = []
     for hub in topology.hubs.values():
         m = Management(hub.management_url or settings.mgmt_url)
         queues = {r["name"]: _queue(r) for r in m.get(f"/api/queues/{q(names.vhost(hub.hub_id))}") or []}
+        # the ingress has a delivery limit: never look at its head (a look counts as a delivery)
+        look = [k for k, v in queues.items() if v.messages and (k.startswith("inbox.") or k == layout.Q_PARKING)]
+        if look:
+            for name, age in transport.head_ages(_hub_url(settings, topology, hub.hub_id), look).items():
+                queues[name].oldest_seconds = age
         st = HubStatus(
             hub=hub.hub_id, tier=hub.tier, ingress=queues.get(layout.Q_INGRESS),
             parked=queues[layout.Q_PARKING].messages if layout.Q_PARKING in queues else 0,
@@ -80,10 +92,15 @@ def status(settings: Settings, *, backlog_warning: int = 1000) -> list[HubStatus
             st.warnings.append("no ingress queue: run 'lienthong broker setup'")
         elif st.ingress.consumers == 0:
             st.warnings.append("no worker consumes the ingress")
-        if st.parked:
+        if st.parked > limits.parked:
             st.warnings.append(f"{st.parked} parked message(s)")
-        if st.ingress and st.ingress.messages > backlog_warning:
+        if st.ingress and st.ingress.messages > limits.backlog:
             st.warnings.append(f"backlog of {st.ingress.messages} in the ingress")
+        for box in st.inboxes:
+            if box.messages > limits.inbox_backlog:
+                st.warnings.append(f"{box.messages} message(s) wait in {box.name}")
+            if box.oldest_seconds is not None and box.oldest_seconds > limits.inbox_age_seconds:
+                st.warnings.append(f"the oldest message in {box.name} waits for {format_age(box.oldest_seconds)}")
         if st.cert_days_left is not None and st.cert_days_left < CERT_WARNING_DAYS:
             st.warnings.append(f"hub certificate expires in {st.cert_days_left} day(s)")
         for agency in topology.agencies.values():
@@ -93,6 +110,13 @@ def status(settings: Settings, *, backlog_warning: int = 1000) -> list[HubStatus
                     st.warnings.append(f"certificate of {agency.organ_id} expires in {days} day(s)")
         out.append(st)
     return out
+
+
+def format_age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def as_dicts(items: list[HubStatus]) -> list[dict[str, Any]]:

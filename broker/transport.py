@@ -12,7 +12,8 @@ boundary.  Two styles:
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -84,8 +85,10 @@ def declare(url: str, items: list[Exchange | Queue | Binding]) -> None:
 
 def props(*, message_id: str, user_id: str | None, headers: dict[str, Any],
           content_type: str = "application/xml") -> BasicProperties:
+    """Persistent, with ``timestamp`` = when the message entered the queue it is published to
+    (``lienthong status`` reads it back as the age of the oldest message)."""
     return BasicProperties(content_type=content_type, delivery_mode=2, message_id=message_id,
-                           user_id=user_id, headers=headers)
+                           user_id=user_id, headers=headers, timestamp=int(time.time()))
 
 
 def publish(url: str, exchange: str, routing_key: str, body: bytes, *, message_id: str,
@@ -127,8 +130,6 @@ class Publisher:
 
     def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str,
                 user_id: str | None, headers: dict[str, Any] | None = None) -> None:
-        import time
-
         for attempt in range(self.retries + 1):
             try:
                 self._channel().basic_publish(
@@ -201,6 +202,41 @@ def fetch(url: str, queue: str, handle: Callable[[Received], bool], *, limit: in
 def queue_depth(url: str, queue: str) -> int:
     with blocking(url) as ch:
         return int(ch.queue_declare(queue, passive=True).method.message_count)
+
+
+def depths(url: str, queues: Sequence[str]) -> dict[str, int]:
+    """Ready messages per queue (passive declares; a missing queue is left out)."""
+    out: dict[str, int] = {}
+    with blocking(url) as ch:
+        conn = ch.connection
+        for name in queues:
+            try:
+                out[name] = int(ch.queue_declare(name, passive=True).method.message_count)
+            except pika.exceptions.ChannelClosedByBroker:
+                ch = conn.channel()  # 404 closes the channel, not the connection
+    return out
+
+
+def head_ages(url: str, queues: Sequence[str], *, now: float | None = None) -> dict[str, float | None]:
+    """Seconds since the message at the head of each queue was published there (its ``timestamp``);
+    None for an empty queue or a message without one.  The head is looked at and put straight back
+    (``basic.get`` then ``nack`` with requeue), so do not use this on a queue with a delivery limit."""
+    now = time.time() if now is None else now
+    out: dict[str, float | None] = {}
+    with blocking(url) as ch:
+        conn = ch.connection
+        for name in queues:
+            try:
+                method, properties, _body = ch.basic_get(name, auto_ack=False)
+            except pika.exceptions.ChannelClosedByBroker:
+                ch = conn.channel()
+                continue
+            if method is None:
+                out[name] = None
+                continue
+            ch.basic_nack(method.delivery_tag, requeue=True)
+            out[name] = max(0.0, now - properties.timestamp) if properties.timestamp else None
+    return out
 
 
 # --- asynchronous publishing with a window of confirms ------------------------------

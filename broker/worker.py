@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Any
 import structlog
 
 from . import audit, layout, metrics, transport
-from .errors import TransientError
+from .errors import LienthongError, TransientError
 from .hop import H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY, PARKING, Copy, Hop, Inbound, Outcome
 from .routing import Target
 from .setup import Credentials
@@ -40,6 +41,7 @@ from .topology import Topology
 log = structlog.get_logger("lienthong.worker")
 H_ATTEMPT = "lt-attempt"
 CHECKPOINT_SECONDS = float(os.environ.get("LIENTHONG_CHECKPOINT_SECONDS", "60"))
+WATCH_SECONDS = float(os.environ.get("LIENTHONG_WATCH_SECONDS", "30"))
 
 
 @dataclass
@@ -66,6 +68,7 @@ class HubWorker:
         self.owner = f"{hub_id}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.stats = Stats()
         self._stopping = False
+        self._stopped = threading.Event()
         self._ioloop: Any = None
         self._links: dict[str, transport.Link] = {}
         self._consumer: transport.Consumer | None = None
@@ -82,6 +85,7 @@ class HubWorker:
         """Serve until SIGTERM/SIGINT; reconnect with back-off whenever a connection drops."""
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
         signal.signal(signal.SIGINT, lambda *_: self.stop())
+        threading.Thread(target=self._watch, name="queue-watch", daemon=True).start()
         backoff = 0.5
         while not self._stopping:
             started = time.monotonic()
@@ -103,6 +107,7 @@ class HubWorker:
 
     def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()
         if self._ioloop is not None:
             self._ioloop.add_callback_threadsafe(self._teardown)
 
@@ -142,6 +147,31 @@ class HubWorker:
     def _alerts(self) -> None:
         for kind, sentence in metrics.trust_alerts(self.hub, self.hop.key.cert, self.hop.trust):
             self.log.warning("alert", kind=kind, detail=sentence)
+
+    def _watch(self) -> None:
+        """Every WATCH_SECONDS: queue depths as gauges, and an ``alert`` log event when a threshold
+        (``settings.alerts``) is crossed, ``alert cleared`` when it no longer holds.  Its own
+        connection and thread, so a slow broker answer never stalls the message loop."""
+        limits = metrics.Thresholds.from_settings(self.topology.settings)
+        url = layout.amqp_url(self.topology, self.hub, self.names.hub_user(self.hub),
+                              self.credentials.password(self.names.hub_user(self.hub)))
+        queues = [layout.Q_INGRESS, layout.Q_PARKING] + sorted(
+            layout.inbox_queue(a.organ_id) for a in self.topology.agencies.values() if a.hub == self.hub)
+        active: set[tuple[str, str]] = set()
+        while True:
+            try:
+                depths = transport.depths(url, queues)
+            except LienthongError as exc:
+                self.log.debug("queue watch skipped", error=str(exc))
+            else:
+                now = {(kind, subject): what for kind, subject, what in metrics.queue_alerts(self.hub, depths, limits)}
+                for kind, subject in sorted(now.keys() - active):
+                    self.log.warning("alert", kind=kind, subject=subject, detail=now[(kind, subject)])
+                for kind, subject in sorted(active - now.keys()):
+                    self.log.info("alert cleared", kind=kind, subject=subject)
+                active = set(now)
+            if self._stopped.wait(WATCH_SECONDS):
+                return
 
     def _ready(self, _what: object) -> None:
         if self._consumer is not None and self._consumer.ready and all(link.ready for link in self._links.values()):

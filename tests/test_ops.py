@@ -19,8 +19,9 @@ SENDER, IDLE, RECIPIENT = "000.00.51.H41", "000.00.02.H41", "000.00.52.H41"
 
 @pytest.fixture(scope="module")
 def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    r = Relay(tmp_path_factory.mktemp("ops"), *rabbitmq_urls, env={"LIENTHONG_SQLITE_TIMEOUT": "0.3"},
-              settings={"retry_tiers_ms": [200]})
+    r = Relay(tmp_path_factory.mktemp("ops"), *rabbitmq_urls,
+              env={"LIENTHONG_SQLITE_TIMEOUT": "0.3", "LIENTHONG_WATCH_SECONDS": "0.5"},
+              settings={"retry_tiers_ms": [200], "alerts": {"inbox_backlog": 2, "inbox_age_seconds": 2}})
     yield r
     r.close()
 
@@ -28,8 +29,10 @@ def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFacto
 
 
 def test_status_matches_traffic(relay: Relay) -> None:
-    """Three documents for an agency that reads nothing: its inbox shows 3; the ingress has a consumer;
-    a rejected document shows as parked."""
+    """Three documents for an agency that reads nothing: its inbox shows 3 and the age of the oldest;
+    the ingress has a consumer; a rejected document shows as parked.  The thresholds of
+    ``settings.alerts`` (2 messages, 2 s) turn into warnings."""
+    sent = time.time()
     for i in range(3):
         relay.client(SENDER).send(relay.document(SENDER, [IDLE], subject=f"chờ {i}"))
     relay.client(SENDER).send(relay.document(SENDER, ["999.99.99.H99"]))
@@ -43,11 +46,43 @@ def test_status_matches_traffic(relay: Relay) -> None:
             break
         time.sleep(1)
     assert inbox["messages"] == 3
+    assert 0 <= inbox["oldest_seconds"] <= time.time() - sent + 1
     assert h41["parked"] == 1 and "1 parked message(s)" in h41["warnings"]
+    assert f"3 message(s) wait in inbox.{IDLE}" in h41["warnings"]
+    time.sleep(max(0.0, sent + 3 - time.time()))
+    h41 = next(h for h in json.loads(relay.cli("status", "--json").stdout) if h["hub"] == "H41")
+    assert any(w.startswith(f"the oldest message in inbox.{IDLE} waits for") for w in h41["warnings"])
     assert h41["ingress"]["consumers"] >= 1
     assert h41["cert_days_left"] > 300
     text = relay.cli("status")
     assert f"inbox.{IDLE}" in text.stdout and "parked 1" in text.stdout
+
+
+def _alerts(relay: Relay) -> list[dict[str, str]]:
+    out = []
+    for line in relay.log_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") in ("alert", "alert cleared") and event.get("hub") == "H41":
+            out.append(event)
+    return out
+
+
+def test_queue_alerts_are_logged(relay: Relay) -> None:
+    """The hub worker watches its queues: the idle inbox over its threshold and the parked rejection
+    each raise one ``alert`` log event (not one per check)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        raised = {(a["kind"], a["subject"]) for a in _alerts(relay) if a["event"] == "alert"}
+        if {("inbox-backlog", f"inbox.{IDLE}"), ("parked", "parking")} <= raised:
+            break
+        time.sleep(0.5)
+    assert ("inbox-backlog", f"inbox.{IDLE}") in raised and ("parked", "parking") in raised
+    time.sleep(1.5)  # three more checks: still one event each
+    again = [a for a in _alerts(relay) if a["event"] == "alert" and a["subject"] == f"inbox.{IDLE}"]
+    assert len(again) == 1 and "3 message(s) wait in the inbox of" in again[0]["detail"]
 
 
 def test_dlq_replay_delivers_once(relay: Relay) -> None:
@@ -94,6 +129,8 @@ def test_hub_metrics(relay: Relay) -> None:
     assert 'lienthong_messages_total{code="",hub="H41",outcome="delivered"} 1.0' in text
     assert 'lienthong_hop_seconds_count{hub="H41"} 1.0' in text
     assert 'lienthong_certificate_days_left{hub="H41"}' in text
+    assert f'lienthong_queue_messages{{hub="H41",queue="inbox.{IDLE}"}} 3.0' in text
+    assert f'lienthong_alert{{hub="H41",kind="inbox-backlog",subject="inbox.{IDLE}"}} 1.0' in text
 
 
 def test_dlq_purge_needs_yes(relay: Relay) -> None:
@@ -104,3 +141,9 @@ def test_dlq_purge_needs_yes(relay: Relay) -> None:
     assert "purged 1 message(s)" in done.stdout
     listed = json.loads(relay.cli("dlq", "list", "--hub", "H41", "--json").stdout)
     assert [p for p in listed if p["code"] == "RECIPIENT_UNKNOWN"] == []
+    assert listed == []
+    deadline = time.monotonic() + 10  # the watch notices the parking queue is empty again
+    while time.monotonic() < deadline and not any(
+            a["event"] == "alert cleared" and a["kind"] == "parked" for a in _alerts(relay)):
+        time.sleep(0.5)
+    assert any(a["event"] == "alert cleared" and a["kind"] == "parked" for a in _alerts(relay))
