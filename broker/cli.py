@@ -575,6 +575,32 @@ def status(as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--from", "start", required=True, help="First day, YYYY-MM-DD (local time).")
+@click.option("--to", "end", required=True, help="Last day, YYYY-MM-DD (included).")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV (one row per agency and per level) instead of tables.")
+@click.option("--issued", "issued_file", default=None,
+              help="CSV organ_id,issued: the agencies' registers of outgoing documents (paper included).")
+@click.option("-o", "--output", default=None, help="Write to this file instead of standard output.")
+def report(start: str, end: str, as_csv: bool, issued_file: str | None, output: str | None) -> None:
+    """The compliance report: per agency and level, documents sent and received, share signed and
+    sent electronically against the targets, share acknowledged (01/03) in time, statuses."""
+    from . import report as rep
+    from .topology import Topology
+
+    s = _settings()
+    topology = Topology.load(s.topology)
+    cfg = rep.ReportSettings.from_topology(topology)
+    t0, t1 = rep.period(rep.parse_day(start), rep.parse_day(end), cfg.offset)
+    issued = rep.read_issued(Path(issued_file), topology) if issued_file else None
+    built = rep.build(_stores(s), topology, t0, t1, issued=issued)
+    text = rep.to_csv(built) if as_csv else rep.to_text(built)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
 @click.option("--port", default=8090, show_default=True)
 def dashboard(port: int) -> None:
     """Serve the operators' dashboard on 127.0.0.1 (hub tree, backlogs, rejections, parked)."""

@@ -48,6 +48,7 @@ SCHEMA = [
         document_id TEXT NOT NULL, digest TEXT NOT NULL, body TEXT NOT NULL, prev TEXT NOT NULL,
         hash TEXT NOT NULL, PRIMARY KEY (hub, seq))""",
     "CREATE INDEX IF NOT EXISTS audit_doc ON audit (document_id)",
+    "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",  # reports read a period
     """CREATE TABLE IF NOT EXISTS checkpoints (
         hub TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
         token TEXT NOT NULL, PRIMARY KEY (hub, seq))""",
@@ -201,8 +202,17 @@ class SqlStore:
         with self._tx() as cur:
             return self._append(cur, hub, digest, entry, time.time())
 
-    def audit_rows(self, *, hub: str | None = None, document_id: str | None = None) -> list[AuditRow]:
-        where, args = [], []
+    def audit_rows(self, *, hub: str | None = None, document_id: str | None = None,
+                   since: float | None = None, until: float | None = None) -> list[AuditRow]:
+        """Audit entries, optionally of one hub or document, appended in ``[since, until)``."""
+        where: list[str] = []
+        args: list[object] = []
+        if since is not None:
+            where.append("at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("at < ?")
+            args.append(until)
         if hub is not None:
             where.append("hub = ?")
             args.append(hub)

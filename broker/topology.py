@@ -41,6 +41,9 @@ class Agency:
     hub: str
     cert_sha256: tuple[str, ...] = ()
     """Pinned certificate fingerprints; empty means: bound by the subject's UID."""
+    level: str = ""
+    """The agency's tier for reports (``province``, ``department``, ``district``, ``commune``...);
+    defaults to the tier of its hub."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,8 @@ class Topology:
             if a.get("hub") not in hubs:
                 raise ConfigError(f"{source}: agency {oid!r} names unknown hub {a.get('hub')!r}")
             pins = tuple(str(x).lower().replace(":", "") for x in a.get("cert_sha256", []) or [])
-            agencies[oid] = Agency(oid, str(a.get("name", oid)), str(a["hub"]), pins)
+            level = str(a.get("level") or hubs[str(a["hub"])].tier)
+            agencies[oid] = Agency(oid, str(a.get("name", oid)), str(a["hub"]), pins, level)
         topo = cls(hubs, agencies, dict(raw.get("settings", {}) or {}), str(raw.get("namespace", "lienthong")))
         topo._check_tree(source)
         return topo
