@@ -57,6 +57,8 @@ class AgencyClient:
         self.url = layout.amqp_url(topology, agency.hub, self.user, password)
         self._publisher = transport.Publisher(self.url)
         self._seen = seen
+        self.twins = 0
+        """Inbox copies dropped because their message id was already handed over."""
 
     @classmethod
     def from_settings(cls, organ_id: str, settings: Settings | None = None) -> AgencyClient:
@@ -107,6 +109,7 @@ class AgencyClient:
             item = InboxItem(r.body, r.message_id, str(r.headers.get(KIND_HEADER, "edxml")), r.headers)
             key = f"{item.kind}:{r.message_id or hashlib.sha256(r.body).hexdigest()}"
             if self._seen.is_handed(self.organ_id, key):
+                self.twins += 1
                 return True  # a twin of something already handed over: drop it
             try:
                 handle(item)

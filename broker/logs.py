@@ -31,8 +31,9 @@ def configure(*, json: bool = False, level: str = "INFO") -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr)
-    # pika is chatty at INFO about every connection step
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs every connection step at INFO and each failed connection attempt as an ERROR with a
+    # traceback; lienthong reports lost and refused connections itself (one line, with the reason)
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 get_logger = structlog.get_logger
