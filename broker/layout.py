@@ -192,16 +192,20 @@ def users(topology: Topology) -> list[str]:
 
 
 def amqp_url(topology: Topology, hub_id: str, user: str, password: str) -> str:
-    """The URL for ``user`` on the broker of ``hub_id``, in that hub's vhost."""
-    base = urlsplit(topology.hubs[hub_id].amqp_url)
-    host = base.hostname or "127.0.0.1"
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}:{base.port or 5672}"
+    """The URL for ``user`` on the broker of ``hub_id``, in that hub's vhost (for a cluster, one
+    per node, separated by spaces)."""
     vh = quote(names(topology).vhost(hub_id), safe="")
-    return urlunsplit((base.scheme or "amqp", netloc, "/" + vh, base.query, ""))
+    out = []
+    for url in topology.hubs[hub_id].amqp_url.split():
+        base = urlsplit(url)
+        host = base.hostname or "127.0.0.1"
+        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}:{base.port or 5672}"
+        out.append(urlunsplit((base.scheme or "amqp", netloc, "/" + vh, base.query, "")))
+    return " ".join(out)
 
 
 def admin_url(topology: Topology, hub_id: str) -> str:
     """The topology's (admin) URL of the hub's broker, pointed at the hub's vhost."""
-    base = urlsplit(topology.hubs[hub_id].amqp_url)
     vh = quote(names(topology).vhost(hub_id), safe="")
-    return urlunsplit((base.scheme, base.netloc, "/" + vh, base.query, ""))
+    return " ".join(urlunsplit((b.scheme, b.netloc, "/" + vh, b.query, ""))
+                    for b in map(urlsplit, topology.hubs[hub_id].amqp_url.split()))

@@ -29,6 +29,8 @@ class Hub:
     name: str
     parent: str | None
     amqp_url: str
+    """The broker's AMQP URL; for a cluster, one URL per node separated by spaces (in YAML, a list
+    is accepted): clients connect to the first node that answers."""
     tier: str = ""
     management_url: str = ""
     """RabbitMQ management API of this hub's broker ('' = the deployment default)."""
@@ -70,14 +72,14 @@ class Topology:
     def from_dict(cls, raw: Any, source: str = "topology") -> Topology:
         if not isinstance(raw, dict) or "hubs" not in raw or "agencies" not in raw:
             raise ConfigError(f"{source} must be a mapping with 'hubs' and 'agencies'")
-        default_url = raw.get("amqp_url", "amqp://guest:guest@127.0.0.1:5672/")
+        default_url = _urls(raw.get("amqp_url", "amqp://guest:guest@127.0.0.1:5672/"))
         hubs: dict[str, Hub] = {}
         for h in raw["hubs"]:
             hid = str(h["id"])
             if hid in hubs:
                 raise ConfigError(f"{source}: hub {hid!r} is defined twice")
             hubs[hid] = Hub(hid, str(h.get("name", hid)), h.get("parent"),
-                            str(h.get("amqp_url", default_url)), str(h.get("tier", "")),
+                            _urls(h.get("amqp_url", default_url)), str(h.get("tier", "")),
                             str(h.get("management_url", raw.get("management_url", ""))))
         agencies: dict[str, Agency] = {}
         for a in raw["agencies"]:
@@ -120,6 +122,12 @@ class Topology:
         while (parent := self.hubs[out[-1]].parent) is not None:
             out.append(parent)
         return out
+
+
+def _urls(value: Any) -> str:
+    """One URL, or several (a YAML list or a string separated by spaces or commas) as one string."""
+    items = value if isinstance(value, list) else str(value).replace(",", " ").split()
+    return " ".join(str(u).strip() for u in items if str(u).strip())
 
 
 def subject_uid(cert: x509.Certificate) -> str | None:

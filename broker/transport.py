@@ -12,6 +12,7 @@ boundary.  Two styles:
 from __future__ import annotations
 
 import collections
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,19 +24,42 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic, BasicProperties
 
-from .errors import AccessRefused, TransientError
+from .errors import AccessRefused, ConfigError, TransientError
 from .layout import Binding, Exchange, Queue
 
 AMQP_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
 
 
-def parameters(url: str, *, heartbeat: int = 30) -> pika.URLParameters:
-    params = pika.URLParameters(url)
-    params.heartbeat = heartbeat
-    params.blocked_connection_timeout = 60
-    params.connection_attempts = 1
-    params.socket_timeout = 10
-    return params
+def parameters(url: str, *, heartbeat: int = 30) -> list[pika.URLParameters]:
+    """Connection parameters for each node of ``url`` (several URLs separated by spaces: the nodes
+    of one cluster), in the order to try them."""
+    out = []
+    for one in url.split():
+        params = pika.URLParameters(one)
+        params.heartbeat = heartbeat
+        params.blocked_connection_timeout = 60
+        params.connection_attempts = 1
+        params.socket_timeout = 10
+        out.append(params)
+    if not out:
+        raise ConfigError("no AMQP URL given")
+    return out
+
+
+def reachable(url: str) -> pika.URLParameters:
+    """The parameters of the first node of ``url`` that accepts a TCP connection (the first node if
+    none does: connecting then fails with the broker's own error).  For the asynchronous
+    connections of the hub worker, which take one node: when its node goes down, the worker's
+    next session lands on a node that is up."""
+    nodes = parameters(url)
+    if len(nodes) > 1:
+        for p in nodes:
+            try:
+                socket.create_connection((p.host, p.port), timeout=1.0).close()
+                return p
+            except OSError:
+                continue
+    return nodes[0]
 
 
 @contextmanager
@@ -264,7 +288,7 @@ class Link:
         self.ready = False
         self._closing = False
         self.connection = pika.SelectConnection(
-            parameters(url), on_open_callback=self._opened, on_open_error_callback=self._open_failed,
+            reachable(url), on_open_callback=self._opened, on_open_error_callback=self._open_failed,
             on_close_callback=self._closed, custom_ioloop=ioloop)
 
     # connection life cycle
@@ -353,7 +377,7 @@ class Consumer:
         self.channel: Any = None
         self.ready = False
         self.connection = pika.SelectConnection(
-            parameters(url), on_open_callback=lambda c: c.channel(on_open_callback=self._channel_opened),
+            reachable(url), on_open_callback=lambda c: c.channel(on_open_callback=self._channel_opened),
             on_open_error_callback=lambda c, e: self._lost(f"cannot connect: {_describe(e)}"),
             on_close_callback=lambda c, e: self._lost(f"connection closed: {_describe(e)}"),
             custom_ioloop=ioloop)

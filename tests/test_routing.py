@@ -63,3 +63,31 @@ def test_docker_topology_matches(topo: Topology) -> None:
     assert {k: (h.parent, h.name) for k, h in docker.hubs.items()} == {
         k: (h.parent, h.name) for k, h in topo.hubs.items()}
     assert all("@rabbitmq:" in h.amqp_url for h in docker.hubs.values())
+
+
+def test_cluster_urls(topo: Topology) -> None:
+    """A hub on a cluster lists its nodes; every account's URL names each node, in the hub's vhost,
+    and a client connects to the first node that accepts a connection."""
+    import socket
+
+    from broker import layout, transport
+
+    with socket.socket() as live:
+        live.bind(("127.0.0.1", 0))
+        live.listen()
+        up = live.getsockname()[1]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            down = s.getsockname()[1]  # bound, not listening: connections are refused
+        raw = {"hubs": [{"id": "H41", "amqp_url": [f"amqp://a:b@127.0.0.1:{down}/", f"amqp://a:b@127.0.0.1:{up}/"]}],
+               "agencies": [{"organ_id": "000.00.00.H41", "hub": "H41"}]}
+        cluster = Topology.from_dict(raw)
+        url = layout.amqp_url(cluster, "H41", "hub.H41", "p w")
+        assert url.split() == [f"amqp://hub.H41:p%20w@127.0.0.1:{down}/lienthong.H41",
+                               f"amqp://hub.H41:p%20w@127.0.0.1:{up}/lienthong.H41"]
+        assert [p.port for p in transport.parameters(url)] == [down, up]
+        assert transport.reachable(url).port == up
+    single = layout.amqp_url(topo, "H41", "hub.H41", "x")
+    assert single == "amqp://hub.H41:x@127.0.0.1:5672/lienthong.H41"
+    assert Topology.from_dict({**raw, "hubs": [{"id": "H41", "amqp_url": "amqp://h1/, amqp://h2/"}]}) \
+        .hubs["H41"].amqp_url == "amqp://h1/ amqp://h2/"
