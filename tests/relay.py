@@ -74,6 +74,7 @@ class Relay:
         self.logs = base / "logs"
         self.logs.mkdir(exist_ok=True)
         self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
+        self._keys: dict[str, SigningKey] = {}
         for hub in self.topology.hubs:
             for _ in range(workers):
                 self.start_worker(hub)
@@ -124,8 +125,11 @@ class Relay:
                             self.topology, seen)
 
     def key(self, organ_id: str) -> SigningKey:
-        d = self.settings.pki / "agencies" / organ_id
-        return SigningKey.load(d / "key.pem", d / "cert.pem")
+        """The agency's signing key (loaded once: loading checks the RSA key, about 45 ms)."""
+        if organ_id not in self._keys:
+            d = self.settings.pki / "agencies" / organ_id
+            self._keys[organ_id] = SigningKey.load(d / "key.pem", d / "cert.pem")
+        return self._keys[organ_id]
 
     def document(self, sender: str, recipients: list[str], *, size: int = 3000, subject: str = "Thử nghiệm",
                  signer: str | None = None) -> bytes:
