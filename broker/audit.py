@@ -48,10 +48,9 @@ def entry_hash(row: AuditRow) -> str:
 
 def checkpoint(store: SqlStore, hub: str, key: SigningKey) -> tuple[int, str] | None:
     """Sign the current head of ``hub``'s log; returns (seq, hash) or None for an empty log."""
-    rows = store.audit_rows(hub=hub)
-    if not rows:
+    head = store.audit_head(hub)
+    if head is None:
         return None
-    head = rows[-1]
     at = datetime.now(UTC).timestamp()
     token = sign_record(HopRecord(hub=hub, at=repr(at), digest=head.hash, document_id="",
                                   verdict="checkpoint", extra={"seq": str(head.seq)}), key)

@@ -30,7 +30,7 @@ def recent_rejections(settings: Settings, topology: Topology, limit: int = 20) -
             store = open_store(settings.state_url, hub=hub)
         except Exception:  # noqa: BLE001 - a hub without a store yet has nothing to show
             continue
-        for row in store.audit_rows(hub=hub)[-500:]:
+        for row in store.audit_rows(hub=hub, newest=500):
             if row.kind == "hop":
                 rec = parse_record(row.body)
                 if rec.verdict == "rejected":

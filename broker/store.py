@@ -203,8 +203,10 @@ class SqlStore:
             return self._append(cur, hub, digest, entry, time.time())
 
     def audit_rows(self, *, hub: str | None = None, document_id: str | None = None,
-                   since: float | None = None, until: float | None = None) -> list[AuditRow]:
-        """Audit entries, optionally of one hub or document, appended in ``[since, until)``."""
+                   since: float | None = None, until: float | None = None,
+                   newest: int | None = None) -> list[AuditRow]:
+        """Audit entries in log order, optionally of one hub or document, appended in
+        ``[since, until)``, or only the ``newest`` few."""
         where: list[str] = []
         args: list[object] = []
         if since is not None:
@@ -221,9 +223,19 @@ class SqlStore:
             args.append(document_id)
         sql = "SELECT hub, seq, at, kind, document_id, digest, body, prev, hash FROM audit"
         sql += (" WHERE " + " AND ".join(where)) if where else ""
+        if newest is not None:
+            sql = f"SELECT * FROM ({sql} ORDER BY at DESC LIMIT {int(newest)}) AS newest"
         with self._tx() as cur:
             cur.execute(self._q(sql + " ORDER BY hub, seq"), tuple(args))
             return [AuditRow(r[0], int(r[1]), float(r[2]), *r[3:]) for r in cur.fetchall()]
+
+    def audit_head(self, hub: str) -> AuditRow | None:
+        """The last entry of ``hub``'s log (one row, whatever the log's length)."""
+        with self._tx() as cur:
+            cur.execute(self._q("SELECT hub, seq, at, kind, document_id, digest, body, prev, hash FROM audit "
+                                "WHERE hub = ? ORDER BY seq DESC LIMIT 1"), (hub,))
+            r = cur.fetchone()
+        return AuditRow(r[0], int(r[1]), float(r[2]), *r[3:]) if r else None
 
     def add_checkpoint(self, hub: str, seq: int, hash_: str, at: float, token: str) -> None:
         with self._tx() as cur:

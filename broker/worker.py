@@ -203,6 +203,7 @@ class HubWorker:
             outcome = self.hop.process(Inbound(body, headers, method.exchange))
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the hub; the delivery limit parks it
             self.log.error("hop failed", error=repr(exc))
+            self._started.pop(tag, None)
             self._consumer.requeue(tag)  # type: ignore[union-attr]
             return
         claims_keys = [c.claim for c in outcome.copies]
@@ -218,6 +219,7 @@ class HubWorker:
                 self.stats.duplicates += 1
                 self.log.info("duplicate of a rejected message", document_id=outcome.document_id,
                               agency=outcome.sender, code=standing.code)
+                self._started.pop(tag, None)
                 self._consumer.ack(tag)  # type: ignore[union-attr]
                 return
             claims = self.store.claim(self.hub, outcome.digest, claims_keys, self.owner,
@@ -256,6 +258,7 @@ class HubWorker:
             self._in_flight.difference_update(keys)
             if failed:
                 self.log.warning("publish not confirmed; message requeued", document_id=outcome.document_id)
+                self._started.pop(tag, None)
                 if self._consumer is not None:
                     self._consumer.requeue(tag)
                 return
@@ -301,6 +304,7 @@ class HubWorker:
 
     def _retry(self, tag: int, exchange_in: str, props: Any, body: bytes, headers: dict[str, Any],
                exc: TransientError) -> None:
+        self._started.pop(tag, None)
         attempt = int(headers.get(H_ATTEMPT, 0))
         origin = headers.get(H_ORIGIN) if exchange_in == layout.EX_INGRESS else layout.origin_of(exchange_in)
         keep = {k: v for k, v in headers.items() if not k.startswith("x-")}

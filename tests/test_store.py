@@ -74,3 +74,18 @@ def test_unavailable_store_is_transient(tmp_path: Path) -> None:
     from broker.errors import TransientError
     with pytest.raises(TransientError):
         open_store("postgresql://lienthong:wrong@127.0.0.1:1/lienthong")
+
+
+def test_log_head_and_newest_entries(store: SqlStore) -> None:
+    """The head of a hub's log and its newest entries are read without reading the whole log
+    (a worker signs the head every minute; the dashboard shows the newest)."""
+    from broker.store import AuditEntry
+
+    hub = f"h-{uuid.uuid4().hex[:6]}"
+    assert store.audit_head(hub) is None
+    for i in range(30):
+        store.append(hub, f"d{i}", AuditEntry("hop", f"doc-{i}", f"token-{i}"))
+    head = store.audit_head(hub)
+    assert head is not None and (head.seq, head.body) == (30, "token-29")
+    assert [r.seq for r in store.audit_rows(hub=hub, newest=5)] == [26, 27, 28, 29, 30]
+    assert len(store.audit_rows(hub=hub)) == 30
