@@ -48,6 +48,14 @@ from tests.relay import Relay  # noqa: E402
 
 SENDER, FAR, SLOW, POISONER = "000.00.51.H41", "001.00.31.H14", "000.00.52.H41", "000.00.01.H41"
 HUBS = ("H41", "national", "H14", "H14-D31")
+CLUSTER_SCRIPT = ROOT / "scripts" / "rabbitmq-cluster.sh"
+
+
+def cluster_urls() -> tuple[str, str]:
+    """(AMQP URLs of the three nodes, management URL of node 3) from scripts/rabbitmq-cluster.sh."""
+    out = subprocess.run([str(CLUSTER_SCRIPT), "urls"], check=True, capture_output=True, text=True).stdout
+    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return values["LIENTHONG_CLUSTER_AMQP"].strip('"'), values["LIENTHONG_CLUSTER_MGMT"].strip('"')
 
 
 @dataclass
@@ -57,7 +65,7 @@ class Plan:
     """Good documents per second."""
     size: int = 3000
     kill_every: float = 6.0
-    """One SIGKILL of a hub worker per this many seconds (at random moments; at least 2)."""
+    """One SIGKILL of a hub worker per this many seconds (at random moments; at least 2; 0: none)."""
     broker_restarts: int = 1
     store_outages: int = 2
     poison_every: float = 3.0
@@ -66,6 +74,9 @@ class Plan:
     seed: int = 20261122
     soak: bool = False
     """No faults: measure memory and latency over time."""
+    cluster: str = ""
+    """On a RabbitMQ cluster run by scripts/cluster.sh: stop its first node mid-run (the node the
+    relay's clients prefer), start it again later."""
     drain_seconds: float = 120.0
 
 
@@ -84,9 +95,12 @@ class Result:
     broker_restarts: int = 0
     recovery_seconds: list[float] = field(default_factory=list)
     store_outages: int = 0
+    node_stops: int = 0
     replayed_from_parking: int = 0
     crashed_workers: int = 0
     worker_tracebacks: int = 0
+    connections_lost: int = 0
+    """Worker connections the faults broke (each one re-established)."""
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     p99_near_faults_ms: float = 0.0
@@ -270,6 +284,20 @@ class Suite:
         watch.start()
         self.watchers.append(watch)
 
+    def stop_node(self) -> None:
+        """Stop cluster node 1 for a while, then start it again (it rejoins)."""
+        script = self.plan.cluster
+        self.say(f"  t={self._t():5.1f}s cluster node 1 stopped")
+        subprocess.run([script, "stop-node", "1"], check=True, capture_output=True, timeout=120)
+        self.result.node_stops += 1
+        down = time.time()
+        watch = threading.Thread(target=self._recovery, args=(down,), daemon=True)
+        watch.start()
+        self.watchers.append(watch)
+        time.sleep(max(5.0, self.plan.seconds / 4))
+        subprocess.run([script, "start-node", "1"], check=True, capture_output=True, timeout=300)
+        self.say(f"  t={self._t():5.1f}s cluster node 1 back")
+
     def _recovery(self, up: float) -> None:
         """Seconds from the broker's return until a document sent after it is delivered."""
         deadline = time.monotonic() + 120
@@ -298,16 +326,25 @@ class Suite:
 
     def faults(self) -> None:
         plan, end = self.plan, self.plan.seconds - 3
-        kills = max(2, int(end / plan.kill_every))
+        kills = max(2, int(end / plan.kill_every)) if plan.kill_every else 0
         events = [(self.rng.uniform(2, end), "kill") for _ in range(kills)]
         # restarts in the first two thirds, so documents sent after them show the recovery
         events += [(self.rng.uniform(5, max(6.0, end * 2 / 3)), "broker") for _ in range(plan.broker_restarts)]
         events += [(self.rng.uniform(3, end), "store") for _ in range(plan.store_outages)]
+        if plan.cluster:
+            events.append((plan.seconds / 4, "node"))
         for at, what in sorted(events):
             if self.stop.wait(max(0.0, at - self._t())):
                 return
             self.fault_times.append(time.time())
-            {"kill": self.kill, "broker": self.restart_broker, "store": self.lock_store}[what]()
+            act = {"kill": self.kill, "broker": self.restart_broker, "store": self.lock_store,
+                   "node": self.stop_node}[what]
+            if what == "node":  # runs alongside the other faults
+                th = threading.Thread(target=act, daemon=True)
+                th.start()
+                self.watchers.append(th)
+            else:
+                act()
 
     # -- run -------------------------------------------------------------------------------
 
@@ -391,7 +428,9 @@ class Suite:
             for p in procs:
                 if p.poll() is not None and p.pid not in self.killed:
                     res.crashed_workers += 1
-        res.worker_tracebacks = self.relay.log_text().count("Traceback")
+        logs = self.relay.log_text()
+        res.worker_tracebacks = logs.count("Traceback")
+        res.connections_lost = logs.count('"event": "connection lost"')
 
 
 def run(plan: Plan, base: Path, amqp_url: str, mgmt_url: str, say: Any = print) -> Result:
@@ -412,11 +451,14 @@ def report(res: Result) -> str:
         f"poison sent          {res.poison_sent}   rejected with a signed receipt and the right code: "
         f"{res.poison_rejected}, unanswered: {res.poison_unanswered}, wrong code: {len(res.poison_wrong_code)}",
         f"SIGKILLs survived    {res.kills}",
-        f"broker restarts      {res.broker_restarts}   recovery (to the first new delivery): "
+        f"broker restarts      {res.broker_restarts}   recovery (to the first new delivery, per restart "
+        f"or node stop): "
         f"{', '.join(f'{s:.1f} s' for s in res.recovery_seconds) or '-'}",
         f"store outages        {res.store_outages}   replayed from parking by the operator: "
         f"{res.replayed_from_parking}",
-        f"workers crashed      {res.crashed_workers}   tracebacks in worker logs: {res.worker_tracebacks}",
+        f"cluster node stops   {res.node_stops}",
+        f"workers crashed      {res.crashed_workers}   tracebacks in worker logs: {res.worker_tracebacks}   "
+        f"connections lost and re-made: {res.connections_lost}",
         f"latency              p50 {res.p50_ms} ms, p99 {res.p99_ms} ms, p99 within 10 s of a fault "
         f"{res.p99_near_faults_ms} ms",
         f"worker RSS (MB)      start {res.rss_start_mb}  end {res.rss_end_mb}",
@@ -438,14 +480,21 @@ def main() -> int:
     ap.add_argument("--store-outages", type=int, default=2)
     ap.add_argument("--seed", type=int, default=20261122)
     ap.add_argument("--soak", action="store_true", help="no faults; memory and latency over time")
+    ap.add_argument("--cluster", action="store_true",
+                    help="run on the three-node cluster of scripts/rabbitmq-cluster.sh and stop a node mid-run")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     plan = Plan(seconds=a.seconds, rate=a.rate, size=a.size, kill_every=a.kill_every,
                 broker_restarts=a.broker_restarts, store_outages=a.store_outages, seed=a.seed, soak=a.soak,
                 slow_delay=0.0 if a.soak else Plan.slow_delay,
+                cluster=str(CLUSTER_SCRIPT) if a.cluster else "",
                 drain_seconds=max(120.0, a.seconds / 2))
     amqp = os.environ.get("LIENTHONG_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     mgmt = os.environ.get("LIENTHONG_MGMT_URL", "http://guest:guest@127.0.0.1:15672")
+    if a.cluster:
+        subprocess.run([str(CLUSTER_SCRIPT), "start"], check=True)
+        amqp, mgmt = cluster_urls()
+        plan.broker_restarts = 0  # the node stop is this run's broker fault
     with tempfile.TemporaryDirectory() as tmp:
         res = run(plan, Path(tmp), amqp, mgmt, say=lambda s: print(s, flush=True))
     print(json.dumps(asdict(res), indent=2) if a.json else report(res))

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# A three-node RabbitMQ cluster on this one machine, beside the default node (which it leaves alone).
+#
+#   scripts/rabbitmq-cluster.sh start            # nodes lt1..lt3@localhost, AMQP 5681-5683, HTTP 15681-15683
+#   scripts/rabbitmq-cluster.sh stop-node N      # shut node N down (as a crash would take it away)
+#   scripts/rabbitmq-cluster.sh start-node N     # start it again; it rejoins the cluster
+#   scripts/rabbitmq-cluster.sh status | urls | stop
+#
+# Each node has its own name, ports, data and log directories under $LIENTHONG_CLUSTER_DIR
+# (default /tmp/lienthong-cluster) and runs as the rabbitmq user with the default node's Erlang
+# cookie, so `rabbitmqctl -n ltN@localhost` works.  Needs Debian's rabbitmq-server and root.
+set -euo pipefail
+DIR=${LIENTHONG_CLUSTER_DIR:-/tmp/lienthong-cluster}
+NODES=(1 2 3)
+say() { echo "rabbitmq-cluster: $*" >&2; }
+ctl() { rabbitmqctl -q -n "lt$1@localhost" "${@:2}"; }
+amqp_port() { echo $((5680 + $1)); }
+http_port() { echo $((15680 + $1)); }
+answers() { timeout 2 bash -c "</dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+start_node() {
+  local n=$1 d="$DIR/lt$1"
+  if answers "$(amqp_port "$n")"; then return 0; fi
+  mkdir -p "$d/mnesia" "$d/log"
+  cat > "$d/rabbitmq.conf" <<EOF
+listeners.tcp.default = $(amqp_port "$n")
+management.tcp.port = $(http_port "$n")
+EOF
+  echo "[rabbitmq_management]." > "$d/enabled_plugins"
+  : > "$d/env.conf"  # not the default node's rabbitmq-env.conf (it names that node)
+  chown -R rabbitmq:rabbitmq "$d"
+  su rabbitmq -s /bin/sh -c "cd /var/lib/rabbitmq && env HOME=/var/lib/rabbitmq \
+    RABBITMQ_NODENAME=lt$n@localhost RABBITMQ_NODE_PORT=$(amqp_port "$n") \
+    RABBITMQ_DIST_PORT=$((25680 + n)) RABBITMQ_CONF_ENV_FILE=$d/env.conf \
+    RABBITMQ_CONFIG_FILE=$d/rabbitmq.conf RABBITMQ_ENABLED_PLUGINS_FILE=$d/enabled_plugins \
+    RABBITMQ_MNESIA_BASE=$d/mnesia RABBITMQ_LOG_BASE=$d/log RABBITMQ_PID_FILE=$d/pid \
+    ERL_EPMD_ADDRESS=127.0.0.1 /usr/lib/rabbitmq/bin/rabbitmq-server -detached"
+  for _ in $(seq 120); do
+    ctl "$n" await_startup --timeout 5 >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  say "node lt$n did not start (see $d/log)"
+  return 1
+}
+
+running_nodes() {
+  ctl "${1:-1}" cluster_status --formatter json 2>/dev/null |
+    python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("running_nodes", [])))' 2>/dev/null || echo 0
+}
+
+wait_cluster() {
+  for _ in $(seq 90); do
+    for n in "${NODES[@]}"; do
+      [ "$(running_nodes "$n")" = 3 ] && return 0
+    done
+    sleep 1
+  done
+  say "the cluster did not reach 3 running nodes"
+  return 1
+}
+
+case "${1:-}" in
+  start)
+    command -v rabbitmq-server >/dev/null || { say "install Debian's rabbitmq-server first"; exit 1; }
+    if [ "$(running_nodes 1)" = 3 ]; then say "cluster already running"; exit 0; fi
+    # a fresh cluster each time: nodes restarted from old data would each wait for the last
+    # node to have stopped (minutes); this cluster is for trying and testing, not for keeping data
+    for n in "${NODES[@]}"; do ctl "$n" shutdown >/dev/null 2>&1 || true; done
+    rm -rf "$DIR"
+    for n in "${NODES[@]}"; do start_node "$n"; done
+    for n in 2 3; do
+      if ! ctl "$n" cluster_status 2>/dev/null | grep -q "lt1@localhost"; then
+        ctl "$n" stop_app
+        ctl "$n" reset
+        ctl "$n" join_cluster lt1@localhost
+        ctl "$n" start_app
+      fi
+    done
+    wait_cluster
+    say "3 nodes running: lt1..lt3@localhost on AMQP ports 5681-5683"
+    ;;
+  stop-node)
+    n=${2:?node number}
+    ctl "$n" shutdown >/dev/null 2>&1 || true
+    say "node lt$n stopped"
+    ;;
+  start-node)
+    n=${2:?node number}
+    start_node "$n"
+    wait_cluster
+    say "node lt$n back in the cluster"
+    ;;
+  stop)
+    for n in "${NODES[@]}"; do ctl "$n" shutdown >/dev/null 2>&1 || true; done
+    say "stopped"
+    ;;
+  status)
+    for n in "${NODES[@]}"; do
+      if answers "$(amqp_port "$n")"; then echo "lt$n@localhost up (amqp $(amqp_port "$n"), http $(http_port "$n"))"
+      else echo "lt$n@localhost down"; fi
+    done
+    echo "running nodes seen by lt1: $(running_nodes 1)"
+    ;;
+  urls)
+    printf 'LIENTHONG_CLUSTER_AMQP="%s"\n' "$(for n in "${NODES[@]}"; do
+      printf 'amqp://guest:guest@127.0.0.1:%s/ ' "$(amqp_port "$n")"; done | sed 's/ $//')"
+    printf 'LIENTHONG_CLUSTER_MGMT="http://guest:guest@127.0.0.1:%s"\n' "$(http_port 3)"
+    ;;
+  *)
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
