@@ -306,12 +306,28 @@ def sqlite_store(path: str | Path) -> SqlStore:
 
     def connect() -> sqlite3.Connection:
         timeout = float(os.environ.get("LIENTHONG_SQLITE_TIMEOUT", "10"))
-        conn = sqlite3.connect(p, timeout=timeout, check_same_thread=False, isolation_level="DEFERRED")
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = sqlite3.connect(p, timeout=timeout, check_same_thread=False, isolation_level="IMMEDIATE")
+        _wal(conn, timeout)
         conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes (WAL)
         return conn
 
     return SqlStore(connect, "?", (sqlite3.OperationalError,))
+
+
+def _wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch a new database to WAL.  The switch needs the database to itself and SQLite answers
+    "locked" at once, without its busy timeout, while another connection (a second worker, the
+    SDK beside the gateway) opens the same new file: wait for it like any other lock.  Once a
+    database is in WAL mode the pragma is a no-op that takes no lock."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def postgres_store(url: str) -> SqlStore:

@@ -89,3 +89,29 @@ def test_log_head_and_newest_entries(store: SqlStore) -> None:
     assert head is not None and (head.seq, head.body) == (30, "token-29")
     assert [r.seq for r in store.audit_rows(hub=hub, newest=5)] == [26, 27, 28, 29, 30]
     assert len(store.audit_rows(hub=hub)) == 30
+
+
+def test_sqlite_opened_by_several_at_once(tmp_path: Path) -> None:
+    """Several connections opening one new SQLite file at the same moment (a second worker, the SDK
+    beside the gateway) all get a working store: switching the file to WAL waits for the others
+    instead of failing with "database is locked"."""
+    import threading
+
+    errors: list[BaseException] = []
+    for round_ in range(40):
+        path = tmp_path / f"new-{round_}.sqlite3"
+
+        def open_and_write(path: Path = path) -> None:
+            try:
+                s = sqlite_store(path)
+                s.mark_handed("000.00.00.H41", uuid.uuid4().hex)
+                s.close()
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_and_write) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
