@@ -35,6 +35,8 @@ class RejectedInput(LienthongError, ValueError):
     """The message is refused for what it contains; retrying will not help."""
 
     code = "INPUT_REJECTED"
+    about_bytes = True
+    """The refusal follows from the bytes alone, so it stands for every later copy of them."""
 
 
 class MalformedXML(RejectedInput):
@@ -170,12 +172,14 @@ class SenderNotAllowed(RejectedInput):
     """The message reached this hub from an account not entitled to send it."""
 
     code = "SENDER_NOT_ALLOWED"
+    about_bytes = False  # the same bytes from the entitled account are judged afresh
 
 
 class TraceInvalid(RejectedInput):
     """A hop record carried with the message is missing, malformed or not signed by that hub."""
 
     code = "TRACE_INVALID"
+    about_bytes = False  # the trace travels beside the signed bytes, in the AMQP headers
 
 
 # --- transient problems: retried with back-off, then parked ------------------

@@ -46,6 +46,11 @@ H_REASON = "lt-reason"
 H_HUB = "lt-hub"
 H_TO = "lt-to"              # receipts: the agency to notify
 H_REPLAY = "lt-replay"      # set by `lienthong dlq replay`: an operator re-submits a parked message
+H_ATTEMPT = "lt-attempt"    # retry tier count, set by the hub when it sends a message to a retry queue
+
+HUB_ONLY = (H_ORIGIN, H_CODE, H_REASON, H_HUB, H_REPLAY, H_ATTEMPT)
+"""Headers only this hub writes, on what it puts into its own ingress (retry tiers, an operator's
+replay) or parks.  Set by anyone else they would steer the hub, so they are dropped on entry."""
 
 PARKING = Target("parking", "parking")
 
@@ -82,6 +87,9 @@ class Outcome:
     """What goes into the hub's audit log with the claims (hop record, receipts issued)."""
     message: bytes | None = None
     """The signed bytes to keep as evidence (at the sender's hub, the recipient's hub, on rejection)."""
+    standing: bool = True
+    """The verdict holds for every later copy of these bytes.  False for a refusal that depends on
+    who handed them in (another account, a bad trace): the genuine sender is still judged afresh."""
 
 
 @dataclass
@@ -118,7 +126,7 @@ class Hop:
                             limits=self.limits, policy=self.policy)
             m = checked.message
             document_id, sender = m.document_id, m.sender.organ_id
-            trace = list(msg.headers.get(H_TRACE) or [])
+            trace = _trace(msg.headers)
             recipients = self._admit(origin, sender, m.recipient_ids, trace, digest)
             return self._forward(msg.body, digest, document_id, sender, recipients, trace, "edxml", m.kind)
         except RejectedInput as exc:
@@ -225,7 +233,7 @@ class Hop:
             copies += self._to_agency(sender, receipt, "rejection" + again)
         return Outcome(digest, document_id, "rejected", tuple(copies), code=exc.code, reason=exc.message,
                        sender=sender, record=token, recipients=recipients, entries=tuple(entries),
-                       message=msg.body)
+                       message=msg.body, standing=exc.about_bytes)
 
     def _relay_receipt(self, msg: Inbound, digest: str, origin: str) -> Outcome:
         if not origin.startswith("link:"):
@@ -235,6 +243,27 @@ class Hop:
         hops = next_hops(self.topology, self.hub, (r.sender,))
         copies = tuple(Copy(t, msg.body, {H_KIND: "receipt", H_TO: r.sender}, str(t)) for t in hops)
         return Outcome(digest, r.document_id, "forwarded", copies, sender=r.hub)
+
+
+def trusted_headers(exchange: str, headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The headers of an inbound message that the hub may act on.  Only the hub writes to its own
+    ingress exchange, so what arrives there keeps everything; what an agency or a neighbour hands
+    in loses the hub-only headers (a forged ``lt-replay`` would have a refusal judged again, a
+    forged ``lt-attempt`` would send a message straight to parking)."""
+    plain = dict(headers or {})
+    if exchange == EX_INGRESS:
+        return plain
+    return {k: v for k, v in plain.items() if k not in HUB_ONLY}
+
+
+def _trace(headers: Mapping[str, Any]) -> list[str]:
+    """The ``lt-trace`` header: a list of hop record tokens (absent: an empty trace)."""
+    trace = headers.get(H_TRACE)
+    if trace is None:
+        return []
+    if not isinstance(trace, list) or not all(isinstance(t, str | bytes) for t in trace):
+        raise TraceInvalid(f"the {H_TRACE} header is not a list of signed hop records")
+    return [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in trace]
 
 
 def _recipients_for(record: HopRecord, target: str) -> tuple[str, ...]:

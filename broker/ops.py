@@ -14,7 +14,7 @@ from typing import Any
 from cryptography import x509
 
 from . import layout, transport
-from .hop import H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY
+from .hop import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY
 from .metrics import Thresholds
 from .settings import Settings
 from .setup import Credentials, Management, q
@@ -189,7 +189,7 @@ def replay(settings: Settings, hub: str, select: Any) -> int:
 
     def act(p: Parked) -> None:
         headers = {k: v for k, v in p.headers.items()
-                   if not k.startswith("x-") and k not in (H_CODE, H_REASON, H_HUB, "lt-attempt")}
+                   if not k.startswith("x-") and k not in (H_CODE, H_REASON, H_HUB, H_ATTEMPT)}
         headers[H_REPLAY] = uuid.uuid4().hex  # a replay may be parked again, as a new event
         publisher.publish(layout.EX_INGRESS, "", p.body, message_id=p.digest, user_id=names.hub_user(hub),
                           headers=headers)

@@ -32,14 +32,26 @@ import structlog
 
 from . import audit, layout, metrics, transport
 from .errors import LienthongError, TransientError
-from .hop import H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY, PARKING, Copy, Hop, Inbound, Outcome
+from .hop import (
+    H_ATTEMPT,
+    H_CODE,
+    H_HUB,
+    H_ORIGIN,
+    H_REASON,
+    H_REPLAY,
+    PARKING,
+    Copy,
+    Hop,
+    Inbound,
+    Outcome,
+    trusted_headers,
+)
 from .routing import Target
 from .setup import Credentials
 from .store import SqlStore, Verdict
 from .topology import Topology
 
 log = structlog.get_logger("lienthong.worker")
-H_ATTEMPT = "lt-attempt"
 CHECKPOINT_SECONDS = float(os.environ.get("LIENTHONG_CHECKPOINT_SECONDS", "60"))
 WATCH_SECONDS = float(os.environ.get("LIENTHONG_WATCH_SECONDS", "30"))
 
@@ -196,7 +208,7 @@ class HubWorker:
 
     def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
         tag = method.delivery_tag
-        headers = dict(props.headers or {})
+        headers = trusted_headers(method.exchange, props.headers)
         self.stats.received += 1
         self._started[tag] = time.perf_counter()
         try:
@@ -210,15 +222,13 @@ class HubWorker:
         try:
             if any((outcome.digest, k) in self._in_flight for k in claims_keys):
                 raise TransientError("the same message is already being published by this worker")
-            standing = self.store.record_verdict(
-                self.hub, outcome.digest, outcome.document_id, outcome.sender,
-                Verdict("rejected" if outcome.verdict == "rejected" else "accepted", outcome.code, outcome.reason))
             replayed = bool(headers.get(H_REPLAY))  # an operator's deliberate replay is judged afresh
-            if standing.verdict == "rejected" and outcome.verdict != "rejected" and not replayed:
+            earlier = self._earlier_refusal(outcome) if outcome.standing else None
+            if earlier is not None and not replayed:
                 # the same bytes failed here before: they keep that failure, never a positive receipt
                 self.stats.duplicates += 1
                 self.log.info("duplicate of a rejected message", document_id=outcome.document_id,
-                              agency=outcome.sender, code=standing.code)
+                              agency=outcome.sender, code=earlier.code)
                 self._started.pop(tag, None)
                 self._consumer.ack(tag)  # type: ignore[union-attr]
                 return
@@ -243,6 +253,14 @@ class HubWorker:
                           code=outcome.code, reason=outcome.reason)
         self._publish_all(tag, outcome, todo)
 
+    def _earlier_refusal(self, outcome: Outcome) -> Verdict | None:
+        """Record this verdict on the bytes unless one stands already.  Return the earlier refusal
+        if these bytes were refused here before and this copy would pass: it keeps that refusal."""
+        standing = self.store.record_verdict(
+            self.hub, outcome.digest, outcome.document_id, outcome.sender,
+            Verdict("rejected" if outcome.verdict == "rejected" else "accepted", outcome.code, outcome.reason))
+        return standing if standing.verdict == "rejected" and outcome.verdict != "rejected" else None
+
     def _publish_all(self, tag: int, outcome: Outcome, todo: list[Copy]) -> None:
         remaining = len(todo)
         failed = False
@@ -255,8 +273,8 @@ class HubWorker:
             failed = failed or not ok
             if remaining:
                 return
-            self._in_flight.difference_update(keys)
             if failed:
+                self._in_flight.difference_update(keys)
                 self.log.warning("publish not confirmed; message requeued", document_id=outcome.document_id)
                 self._started.pop(tag, None)
                 if self._consumer is not None:
@@ -273,7 +291,10 @@ class HubWorker:
                          transport.props(message_id=message_id, user_id=user, headers=copy.headers), confirmed)
 
     def _flush_confirmed(self) -> None:
-        """Once per I/O loop turn: mark every fully confirmed message's claims in one transaction, then ack."""
+        """Once per I/O loop turn: mark every fully confirmed message's claims in one transaction, then ack.
+
+        A message stays in ``_in_flight`` until then: a copy of it arriving meanwhile would find
+        its claims still pending under this worker's name and publish it again."""
         batch, self._confirmed = self._confirmed, []
         if not batch:
             return
@@ -283,6 +304,7 @@ class HubWorker:
         except TransientError as exc:
             # the copies are out; the claims stay pending and the redelivery takes them over
             self.log.warning("could not confirm claims", error=str(exc), messages=len(batch))
+        self._in_flight.difference_update((o.digest, c) for _, o, claims in batch for c in claims)
         self._fault.maybe_die("before-ack")
         now = time.perf_counter()
         for tag, outcome, claims in batch:
