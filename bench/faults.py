@@ -107,6 +107,8 @@ class Result:
     windows: list[dict[str, float]] = field(default_factory=list)
     rss_start_mb: dict[str, float] = field(default_factory=dict)
     rss_end_mb: dict[str, float] = field(default_factory=dict)
+    memory: list[dict[str, float]] = field(default_factory=list)
+    """Samples while sending: seconds, the four workers' RSS summed, the broker's (beam.smp) RSS."""
     seconds: float = 0.0
 
     @property
@@ -130,6 +132,18 @@ def _rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def _broker_rss_mb() -> float:
+    """RSS of the RabbitMQ node(s) on this machine (every beam.smp process)."""
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and (d / "comm").read_text().strip() == "beam.smp":
+                total += _rss_mb(int(d.name))
+        except OSError:
+            continue
+    return total
 
 
 class Suite:
@@ -324,6 +338,16 @@ class Suite:
     def _t(self) -> float:
         return time.monotonic() - self.t0
 
+    def memory(self) -> None:
+        """Sample memory a dozen times over the sending (at least every 5 s)."""
+        every = max(5.0, self.plan.seconds / 12)
+        while True:
+            workers = sum(_rss_mb(self._worker(h).pid) for h in HUBS)
+            self.result.memory.append({"t_s": round(self._t()), "workers_mb": round(workers, 1),
+                                       "broker_mb": round(_broker_rss_mb(), 1)})
+            if self.sending_done.wait(every):
+                return
+
     def faults(self) -> None:
         plan, end = self.plan, self.plan.seconds - 3
         kills = max(2, int(end / plan.kill_every)) if plan.kill_every else 0
@@ -355,7 +379,8 @@ class Suite:
         threads = [threading.Thread(target=self.sender, daemon=True),
                    threading.Thread(target=self.reader, args=(FAR, 0.0), daemon=True),
                    threading.Thread(target=self.reader, args=(SLOW, plan.slow_delay), daemon=True),
-                   threading.Thread(target=self.receipts, args=(SENDER,), daemon=True)]
+                   threading.Thread(target=self.receipts, args=(SENDER,), daemon=True),
+                   threading.Thread(target=self.memory, daemon=True)]
         if not plan.soak:
             threads += [threading.Thread(target=self.poisoner, daemon=True),
                         threading.Thread(target=self.receipts, args=(POISONER,), daemon=True),
@@ -463,6 +488,9 @@ def report(res: Result) -> str:
         f"{res.p99_near_faults_ms} ms",
         f"worker RSS (MB)      start {res.rss_start_mb}  end {res.rss_end_mb}",
     ]
+    if res.memory:
+        lines.append("memory (MB)          " + "; ".join(
+            f"{m['t_s']:.0f}s: workers {m['workers_mb']:.0f} broker {m['broker_mb']:.0f}" for m in res.memory))
     if len(res.windows) > 1:
         lines.append("latency by window    " + "; ".join(
             f"{w['from_s']:.0f}s: p50 {w['p50_ms']} p99 {w['p99_ms']} (n={w['n']:.0f})" for w in res.windows))
