@@ -2,7 +2,7 @@
 
     python bench/faults.py                       # short form (CI runs it through tests/test_chaos.py)
     python bench/faults.py --seconds 600         # long form, by hand
-    python bench/faults.py --soak --seconds 1800 --rate 85   # no faults: memory and latency over time
+    python bench/faults.py --soak --seconds 1800 --rate 58   # no faults: memory and latency over time
 
 A commune of Nghệ An (hub H41) sends documents to a commune of Cao Bằng (H41 -> national -> H14 ->
 H14-D31) and to a neighbouring commune on H41 whose reader is slow.  Meanwhile, at random moments
