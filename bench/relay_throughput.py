@@ -12,7 +12,9 @@ For each size it runs, in the same broker and the same run:
   (LIENTHONG_RECEIPTS=off), to show what receipts and audit cost.
 
 Throughput: documents pushed as fast as one publisher with confirms allows, until all arrive.
-Latency: p50/p99 from publish to arrival in the inbox, at half the measured throughput.
+Latency: p50/p99 from publish to arrival in the inbox, at half the measured throughput, with the
+CPU the hub processes and the broker used meanwhile (percent of one core; the machine has two) and
+the worker CPU per document.
 Needs a RabbitMQ with management (scripts/ensure-rabbitmq.sh); uses its own namespace.
 """
 
@@ -139,6 +141,30 @@ def run_load(relay: Relay, docs: list[bytes], rate: float | None) -> tuple[float
     return throughput, latencies
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by ``pids``."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pids() -> list[int]:
+    return [int(d.name) for d in Path("/proc").iterdir()
+            if d.name.isdigit() and _comm(d) == "beam.smp"]
+
+
+def _comm(d: Path) -> str:
+    try:
+        return (d / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -146,12 +172,18 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
-def measure(relay: Relay, docs: list[bytes]) -> tuple[float, float, float, int]:
-    """Flat out on two thirds of ``docs``, then the last third (new documents) at half that rate."""
+def measure(relay: Relay, docs: list[bytes], hub_pids: list[int]) -> tuple[float, float, float, int, float, float]:
+    """Flat out on two thirds of ``docs``, then the last third (new documents) at half that rate.
+    Returns docs/s, p50, p99, n, and the hubs' and the broker's CPU (% of one core) at half rate."""
     split = len(docs) * 2 // 3
     flat, _ = run_load(relay, docs[:split], None)
+    brokers = broker_pids()
+    t0, hubs0, broker0 = time.perf_counter(), cpu_seconds(hub_pids), cpu_seconds(brokers)
     _, lat = run_load(relay, docs[split:], flat / 2)
-    return flat, pct(lat, 50), pct(lat, 99), len(lat)
+    wall = time.perf_counter() - t0
+    hubs_cpu = 100 * (cpu_seconds(hub_pids) - hubs0) / wall
+    broker_cpu = 100 * (cpu_seconds(brokers) - broker0) / wall
+    return flat, pct(lat, 50), pct(lat, 99), len(lat), hubs_cpu, broker_cpu
 
 
 def main() -> None:
@@ -168,7 +200,8 @@ def main() -> None:
     logs.configure(level="WARNING")
     amqp = os.environ.get("LIENTHONG_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     mgmt = os.environ.get("LIENTHONG_MGMT_URL", "http://guest:guest@127.0.0.1:15672")
-    print(f"{'size':>7} {'relay':>12} {'docs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'n':>6}")
+    print(f"{'size':>7} {'relay':>12} {'docs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'n':>6} "
+          f"{'hubs CPU%':>9} {'broker CPU%':>11} {'hub ms/doc':>10}")
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
             count = (args.count if size <= 20_000 else max(300, args.count // 4)) * 3 // 2
@@ -186,8 +219,11 @@ def main() -> None:
                     raw_size = max(100, (size - 2600) * 3 // 4)  # base64 grows by 4/3; ~2.6 kB of header
                     docs = [relay.document(SENDER, [RECIPIENT], size=raw_size, subject=f"bench {i}")
                             for i in range(count)]
-                    tput, p50, p99, n = measure(relay, docs)
-                    print(f"{size // 1000:>5}KB {kind:>12} {tput:8.0f} {p50:8.1f} {p99:8.1f} {n:6d}", flush=True)
+                    pids = [p.pid for p in raw_procs] + [p.pid for ps in relay.procs.values() for p in ps]
+                    tput, p50, p99, n, hubs_cpu, broker_cpu = measure(relay, docs, pids)
+                    per_doc = 10 * hubs_cpu / (tput / 2)  # ms of hub CPU per document at half rate
+                    print(f"{size // 1000:>5}KB {kind:>12} {tput:8.0f} {p50:8.1f} {p99:8.1f} {n:6d} "
+                          f"{hubs_cpu:9.0f} {broker_cpu:11.0f} {per_doc:10.1f}", flush=True)
                 finally:
                     for p in raw_procs:
                         p.terminate()
