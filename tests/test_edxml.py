@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -10,7 +11,7 @@ from lxml import etree
 from broker import errors, schema
 from broker.edxml import Business, E, Organ, ResponseFor, build_document, build_status, read
 from broker.parsing import parse
-from tests.samples import MALFORMED, sample, sample_names
+from tests.samples import MALFORMED, digest, pinned, sample, sample_names, samples_dir
 
 STATUS_OF = {"status_inbox_01.edxml": "01", "status_rejection_02.edxml": "02", "status_acceptance_03.edxml": "03",
              "status_assignment_04.edxml": "04", "status_processing_05.edxml": "05",
@@ -32,6 +33,18 @@ def test_every_well_formed_sample_validates_and_reads(name: str) -> None:
         # a status goes to the agency ResponseFor names (the document's sender; for 13, its recipient)
         assert message.response_for is not None
         assert message.recipient_ids == (message.response_for.organ_id,) != (message.sender.organ_id,)
+
+
+def test_samples_travel_with_the_repository() -> None:
+    """The samples are the repository's own copy, byte for byte as pinned (CRLF line ends and all):
+    a clone passes its tests with nothing beside it."""
+    root = samples_dir().resolve()
+    assert root.is_relative_to(Path(__file__).resolve().parent)
+    names = sorted(p.name for p in root.glob("*.edxml"))
+    assert len(names) == 18 and names == sorted(pinned())
+    for name in names:
+        assert digest(name) == pinned()[name], f"{name} differs from the pinned copy"
+    assert b"\r\n" in sample("status.edxml")
 
 
 def test_samples_cover_both_malformed_cases() -> None:
