@@ -252,18 +252,17 @@ def hub() -> None:
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
 def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
     """Run one worker of HUB_ID until stopped (SIGTERM/SIGINT)."""
-    from .runtime import hub_store, load_hop
+    from .runtime import start_hub
     from .setup import Credentials
     from .worker import HubWorker
 
     s = _settings()
-    hop = load_hop(s, hub_id)
+    hop, store = start_hub(s, hub_id)
     if metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    HubWorker(hub_id, hop.topology, hop, hub_store(s, hub_id), Credentials(s.credentials),
-              prefetch=prefetch).run()
+    HubWorker(hub_id, hop.topology, hop, store, Credentials(s.credentials), prefetch=prefetch).run()
 
 
 @main.command()

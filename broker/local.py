@@ -13,10 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import click
 
 from . import devpki
+from .logs import get_logger
 from .settings import Settings
 from .setup import Credentials, apply
 from .topology import Topology
@@ -24,6 +26,7 @@ from .topology import Topology
 DEMO_FROM = "000.00.51.H41"  # UBND xã Hưng Nguyên, Nghệ An (two-tier)
 DEMO_TO = "001.00.31.H14"    # UBND xã Dân Chủ, Hòa An, Cao Bằng (three-tier)
 METRICS_BASE = 9101          # Prometheus metrics of hub n (topology order) on 127.0.0.1:9101+n
+log = get_logger("lienthong.up")
 
 
 def ensure_pki(settings: Settings, topology: Topology) -> None:
@@ -38,15 +41,69 @@ def start_worker(hub_id: str, metrics_port: int | None = None) -> subprocess.Pop
     return subprocess.Popen([sys.executable, "-m", "broker.cli", "hub", "run", hub_id, *extra])
 
 
+class Supervisor:
+    """Keeps one worker process per slot running: a worker that exits is logged with its exit code
+    and started again, after a back-off that doubles (1 s up to ``max_delay``) while it keeps dying
+    within ``stable_seconds`` of its start, so a worker that cannot start does not spin."""
+
+    def __init__(self, start: Callable[[str, int], subprocess.Popen[bytes]], slots: list[tuple[str, int]], *,
+                 stable_seconds: float = 30.0, max_delay: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._start = start
+        self._clock = clock
+        self.stable_seconds, self.max_delay = stable_seconds, max_delay
+        self.procs: dict[tuple[str, int], subprocess.Popen[bytes] | None] = {}
+        self._started: dict[tuple[str, int], float] = {}
+        self._delay: dict[tuple[str, int], float] = {}
+        self._due: dict[tuple[str, int], float] = {}
+        self.restarts = 0
+        for slot in slots:
+            self._launch(slot)
+
+    def _launch(self, slot: tuple[str, int]) -> None:
+        self.procs[slot] = self._start(*slot)
+        self._started[slot] = self._clock()
+
+    def poll(self) -> None:
+        """Notice exits and start what is due; call often (every half second)."""
+        now = self._clock()
+        for slot, p in list(self.procs.items()):
+            if p is None:
+                if now >= self._due[slot]:
+                    self._launch(slot)
+                    self.restarts += 1
+                    log.info("worker restarted", hub=slot[0], slot=slot[1], restarts=self.restarts)
+                continue
+            if p.poll() is None:
+                continue
+            lived = now - self._started[slot]
+            delay = 1.0 if lived >= self.stable_seconds else min(self._delay.get(slot, 0.5) * 2, self.max_delay)
+            self._delay[slot] = delay
+            self._due[slot] = now + delay
+            self.procs[slot] = None
+            log.error("worker exited; restarting", hub=slot[0], slot=slot[1], exit_code=p.returncode,
+                      lived_seconds=round(lived, 1), in_seconds=delay)
+
+    def stop(self) -> None:
+        running = [p for p in self.procs.values() if p is not None]
+        for p in running:
+            p.terminate()
+        for p in running:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 def run_all(settings: Settings, *, workers: int = 1, demo: bool = False, exit_after_demo: bool = False) -> int:
     topology = Topology.load(settings.topology)
     ensure_pki(settings, topology)
     counts = apply(topology, Credentials(settings.credentials), settings.mgmt_url)
     click.echo("broker setup: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     ports = {h: METRICS_BASE + n for n, h in enumerate(topology.hubs)}  # first worker of each hub
-    procs = {(h, i): start_worker(h, ports[h] if i == 0 else None)
-             for h in topology.hubs for i in range(workers)}
-    click.echo(f"relay up: {len(procs)} worker(s) for hubs {', '.join(topology.hubs)}; metrics on "
+    workers_of = Supervisor(lambda h, i: start_worker(h, ports[h] if i == 0 else None),
+                            [(h, i) for h in topology.hubs for i in range(workers)])
+    click.echo(f"relay up: {len(workers_of.procs)} worker(s) for hubs {', '.join(topology.hubs)}; metrics on "
                f"127.0.0.1:{METRICS_BASE}-{METRICS_BASE + len(ports) - 1}; Ctrl-C stops")
     stopping = False
 
@@ -63,19 +120,10 @@ def run_all(settings: Settings, *, workers: int = 1, demo: bool = False, exit_af
             if exit_after_demo:
                 return code
         while not stopping:
-            for key, p in list(procs.items()):
-                if p.poll() is not None:
-                    click.echo(f"worker of hub {key[0]} exited ({p.returncode}); restarting", err=True)
-                    procs[key] = start_worker(key[0], ports[key[0]] if key[1] == 0 else None)
+            workers_of.poll()
             time.sleep(0.5)
     finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        workers_of.stop()
     return code
 
 

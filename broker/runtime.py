@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
 
-from .errors import ConfigError
+from .errors import ConfigError, TransientError
 from .hop import Hop
+from .logs import get_logger
 from .parsing import DEFAULT_LIMITS, ParseLimits
 from .settings import Settings
 from .signer import SigningKey
@@ -56,3 +59,22 @@ def limits_of(topology: Topology) -> ParseLimits:
 
 def hub_store(settings: Settings, hub_id: str) -> SqlStore:
     return open_store(settings.state_url, hub=hub_id)
+
+
+def start_hub(settings: Settings, hub_id: str, *, sleep: Callable[[float], None] = time.sleep,
+              max_delay: float = 30.0) -> tuple[Hop, SqlStore]:
+    """Load the hub and open its state store, waiting with back-off (0.5 s doubling up to
+    ``max_delay``) while something it needs is not there yet: a database still starting, or
+    not yet created.  Each wait is logged with its reason.  Configuration errors (a missing key, a
+    hub not in the topology, a schema newer than this code) are raised at once: waiting would
+    not mend them."""
+    log = get_logger("lienthong.start").bind(hub=hub_id)
+    delay, attempt = 0.5, 1
+    while True:
+        try:
+            hop = load_hop(settings, hub_id)
+            return hop, hub_store(settings, hub_id)
+        except TransientError as exc:
+            log.warning("start failed; retrying", error=str(exc), attempt=attempt, in_seconds=delay)
+            sleep(delay)
+            delay, attempt = min(delay * 2, max_delay), attempt + 1

@@ -32,32 +32,41 @@ from .errors import ConfigError, TransientError
 
 ClaimState = Literal["new", "done", "busy", "takeover"]
 
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS hops (
-        hub TEXT NOT NULL, digest TEXT NOT NULL, target TEXT NOT NULL,
-        state TEXT NOT NULL, owner TEXT NOT NULL, lease_until DOUBLE PRECISION NOT NULL,
-        updated DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (hub, digest, target))""",
-    """CREATE TABLE IF NOT EXISTS verdicts (
-        hub TEXT NOT NULL, digest TEXT NOT NULL, document_id TEXT NOT NULL, sender TEXT NOT NULL,
-        verdict TEXT NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (hub, digest))""",
-    # append-only, hash-chained per hub (broker/audit.py computes and checks the hashes)
-    """CREATE TABLE IF NOT EXISTS audit (
-        hub TEXT NOT NULL, seq BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL,
-        document_id TEXT NOT NULL, digest TEXT NOT NULL, body TEXT NOT NULL, prev TEXT NOT NULL,
-        hash TEXT NOT NULL, PRIMARY KEY (hub, seq))""",
-    "CREATE INDEX IF NOT EXISTS audit_doc ON audit (document_id)",
-    "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",  # reports read a period
-    """CREATE TABLE IF NOT EXISTS checkpoints (
-        hub TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
-        token TEXT NOT NULL, PRIMARY KEY (hub, seq))""",
-    # the exact signed bytes of each message a hub accepted or refused, for evidence bundles
-    "CREATE TABLE IF NOT EXISTS messages (digest TEXT PRIMARY KEY, data {blob} NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS handed (
-        agency TEXT NOT NULL, message_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (agency, message_id))""",
-]
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (1, "claims, verdicts, audit log, checkpoints, message bytes, handed ids", (
+        """CREATE TABLE IF NOT EXISTS hops (
+            hub TEXT NOT NULL, digest TEXT NOT NULL, target TEXT NOT NULL,
+            state TEXT NOT NULL, owner TEXT NOT NULL, lease_until DOUBLE PRECISION NOT NULL,
+            updated DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (hub, digest, target))""",
+        """CREATE TABLE IF NOT EXISTS verdicts (
+            hub TEXT NOT NULL, digest TEXT NOT NULL, document_id TEXT NOT NULL, sender TEXT NOT NULL,
+            verdict TEXT NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (hub, digest))""",
+        # append-only, hash-chained per hub (broker/audit.py computes and checks the hashes)
+        """CREATE TABLE IF NOT EXISTS audit (
+            hub TEXT NOT NULL, seq BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL,
+            document_id TEXT NOT NULL, digest TEXT NOT NULL, body TEXT NOT NULL, prev TEXT NOT NULL,
+            hash TEXT NOT NULL, PRIMARY KEY (hub, seq))""",
+        "CREATE INDEX IF NOT EXISTS audit_doc ON audit (document_id)",
+        "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",  # reports read a period
+        """CREATE TABLE IF NOT EXISTS checkpoints (
+            hub TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+            token TEXT NOT NULL, PRIMARY KEY (hub, seq))""",
+        # the exact signed bytes of each message a hub accepted or refused, for evidence bundles
+        "CREATE TABLE IF NOT EXISTS messages (digest TEXT PRIMARY KEY, data {blob} NOT NULL)",
+        """CREATE TABLE IF NOT EXISTS handed (
+            agency TEXT NOT NULL, message_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (agency, message_id))""",
+    )),
+)
+"""The schema as numbered steps, applied in order and each once (table ``schema_version``).
+
+Version 1 uses ``IF NOT EXISTS`` so that a database made before versioning is adopted as it is.
+A new step is appended with the next number; a released step is never edited."""
+
+MIGRATION_LOCK = 0x6C74_0001
+"""PostgreSQL advisory lock key that serializes schema changes across processes and hosts."""
 
 
 @dataclass(frozen=True)
@@ -114,9 +123,36 @@ class SqlStore:
         self._transient = transient
         self._lock = threading.Lock()
         self._conn: Any = None
+        self._blob = blob
+        self.schema_version = self.migrate(MIGRATIONS)
+
+    def migrate(self, migrations: Sequence[tuple[int, str, Sequence[str]]]) -> int:
+        """Bring the schema up to the last of ``migrations``; safe from any number of processes at
+        once.  One transaction holds a lock while it reads the version and applies what is missing
+        (PostgreSQL: an advisory lock; SQLite: ``BEGIN IMMEDIATE``, the database's write lock), so
+        a second process waits, then finds the work done.  Returns the version reached."""
+        latest = max((n for n, _, _ in migrations), default=0)
         with self._tx() as cur:
-            for stmt in SCHEMA:
-                cur.execute(stmt.replace("{blob}", blob))
+            if self._ph == "%s":
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            else:
+                cur.execute("BEGIN IMMEDIATE")
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                        "description TEXT NOT NULL, applied DOUBLE PRECISION NOT NULL)")
+            cur.execute("SELECT MAX(version) FROM schema_version")
+            current = int(cur.fetchone()[0] or 0)
+            if current > latest:
+                raise ConfigError(f"the state store's schema is at version {current}, newer than this "
+                                  f"lienthong knows ({latest}): upgrade lienthong")
+            for number, description, statements in sorted(migrations):
+                if number <= current:
+                    continue
+                for stmt in statements:
+                    cur.execute(stmt.replace("{blob}", self._blob))
+                cur.execute(self._q("INSERT INTO schema_version (version, description, applied) VALUES (?, ?, ?)"),
+                            (number, description, time.time()))
+                current = number
+        return current
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:

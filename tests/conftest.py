@@ -34,7 +34,22 @@ def rabbitmq_urls() -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """URL of a real PostgreSQL database."""
+def postgres_server() -> Iterator[str]:
+    """URL of a real PostgreSQL server's maintenance database (used to create test databases)."""
     with services.postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A PostgreSQL database created empty for this test run and dropped after it: nothing left by
+    an earlier run is relied upon."""
+    with services.fresh_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture()
+def new_postgres_url(postgres_server: str) -> Iterator[str]:
+    """A PostgreSQL database created empty for one test, as a new deployment's would be."""
+    with services.fresh_database(postgres_server) as url:
         yield url

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -81,3 +82,20 @@ def postgres() -> Iterator[str]:
     if not answers(url, 5432):
         unavailable(f"PostgreSQL at {urlsplit(url).hostname}:{urlsplit(url).port or 5432}")
     yield url
+
+
+@contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    """A PostgreSQL database created empty for the caller (as on a new machine) and dropped after.
+    The role of ``url`` needs CREATEDB (``scripts/ensure-postgres.sh`` grants it)."""
+    import psycopg
+
+    name = f"lt_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(url)
+    try:
+        yield parts._replace(path="/" + name).geturl()
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

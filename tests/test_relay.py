@@ -246,10 +246,11 @@ def test_worker_reconnects_when_broker_drops_connections(relay: Relay) -> None:
 
 
 @pytest.mark.postgres
-def test_competing_workers_on_postgres(rabbitmq_urls: tuple[str, str], postgres_url: str,
+def test_competing_workers_on_postgres(rabbitmq_urls: tuple[str, str], new_postgres_url: str,
                                        tmp_path: Path) -> None:
-    """Two workers per hub sharing a PostgreSQL state store: 40 documents, each delivered exactly once."""
-    relay = Relay(tmp_path / "pg", *rabbitmq_urls, state_url=postgres_url, workers=2)
+    """Two workers per hub sharing a PostgreSQL state store created empty for this test (the eight
+    workers create its schema at the same moment): 40 documents, each delivered exactly once."""
+    relay = Relay(tmp_path / "pg", *rabbitmq_urls, state_url=new_postgres_url, workers=2)
     try:
         docs = [relay.document(N_COMMUNE, [C_COMMUNE], subject=f"pg {i}", size=500) for i in range(40)]
         client = relay.client(N_COMMUNE)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from broker.store import SqlStore, Verdict, open_store, sqlite_store
+from broker.errors import ConfigError
+from broker.store import MIGRATIONS, SqlStore, Verdict, open_store, sqlite_store
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -115,3 +120,73 @@ def test_sqlite_opened_by_several_at_once(tmp_path: Path) -> None:
         for t in threads:
             t.join()
     assert errors == []
+
+
+def _open_at_once(url: str, start: Any, out: Any) -> None:
+    """One process of the concurrent-start test: wait for the others, then open the store."""
+    start.wait()
+    try:
+        s = open_store(url, hub="h")
+        out.put(("ok", s.schema_version))
+        s.close()
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which asserts on it
+        out.put(("failed", repr(exc)))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_schema_created_by_many_processes_at_once(kind: str, request: pytest.FixtureRequest,
+                                                   tmp_path: Path) -> None:
+    """Eight processes (a hub's workers, its CLI) open one empty store at the same moment: every one
+    starts, and each migration step is applied exactly once."""
+    url = request.getfixturevalue("new_postgres_url") if kind == "postgres" else str(tmp_path / "state")
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_open_at_once, args=(url, start, out)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    time.sleep(1.0)  # let every process import and reach the barrier
+    start.set()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert results == [("ok", len(MIGRATIONS))] * 8
+    s = open_store(url, hub="h")
+    try:
+        with s._tx() as cur:
+            cur.execute("SELECT version FROM schema_version ORDER BY version")
+            assert [r[0] for r in cur.fetchall()] == [n for n, _, _ in MIGRATIONS]
+    finally:
+        s.close()
+
+
+def test_migrations_apply_in_order_once_and_refuse_a_newer_schema(store: SqlStore) -> None:
+    """A later step is applied once, on top of what is there; a store whose schema is newer than
+    the code refuses to start with a sentence saying so."""
+    table = f"extra_{uuid.uuid4().hex[:8]}"
+    steps = [*MIGRATIONS, (len(MIGRATIONS) + 1, "test step", (f"CREATE TABLE {table} (x INTEGER)",))]
+    store.schema_version = 0
+    assert store.migrate(steps) == len(MIGRATIONS) + 1
+    assert store.migrate(steps) == len(MIGRATIONS) + 1  # a second run finds nothing to do
+    with pytest.raises(ConfigError, match="newer than this lienthong knows"):
+        store.migrate(MIGRATIONS)
+    with store._tx() as cur:
+        cur.execute(f"DROP TABLE {table}")
+        cur.execute(store._q("DELETE FROM schema_version WHERE version = ?"), (len(MIGRATIONS) + 1,))
+
+
+def test_a_database_from_before_versioning_is_adopted(tmp_path: Path) -> None:
+    """A store made before schema versions existed (its tables, no schema_version) opens with its
+    rows kept and is recorded at version 1."""
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    for stmt in MIGRATIONS[0][2]:
+        conn.execute(stmt.replace("{blob}", "BLOB"))
+    conn.execute("INSERT INTO handed (agency, message_id, at) VALUES ('A', 'm1', 0)")
+    conn.commit()
+    conn.close()
+    s = sqlite_store(path)
+    try:
+        assert s.schema_version == len(MIGRATIONS)
+        assert s.is_handed("A", "m1")
+    finally:
+        s.close()
