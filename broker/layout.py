@@ -19,6 +19,15 @@ Per hub, one vhost ``<namespace>.<hub>`` (namespace ``lienthong`` by default) ho
 - ``unroutable`` (fanout) -> ``unroutable``: the alternate exchange of
   ``ingress`` and ``inbox``, so a message never vanishes for lack of a binding.
 
+Every move the broker makes on its own is at-least-once: a retry tier's expiry back into
+``ingress`` and the delivery limit's move into ``parking`` are dead-lettering, which quorum queues
+do at-most-once unless told otherwise (a message dead-lettered while its target cannot take it, or
+around a broker stop, is dropped).  The policy :func:`reliability_policy` sets
+``dead-letter-strategy: at-least-once`` (and the ``overflow: reject-publish`` it requires) on those
+queues: the source queue keeps each message until the target queue has confirmed it.  A policy,
+not queue arguments, because RabbitMQ never changes a queue's arguments after it is declared: a
+policy upgrades a running deployment in place, its queues and what they hold untouched.
+
 Users: ``hub.<hub>`` (everything in its own vhost), ``link.<hub>`` (publish
 only to ``in.link.<hub>`` of each neighbouring hub), and one user per agency
 (publish only to ``in.<code>`` of its hub, read only its own inbox).
@@ -120,6 +129,38 @@ class Binding:
     exchange: str
     queue: str
     routing_key: str = ""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A RabbitMQ policy of one vhost (``apply-to: queues``)."""
+
+    name: str
+    pattern: str
+    definition: dict[str, Any]
+    priority: int
+
+
+RELIABILITY_POLICY = "lienthong-at-least-once"
+AT_LEAST_ONCE = {"dead-letter-strategy": "at-least-once", "overflow": "reject-publish"}
+
+
+def reliability_policy() -> Policy:
+    """At-least-once dead-lettering for the queues that dead-letter: ``ingress`` and the retry tiers."""
+    return Policy(RELIABILITY_POLICY, f"^({re.escape(Q_INGRESS)}|retry\\..+)$", dict(AT_LEAST_ONCE), 100)
+
+
+def dead_lettering_queues(topology: Topology) -> list[str]:
+    """The queues that move messages by dead-lettering, in declaration order."""
+    return [Q_INGRESS] + [retry_queue(tier) for tier, _ in retry_tiers(topology)]
+
+
+def effective_policy(policies: list[dict[str, Any]], queue: str) -> dict[str, Any] | None:
+    """The policy RabbitMQ applies to ``queue`` among ``policies`` (as the management API lists
+    them): the one of highest priority whose pattern matches the name and that applies to queues."""
+    matching = [p for p in policies if p.get("apply-to", "all") in ("all", "queues")
+                and re.search(str(p["pattern"]), queue)]
+    return max(matching, key=lambda p: int(p.get("priority", 0)), default=None)
 
 
 @dataclass(frozen=True)

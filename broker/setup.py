@@ -94,7 +94,7 @@ def q(name: str) -> str:
 def apply(topology: Topology, credentials: Credentials, default_mgmt_url: str) -> dict[str, int]:
     """Declare everything; return counts of what was applied."""
     credentials.ensure(layout.users(topology))
-    counts = {"vhosts": 0, "users": 0, "permissions": 0, "declarations": 0}
+    counts = {"vhosts": 0, "users": 0, "permissions": 0, "declarations": 0, "policies": 0}
     mgmts: dict[str, Management] = {}
 
     def mgmt_for(hub_id: str) -> Management:
@@ -122,9 +122,33 @@ def apply(topology: Topology, credentials: Credentials, default_mgmt_url: str) -
         m.put(f"/api/permissions/{q(p.vhost)}/{q(p.user)}",
               {"configure": p.configure, "write": p.write, "read": p.read})
         counts["permissions"] += 1
+    policy = layout.reliability_policy()
     for hub_id in topology.hubs:
         items = layout.declarations(topology, hub_id)
         transport.declare(layout.admin_url(topology, hub_id), items)
         counts["declarations"] += len(items)
+        vhost = names.vhost(hub_id)
+        mgmt_for(hub_id).put(f"/api/policies/{q(vhost)}/{q(policy.name)}",
+                             {"pattern": policy.pattern, "definition": policy.definition,
+                              "priority": policy.priority, "apply-to": "queues"})
+        counts["policies"] += 1
+        check_at_least_once(mgmt_for(hub_id), vhost, layout.dead_lettering_queues(topology))
     log.info("broker setup applied", **counts)
     return counts
+
+
+def check_at_least_once(m: Management, vhost: str, queues: list[str]) -> None:
+    """Fail unless every queue that dead-letters is governed by at-least-once dead-lettering: a
+    policy of higher priority (an operator's own) would silently replace lienthong's."""
+    policies = m.get(f"/api/policies/{q(vhost)}") or []
+    for queue in queues:
+        effective = layout.effective_policy(policies, queue)
+        definition = (effective or {}).get("definition", {})
+        if any(definition.get(k) != v for k, v in layout.AT_LEAST_ONCE.items()):
+            who = (f"policy {effective['name']!r} (priority {effective.get('priority', 0)})" if effective
+                   else "no policy")
+            raise ConfigError(
+                f"queue {queue!r} in vhost {vhost!r} is governed by {who}, not at-least-once dead-lettering: "
+                f"messages it retries or parks could be lost in a broker restart. Add "
+                f"{', '.join(f'{k}: {v}' for k, v in layout.AT_LEAST_ONCE.items())} to that policy, "
+                f"or give it a priority below {layout.reliability_policy().priority}")
