@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from adapters.sdk import AgencyClient, InboxItem  # noqa: E402
-from broker import ops, receipts  # noqa: E402
+from broker import layout, ops, receipts, transport  # noqa: E402
 from broker.edxml import Organ, build_document  # noqa: E402
 from broker.errors import LienthongError  # noqa: E402
 from broker.parsing import parse  # noqa: E402
@@ -110,6 +110,8 @@ class Result:
     memory: list[dict[str, float]] = field(default_factory=list)
     """Samples while sending: seconds, the four workers' RSS summed, the broker's (beam.smp) RSS."""
     seconds: float = 0.0
+    missing: list[str] = field(default_factory=list)
+    """For each document not delivered: the last hub that recorded it and where it was last seen."""
 
     @property
     def ok(self) -> bool:
@@ -376,6 +378,7 @@ class Suite:
         plan, res = self.plan, self.result
         self.relay.take(FAR, 1, timeout=3)  # settle: every worker has connected
         self.t0 = time.monotonic()
+        self.t0_wall = time.time()
         threads = [threading.Thread(target=self.sender, daemon=True),
                    threading.Thread(target=self.reader, args=(FAR, 0.0), daemon=True),
                    threading.Thread(target=self.reader, args=(SLOW, plan.slow_delay), daemon=True),
@@ -453,9 +456,53 @@ class Suite:
             for p in procs:
                 if p.poll() is not None and p.pid not in self.killed:
                     res.crashed_workers += 1
+        if res.lost:
+            res.missing = self.explain([d for d in self.expect if d not in self.got])
         logs = self.relay.log_text()
         res.worker_tracebacks = logs.count("Traceback")
         res.connections_lost = logs.count('"event": "connection lost"')
+
+
+    def explain(self, digests: list[str]) -> list[str]:
+        """Where each missing document got to: the furthest hub on its path whose state store
+        recorded it (with its claims), and every queue of the relay that still holds it."""
+        held: dict[str, list[str]] = {}
+        for hub in HUBS:
+            queues = [layout.Q_INGRESS, layout.Q_PARKING, layout.Q_UNROUTABLE,
+                      *(layout.retry_queue(t) for t, _ in layout.retry_tiers(self.relay.topology)),
+                      *(layout.inbox_queue(a.organ_id) for a in self.relay.topology.agencies.values()
+                        if a.hub == hub)]
+            for queue in queues:
+                def seen(r: Any, where: str = f"{hub}/{queue}") -> bool:
+                    held.setdefault(r.message_id, []).append(where)
+                    return False  # look, do not take
+                try:
+                    transport.fetch(self.relay.hub_url(hub), queue, seen, limit=10_000)
+                except LienthongError as exc:
+                    held.setdefault("?", []).append(f"{hub}/{queue}: {exc}")
+        out = []
+        for digest in digests:
+            path = ("H41",) if self.expect[digest] == SLOW else HUBS
+            recorded = "recorded by no hub"
+            for hub in path:
+                db = Path(self.relay.settings.state_url) / f"{hub}.sqlite3"
+                if not db.exists():
+                    continue
+                conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+                try:
+                    claims = conn.execute("SELECT target, state FROM hops WHERE digest = ?", (digest,)).fetchall()
+                    verdict = conn.execute("SELECT verdict, code FROM verdicts WHERE digest = ?", (digest,)).fetchone()
+                finally:
+                    conn.close()
+                if claims or verdict:
+                    recorded = (f"last recorded by {hub} (verdict {verdict[0] if verdict else '-'}"
+                                f"{' ' + verdict[1] if verdict and verdict[1] else ''}; claims "
+                                f"{', '.join(f'{t}={st}' for t, st in claims) or 'none'})")
+            where = ", ".join(held.get(digest, [])) or "in no queue of the relay"
+            sent = self.sent_at[digest] - self.t0_wall
+            out.append(f"{digest[:16]} to {self.expect[digest]} sent at t={sent:.1f}s: {recorded}; "
+                       f"now {where}")
+        return out
 
 
 def run(plan: Plan, base: Path, amqp_url: str, mgmt_url: str, say: Any = print) -> Result:
@@ -494,6 +541,7 @@ def report(res: Result) -> str:
     if len(res.windows) > 1:
         lines.append("latency by window    " + "; ".join(
             f"{w['from_s']:.0f}s: p50 {w['p50_ms']} p99 {w['p99_ms']} (n={w['n']:.0f})" for w in res.windows))
+    lines += [f"missing              {m}" for m in res.missing]
     lines.append(f"elapsed              {res.seconds} s   verdict: {'PASS' if res.ok else 'FAIL'}")
     return "\n".join(lines)
 

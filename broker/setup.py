@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import urllib.error
 import urllib.request
@@ -123,6 +124,8 @@ def apply(topology: Topology, credentials: Credentials, default_mgmt_url: str) -
               {"configure": p.configure, "write": p.write, "read": p.read})
         counts["permissions"] += 1
     policy = layout.reliability_policy()
+    for m in {mgmt_for(h).base: mgmt_for(h) for h in topology.hubs}.values():
+        check_broker_supports_at_least_once(m)
     for hub_id in topology.hubs:
         items = layout.declarations(topology, hub_id)
         transport.declare(layout.admin_url(topology, hub_id), items)
@@ -135,6 +138,19 @@ def apply(topology: Topology, credentials: Credentials, default_mgmt_url: str) -
         check_at_least_once(mgmt_for(hub_id), vhost, layout.dead_lettering_queues(topology))
     log.info("broker setup applied", **counts)
     return counts
+
+
+def check_broker_supports_at_least_once(m: Management) -> None:
+    """At-least-once dead-lettering needs RabbitMQ 3.10 or later with the ``stream_queue`` feature
+    flag enabled; without them the policy key is ignored and dead-lettering stays at-most-once."""
+    version = str(m.get("/api/overview").get("rabbitmq_version", "0"))
+    if tuple(int(p) for p in re.findall(r"\d+", version)[:2]) < (3, 10):
+        raise ConfigError(f"RabbitMQ {version} at {m.base} cannot dead-letter at-least-once: "
+                          f"lienthong needs RabbitMQ 3.10 or later")
+    flags = {f["name"]: f["state"] for f in m.get("/api/feature-flags") or []}
+    if flags.get("stream_queue", "enabled") != "enabled":
+        raise ConfigError(f"RabbitMQ at {m.base} has the feature flag stream_queue {flags['stream_queue']}: "
+                          f"at-least-once dead-lettering needs it ('rabbitmqctl enable_feature_flag stream_queue')")
 
 
 def check_at_least_once(m: Management, vhost: str, queues: list[str]) -> None:

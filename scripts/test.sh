@@ -9,4 +9,7 @@ export LIENTHONG_PG_URL=${LIENTHONG_PG_URL:-postgresql://lienthong:lienthong@127
 scripts/bootstrap.sh
 scripts/ensure-rabbitmq.sh
 scripts/ensure-postgres.sh
+# CI starts from the broker a new machine has: nothing an aborted earlier run left is relied upon.
+# (PostgreSQL: the tests create their databases and drop them, see tests/conftest.py.)
+if [ -n "${CI:-}" ]; then .venv/bin/python -m tests.cleanup; fi
 exec .venv/bin/python -m pytest "$@"

@@ -163,3 +163,35 @@ def test_setup_refuses_a_policy_that_would_shadow_at_least_once(idle_relay: Rela
     assert done.returncode != 0
     assert "ERROR CONFIG" in done.stderr and "'ops-limits' (priority 500)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+class _Answers:
+    """Canned management answers, for the pure decision of which brokers can dead-letter at-least-once."""
+
+    base = "http://broker:15672"
+
+    def __init__(self, version: str, flags: list[dict[str, str]]) -> None:
+        self.answers = {"/api/overview": {"rabbitmq_version": version}, "/api/feature-flags": flags}
+
+    def get(self, path: str) -> object:
+        return self.answers[path]
+
+
+@pytest.mark.parametrize(("version", "flags", "refused"), [
+    ("3.10.8", [{"name": "stream_queue", "state": "enabled"}], None),
+    ("4.1.0", [], None),  # later versions have no such flag: always on
+    ("3.9.29", [{"name": "stream_queue", "state": "enabled"}], "needs RabbitMQ 3.10 or later"),
+    ("3.10.8", [{"name": "stream_queue", "state": "disabled"}], "enable_feature_flag stream_queue"),
+])
+def test_setup_refuses_a_broker_that_cannot_dead_letter_at_least_once(version: str, flags: list[dict[str, str]],
+                                                                       refused: str | None) -> None:
+    """Before 3.10, or with the stream_queue feature flag off, RabbitMQ ignores the policy key and
+    stays at-most-once: setup says so instead of pretending."""
+    from broker.errors import ConfigError
+    from broker.setup import check_broker_supports_at_least_once
+
+    if refused is None:
+        check_broker_supports_at_least_once(_Answers(version, flags))  # type: ignore[arg-type]
+    else:
+        with pytest.raises(ConfigError, match=refused):
+            check_broker_supports_at_least_once(_Answers(version, flags))  # type: ignore[arg-type]
