@@ -25,10 +25,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker import errors, receipts
-from broker.parsing import parse
-from broker.signer import SigningKey, sign
-from broker.verifier import verify_tree
+from broker.core import errors, receipts
+from broker.core.parsing import parse
+from broker.core.signer import SigningKey, sign
+from broker.core.verifier import verify_tree
 
 from .sdk import AgencyClient, InboxItem, save_item
 

@@ -31,11 +31,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
-from broker import errors, receipts
-from broker.edxml import read
-from broker.parsing import DEFAULT_LIMITS, parse
+from broker.core import errors, receipts
+from broker.core.edxml import read
+from broker.core.parsing import DEFAULT_LIMITS, parse
+from broker.core.topology import Topology
 from broker.settings import Settings
-from broker.topology import Topology
 
 from .sdk import AgencyClient, InboxItem
 

@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker import layout, receipts, transport
-from broker.errors import TransientError, UsageError
+from broker.core import receipts
+from broker.core.errors import TransientError, UsageError
+from broker.core.signer import SigningKey
+from broker.core.topology import Topology
+from broker.core.trust import TrustStore
+from broker.relay import layout, transport
+from broker.relay.provision import Credentials
+from broker.relay.store import SqlStore, sqlite_store
 from broker.settings import Settings
-from broker.setup import Credentials
-from broker.signer import SigningKey
-from broker.store import SqlStore, sqlite_store
-from broker.topology import Topology
-from broker.trust import TrustStore
 
 KIND_HEADER = "lt-kind"
 
@@ -82,9 +83,9 @@ class AgencyClient:
 
     def status_for(self, document: bytes, status_code: str, *, key: SigningKey, description: str = "") -> bytes:
         """A signed edXML status from this agency about a received ``document``."""
-        from broker import edxml
-        from broker.parsing import parse
-        from broker.signer import sign
+        from broker.core import edxml
+        from broker.core.parsing import parse
+        from broker.core.signer import sign
 
         m = edxml.read(parse(document))
         me = self.topology.agency(self.organ_id)

@@ -39,11 +39,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from adapters.sdk import AgencyClient, InboxItem  # noqa: E402
-from broker import layout, ops, receipts, transport  # noqa: E402
-from broker.edxml import Organ, build_document  # noqa: E402
-from broker.errors import LienthongError  # noqa: E402
-from broker.parsing import parse  # noqa: E402
-from broker.trust import TrustStore  # noqa: E402
+from broker.core import receipts  # noqa: E402
+from broker.core.edxml import Organ, build_document  # noqa: E402
+from broker.core.errors import LienthongError  # noqa: E402
+from broker.core.parsing import parse  # noqa: E402
+from broker.core.trust import TrustStore  # noqa: E402
+from broker.ops import queues  # noqa: E402
+from broker.relay import layout, transport  # noqa: E402
 from tests.relay import Relay  # noqa: E402
 
 SENDER, FAR, SLOW, POISONER = "000.00.51.H41", "001.00.31.H14", "000.00.52.H41", "000.00.01.H41"
@@ -422,7 +424,7 @@ class Suite:
             if not replayed and time.monotonic() > deadline - self.plan.drain_seconds / 2:
                 # what the store outages parked after the last retry tier: an operator replays it
                 for hub in HUBS:
-                    self.result.replayed_from_parking += ops.replay(
+                    self.result.replayed_from_parking += queues.replay(
                         self.relay.settings, hub, lambda p: p.code == "RETRY_EXHAUSTED")
                 replayed = True
             time.sleep(0.5)
@@ -468,11 +470,11 @@ class Suite:
         recorded it (with its claims), and every queue of the relay that still holds it."""
         held: dict[str, list[str]] = {}
         for hub in HUBS:
-            queues = [layout.Q_INGRESS, layout.Q_PARKING, layout.Q_UNROUTABLE,
+            names = [layout.Q_INGRESS, layout.Q_PARKING, layout.Q_UNROUTABLE,
                       *(layout.retry_queue(t) for t, _ in layout.retry_tiers(self.relay.topology)),
                       *(layout.inbox_queue(a.organ_id) for a in self.relay.topology.agencies.values()
                         if a.hub == hub)]
-            for queue in queues:
+            for queue in names:
                 def seen(r: Any, where: str = f"{hub}/{queue}") -> bool:
                     held.setdefault(r.message_id, []).append(where)
                     return False  # look, do not take

@@ -32,7 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker import layout, logs, transport  # noqa: E402
+from broker import logs  # noqa: E402
+from broker.relay import layout, transport  # noqa: E402
 from tests.relay import Relay  # noqa: E402
 
 SENDER, RECIPIENT = "000.00.51.H41", "001.00.31.H14"
@@ -44,9 +45,9 @@ LAST = "H14-D31"
 
 def raw_worker(hub: str, topology_path: str, data_dir: str) -> None:
     """Consume the hub's ingress, publish each message to the next hub (or the inbox), ack on confirm."""
+    from broker.core.topology import Topology
+    from broker.relay.provision import Credentials
     from broker.settings import Settings
-    from broker.setup import Credentials
-    from broker.topology import Topology
 
     topo = Topology.load(topology_path)
     names = layout.names(topo)

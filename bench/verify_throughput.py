@@ -25,12 +25,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from lxml import etree
 
-from broker import devpki
-from broker.edxml import Organ, build_document
-from broker.signer import SigningKey, sign
-from broker.topology import Topology
-from broker.trust import TrustStore
-from broker.validation import check
+from broker.core.edxml import Organ, build_document
+from broker.core.signer import SigningKey, sign
+from broker.core.topology import Topology
+from broker.core.trust import TrustStore
+from broker.core.validation import check
+from broker.relay import devpki
 
 SIZES = {"10 KB": 10_000, "100 KB": 100_000, "1 MB": 1_000_000}
 

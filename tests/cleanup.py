@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 
-from broker.setup import Management, q
+from broker.relay.provision import Management, q
 
 TEST_NAMESPACE = re.compile(r"^lt[0-9a-f]{8}\.")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from broker import devpki
-from broker.topology import Topology
+from broker.core.topology import Topology
+from broker.relay import devpki
 from tests import services
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,12 +29,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
-from broker import devpki, receipts
-from broker.algorithms import DIGESTS, DS
-from broker.edxml import EDXML_NS, E, Organ, ResponseFor, build_document, build_status
-from broker.evidence import HopRecord, sign_record, utc_now
-from broker.parsing import parse
-from broker.signer import SigningKey, sign_tree
+from broker.core import receipts
+from broker.core.algorithms import DIGESTS, DS
+from broker.core.edxml import EDXML_NS, E, Organ, ResponseFor, build_document, build_status
+from broker.core.hoprecords import HopRecord, sign_record, utc_now
+from broker.core.parsing import parse
+from broker.core.signer import SigningKey, sign_tree
+from broker.relay import devpki
 from tests import test_signatures as ts
 from tests.relay import Relay
 

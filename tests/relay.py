@@ -20,13 +20,13 @@ from typing import Any
 import yaml
 
 from adapters.sdk import AgencyClient, InboxItem
-from broker import devpki, layout, transport
-from broker.edxml import Organ, build_document
+from broker.core.edxml import Organ, build_document
+from broker.core.signer import SigningKey, sign
+from broker.core.topology import Topology
+from broker.relay import devpki, layout, transport
+from broker.relay.provision import Credentials, Management, apply, q
+from broker.relay.store import sqlite_store
 from broker.settings import Settings
-from broker.setup import Credentials, Management, apply, q
-from broker.signer import SigningKey, sign
-from broker.store import sqlite_store
-from broker.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[1]
 

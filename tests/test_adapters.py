@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from adapters.gateway import create_app, issue_token
-from broker import layout
-from broker.edxml import Organ, build_document
+from broker.core.edxml import Organ, build_document
+from broker.relay import layout
 from tests.relay import ROOT, Relay, serve
 
 pytestmark = pytest.mark.broker
@@ -205,7 +205,7 @@ def test_folder_drop_restart_mid_batch(relay: Relay, tmp_path: Path) -> None:
     while len(got) < 12 and time.monotonic() < deadline:  # rounds until all arrived (or time is up)
         assert relay.cli("folder", "run", B, "--root", str(inbox), "--once").returncode == 0
         got = [p.read_bytes() for p in (inbox / "inbox").glob("*.edxml")]
-    from broker.edxml import read
-    from broker.parsing import parse
+    from broker.core.edxml import read
+    from broker.core.parsing import parse
     ids = sorted(i for i in (read(parse(b)).document_id for b in got) if i.startswith("folder-"))
     assert ids == sorted(docs)  # each once: no twin from the resend after the kill

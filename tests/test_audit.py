@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from broker import receipts
-from broker.edxml import Business, Organ, build_document
-from broker.parsing import parse
-from broker.signer import sign
-from broker.trust import TrustStore
+from broker.core import receipts
+from broker.core.edxml import Business, Organ, build_document
+from broker.core.parsing import parse
+from broker.core.signer import sign
+from broker.core.trust import TrustStore
 from tests.relay import Relay
 
 pytestmark = pytest.mark.broker
@@ -51,7 +51,7 @@ def delivered(relay: Relay) -> dict[str, bytes]:
 
 
 def _document_id(doc: bytes) -> str:
-    from broker.edxml import read
+    from broker.core.edxml import read
     return read(parse(doc)).document_id
 
 
@@ -63,8 +63,8 @@ def test_full_life_cycle_of_statuses(relay: Relay, delivered: dict[str, bytes]) 
     for code in ("01", "03", "04", "05", "06"):
         client.send(client.status_for(doc, code, key=relay.key(RECIPIENT)))
     statuses = relay.take(SENDER, 5, accept=lambda i: i.kind == "edxml" and b"StatusCode" in i.body)
-    from broker.edxml import read
-    from broker.validation import check
+    from broker.core.edxml import read
+    from broker.core.validation import check
     codes = []
     for item in statuses:
         checked = check(item.body, trust=TrustStore.load(relay.settings.pki), topology=relay.topology)
@@ -93,7 +93,7 @@ def test_revocation_flow(relay: Relay, delivered: dict[str, bytes]) -> None:
     relay.client(SENDER).send(revocation)
     got = relay.take(RECIPIENT, 1, accept=lambda i: i.body == revocation)
     assert len(got) == 1
-    from broker.edxml import read
+    from broker.core.edxml import read
     assert read(parse(got[0].body)).business == Business("1", original_id, "thu hồi")
     client = relay.client(RECIPIENT)
     answer = client.status_for(revocation, "15", key=relay.key(RECIPIENT))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.dashboard import create_app
+from broker.ops.dashboard import create_app
 from tests.relay import Relay, serve
 
 pytestmark = pytest.mark.broker
@@ -47,9 +47,9 @@ def test_dashboard_shows_hubs_and_a_rejection(relay: Relay, chromium: str, tmp_p
     relay.client(SENDER).send(bad)
     assert len(relay.take(RECIPIENT, 1, accept=lambda i: i.body == doc)) == 1
     relay.wait_idle()
-    from broker import ops
+    from broker.ops import queues
     deadline = time.monotonic() + 30  # the management API refreshes its figures every few seconds
-    while next(h for h in ops.status(relay.settings) if h.hub == "H41").parked < 1:
+    while next(h for h in queues.status(relay.settings) if h.hub == "H41").parked < 1:
         assert time.monotonic() < deadline, "the parked message never showed in the management API"
         time.sleep(1)
     port, server = serve(create_app(relay.settings))

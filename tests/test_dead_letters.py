@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import pika
 import pytest
 
-from broker import layout
-from broker.setup import Management, q
+from broker.relay import layout
+from broker.relay.provision import Management, q
 from tests.relay import Relay
 
 pytestmark = pytest.mark.broker
@@ -187,8 +187,8 @@ def test_setup_refuses_a_broker_that_cannot_dead_letter_at_least_once(version: s
                                                                        refused: str | None) -> None:
     """Before 3.10, or with the stream_queue feature flag off, RabbitMQ ignores the policy key and
     stays at-most-once: setup says so instead of pretending."""
-    from broker.errors import ConfigError
-    from broker.setup import check_broker_supports_at_least_once
+    from broker.core.errors import ConfigError
+    from broker.relay.provision import check_broker_supports_at_least_once
 
     if refused is None:
         check_broker_supports_at_least_once(_Answers(version, flags))  # type: ignore[arg-type]

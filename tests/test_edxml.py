@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from broker import errors, schema
-from broker.edxml import Business, E, Organ, ResponseFor, build_document, build_status, read
-from broker.parsing import parse
+from broker.core import errors, schema
+from broker.core.edxml import Business, E, Organ, ResponseFor, build_document, build_status, read
+from broker.core.parsing import parse
 from tests.samples import MALFORMED, digest, pinned, sample, sample_names, samples_dir
 
 STATUS_OF = {"status_inbox_01.edxml": "01", "status_rejection_02.edxml": "02", "status_acceptance_03.edxml": "03",

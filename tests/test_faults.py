@@ -79,8 +79,8 @@ def test_store_unavailable_too_long_is_parked(relay: Relay) -> None:
 def test_size_limit_from_configuration(relay: Relay) -> None:
     """The topology's max_bytes (200 kB here) applies at the hub: a bigger document is rejected
     XML_TOO_LARGE back to the sender."""
-    from broker import receipts
-    from broker.trust import TrustStore
+    from broker.core import receipts
+    from broker.core.trust import TrustStore
     big = relay.document(SENDER, [RECIPIENT], size=300_000)
     digest = hashlib.sha256(big).hexdigest()
     relay.client(SENDER).send(big)

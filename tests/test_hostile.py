@@ -30,10 +30,11 @@ import pytest
 
 from adapters.folder import FolderAdapter
 from adapters.gateway import create_app, issue_token
-from broker import devpki, errors, layout, receipts, transport
-from broker.edxml import EDXML_NS, read
-from broker.parsing import parse
-from broker.trust import TrustStore
+from broker.core import errors, receipts
+from broker.core.edxml import EDXML_NS, read
+from broker.core.parsing import parse
+from broker.core.trust import TrustStore
+from broker.relay import devpki, layout, transport
 from tests import hostile as h
 from tests.hostile import (
     AMQP_SENDER,

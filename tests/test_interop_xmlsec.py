@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from broker import devpki, errors
-from broker.edxml import E, Organ, build_document
-from broker.signer import SigningKey, sign
-from broker.topology import Topology
-from broker.trust import TrustStore
-from broker.validation import check
+from broker.core import errors
+from broker.core.edxml import E, Organ, build_document
+from broker.core.signer import SigningKey, sign
+from broker.core.topology import Topology
+from broker.core.trust import TrustStore
+from broker.core.validation import check
+from broker.relay import devpki
 
 pytestmark = pytest.mark.interop
 

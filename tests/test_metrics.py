@@ -7,9 +7,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from broker import devpki
-from broker.metrics import CERT_DAYS, trust_alerts
-from broker.trust import TrustStore
+from broker.core.trust import TrustStore
+from broker.relay import devpki
+from broker.relay.metrics import CERT_DAYS, trust_alerts
 
 
 def test_no_alert_on_fresh_material(dev_pki: Path) -> None:

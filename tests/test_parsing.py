@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from broker import errors
-from broker.parsing import ParseLimits, parse
+from broker.core import errors
+from broker.core.parsing import ParseLimits, parse
 from tests.samples import sample
 
 

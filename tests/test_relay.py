@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from broker import errors, receipts
-from broker.evidence import verify_trace
-from broker.runtime import hub_certificates
-from broker.trust import TrustStore
-from broker.validation import check
+from broker.core import errors, receipts
+from broker.core.hoprecords import verify_trace
+from broker.core.trust import TrustStore
+from broker.core.validation import check
+from broker.relay.assemble import hub_certificates
 from tests.relay import Relay
 
 pytestmark = pytest.mark.broker
@@ -191,7 +191,7 @@ def test_duplicate_of_rejected_gets_no_second_receipt(relay: Relay) -> None:
 
 def test_agency_cannot_read_another_inbox(relay: Relay) -> None:
     """An agency's credentials are refused on another agency's inbox and on another hub."""
-    from broker import layout, transport
+    from broker.relay import layout, transport
     mine = relay.client(N_COMMUNE)
     with pytest.raises(errors.AccessRefused):
         transport.fetch(mine.url, layout.inbox_queue(N_COMMUNE_2), lambda r: False)
@@ -207,7 +207,7 @@ def test_agency_cannot_read_another_inbox(relay: Relay) -> None:
 
 def test_agency_cannot_forge_user_id(relay: Relay) -> None:
     """Publishing with another account's user_id is refused by the broker itself."""
-    from broker import layout, transport
+    from broker.relay import layout, transport
     mine = relay.client(N_COMMUNE)
     with pytest.raises(errors.LienthongError):
         transport.publish(mine.url, layout.agency_exchange(N_COMMUNE), "", b"<x/>", message_id="x",
@@ -233,7 +233,7 @@ def test_worker_killed_mid_flight(relay: Relay, fault: str) -> None:
 
 def test_worker_reconnects_when_broker_drops_connections(relay: Relay) -> None:
     """The broker closes every connection of the hubs; workers reconnect and the relay carries on."""
-    from broker.setup import Management, q
+    from broker.relay.provision import Management, q
     m = Management(relay.settings.mgmt_url)
     for hub in relay.topology.hubs:
         for conn in m.get(f"/api/vhosts/{q(relay.names.vhost(hub))}/connections") or []:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.edxml import Organ, build_document
+from broker.core.edxml import Organ, build_document
 from tests.relay import Relay
 
 pytestmark = pytest.mark.broker

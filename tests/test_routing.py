@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from broker import errors
-from broker.routing import Target, next_hops, route
-from broker.topology import Topology
+from broker.core import errors
+from broker.core.routing import Target, next_hops, route
+from broker.core.topology import Topology
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_cluster_urls(topo: Topology) -> None:
     and a client connects to the first node that accepts a connection."""
     import socket
 
-    from broker import layout, transport
+    from broker.relay import layout, transport
 
     with socket.socket() as live:
         live.bind(("127.0.0.1", 0))

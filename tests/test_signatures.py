@@ -21,15 +21,16 @@ import signxml
 from cryptography import x509
 from lxml import etree
 
-from broker import devpki, errors
-from broker.algorithms import DS, DS_NS, SIGNATURE_METHODS
-from broker.edxml import E, Organ, build_document
-from broker.parsing import parse
-from broker.signer import SigningKey, sign_tree, sign_value
-from broker.topology import Topology
-from broker.trust import TrustStore
-from broker.validation import check
-from broker.verifier import VerifyPolicy, verify_tree
+from broker.core import errors
+from broker.core.algorithms import DS, DS_NS, SIGNATURE_METHODS
+from broker.core.edxml import E, Organ, build_document
+from broker.core.parsing import parse
+from broker.core.signer import SigningKey, sign_tree, sign_value
+from broker.core.topology import Topology
+from broker.core.trust import TrustStore
+from broker.core.validation import check
+from broker.core.verifier import VerifyPolicy, verify_tree
+from broker.relay import devpki
 
 SENDER = "000.00.00.G22"
 RECIPIENT = "000.00.00.H41"
@@ -177,7 +178,7 @@ def _unknown_sender(pki: Path, root: devpki.Issued) -> bytes:
 
 
 def _sha1(pki: Path, root: devpki.Issued) -> bytes:
-    from broker.algorithms import DIGESTS
+    from broker.core.algorithms import DIGESTS
     key = agency_key(pki)
     tree = parse(unsigned())
     sign_tree(tree, key, digest=DIGESTS["http://www.w3.org/2000/09/xmldsig#sha1"])
@@ -399,7 +400,7 @@ def test_pinned_fingerprint_binding(corpus: dict[str, bytes], dev_pki: Path) -> 
     pinned = Topology.from_dict(raw)
     with pytest.raises(errors.SignerMismatch):
         check(corpus["good-rsa"], trust=TrustStore.load(dev_pki), topology=pinned)
-    from broker.trust import fingerprint
+    from broker.core.trust import fingerprint
     cert = x509.load_pem_x509_certificate((dev_pki / "agencies" / SENDER / "cert.pem").read_bytes())
     raw["agencies"][0]["cert_sha256"] = [fingerprint(cert)]
     check(corpus["good-rsa"], trust=TrustStore.load(dev_pki), topology=Topology.from_dict(raw))

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from broker.local import Supervisor
+from broker.relay.supervise import Supervisor
 from tests.relay import ROOT, Relay
 
 N_COMMUNE, C_COMMUNE = "000.00.51.H41", "001.00.31.H14"

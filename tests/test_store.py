@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from broker.errors import ConfigError
-from broker.store import MIGRATIONS, SqlStore, Verdict, open_store, sqlite_store
+from broker.core.errors import ConfigError
+from broker.relay.store import MIGRATIONS, SqlStore, Verdict, open_store, sqlite_store
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -76,7 +76,7 @@ def test_postgres_url_is_used(postgres_url: str) -> None:
 
 def test_unavailable_store_is_transient(tmp_path: Path) -> None:
     """A store that cannot be reached raises TransientError (retried), not a crash."""
-    from broker.errors import TransientError
+    from broker.core.errors import TransientError
     with pytest.raises(TransientError):
         open_store("postgresql://lienthong:wrong@127.0.0.1:1/lienthong")
 
@@ -84,7 +84,7 @@ def test_unavailable_store_is_transient(tmp_path: Path) -> None:
 def test_log_head_and_newest_entries(store: SqlStore) -> None:
     """The head of a hub's log and its newest entries are read without reading the whole log
     (a worker signs the head every minute; the dashboard shows the newest)."""
-    from broker.store import AuditEntry
+    from broker.relay.store import AuditEntry
 
     hub = f"h-{uuid.uuid4().hex[:6]}"
     assert store.audit_head(hub) is None

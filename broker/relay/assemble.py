@@ -9,15 +9,15 @@ from pathlib import Path
 
 from cryptography import x509
 
-from .errors import ConfigError, TransientError
-from .hop import Hop
-from .logs import get_logger
-from .parsing import DEFAULT_LIMITS, ParseLimits
-from .settings import Settings
-from .signer import SigningKey
-from .store import SqlStore, open_store
-from .topology import Topology, subject_uid
-from .trust import TrustStore
+from broker.core.errors import ConfigError, TransientError
+from broker.core.hop import Hop
+from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
+from broker.core.signer import SigningKey
+from broker.core.topology import Topology, subject_uid
+from broker.core.trust import TrustStore
+from broker.logs import get_logger
+from broker.relay.store import SqlStore, open_store
+from broker.settings import Settings
 
 
 def hub_certificates(pki: Path, topology: Topology, trust: TrustStore) -> dict[str, x509.Certificate]:

@@ -2,7 +2,7 @@
 
 Schemas are parsed once per process and shared: lxml's ``XMLSchema`` objects
 validate concurrently without state of their own.  ``validate`` returns the
-message kind and raises :class:`~broker.errors.SchemaViolation` with the
+message kind and raises :class:`~broker.core.errors.SchemaViolation` with the
 first error, in one sentence without lxml's ``{namespace}`` noise.
 """
 
@@ -13,10 +13,9 @@ import threading
 
 from lxml import etree
 
+from broker.core.edxml import EDXML_NS, E, Kind
+from broker.core.errors import SchemaViolation, WrongNamespace
 from schemas import SCHEMA_DIR
-
-from .edxml import EDXML_NS, E, Kind
-from .errors import SchemaViolation, WrongNamespace
 
 _FILES: dict[Kind, str] = {"document": "edxml-document.xsd", "status": "edxml-status.xsd"}
 _loaded: dict[Kind, etree.XMLSchema] = {}

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from lxml import etree
 
-from .algorithms import C14N
+from broker.core.algorithms import C14N
 
 
 def canonicalize(node: etree._Element | etree._ElementTree, method: C14N,

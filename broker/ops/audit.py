@@ -1,6 +1,6 @@
 """The audit log and evidence bundles: what auditors check, offline.
 
-Each hub appends every hop record and receipt to its log (``broker.store``).
+Each hub appends every hop record and receipt to its log (``broker.relay.store``).
 Entry ``n`` stores ``hash = SHA-256(prev || canonical JSON of the entry)``,
 ``prev`` being entry ``n-1``'s hash: changing, removing or reordering any
 entry breaks every hash after it.  Periodically the hub signs a checkpoint
@@ -25,15 +25,15 @@ from pathlib import Path
 
 from cryptography import x509
 
-from . import receipts
-from .errors import AuditFailure, LienthongError, TraceInvalid
-from .evidence import HopRecord, parse_record, sign_record, verify_record
-from .parsing import parse
-from .signer import SigningKey
-from .store import AuditRow, SqlStore
-from .topology import Topology
-from .trust import TrustStore
-from .validation import check
+from broker.core import receipts
+from broker.core.errors import AuditFailure, LienthongError, TraceInvalid
+from broker.core.hoprecords import HopRecord, parse_record, sign_record, verify_record
+from broker.core.parsing import parse
+from broker.core.signer import SigningKey
+from broker.core.topology import Topology
+from broker.core.trust import TrustStore
+from broker.core.validation import check
+from broker.relay.store import AuditRow, SqlStore
 
 
 def entry_hash(row: AuditRow) -> str:

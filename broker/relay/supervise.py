@@ -17,11 +17,11 @@ from collections.abc import Callable
 
 import click
 
-from . import devpki
-from .logs import get_logger
-from .settings import Settings
-from .setup import Credentials, apply
-from .topology import Topology
+from broker.core.topology import Topology
+from broker.logs import get_logger
+from broker.relay import devpki
+from broker.relay.provision import Credentials, apply
+from broker.settings import Settings
 
 DEMO_FROM = "000.00.51.H41"  # UBND xã Hưng Nguyên, Nghệ An (two-tier)
 DEMO_TO = "001.00.31.H14"    # UBND xã Dân Chủ, Hòa An, Cao Bằng (three-tier)
@@ -130,12 +130,11 @@ def run_all(settings: Settings, *, workers: int = 1, demo: bool = False, exit_af
 def run_demo(settings: Settings, topology: Topology) -> int:
     """Send one signed document across provinces and wait for it in the recipient's inbox."""
     from adapters.sdk import AgencyClient, InboxItem
-
-    from .edxml import Organ, build_document
-    from .evidence import parse_record
-    from .signer import SigningKey, sign
-    from .trust import TrustStore
-    from .validation import check
+    from broker.core.edxml import Organ, build_document
+    from broker.core.hoprecords import parse_record
+    from broker.core.signer import SigningKey, sign
+    from broker.core.trust import TrustStore
+    from broker.core.validation import check
 
     sender, recipient = topology.agency(DEMO_FROM), topology.agency(DEMO_TO)
     key_dir = settings.pki / "agencies" / DEMO_FROM

@@ -17,8 +17,8 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from .errors import ConfigError, SignerMismatch, UnknownAgency
-from .trust import fingerprint
+from broker.core.errors import ConfigError, SignerMismatch, UnknownAgency
+from broker.core.trust import fingerprint
 
 DEFAULT_TOPOLOGY = Path("config/topology.yaml")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import UnknownRecipient
-from .topology import Topology
+from broker.core.errors import UnknownRecipient
+from broker.core.topology import Topology
 
 
 @dataclass(frozen=True, order=True)

@@ -13,12 +13,12 @@ from typing import Any
 
 from cryptography import x509
 
-from . import layout, transport
-from .hop import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY
-from .metrics import Thresholds
-from .settings import Settings
-from .setup import Credentials, Management, q
-from .topology import Topology
+from broker.core.hop import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY
+from broker.core.topology import Topology
+from broker.relay import layout, transport
+from broker.relay.metrics import Thresholds
+from broker.relay.provision import Credentials, Management, q
+from broker.settings import Settings
 
 CERT_WARNING_DAYS = 30
 

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from .signer import PrivateKey
-from .topology import Topology
+from broker.core.signer import PrivateKey
+from broker.core.topology import Topology
 
 WARNING = "DEVELOPMENT PKI: these keys and certificates are for development and tests only."
 ORG = "lienthong dev PKI"
@@ -132,7 +132,7 @@ def init(directory: str | Path, topology: Topology) -> Path:
     """Create the whole dev PKI for ``topology`` in ``directory`` (which must be empty or absent)."""
     d = Path(directory)
     if d.exists() and any(d.iterdir()):
-        from .errors import UsageError
+        from broker.core.errors import UsageError
 
         raise UsageError(f"{d} is not empty; choose a new directory for the dev PKI")
     root = make_root()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from .errors import ForbiddenXML, MalformedXML, TooDeep, TooLarge
+from broker.core.errors import ForbiddenXML, MalformedXML, TooDeep, TooLarge
 
 
 @dataclass(frozen=True)

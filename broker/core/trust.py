@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .errors import ConfigError, Expired, KeyUsage, RevocationUnknown, Revoked, Untrusted
+from broker.core.errors import ConfigError, Expired, KeyUsage, RevocationUnknown, Revoked, Untrusted
 
 MAX_CHAIN = 6
 _DER = Encoding.DER

@@ -3,10 +3,10 @@
 :meth:`Hop.process` runs steps 2-7 of the hop (parse, schema, signature,
 policy, route, evidence) and returns an :class:`Outcome`: the copies to
 publish, each with the claim key that makes publishing idempotent.  The
-transport (``broker.transport``) claims, publishes with confirms, and acks.
+transport (``broker.relay.transport``) claims, publishes with confirms, and acks.
 
 Who handed a message in is known from the exchange it arrived through: each
-broker account may publish only to its own entry exchange (``broker.layout``):
+broker account may publish only to its own entry exchange (``broker.relay.layout``):
 
 - ``in.<code>``: an agency, the first hop; it may only send as itself;
 - ``in.link.<hub>``: a neighbouring hub forwarding; its signed trace must end
@@ -24,18 +24,18 @@ from typing import Any
 
 from cryptography import x509
 
-from . import receipts
-from .errors import RejectedInput, SenderNotAllowed, TraceInvalid
-from .evidence import HopRecord, sign_record, token_digest, utc_now, verify_trace
-from .layout import EX_INGRESS, Names, origin_of
-from .parsing import DEFAULT_LIMITS, ParseLimits
-from .routing import Target, next_hops
-from .signer import SigningKey
-from .store import AuditEntry
-from .topology import Topology
-from .trust import TrustStore
-from .validation import check
-from .verifier import DEFAULT_POLICY, VerifyPolicy
+from broker.core import receipts
+from broker.core.errors import RejectedInput, SenderNotAllowed, TraceInvalid
+from broker.core.hoprecords import HopRecord, sign_record, token_digest, utc_now, verify_trace
+from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
+from broker.core.routing import Target, next_hops
+from broker.core.signer import SigningKey
+from broker.core.topology import Topology
+from broker.core.trust import TrustStore
+from broker.core.validation import check
+from broker.core.verifier import DEFAULT_POLICY, VerifyPolicy
+from broker.relay.layout import EX_INGRESS, Names, origin_of
+from broker.relay.store import AuditEntry
 
 H_KIND = "lt-kind"          # "edxml" (default) or "receipt"
 H_TRACE = "lt-trace"        # list of signed hop record tokens

@@ -21,8 +21,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from .errors import TraceInvalid
-from .signer import SigningKey
+from broker.core.errors import TraceInvalid
+from broker.core.signer import SigningKey
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from datetime import datetime
 
 from lxml import etree
 
-from . import edxml, schema
-from .parsing import DEFAULT_LIMITS, ParseLimits, parse
-from .topology import Agency, Topology, check_signer
-from .trust import TrustStore
-from .verifier import DEFAULT_POLICY, VerifiedSignature, VerifyPolicy, verify_tree
+from broker.core import edxml, schema
+from broker.core.parsing import DEFAULT_LIMITS, ParseLimits, parse
+from broker.core.topology import Agency, Topology, check_signer
+from broker.core.trust import TrustStore
+from broker.core.verifier import DEFAULT_POLICY, VerifiedSignature, VerifyPolicy, verify_tree
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Checked:
 def check(data: bytes, *, trust: TrustStore | None = None, topology: Topology | None = None,
           limits: ParseLimits = DEFAULT_LIMITS, policy: VerifyPolicy = DEFAULT_POLICY,
           at: datetime | None = None, require_signature: bool = True) -> Checked:
-    """Judge one message; raise a :class:`~broker.errors.RejectedInput` subclass on the first failure.
+    """Judge one message; raise a :class:`~broker.core.errors.RejectedInput` subclass on the first failure.
 
     ``trust`` set: the signature is verified and chained to the store.
     ``topology`` set: the signer must be bound to the ``From`` agency.

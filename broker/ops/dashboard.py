@@ -12,11 +12,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from . import ops
-from .evidence import parse_record
-from .settings import Settings
-from .store import open_store
-from .topology import Topology
+from broker.core.hoprecords import parse_record
+from broker.core.topology import Topology
+from broker.ops import queues
+from broker.relay.store import open_store
+from broker.settings import Settings
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}h1{font-size:1.4em}
 table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
@@ -42,7 +42,7 @@ def recent_rejections(settings: Settings, topology: Topology, limit: int = 20) -
 
 def render(settings: Settings) -> str:
     topology = Topology.load(settings.topology)
-    hubs = {h.hub: h for h in ops.status(settings)}
+    hubs = {h.hub: h for h in queues.status(settings)}
     e = html.escape
 
     def depth(hub_id: str) -> int:
@@ -66,7 +66,7 @@ def render(settings: Settings) -> str:
         ing: Any = st.ingress
         waiting = sum(q.messages for q in st.inboxes)
         ages = [q.oldest_seconds for q in st.inboxes if q.oldest_seconds is not None]
-        oldest = ops.format_age(max(ages)) if ages else "-"
+        oldest = queues.format_age(max(ages)) if ages else "-"
         warn = "; ".join(st.warnings)
         out.append(
             f"<tr><td>{'&nbsp;' * 4 * depth(hub_id)}{e(hub_id)} {e(topology.hubs[hub_id].name)}</td>"
@@ -84,7 +84,7 @@ def render(settings: Settings) -> str:
     out.append("</table><h2>Parked messages</h2><table><tr><th>hub</th><th>digest</th><th>code</th>"
                "<th>from</th><th>reason</th></tr>")
     for hub_id in order:
-        for p in ops.list_parked(settings, hub_id, limit=50):
+        for p in queues.list_parked(settings, hub_id, limit=50):
             out.append(f"<tr><td>{e(hub_id)}</td><td>{p.digest[:16]}</td><td class=bad>{e(p.code)}</td>"
                        f"<td>{e(p.origin)}</td><td>{e(p.reason)}</td></tr>")
     out.append("</table></body></html>")

@@ -1,6 +1,6 @@
 """The only module that imports pika: AMQP connections, declarations, publishing, consuming.
 
-pika errors are turned into :class:`~broker.errors.TransientError` at this
+pika errors are turned into :class:`~broker.core.errors.TransientError` at this
 boundary.  Two styles:
 
 - blocking helpers (:func:`declare`, :func:`publish`, :func:`fetch`) for the
@@ -24,8 +24,8 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic, BasicProperties
 
-from .errors import AccessRefused, ConfigError, TransientError
-from .layout import Binding, Exchange, Queue
+from broker.core.errors import AccessRefused, ConfigError, TransientError
+from broker.relay.layout import Binding, Exchange, Queue
 
 AMQP_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
 

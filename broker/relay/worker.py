@@ -30,9 +30,8 @@ from typing import Any
 
 import structlog
 
-from . import audit, layout, metrics, transport
-from .errors import LienthongError, TransientError
-from .hop import (
+from broker.core.errors import LienthongError, TransientError
+from broker.core.hop import (
     H_ATTEMPT,
     H_CODE,
     H_HUB,
@@ -46,10 +45,12 @@ from .hop import (
     Outcome,
     trusted_headers,
 )
-from .routing import Target
-from .setup import Credentials
-from .store import SqlStore, Verdict
-from .topology import Topology
+from broker.core.routing import Target
+from broker.core.topology import Topology
+from broker.ops import audit
+from broker.relay import layout, metrics, transport
+from broker.relay.provision import Credentials
+from broker.relay.store import SqlStore, Verdict
 
 log = structlog.get_logger("lienthong.worker")
 CHECKPOINT_SECONDS = float(os.environ.get("LIENTHONG_CHECKPOINT_SECONDS", "60"))

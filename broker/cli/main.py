@@ -17,7 +17,8 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__, errors, logs
+from broker import __version__, logs
+from broker.core import errors
 
 EXIT_REJECTED, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 70
 
@@ -95,7 +96,7 @@ def main(ctx: click.Context, log_json: bool, log_level: str, debug: bool) -> Non
 
 
 def _limits(max_bytes: int | None) -> Any:
-    from .parsing import DEFAULT_LIMITS, ParseLimits
+    from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
 
     return ParseLimits(max_bytes=max_bytes, max_depth=DEFAULT_LIMITS.max_depth) if max_bytes else DEFAULT_LIMITS
 
@@ -106,7 +107,7 @@ def _limits(max_bytes: int | None) -> Any:
 @click.option("--max-bytes", type=int, default=None, help="Size limit (default 50 MiB).")
 def validate(file: str, as_json: bool, max_bytes: int | None) -> None:
     """Check FILE against the edXML schema and model (no signature check)."""
-    from .validation import check
+    from broker.core.validation import check
 
     checked = check(_read(file), limits=_limits(max_bytes), require_signature=False)
     _print(_summary(checked), as_json, "VALID")
@@ -119,8 +120,8 @@ def validate(file: str, as_json: bool, max_bytes: int | None) -> None:
 @click.option("-o", "--output", required=True, help="Where to write the signed message.")
 def sign(file: str, key_path: str, cert_path: str, output: str) -> None:
     """Sign FILE with an enveloped XMLDSig signature (RSA/ECDSA, SHA-256)."""
-    from .signer import SigningKey
-    from .signer import sign as do_sign
+    from broker.core.signer import SigningKey
+    from broker.core.signer import sign as do_sign
 
     signed = do_sign(_read(file), SigningKey.load(key_path, cert_path))
     Path(output).write_bytes(signed)
@@ -140,10 +141,10 @@ def sign(file: str, key_path: str, cert_path: str, output: str) -> None:
 def verify(file: str, trust_dir: str, topology_path: str, no_directory: bool, at_time: str | None,
            allow_sha1: bool, no_crl: bool, as_json: bool) -> None:
     """Verify FILE: schema, signature, chain to the trust store, revocation, signer = From."""
-    from .topology import Topology
-    from .trust import TrustStore
-    from .validation import check
-    from .verifier import VerifyPolicy
+    from broker.core.topology import Topology
+    from broker.core.trust import TrustStore
+    from broker.core.validation import check
+    from broker.core.verifier import VerifyPolicy
 
     at = None
     if at_time:
@@ -171,8 +172,8 @@ def new_document(sender: str, recipients: tuple[str, ...], subject: str, attachm
     """Write a new, unsigned edXML document (names taken from the agency directory)."""
     import mimetypes
 
-    from .edxml import Organ, build_document
-    from .topology import Topology
+    from broker.core.edxml import Organ, build_document
+    from broker.core.topology import Topology
 
     topo = Topology.load(topology_path)
 
@@ -197,8 +198,8 @@ def pki() -> None:
 @click.option("--topology", "topology_path", default="config/topology.yaml", show_default=True)
 def pki_init(directory: str, topology_path: str) -> None:
     """Create a root CA, hub and agency keys and certificates, and a CRL in DIRECTORY."""
-    from . import devpki
-    from .topology import Topology
+    from broker.core.topology import Topology
+    from broker.relay import devpki
 
     topo = Topology.load(topology_path)
     click.secho("WARNING: " + devpki.WARNING, fg="red", bold=True, err=True)
@@ -212,7 +213,7 @@ def pki_init(directory: str, topology_path: str) -> None:
 @click.argument("certs", nargs=-1, required=True)
 def pki_revoke(directory: str, certs: tuple[str, ...]) -> None:
     """Revoke certificates (PEM files) in the dev PKI's CRL."""
-    from . import devpki
+    from broker.relay import devpki
 
     click.secho("WARNING: " + devpki.WARNING, fg="red", bold=True, err=True)
     devpki.revoke(directory, [Path(c) for c in certs])
@@ -220,7 +221,7 @@ def pki_revoke(directory: str, certs: tuple[str, ...]) -> None:
 
 
 def _settings() -> Any:
-    from .settings import Settings
+    from broker.settings import Settings
 
     return Settings.from_env()
 
@@ -233,8 +234,8 @@ def broker_group() -> None:
 @broker_group.command("setup")
 def broker_setup() -> None:
     """Declare vhosts, users, permissions, exchanges and queues (idempotent)."""
-    from .setup import Credentials, apply
-    from .topology import Topology
+    from broker.core.topology import Topology
+    from broker.relay.provision import Credentials, apply
 
     s = _settings()
     counts = apply(Topology.load(s.topology), Credentials(s.credentials), s.mgmt_url)
@@ -252,9 +253,9 @@ def hub() -> None:
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
 def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
     """Run one worker of HUB_ID until stopped (SIGTERM/SIGINT)."""
-    from .runtime import start_hub
-    from .setup import Credentials
-    from .worker import HubWorker
+    from broker.relay.assemble import start_hub
+    from broker.relay.provision import Credentials
+    from broker.relay.worker import HubWorker
 
     s = _settings()
     hop, store = start_hub(s, hub_id)
@@ -271,7 +272,7 @@ def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
 @click.option("--exit-after-demo", is_flag=True, help="Stop the hubs once the demo document arrived.")
 def up(workers: int, demo: bool, exit_after_demo: bool) -> None:
     """Run the whole relay of the topology on this machine (dev PKI, broker setup, every hub)."""
-    from .local import run_all
+    from broker.relay.supervise import run_all
 
     sys.exit(run_all(_settings(), workers=workers, demo=demo, exit_after_demo=exit_after_demo))
 
@@ -332,7 +333,7 @@ def status_send(agency: str, document_file: str, status_code: str, description: 
 
 
 def _agency_key(s: Any, agency: str) -> Any:
-    from .signer import SigningKey
+    from broker.core.signer import SigningKey
 
     d = s.pki / "agencies" / agency
     return SigningKey.load(d / "key.pem", d / "cert.pem")
@@ -344,8 +345,8 @@ def audit() -> None:
 
 
 def _stores(s: Any) -> list[Any]:
-    from .store import open_store
-    from .topology import Topology
+    from broker.core.topology import Topology
+    from broker.relay.store import open_store
 
     if s.state_url.startswith(("postgresql://", "postgres://")):
         return [open_store(s.state_url)]
@@ -358,11 +359,11 @@ def _stores(s: Any) -> list[Any]:
 @click.option("--json", "as_json", is_flag=True)
 def audit_trail(document_id: str, as_json: bool) -> None:
     """The hop-by-hop timeline of DOCUMENT_ID, each record's hub signature checked."""
-    from .audit import collect
-    from .evidence import verify_record
-    from .runtime import hub_certificates
-    from .topology import Topology
-    from .trust import TrustStore
+    from broker.core.hoprecords import verify_record
+    from broker.core.topology import Topology
+    from broker.core.trust import TrustStore
+    from broker.ops.audit import collect
+    from broker.relay.assemble import hub_certificates
 
     s = _settings()
     topo = Topology.load(s.topology)
@@ -378,7 +379,7 @@ def audit_trail(document_id: str, as_json: bool) -> None:
                         "code": rec.code, "targets": list(rec.targets), "digest": rec.digest,
                         "message": rec.extra.get("kind", ""), "signature": "ok"})
         else:
-            from . import receipts
+            from broker.core import receipts
 
             r = receipts.verify(row.body.encode(), TrustStore.load(s.pki)).receipt
             out.append({"hub": row.hub, "seq": row.seq, "at": r.time, "kind": "receipt", "verdict": r.kind,
@@ -399,8 +400,8 @@ def audit_verify_receipt(receipt_file: str, document_file: str | None) -> None:
     """Verify a hub receipt (signature, chain, hub), and that it binds DOCUMENT's exact bytes."""
     import hashlib
 
-    from . import receipts
-    from .trust import TrustStore
+    from broker.core import receipts
+    from broker.core.trust import TrustStore
 
     s = _settings()
     r = receipts.verify(_read(receipt_file), TrustStore.load(s.pki)).receipt
@@ -414,11 +415,11 @@ def audit_verify_receipt(receipt_file: str, document_file: str | None) -> None:
 @click.option("--hub", "hubs", multiple=True, help="Only these hubs (default: all).")
 def audit_verify_log(hubs: tuple[str, ...]) -> None:
     """Recompute each hub's audit log hash chain and check its signed checkpoints."""
-    from .audit import verify_log
-    from .runtime import hub_certificates
-    from .store import open_store
-    from .topology import Topology
-    from .trust import TrustStore
+    from broker.core.topology import Topology
+    from broker.core.trust import TrustStore
+    from broker.ops.audit import verify_log
+    from broker.relay.assemble import hub_certificates
+    from broker.relay.store import open_store
 
     s = _settings()
     topo = Topology.load(s.topology)
@@ -439,8 +440,8 @@ def audit_verify_log(hubs: tuple[str, ...]) -> None:
 @click.argument("hub_id")
 def audit_checkpoint(hub_id: str) -> None:
     """Sign the current head of HUB_ID's audit log (hubs also do this every minute)."""
-    from .audit import checkpoint
-    from .store import open_store
+    from broker.ops.audit import checkpoint
+    from broker.relay.store import open_store
 
     s = _settings()
     head = checkpoint(open_store(s.state_url, hub=hub_id), hub_id, _hub_key(s, hub_id))
@@ -448,7 +449,7 @@ def audit_checkpoint(hub_id: str) -> None:
 
 
 def _hub_key(s: Any, hub_id: str) -> Any:
-    from .signer import SigningKey
+    from broker.core.signer import SigningKey
 
     d = s.pki / "hubs" / hub_id
     return SigningKey.load(d / "key.pem", d / "cert.pem")
@@ -459,8 +460,8 @@ def _hub_key(s: Any, hub_id: str) -> Any:
 @click.argument("out")
 def audit_export(document_id: str, out: str) -> None:
     """Write the evidence bundle of DOCUMENT_ID into the new folder OUT."""
-    from .audit import collect, export_bundle
-    from .topology import Topology
+    from broker.core.topology import Topology
+    from broker.ops.audit import collect, export_bundle
 
     s = _settings()
     stores = _stores(s)
@@ -475,7 +476,7 @@ def audit_export(document_id: str, out: str) -> None:
               "(default: the time each hub recorded).")
 def audit_verify_bundle(folder: str, at_time: str | None) -> None:
     """Verify an evidence bundle with nothing but its contents (no broker, no database)."""
-    from .audit import verify_bundle
+    from broker.ops.audit import verify_bundle
 
     at = datetime.fromisoformat(at_time).replace(tzinfo=UTC) if at_time else None
     r = verify_bundle(Path(folder), at=at)
@@ -535,8 +536,7 @@ def folder_run(agency: str, root: str, key_path: str | None, cert_path: str | No
     """Send what is dropped in ROOT/outbox, receive into ROOT/inbox, until stopped."""
     from adapters.folder import FolderAdapter
     from adapters.sdk import AgencyClient
-
-    from .signer import SigningKey
+    from broker.core.signer import SigningKey
 
     if bool(key_path) != bool(cert_path):
         raise errors.UsageError("--key and --cert go together")
@@ -554,11 +554,11 @@ def folder_run(agency: str, root: str, key_path: str | None, cert_path: str | No
 def status(as_json: bool) -> None:
     """Per hub and agency inbox: depth, unacked, consumers, rates, oldest message, parked, certificate
     expiry, and warnings by the thresholds of ``settings.alerts``."""
-    from . import ops
+    from broker.ops import queues
 
-    hubs = ops.status(_settings())
+    hubs = queues.status(_settings())
     if as_json:
-        click.echo(json.dumps(ops.as_dicts(hubs), ensure_ascii=False, indent=2))
+        click.echo(json.dumps(queues.as_dicts(hubs), ensure_ascii=False, indent=2))
         return
     click.echo(f"{'hub / queue':34} {'ready':>7} {'unacked':>8} {'cons':>5} {'in/s':>7} {'out/s':>7} {'oldest':>7}")
     for h in hubs:
@@ -566,7 +566,7 @@ def status(as_json: bool) -> None:
         click.echo(f"{h.hub} ({h.tier}) parked {h.parked}, retrying {h.retrying}, "
                    f"unroutable {h.unroutable}, {cert}")
         for qs in ([h.ingress] if h.ingress else []) + h.inboxes:
-            oldest = ops.format_age(qs.oldest_seconds) if qs.oldest_seconds is not None else "-"
+            oldest = queues.format_age(qs.oldest_seconds) if qs.oldest_seconds is not None else "-"
             click.echo(f"  {qs.name:32} {qs.messages:7} {qs.unacked:8} {qs.consumers:5} "
                        f"{qs.in_rate:7.1f} {qs.out_rate:7.1f} {oldest:>7}")
         for w in h.warnings:
@@ -583,8 +583,8 @@ def status(as_json: bool) -> None:
 def report(start: str, end: str, as_csv: bool, issued_file: str | None, output: str | None) -> None:
     """The compliance report: per agency and level, documents sent and received, share signed and
     sent electronically against the targets, share acknowledged (01/03) in time, statuses."""
-    from . import report as rep
-    from .topology import Topology
+    from broker.core.topology import Topology
+    from broker.ops import report as rep
 
     s = _settings()
     topology = Topology.load(s.topology)
@@ -605,7 +605,7 @@ def dashboard(port: int) -> None:
     """Serve the operators' dashboard on 127.0.0.1 (hub tree, backlogs, rejections, parked)."""
     import uvicorn
 
-    from .dashboard import create_app
+    from broker.ops.dashboard import create_app
 
     uvicorn.run(create_app(_settings()), host="127.0.0.1", port=port, log_level="warning")
 
@@ -624,11 +624,11 @@ def _select(digest: str | None, code: str | None) -> Any:
 @click.option("--json", "as_json", is_flag=True)
 def dlq_list(hubs: tuple[str, ...], as_json: bool) -> None:
     """Parked messages with their codes and reasons (they stay parked)."""
-    from . import ops
-    from .topology import Topology
+    from broker.core.topology import Topology
+    from broker.ops import queues
 
     s = _settings()
-    rows = [p for h in hubs or tuple(Topology.load(s.topology).hubs) for p in ops.list_parked(s, h)]
+    rows = [p for h in hubs or tuple(Topology.load(s.topology).hubs) for p in queues.list_parked(s, h)]
     if as_json:
         click.echo(json.dumps([{k: v for k, v in vars(p).items() if k not in ("body", "headers")} for p in rows],
                               ensure_ascii=False, indent=2))
@@ -643,9 +643,9 @@ def dlq_list(hubs: tuple[str, ...], as_json: bool) -> None:
 @click.argument("digest")
 def dlq_show(hub_id: str, digest: str) -> None:
     """Headers and body of one parked message (DIGEST: its SHA-256, or a prefix)."""
-    from . import ops
+    from broker.ops import queues
 
-    found = [p for p in ops.list_parked(_settings(), hub_id) if p.digest.startswith(digest)]
+    found = [p for p in queues.list_parked(_settings(), hub_id) if p.digest.startswith(digest)]
     if not found:
         raise errors.NotFound(f"no parked message {digest!r} at hub {hub_id!r}")
     p = found[0]
@@ -660,11 +660,11 @@ def dlq_show(hub_id: str, digest: str) -> None:
 @click.option("--code", default=None, help="Only messages parked with this code.")
 def dlq_replay(hub_id: str, digest: str | None, code: str | None) -> None:
     """Take parked messages out of parking and through the full hop again (each exactly once)."""
-    from . import ops
+    from broker.ops import queues
 
     if digest is None and code is None:
         raise errors.UsageError("name what to replay: --digest or --code")
-    n = ops.replay(_settings(), hub_id, _select(digest, code))
+    n = queues.replay(_settings(), hub_id, _select(digest, code))
     click.echo(f"replayed {n} message(s) at hub {hub_id}")
 
 
@@ -675,11 +675,11 @@ def dlq_replay(hub_id: str, digest: str | None, code: str | None) -> None:
 @click.option("--yes", is_flag=True, help="Really delete.")
 def dlq_purge(hub_id: str, digest: str | None, code: str | None, yes: bool) -> None:
     """Delete parked messages for good (the audit log keeps their records)."""
-    from . import ops
+    from broker.ops import queues
 
     if not yes:
         raise errors.UsageError("purge deletes messages for good: add --yes")
-    n = ops.take_parked(_settings(), hub_id, _select(digest, code), lambda p: None)
+    n = queues.take_parked(_settings(), hub_id, _select(digest, code), lambda p: None)
     click.echo(f"purged {n} message(s) at hub {hub_id}")
 
 
@@ -710,7 +710,7 @@ INTERNAL_DOC = "An unexpected failure inside lienthong (a bug); details are in t
 
 
 def error_codes() -> list[tuple[str, str]]:
-    """Every error code defined in :mod:`broker.errors`, with its docstring."""
+    """Every error code defined in :mod:`broker.core.errors`, with its docstring."""
     seen: dict[str, str] = {}
     stack: list[type[errors.LienthongError]] = [errors.LienthongError]
     while stack:

@@ -15,7 +15,7 @@ from typing import Any
 from cryptography import x509
 from prometheus_client import Counter, Gauge, Histogram
 
-from .trust import TrustStore
+from broker.core.trust import TrustStore
 
 MESSAGES = Counter("lienthong_messages_total", "Messages handled by a hub, by outcome and error code",
                    ["hub", "outcome", "code"])
@@ -48,7 +48,7 @@ class Thresholds:
         raw = dict(settings.get("alerts") or {})
         known = {f: raw.pop(f) for f in list(raw) if f in cls.__dataclass_fields__}
         if raw:
-            from .errors import ConfigError
+            from broker.core.errors import ConfigError
             raise ConfigError(f"settings.alerts: unknown key(s) {', '.join(sorted(raw))}")
         return cls(**known)
 

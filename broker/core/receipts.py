@@ -17,13 +17,13 @@ from datetime import datetime
 
 from lxml import etree
 
-from .errors import SchemaViolation, SignatureError
-from .evidence import utc_now
-from .parsing import DEFAULT_LIMITS, parse
-from .signer import SigningKey, sign_tree
-from .topology import subject_uid
-from .trust import TrustStore
-from .verifier import VerifiedSignature, verify_tree
+from broker.core.errors import SchemaViolation, SignatureError
+from broker.core.hoprecords import utc_now
+from broker.core.parsing import DEFAULT_LIMITS, parse
+from broker.core.signer import SigningKey, sign_tree
+from broker.core.topology import subject_uid
+from broker.core.trust import TrustStore
+from broker.core.verifier import VerifiedSignature, verify_tree
 
 RECEIPT_NS = "urn:lienthong:receipt:1"
 R = "{" + RECEIPT_NS + "}"

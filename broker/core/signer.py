@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from lxml import etree
 
-from .algorithms import (
+from broker.core.algorithms import (
     C14N,
     DS,
     DS_NS,
@@ -33,10 +33,10 @@ from .algorithms import (
     KeyKind,
     SignatureMethod,
 )
-from .canon import canonicalize
-from .edxml import header_of
-from .errors import ConfigError, SignatureProfile, UsageError
-from .parsing import DEFAULT_LIMITS, ParseLimits, parse
+from broker.core.canon import canonicalize
+from broker.core.edxml import header_of
+from broker.core.errors import ConfigError, SignatureProfile, UsageError
+from broker.core.parsing import DEFAULT_LIMITS, ParseLimits, parse
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -129,7 +129,7 @@ def sign_tree(tree: etree._ElementTree, key: SigningKey, *, digest: Digest = SHA
 def sign(data: bytes, key: SigningKey, *, limits: ParseLimits = DEFAULT_LIMITS,
          digest: Digest = SHA256) -> bytes:
     """Sign edXML bytes; the message must be valid edXML (it is checked first)."""
-    from . import schema  # local import: schema loading is only needed here
+    from broker.core import schema  # local import: schema loading is only needed here
 
     tree = parse(data, limits)
     schema.validate(tree.getroot())

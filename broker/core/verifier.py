@@ -31,7 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from lxml import etree
 
-from .algorithms import (
+from broker.core.algorithms import (
     C14N,
     C14N_METHODS,
     DIGESTS,
@@ -43,10 +43,10 @@ from .algorithms import (
     KeyKind,
     SignatureMethod,
 )
-from .canon import canonicalize, enveloped_octets
-from .edxml import header_of
-from .errors import DigestMismatch, SignatureError, SignatureMissing, SignatureProfile, WeakAlgorithm
-from .trust import ChainResult, TrustStore
+from broker.core.canon import canonicalize, enveloped_octets
+from broker.core.edxml import header_of
+from broker.core.errors import DigestMismatch, SignatureError, SignatureMissing, SignatureProfile, WeakAlgorithm
+from broker.core.trust import ChainResult, TrustStore
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,12 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from . import edxml, receipts
-from .errors import ConfigError, LienthongError, UsageError
-from .evidence import parse_record
-from .parsing import DEFAULT_LIMITS, parse
-from .store import SqlStore
-from .topology import Topology
+from broker.core import edxml, receipts
+from broker.core.errors import ConfigError, LienthongError, UsageError
+from broker.core.hoprecords import parse_record
+from broker.core.parsing import DEFAULT_LIMITS, parse
+from broker.core.topology import Topology
+from broker.relay.store import SqlStore
 
 ACK_CODES = ("01", "03")
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 from lxml import etree
 
-from .errors import ManifestMismatch, SchemaViolation, WrongNamespace
+from broker.core.errors import ManifestMismatch, SchemaViolation, WrongNamespace
 
 EDXML_NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
 E = "{" + EDXML_NS + "}"

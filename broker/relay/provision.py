@@ -1,7 +1,7 @@
 """``lienthong broker setup``: apply the layout of the topology to RabbitMQ, idempotently.
 
 Vhosts, users and permissions go through the management HTTP API;
-exchanges, queues and bindings through AMQP (``broker.transport``).
+exchanges, queues and bindings through AMQP (``broker.relay.transport``).
 Passwords of generated users live in the credentials file (mode 0600),
 created on first run and reused after, so running setup twice changes
 nothing.
@@ -22,10 +22,10 @@ from urllib.parse import quote, urlsplit
 
 import yaml
 
-from . import layout, transport
-from .errors import ConfigError, TransientError
-from .logs import get_logger
-from .topology import Topology
+from broker.core.errors import ConfigError, TransientError
+from broker.core.topology import Topology
+from broker.logs import get_logger
+from broker.relay import layout, transport
 
 log = get_logger(__name__)
 

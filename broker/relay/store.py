@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from .errors import ConfigError, TransientError
+from broker.core.errors import ConfigError, TransientError
 
 ClaimState = Literal["new", "done", "busy", "takeover"]
 
@@ -220,7 +220,7 @@ class SqlStore:
         return out
 
     def _append(self, cur: Any, hub: str, digest: str, entry: AuditEntry, now: float) -> AuditRow:
-        from .audit import entry_hash  # pure function; imported here to keep the store's imports light
+        from broker.ops.audit import entry_hash  # pure function; imported here to keep the store's imports light
 
         if self._ph == "%s":  # PostgreSQL: serialize appends of one hub across hosts
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (hub,))

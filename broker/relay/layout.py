@@ -1,6 +1,6 @@
 """The RabbitMQ layout derived from the topology: vhosts, exchanges, queues, users, permissions.
 
-Pure data; ``lienthong broker setup`` applies it (``broker.setup``).
+Pure data; ``lienthong broker setup`` applies it (``broker.relay.provision``).
 
 Per hub, one vhost ``<namespace>.<hub>`` (namespace ``lienthong`` by default) holding:
 
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from .topology import Topology
+from broker.core.topology import Topology
 
 EX_INGRESS, EX_INBOX, EX_RETRY, EX_PARKING, EX_UNROUTABLE = "ingress", "inbox", "retry", "parking", "unroutable"
 Q_INGRESS, Q_PARKING, Q_UNROUTABLE = "ingress", "parking", "unroutable"

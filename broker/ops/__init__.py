@@ -1,0 +1,1 @@
+"""What operators and auditors run: queue status and parking, reports, dashboard, audit commands."""
