@@ -15,14 +15,13 @@ and drops a twin, so a redelivery never reaches the caller twice.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.core import receipts
+from broker.core import receipts, wire
 from broker.core.errors import TransientError, UsageError
 from broker.core.signer import SigningKey
 from broker.core.topology import Topology
@@ -31,8 +30,6 @@ from broker.relay import layout, transport
 from broker.relay.provision import Credentials
 from broker.relay.store import SqlStore, sqlite_store
 from broker.settings import Settings
-
-KIND_HEADER = "lt-kind"
 
 
 @dataclass(frozen=True)
@@ -46,7 +43,7 @@ class InboxItem:
 
     @property
     def trace(self) -> list[str]:
-        return [str(t) for t in self.headers.get("lt-trace") or []]
+        return [str(t) for t in self.headers.get(wire.H_TRACE) or []]
 
 
 class AgencyClient:
@@ -54,7 +51,7 @@ class AgencyClient:
         self.organ_id = organ_id
         self.topology = topology
         agency = topology.agency(organ_id)
-        self.user = layout.names(topology).agency_user(organ_id)
+        self.user = wire.names(topology).agency_user(organ_id)
         self.url = layout.amqp_url(topology, agency.hub, self.user, password)
         self._publisher = transport.Publisher(self.url)
         self._seen = seen
@@ -66,16 +63,16 @@ class AgencyClient:
         s = settings or Settings.from_env()
         topo = Topology.load(s.topology)
         seen = sqlite_store(s.data_dir / "agencies" / f"{organ_id}.sqlite3")
-        user = layout.names(topo).agency_user(organ_id)
+        user = wire.names(topo).agency_user(organ_id)
         return cls(organ_id, Credentials(s.credentials).password(user), topo, seen)
 
     def send(self, signed: bytes) -> str:
         """Publish a signed edXML message to the hub's ingress; returns its message id (SHA-256)."""
         if not signed:
             raise UsageError("nothing to send")
-        message_id = hashlib.sha256(signed).hexdigest()
-        self._publisher.publish(layout.agency_exchange(self.organ_id), "", signed, message_id=message_id,
-                                user_id=self.user, headers={KIND_HEADER: "edxml"})
+        message_id = wire.message_id(signed)
+        self._publisher.publish(wire.agency_exchange(self.organ_id), "", signed, message_id=message_id,
+                                user_id=self.user, headers={wire.H_KIND: "edxml"})
         return message_id
 
     def close(self) -> None:
@@ -107,8 +104,8 @@ class AgencyClient:
             nonlocal handed, error
             if error is not None:
                 return False
-            item = InboxItem(r.body, r.message_id, str(r.headers.get(KIND_HEADER, "edxml")), r.headers)
-            key = f"{item.kind}:{r.message_id or hashlib.sha256(r.body).hexdigest()}"
+            item = InboxItem(r.body, r.message_id, str(r.headers.get(wire.H_KIND, "edxml")), r.headers)
+            key = f"{item.kind}:{r.message_id or wire.message_id(r.body)}"
             if self._seen.is_handed(self.organ_id, key):
                 self.twins += 1
                 return True  # a twin of something already handed over: drop it
@@ -125,7 +122,7 @@ class AgencyClient:
 
         for attempt in range(3):  # the broker may be restarting: a few tries before giving up
             try:
-                transport.fetch(self.url, layout.inbox_queue(self.organ_id), on, limit=limit, wait=wait)
+                transport.fetch(self.url, wire.inbox_queue(self.organ_id), on, limit=limit, wait=wait)
                 break
             except TransientError:
                 if attempt == 2:
@@ -150,7 +147,7 @@ class AgencyClient:
 
         def on(r: transport.Received) -> bool:
             """True: taken (acked); False: left in the inbox (requeued after this batch)."""
-            item = InboxItem(r.body, r.message_id, str(r.headers.get(KIND_HEADER, "edxml")), r.headers)
+            item = InboxItem(r.body, r.message_id, str(r.headers.get(wire.H_KIND, "edxml")), r.headers)
             if item.kind == "receipt":
                 receipt = receipts.verify(item.body, trust).receipt
                 if receipt.document_sha256 == message_id:
@@ -163,7 +160,7 @@ class AgencyClient:
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and "rejected" not in got and not set(kinds) <= set(got):
-            transport.fetch(self.url, layout.inbox_queue(self.organ_id), on, limit=500, wait=0.5)
+            transport.fetch(self.url, wire.inbox_queue(self.organ_id), on, limit=500, wait=0.5)
         return got
 
     def peek(self, *, limit: int = 100) -> list[InboxItem]:
@@ -171,10 +168,10 @@ class AgencyClient:
         items: list[InboxItem] = []
 
         def on(r: transport.Received) -> bool:
-            items.append(InboxItem(r.body, r.message_id, str(r.headers.get(KIND_HEADER, "edxml")), r.headers))
+            items.append(InboxItem(r.body, r.message_id, str(r.headers.get(wire.H_KIND, "edxml")), r.headers))
             return False
 
-        transport.fetch(self.url, layout.inbox_queue(self.organ_id), on, limit=limit)
+        transport.fetch(self.url, wire.inbox_queue(self.organ_id), on, limit=limit)
         return items
 
 

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from adapters.sdk import AgencyClient, InboxItem  # noqa: E402
-from broker.core import receipts  # noqa: E402
+from broker.core import receipts, wire  # noqa: E402
 from broker.core.edxml import Organ, build_document  # noqa: E402
 from broker.core.errors import LienthongError  # noqa: E402
 from broker.core.parsing import parse  # noqa: E402
@@ -470,9 +470,9 @@ class Suite:
         recorded it (with its claims), and every queue of the relay that still holds it."""
         held: dict[str, list[str]] = {}
         for hub in HUBS:
-            names = [layout.Q_INGRESS, layout.Q_PARKING, layout.Q_UNROUTABLE,
-                      *(layout.retry_queue(t) for t, _ in layout.retry_tiers(self.relay.topology)),
-                      *(layout.inbox_queue(a.organ_id) for a in self.relay.topology.agencies.values()
+            names = [wire.Q_INGRESS, wire.Q_PARKING, wire.Q_UNROUTABLE,
+                      *(wire.retry_queue(t) for t, _ in layout.retry_tiers(self.relay.topology)),
+                      *(wire.inbox_queue(a.organ_id) for a in self.relay.topology.agencies.values()
                         if a.hub == hub)]
             for queue in names:
                 def seen(r: Any, where: str = f"{hub}/{queue}") -> bool:

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from broker import logs  # noqa: E402
+from broker.core import wire  # noqa: E402
 from broker.relay import layout, transport  # noqa: E402
 from tests.relay import Relay  # noqa: E402
 
@@ -50,16 +51,16 @@ def raw_worker(hub: str, topology_path: str, data_dir: str) -> None:
     from broker.settings import Settings
 
     topo = Topology.load(topology_path)
-    names = layout.names(topo)
+    names = wire.names(topo)
     creds = Credentials(Settings.from_env(data_dir=data_dir).credentials)
     ioloop = transport.new_ioloop()
     own = layout.amqp_url(topo, hub, names.hub_user(hub), creds.password(names.hub_user(hub)))
     if hub == LAST:
-        out_url, exchange, key, user = own, layout.EX_INBOX, RECIPIENT, names.hub_user(hub)
+        out_url, exchange, key, user = own, wire.EX_INBOX, RECIPIENT, names.hub_user(hub)
     else:
         nxt = ROUTE[hub]
         out_url = layout.amqp_url(topo, nxt, names.link_user(hub), creds.password(names.link_user(hub)))
-        exchange, key, user = layout.link_exchange(hub), "", names.link_user(hub)
+        exchange, key, user = wire.link_exchange(hub), "", names.link_user(hub)
     parts: dict[str, object] = {}
 
     def ready(_: object) -> None:
@@ -80,7 +81,7 @@ def raw_worker(hub: str, topology_path: str, data_dir: str) -> None:
             message_id=props.message_id, user_id=user, headers=dict(props.headers or {})), confirmed)  # type: ignore[attr-defined]
 
     parts["link"] = transport.Link("out", out_url, ioloop, ready, lost)
-    parts["consumer"] = transport.Consumer(own, layout.Q_INGRESS, 256, ioloop, on_message, ready, lost)
+    parts["consumer"] = transport.Consumer(own, wire.Q_INGRESS, 256, ioloop, on_message, ready, lost)
     ioloop.start()
 
 
@@ -105,7 +106,7 @@ def run_load(relay: Relay, docs: list[bytes], rate: float | None) -> tuple[float
         ch.basic_qos(prefetch_count=500)
         receiver_ready.set()
         n = 0
-        for method, props, _body in ch.consume(layout.inbox_queue(RECIPIENT), inactivity_timeout=60):
+        for method, props, _body in ch.consume(wire.inbox_queue(RECIPIENT), inactivity_timeout=60):
             if method is None:
                 break
             now = time.perf_counter()
@@ -134,7 +135,7 @@ def run_load(relay: Relay, docs: list[bytes], rate: float | None) -> tuple[float
             while (delay := due - time.perf_counter()) > 0:
                 time.sleep(delay)
         sent[mid] = time.perf_counter()
-        ch.basic_publish(layout.agency_exchange(SENDER), "", doc,
+        ch.basic_publish(wire.agency_exchange(SENDER), "", doc,
                          transport.props(message_id=mid, user_id=user, headers={"lt-kind": "edxml"}))
     conn.close()
     done.wait(timeout=600)

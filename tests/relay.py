@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from adapters.sdk import AgencyClient, InboxItem
+from broker.core import wire
 from broker.core.edxml import Organ, build_document
 from broker.core.signer import SigningKey, sign
 from broker.core.topology import Topology
@@ -66,7 +67,7 @@ class Relay:
         devpki.init(self.settings.pki, self.topology)
         self.credentials = Credentials(self.settings.credentials)
         apply(self.topology, self.credentials, mgmt_url)
-        self.names = layout.names(self.topology)
+        self.names = wire.names(self.topology)
         self.env = {**os.environ, "LIENTHONG_DATA": str(self.settings.data_dir),
                     "LIENTHONG_TOPOLOGY": str(self.settings.topology), "LIENTHONG_PKI": str(self.settings.pki),
                     "LIENTHONG_STATE_URL": self.settings.state_url, "LIENTHONG_MGMT_URL": mgmt_url,
@@ -173,7 +174,7 @@ class Relay:
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until no ingress or retry queue holds a message ready (checked twice, apart)."""
-        queues = [layout.Q_INGRESS] + [layout.retry_queue(t) for t, _ in layout.retry_tiers(self.topology)]
+        queues = [wire.Q_INGRESS] + [wire.retry_queue(t) for t, _ in layout.retry_tiers(self.topology)]
         deadline = time.monotonic() + timeout
         quiet = 0
         while time.monotonic() < deadline:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from adapters.gateway import create_app, issue_token
+from broker.core import wire
 from broker.core.edxml import Organ, build_document
-from broker.relay import layout
 from tests.relay import ROOT, Relay, serve
 
 pytestmark = pytest.mark.broker
@@ -149,13 +149,13 @@ def test_non_python_client_through_the_wire_contract(relay: Relay, tmp_path: Pat
         pytest.skip("amqp-tools is not installed")
     doc = relay.document(A, [B], subject="amqp-tools")
     url_a = relay.client(A).url
-    subprocess.run(["amqp-publish", "--url", url_a, "-e", layout.agency_exchange(A), "-r", "", "-p",
+    subprocess.run(["amqp-publish", "--url", url_a, "-e", wire.agency_exchange(A), "-r", "", "-p",
                     "-C", "application/xml"], input=doc, check=True, timeout=30)
     out = tmp_path / "got.edxml"
     saver = tmp_path / "save.sh"
     saver.write_text(f"#!/bin/sh\ncat > {out}\n")
     saver.chmod(0o755)
-    subprocess.run(["amqp-consume", "--url", relay.client(B).url, "-q", layout.inbox_queue(B), "-c", "1",
+    subprocess.run(["amqp-consume", "--url", relay.client(B).url, "-q", wire.inbox_queue(B), "-c", "1",
                     str(saver)], check=True, timeout=60)
     assert out.read_bytes() == doc
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pika
 import pytest
 
+from broker.core import wire
 from broker.relay import layout
 from broker.relay.provision import Management, q
 from tests.relay import Relay
@@ -83,33 +84,33 @@ def test_messages_held_in_every_retry_tier_and_parking_survive_a_broker_stop(idl
     ch = _channel(relay)
     # 1. two messages past the delivery limit of ingress while parking takes nothing
     for i in range(2):
-        _publish(ch, layout.EX_INGRESS, "", f"over-limit-{i}")
-    ch.queue_unbind(layout.Q_PARKING, layout.EX_PARKING)
+        _publish(ch, wire.EX_INGRESS, "", f"over-limit-{i}")
+    ch.queue_unbind(wire.Q_PARKING, wire.EX_PARKING)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        method, _, _ = ch.basic_get(layout.Q_INGRESS, auto_ack=False)
+        method, _, _ = ch.basic_get(wire.Q_INGRESS, auto_ack=False)
         if method is None:
-            if ch.queue_declare(layout.Q_INGRESS, passive=True).method.message_count == 0:
+            if ch.queue_declare(wire.Q_INGRESS, passive=True).method.message_count == 0:
                 break
             continue
         ch.basic_nack(method.delivery_tag, requeue=True)
-    assert ch.queue_declare(layout.Q_INGRESS, passive=True).method.message_count == 0
+    assert ch.queue_declare(wire.Q_INGRESS, passive=True).method.message_count == 0
     # 2. one message per retry tier, expired while ingress (and its alternate exchange) take nothing
-    ch.queue_unbind(layout.Q_INGRESS, layout.EX_INGRESS)
-    ch.queue_unbind(layout.Q_UNROUTABLE, layout.EX_UNROUTABLE)
+    ch.queue_unbind(wire.Q_INGRESS, wire.EX_INGRESS)
+    ch.queue_unbind(wire.Q_UNROUTABLE, wire.EX_UNROUTABLE)
     for tier in tiers:
-        _publish(ch, layout.EX_RETRY, tier, f"expired-{tier}")
+        _publish(ch, wire.EX_RETRY, tier, f"expired-{tier}")
     time.sleep(max(TIERS_MS) / 1000 + 1.5)
-    for queue in [layout.Q_INGRESS, layout.Q_PARKING, layout.Q_UNROUTABLE, *map(layout.retry_queue, tiers)]:
+    for queue in [wire.Q_INGRESS, wire.Q_PARKING, wire.Q_UNROUTABLE, *map(wire.retry_queue, tiers)]:
         assert ch.queue_declare(queue, passive=True).method.message_count == 0, queue
     # 3. messages resting in each retry tier and in parking
     for tier in tiers:
-        _publish(ch, layout.EX_RETRY, tier, f"resting-{tier}")
-    _publish(ch, "", layout.Q_PARKING, "parked")
+        _publish(ch, wire.EX_RETRY, tier, f"resting-{tier}")
+    _publish(ch, "", wire.Q_PARKING, "parked")
     # the targets come back, and at once the broker stops
-    ch.queue_bind(layout.Q_PARKING, layout.EX_PARKING)
-    ch.queue_bind(layout.Q_INGRESS, layout.EX_INGRESS)
-    ch.queue_bind(layout.Q_UNROUTABLE, layout.EX_UNROUTABLE)
+    ch.queue_bind(wire.Q_PARKING, wire.EX_PARKING)
+    ch.queue_bind(wire.Q_INGRESS, wire.EX_INGRESS)
+    ch.queue_bind(wire.Q_UNROUTABLE, wire.EX_UNROUTABLE)
     ch.connection.close()
     subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, capture_output=True, timeout=120)
     subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, capture_output=True, timeout=120)
@@ -119,15 +120,15 @@ def test_messages_held_in_every_retry_tier_and_parking_survive_a_broker_stop(idl
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if (relay.depth(HUB, layout.Q_INGRESS) >= len(expect_ingress)
-                    and relay.depth(HUB, layout.Q_PARKING) >= len(expect_parking)):
+            if (relay.depth(HUB, wire.Q_INGRESS) >= len(expect_ingress)
+                    and relay.depth(HUB, wire.Q_PARKING) >= len(expect_parking)):
                 break
         except Exception:  # noqa: BLE001 - the broker may refuse logins for a moment after start_app
             pass
         time.sleep(0.5)
-    assert _ids(relay, layout.Q_INGRESS, len(expect_ingress) + 1, timeout=3) == expect_ingress
-    assert _ids(relay, layout.Q_PARKING, len(expect_parking) + 1, timeout=3) == expect_parking
-    assert _ids(relay, layout.Q_UNROUTABLE, 1, timeout=1) == []
+    assert _ids(relay, wire.Q_INGRESS, len(expect_ingress) + 1, timeout=3) == expect_ingress
+    assert _ids(relay, wire.Q_PARKING, len(expect_parking) + 1, timeout=3) == expect_parking
+    assert _ids(relay, wire.Q_UNROUTABLE, 1, timeout=1) == []
 
 
 def test_setup_upgrades_an_old_deployment_in_place(idle_relay: Relay) -> None:
@@ -139,17 +140,17 @@ def test_setup_upgrades_an_old_deployment_in_place(idle_relay: Relay) -> None:
     for hub in relay.topology.hubs:
         m.request("DELETE", f"/api/policies/{q(relay.names.vhost(hub))}/{layout.RELIABILITY_POLICY}")
     ch = _channel(relay)
-    _publish(ch, layout.EX_INGRESS, "", "waiting")
-    _publish(ch, "", layout.Q_PARKING, "parked")
-    _publish(ch, "", layout.retry_queue(layout.retry_tiers(relay.topology)[-1][0]), "retrying")
+    _publish(ch, wire.EX_INGRESS, "", "waiting")
+    _publish(ch, "", wire.Q_PARKING, "parked")
+    _publish(ch, "", wire.retry_queue(layout.retry_tiers(relay.topology)[-1][0]), "retrying")
     ch.connection.close()
     done = relay.cli("broker", "setup")
     assert done.returncode == 0, done.stderr
     assert "4 policies" in done.stdout
     policies = m.get(f"/api/policies/{_vhost(relay)}")
     assert layout.effective_policy(policies, "ingress")["name"] == layout.RELIABILITY_POLICY  # type: ignore[index]
-    assert _ids(relay, layout.Q_PARKING, 2, timeout=3) == ["parked"]
-    assert sorted(_ids(relay, layout.Q_INGRESS, 2, timeout=10)) == ["retrying", "waiting"]
+    assert _ids(relay, wire.Q_PARKING, 2, timeout=3) == ["parked"]
+    assert sorted(_ids(relay, wire.Q_INGRESS, 2, timeout=10)) == ["retrying", "waiting"]
 
 
 def test_setup_refuses_a_policy_that_would_shadow_at_least_once(idle_relay: Relay) -> None:

@@ -30,7 +30,7 @@ import pytest
 
 from adapters.folder import FolderAdapter
 from adapters.gateway import create_app, issue_token
-from broker.core import errors, receipts
+from broker.core import errors, receipts, wire
 from broker.core.edxml import EDXML_NS, read
 from broker.core.parsing import parse
 from broker.core.trust import TrustStore
@@ -106,8 +106,8 @@ class Observer:
 
     def __post_init__(self) -> None:
         self.trust = TrustStore.load(self.relay.settings.pki)
-        tiers = [layout.retry_queue(t) for t, _ in layout.retry_tiers(self.relay.topology)]
-        self._busy_queues = [layout.Q_INGRESS, *tiers]
+        tiers = [wire.retry_queue(t) for t, _ in layout.retry_tiers(self.relay.topology)]
+        self._busy_queues = [wire.Q_INGRESS, *tiers]
         self._seen: set[str] = set()
 
     def poll(self) -> int:
@@ -121,7 +121,7 @@ class Observer:
                 self.parked[_sha(r.body)].append(
                     ParkedCopy(hub, str(r.headers.get("lt-code")), str(r.headers.get("lt-hub"))))
                 return True
-            new += transport.fetch(self.relay.hub_url(hub), layout.Q_PARKING, park, limit=1000)
+            new += transport.fetch(self.relay.hub_url(hub), wire.Q_PARKING, park, limit=1000)
         for agency in self.inboxes:
             def take(r: transport.Received, agency: str = agency) -> bool:
                 if r.redelivered and _sha(r.body) in self._seen:
@@ -138,7 +138,7 @@ class Observer:
                     self.delivered[agency][_sha(r.body)] += 1
                 return True
             new += transport.fetch(self.relay.hub_url(self.relay.topology.agency(agency).hub),
-                                   layout.inbox_queue(agency), take, limit=1000)
+                                   wire.inbox_queue(agency), take, limit=1000)
         return new
 
     def idle(self) -> bool:
@@ -200,7 +200,7 @@ def _account_url(relay: Relay, agency: str, hub: str | None = None) -> str:
 def publish_raw(relay: Relay, agency: str, body: bytes, headers: Mapping[str, Any] | None = None) -> None:
     """As any AMQP client does it (docs/wire.md): the agency's own account, its entry exchange,
     persistent, publisher confirms; no user_id."""
-    transport.publish(_account_url(relay, agency), layout.agency_exchange(agency), "", body,
+    transport.publish(_account_url(relay, agency), wire.agency_exchange(agency), "", body,
                       message_id=_sha(body), user_id=None, headers=dict(headers or {}))
 
 
@@ -261,17 +261,17 @@ ACCESS = ["another-agency-exchange", "hub-ingress-exchange", "inbox-exchange", "
 def access(relay: Relay, kit: Kit, obs: Observer) -> dict[str, tuple[str, str]]:
     """Writes G22's account may not make: name -> (digest, what the broker answered)."""
     url = _account_url(relay, AMQP_SENDER)
-    targets = {"another-agency-exchange": (url, layout.agency_exchange(BYSTANDER), ""),
-               "hub-ingress-exchange": (url, layout.EX_INGRESS, ""),
-               "inbox-exchange": (url, layout.EX_INBOX, BYSTANDER),
-               "parking-exchange": (url, layout.EX_PARKING, ""),
-               "link-exchange": (url, layout.link_exchange("H41"), ""),
-               "another-hub-vhost": (_account_url(relay, AMQP_SENDER, "H41"), layout.agency_exchange(AMQP_SENDER), "")}
+    targets = {"another-agency-exchange": (url, wire.agency_exchange(BYSTANDER), ""),
+               "hub-ingress-exchange": (url, wire.EX_INGRESS, ""),
+               "inbox-exchange": (url, wire.EX_INBOX, BYSTANDER),
+               "parking-exchange": (url, wire.EX_PARKING, ""),
+               "link-exchange": (url, wire.link_exchange("H41"), ""),
+               "another-hub-vhost": (_account_url(relay, AMQP_SENDER, "H41"), wire.agency_exchange(AMQP_SENDER), "")}
     out: dict[str, tuple[str, str]] = {}
     for name in ACCESS:
         body = kit.signed(AMQP_SENDER, subject=f"{h.SUBJECT} {name}")
         if name == "forged-user-id":  # a raw client setting user_id to the hub's account
-            out[name] = (_sha(body), _forged_user_id(url, layout.agency_exchange(AMQP_SENDER), body,
+            out[name] = (_sha(body), _forged_user_id(url, wire.agency_exchange(AMQP_SENDER), body,
                                                      relay.names.hub_user("national")))
             continue
         target_url, exchange, key = targets[name]

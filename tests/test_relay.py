@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.core import errors, receipts
+from broker.core import errors, receipts, wire
 from broker.core.hoprecords import verify_trace
 from broker.core.trust import TrustStore
 from broker.core.validation import check
@@ -194,23 +194,23 @@ def test_agency_cannot_read_another_inbox(relay: Relay) -> None:
     from broker.relay import layout, transport
     mine = relay.client(N_COMMUNE)
     with pytest.raises(errors.AccessRefused):
-        transport.fetch(mine.url, layout.inbox_queue(N_COMMUNE_2), lambda r: False)
+        transport.fetch(mine.url, wire.inbox_queue(N_COMMUNE_2), lambda r: False)
     other_hub = layout.amqp_url(relay.topology, "H14", relay.names.agency_user(N_COMMUNE),
                                 relay.credentials.password(relay.names.agency_user(N_COMMUNE)))
     with pytest.raises(errors.AccessRefused):
-        transport.publish(other_hub, layout.agency_exchange(N_COMMUNE), "", b"<x/>", message_id="x", user_id=None)
+        transport.publish(other_hub, wire.agency_exchange(N_COMMUNE), "", b"<x/>", message_id="x", user_id=None)
     with pytest.raises(errors.AccessRefused):  # nor may it write to another agency's entry, or the ingress
-        transport.publish(mine.url, layout.agency_exchange(N_COMMUNE_2), "", b"<x/>", message_id="x", user_id=None)
+        transport.publish(mine.url, wire.agency_exchange(N_COMMUNE_2), "", b"<x/>", message_id="x", user_id=None)
     with pytest.raises(errors.AccessRefused):
-        transport.publish(mine.url, layout.EX_INGRESS, "", b"<x/>", message_id="x", user_id=None)
+        transport.publish(mine.url, wire.EX_INGRESS, "", b"<x/>", message_id="x", user_id=None)
 
 
 def test_agency_cannot_forge_user_id(relay: Relay) -> None:
     """Publishing with another account's user_id is refused by the broker itself."""
-    from broker.relay import layout, transport
+    from broker.relay import transport
     mine = relay.client(N_COMMUNE)
     with pytest.raises(errors.LienthongError):
-        transport.publish(mine.url, layout.agency_exchange(N_COMMUNE), "", b"<x/>", message_id="x",
+        transport.publish(mine.url, wire.agency_exchange(N_COMMUNE), "", b"<x/>", message_id="x",
                           user_id=relay.names.agency_user(N_COMMUNE_2))
 
 

@@ -84,7 +84,7 @@ def test_unavailable_store_is_transient(tmp_path: Path) -> None:
 def test_log_head_and_newest_entries(store: SqlStore) -> None:
     """The head of a hub's log and its newest entries are read without reading the whole log
     (a worker signs the head every minute; the dashboard shows the newest)."""
-    from broker.relay.store import AuditEntry
+    from broker.core.auditlog import AuditEntry
 
     hub = f"h-{uuid.uuid4().hex[:6]}"
     assert store.audit_head(hub) is None

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from broker import __version__, logs
-from broker.core import errors
+from broker.core import errors, wire
 
 EXIT_REJECTED, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 70
 
@@ -398,14 +398,13 @@ def audit_trail(document_id: str, as_json: bool) -> None:
 @click.option("--document", "document_file", default=None, help="The document the receipt must speak of.")
 def audit_verify_receipt(receipt_file: str, document_file: str | None) -> None:
     """Verify a hub receipt (signature, chain, hub), and that it binds DOCUMENT's exact bytes."""
-    import hashlib
 
     from broker.core import receipts
     from broker.core.trust import TrustStore
 
     s = _settings()
     r = receipts.verify(_read(receipt_file), TrustStore.load(s.pki)).receipt
-    if document_file is not None and hashlib.sha256(_read(document_file)).hexdigest() != r.document_sha256:
+    if document_file is not None and wire.message_id(_read(document_file)) != r.document_sha256:
         raise errors.AuditFailure(f"the receipt speaks of other bytes than {document_file} (SHA-256 differs)")
     click.echo(f"VERIFIED: receipt '{r.kind}' by hub {r.hub} at {r.time} for document {r.document_id} "
                f"[{r.document_sha256[:16]}] to {r.sender}" + (f", code {r.code}" if r.code else ""))
@@ -440,7 +439,7 @@ def audit_verify_log(hubs: tuple[str, ...]) -> None:
 @click.argument("hub_id")
 def audit_checkpoint(hub_id: str) -> None:
     """Sign the current head of HUB_ID's audit log (hubs also do this every minute)."""
-    from broker.ops.audit import checkpoint
+    from broker.relay.checkpoints import checkpoint
     from broker.relay.store import open_store
 
     s = _settings()

@@ -17,14 +17,14 @@ broker account may publish only to its own entry exchange (``broker.relay.layout
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
 
 from broker.core import receipts
+from broker.core.auditlog import AuditEntry
 from broker.core.errors import RejectedInput, SenderNotAllowed, TraceInvalid
 from broker.core.hoprecords import HopRecord, sign_record, token_digest, utc_now, verify_trace
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
@@ -34,23 +34,21 @@ from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.core.validation import check
 from broker.core.verifier import DEFAULT_POLICY, VerifyPolicy
-from broker.relay.layout import EX_INGRESS, Names, origin_of
-from broker.relay.store import AuditEntry
-
-H_KIND = "lt-kind"          # "edxml" (default) or "receipt"
-H_TRACE = "lt-trace"        # list of signed hop record tokens
-H_RECIPIENTS = "lt-recipients"  # the recipients this copy serves (informative; the signed record rules)
-H_ORIGIN = "lt-origin"      # "agency:<code>" / "link:<hub>": original entry, kept across our retry tier
-H_CODE = "lt-code"
-H_REASON = "lt-reason"
-H_HUB = "lt-hub"
-H_TO = "lt-to"              # receipts: the agency to notify
-H_REPLAY = "lt-replay"      # set by `lienthong dlq replay`: an operator re-submits a parked message
-H_ATTEMPT = "lt-attempt"    # retry tier count, set by the hub when it sends a message to a retry queue
-
-HUB_ONLY = (H_ORIGIN, H_CODE, H_REASON, H_HUB, H_REPLAY, H_ATTEMPT)
-"""Headers only this hub writes, on what it puts into its own ingress (retry tiers, an operator's
-replay) or parks.  Set by anyone else they would steer the hub, so they are dropped on entry."""
+from broker.core.wire import (
+    EX_INGRESS,
+    H_CODE,
+    H_HUB,
+    H_KIND,
+    H_ORIGIN,
+    H_REASON,
+    H_RECIPIENTS,
+    H_REPLAY,
+    H_TO,
+    H_TRACE,
+    Names,
+    message_id,
+    origin_of,
+)
 
 PARKING = Target("parking", "parking")
 
@@ -115,7 +113,7 @@ class Hop:
     # -- entry point -----------------------------------------------------------
 
     def process(self, msg: Inbound) -> Outcome:
-        digest = hashlib.sha256(msg.body).hexdigest()
+        digest = message_id(msg.body)
         origin = self._origin(msg)
         document_id, sender = "", ""
         recipients: tuple[str, ...] = ()
@@ -245,17 +243,6 @@ class Hop:
         return Outcome(digest, r.document_id, "forwarded", copies, sender=r.hub)
 
 
-def trusted_headers(exchange: str, headers: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The headers of an inbound message that the hub may act on.  Only the hub writes to its own
-    ingress exchange, so what arrives there keeps everything; what an agency or a neighbour hands
-    in loses the hub-only headers (a forged ``lt-replay`` would have a refusal judged again, a
-    forged ``lt-attempt`` would send a message straight to parking)."""
-    plain = dict(headers or {})
-    if exchange == EX_INGRESS:
-        return plain
-    return {k: v for k, v in plain.items() if k not in HUB_ONLY}
-
-
 def _trace(headers: Mapping[str, Any]) -> list[str]:
     """The ``lt-trace`` header: a list of hop record tokens (absent: an empty trace)."""
     trace = headers.get(H_TRACE)
@@ -281,7 +268,3 @@ def _agency(origin: str, topology: Topology) -> str:
 
 def _plain(headers: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in headers.items() if not k.startswith("x-")}
-
-
-def certs_of_hubs(pki_hub_dirs: Sequence[tuple[str, bytes]]) -> dict[str, x509.Certificate]:
-    return {hub: x509.load_pem_x509_certificate(pem) for hub, pem in pki_hub_dirs}

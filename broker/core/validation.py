@@ -6,7 +6,6 @@ message is judged the same way everywhere.  No broker, no database.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +16,7 @@ from broker.core.parsing import DEFAULT_LIMITS, ParseLimits, parse
 from broker.core.topology import Agency, Topology, check_signer
 from broker.core.trust import TrustStore
 from broker.core.verifier import DEFAULT_POLICY, VerifiedSignature, VerifyPolicy, verify_tree
+from broker.core.wire import message_id
 
 
 @dataclass(frozen=True)
@@ -50,5 +50,5 @@ def check(data: bytes, *, trust: TrustStore | None = None, topology: Topology | 
         sender = topology.agency(message.sender.organ_id)
         if signature is not None:
             check_signer(topology, message.sender.organ_id, signature.signer)
-    return Checked(message=message, sha256=hashlib.sha256(data).hexdigest(), signature=signature,
+    return Checked(message=message, sha256=message_id(data), signature=signature,
                    sender=sender, tree=tree)

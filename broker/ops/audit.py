@@ -16,7 +16,6 @@ database.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,37 +24,17 @@ from pathlib import Path
 
 from cryptography import x509
 
-from broker.core import receipts
+from broker.core import receipts, wire
+from broker.core.auditlog import AuditRow, entry_hash
 from broker.core.errors import AuditFailure, LienthongError, TraceInvalid
-from broker.core.hoprecords import HopRecord, parse_record, sign_record, verify_record
+from broker.core.hoprecords import HopRecord, parse_record, verify_record
 from broker.core.parsing import parse
-from broker.core.signer import SigningKey
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.core.validation import check
-from broker.relay.store import AuditRow, SqlStore
-
-
-def entry_hash(row: AuditRow) -> str:
-    payload = json.dumps({"hub": row.hub, "seq": row.seq, "at": repr(row.at), "kind": row.kind,
-                          "document_id": row.document_id, "digest": row.digest, "body": row.body},
-                         sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256((row.prev + "\n" + payload).encode()).hexdigest()
-
+from broker.relay.store import SqlStore
 
 # --- the log ---------------------------------------------------------------------------------
-
-
-def checkpoint(store: SqlStore, hub: str, key: SigningKey) -> tuple[int, str] | None:
-    """Sign the current head of ``hub``'s log; returns (seq, hash) or None for an empty log."""
-    head = store.audit_head(hub)
-    if head is None:
-        return None
-    at = datetime.now(UTC).timestamp()
-    token = sign_record(HopRecord(hub=hub, at=repr(at), digest=head.hash, document_id="",
-                                  verdict="checkpoint", extra={"seq": str(head.seq)}), key)
-    store.add_checkpoint(hub, head.seq, head.hash, at, token)
-    return head.seq, head.hash
 
 
 @dataclass
@@ -140,10 +119,6 @@ def collect(stores: Iterable[SqlStore], document_id: str) -> Trail:
     return Trail(document_id, rows)
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def export_bundle(trail: Trail, stores: Sequence[SqlStore], pki: Path, topology: Topology, out: Path,
                   topology_file: Path | None = None) -> Path:
     """Write the evidence bundle of ``trail`` into the new folder ``out``."""
@@ -169,7 +144,7 @@ def export_bundle(trail: Trail, stores: Sequence[SqlStore], pki: Path, topology:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_bytes(data)
     manifest = {"document_id": trail.document_id, "created": datetime.now(UTC).isoformat(),
-                "files": {rel: _sha(data) for rel, data in sorted(files.items())}}
+                "files": {rel: wire.message_id(data) for rel, data in sorted(files.items())}}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return out
 
@@ -196,7 +171,7 @@ def verify_bundle(folder: Path, *, at: datetime | None = None) -> BundleReport:
         extra, missing = sorted(present - listed), sorted(listed - present)
         raise AuditFailure(f"bundle files differ from the manifest: extra {extra}, missing {missing}")
     for rel, digest in manifest["files"].items():
-        if _sha((folder / rel).read_bytes()) != digest:
+        if wire.message_id((folder / rel).read_bytes()) != digest:
             raise AuditFailure(f"{rel} was altered (SHA-256 differs from the manifest)")
     report = BundleReport(manifest["document_id"])
     trust_dir = folder / "trust"
@@ -222,7 +197,7 @@ def verify_bundle(folder: Path, *, at: datetime | None = None) -> BundleReport:
             if rec.verdict == "delivered" else []
     for p in sorted((folder / "messages").glob("*.edxml")) if (folder / "messages").exists() else []:
         data = p.read_bytes()
-        if _sha(data) != p.stem:
+        if wire.message_id(data) != p.stem:
             raise AuditFailure(f"{p.name}: the message bytes do not match their digest")
         first = min((r.at for r in records_by_digest.get(p.stem, [])), default=None)
         when = at or (_parse_time(first) if first else None)

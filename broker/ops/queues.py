@@ -13,8 +13,9 @@ from typing import Any
 
 from cryptography import x509
 
-from broker.core.hop import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY
+from broker.core import wire
 from broker.core.topology import Topology
+from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY
 from broker.relay import layout, transport
 from broker.relay.metrics import Thresholds
 from broker.relay.provision import Credentials, Management, q
@@ -70,21 +71,21 @@ def status(settings: Settings) -> list[HubStatus]:
     thresholds of ``settings.alerts`` in the topology."""
     topology = Topology.load(settings.topology)
     limits = Thresholds.from_settings(topology.settings)
-    names = layout.names(topology)
+    names = wire.names(topology)
     now = datetime.now(UTC)
     out = []
     for hub in topology.hubs.values():
         m = Management(hub.management_url or settings.mgmt_url)
         queues = {r["name"]: _queue(r) for r in m.get(f"/api/queues/{q(names.vhost(hub.hub_id))}") or []}
         # the ingress has a delivery limit: never look at its head (a look counts as a delivery)
-        look = [k for k, v in queues.items() if v.messages and (k.startswith("inbox.") or k == layout.Q_PARKING)]
+        look = [k for k, v in queues.items() if v.messages and (k.startswith("inbox.") or k == wire.Q_PARKING)]
         if look:
             for name, age in transport.head_ages(_hub_url(settings, topology, hub.hub_id), look).items():
                 queues[name].oldest_seconds = age
         st = HubStatus(
-            hub=hub.hub_id, tier=hub.tier, ingress=queues.get(layout.Q_INGRESS),
-            parked=queues[layout.Q_PARKING].messages if layout.Q_PARKING in queues else 0,
-            unroutable=queues[layout.Q_UNROUTABLE].messages if layout.Q_UNROUTABLE in queues else 0,
+            hub=hub.hub_id, tier=hub.tier, ingress=queues.get(wire.Q_INGRESS),
+            parked=queues[wire.Q_PARKING].messages if wire.Q_PARKING in queues else 0,
+            unroutable=queues[wire.Q_UNROUTABLE].messages if wire.Q_UNROUTABLE in queues else 0,
             retrying=sum(v.messages for k, v in queues.items() if k.startswith("retry.")),
             inboxes=sorted((v for k, v in queues.items() if k.startswith("inbox.")), key=lambda v: v.name),
             cert_days_left=_days_left(settings.pki / "hubs" / hub.hub_id / "cert.pem", now))
@@ -139,18 +140,17 @@ class Parked:
 
 
 def _hub_url(settings: Settings, topology: Topology, hub: str) -> str:
-    names = layout.names(topology)
+    names = wire.names(topology)
     return layout.amqp_url(topology, hub, names.hub_user(hub),
                            Credentials(settings.credentials).password(names.hub_user(hub)))
 
 
 def _parked(hub: str, r: transport.Received) -> Parked:
-    import hashlib
 
     h = r.headers
     deaths = h.get("x-death") or []
     code = str(h.get(H_CODE) or (deaths[0].get("reason") if deaths else "") or "")
-    return Parked(hub, hashlib.sha256(r.body).hexdigest(), code, str(h.get(H_REASON) or ""),
+    return Parked(hub, wire.message_id(r.body), code, str(h.get(H_REASON) or ""),
                   str(h.get(H_ORIGIN) or ""), len(r.body), h, r.body)
 
 
@@ -162,7 +162,7 @@ def list_parked(settings: Settings, hub: str, limit: int = 1000) -> list[Parked]
         got.append(_parked(hub, r))
         return False  # leave it parked
 
-    transport.fetch(_hub_url(settings, topology, hub), layout.Q_PARKING, look, limit=limit)
+    transport.fetch(_hub_url(settings, topology, hub), wire.Q_PARKING, look, limit=limit)
     return got
 
 
@@ -177,21 +177,21 @@ def take_parked(settings: Settings, hub: str, select: Any, act: Any, limit: int 
         act(p)
         return True
 
-    return transport.fetch(_hub_url(settings, topology, hub), layout.Q_PARKING, on, limit=limit)
+    return transport.fetch(_hub_url(settings, topology, hub), wire.Q_PARKING, on, limit=limit)
 
 
 def replay(settings: Settings, hub: str, select: Any) -> int:
     """Put parked messages back through the full hop at ``hub`` (each taken from parking once)."""
     topology = Topology.load(settings.topology)
     url = _hub_url(settings, topology, hub)
-    names = layout.names(topology)
+    names = wire.names(topology)
     publisher = transport.Publisher(url)
 
     def act(p: Parked) -> None:
         headers = {k: v for k, v in p.headers.items()
                    if not k.startswith("x-") and k not in (H_CODE, H_REASON, H_HUB, H_ATTEMPT)}
         headers[H_REPLAY] = uuid.uuid4().hex  # a replay may be parked again, as a new event
-        publisher.publish(layout.EX_INGRESS, "", p.body, message_id=p.digest, user_id=names.hub_user(hub),
+        publisher.publish(wire.EX_INGRESS, "", p.body, message_id=p.digest, user_id=names.hub_user(hub),
                           headers=headers)
 
     try:

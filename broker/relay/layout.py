@@ -41,9 +41,22 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from broker.core.topology import Topology
+from broker.core.wire import (
+    EX_INBOX,
+    EX_INGRESS,
+    EX_PARKING,
+    EX_RETRY,
+    EX_UNROUTABLE,
+    Q_INGRESS,
+    Q_PARKING,
+    Q_UNROUTABLE,
+    agency_exchange,
+    inbox_queue,
+    link_exchange,
+    names,
+    retry_queue,
+)
 
-EX_INGRESS, EX_INBOX, EX_RETRY, EX_PARKING, EX_UNROUTABLE = "ingress", "inbox", "retry", "parking", "unroutable"
-Q_INGRESS, Q_PARKING, Q_UNROUTABLE = "ingress", "parking", "unroutable"
 RETRY_TIERS: tuple[tuple[str, int], ...] = (("r1s", 1_000), ("r10s", 10_000), ("r60s", 60_000))
 """Default back-off tiers (name, TTL in ms); a topology may set ``settings.retry_tiers_ms``."""
 
@@ -55,60 +68,6 @@ def retry_tiers(topology: Topology) -> tuple[tuple[str, int], ...]:
         return RETRY_TIERS
     return tuple((f"r{int(ms)}ms", int(ms)) for ms in custom)
 DELIVERY_LIMIT = 20
-
-
-@dataclass(frozen=True)
-class Names:
-    """Broker names of a deployment: vhosts and user accounts, from the topology's namespace."""
-
-    namespace: str = "lienthong"
-
-    @property
-    def _prefix(self) -> str:
-        return "" if self.namespace == "lienthong" else f"{self.namespace}."
-
-    def vhost(self, hub_id: str) -> str:
-        return f"{self.namespace}.{hub_id}"
-
-    def hub_user(self, hub_id: str) -> str:
-        return f"{self._prefix}hub.{hub_id}"
-
-    def link_user(self, hub_id: str) -> str:
-        return f"{self._prefix}link.{hub_id}"
-
-    def agency_user(self, organ_id: str) -> str:
-        return f"{self._prefix}{organ_id}"
-
-
-def names(topology: Topology) -> Names:
-    return Names(topology.namespace)
-
-
-def agency_exchange(organ_id: str) -> str:
-    """Where an agency publishes: its own entry exchange on its hub."""
-    return f"in.{organ_id}"
-
-
-def link_exchange(hub_id: str) -> str:
-    """Where hub ``hub_id`` publishes on each neighbouring hub."""
-    return f"in.link.{hub_id}"
-
-
-def origin_of(exchange: str) -> str:
-    """``agency:<code>`` / ``link:<hub>`` for an entry exchange, ``''`` for anything else."""
-    if exchange.startswith("in.link."):
-        return "link:" + exchange[len("in.link."):]
-    if exchange.startswith("in."):
-        return "agency:" + exchange[len("in."):]
-    return ""
-
-
-def inbox_queue(organ_id: str) -> str:
-    return f"inbox.{organ_id}"
-
-
-def retry_queue(tier: str) -> str:
-    return f"retry.{tier}"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 
 import yaml
 
+from broker.core import wire
 from broker.core.errors import ConfigError, TransientError
 from broker.core.topology import Topology
 from broker.logs import get_logger
@@ -102,7 +103,7 @@ def apply(topology: Topology, credentials: Credentials, default_mgmt_url: str) -
         url = topology.hubs[hub_id].management_url or default_mgmt_url
         return mgmts.setdefault(url, Management(url))
 
-    names = layout.names(topology)
+    names = wire.names(topology)
     for hub_id in topology.hubs:
         m = mgmt_for(hub_id)
         m.put(f"/api/vhosts/{q(names.vhost(hub_id))}", {"description": f"lienthong hub {hub_id}"})

@@ -26,8 +26,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
+from broker.core.auditlog import AuditEntry, AuditRow, entry_hash
 from broker.core.errors import ConfigError, TransientError
 
 ClaimState = Literal["new", "done", "busy", "takeover"]
@@ -70,44 +71,10 @@ MIGRATION_LOCK = 0x6C74_0001
 
 
 @dataclass(frozen=True)
-class AuditEntry:
-    """What a hub appends to its audit log: a hop record token, a receipt, a checkpoint note."""
-
-    kind: str  # "hop", "receipt"
-    document_id: str
-    body: str
-
-
-@dataclass(frozen=True)
-class AuditRow:
-    hub: str
-    seq: int
-    at: float
-    kind: str
-    document_id: str
-    digest: str
-    body: str
-    prev: str
-    hash: str
-
-
-@dataclass(frozen=True)
 class Verdict:
     verdict: str  # "accepted" or "rejected"
     code: str
     reason: str
-
-
-class StateStore(Protocol):
-    def claim(self, hub: str, digest: str, targets: Sequence[str], owner: str,
-              entries: Sequence[AuditEntry] = (), message: bytes | None = None) -> dict[str, ClaimState]: ...
-    def confirm(self, hub: str, digest: str, targets: Sequence[str]) -> None: ...
-    def confirm_many(self, items: Sequence[tuple[str, str, Sequence[str]]]) -> None: ...
-    def record_verdict(self, hub: str, digest: str, document_id: str, sender: str, verdict: Verdict) -> Verdict: ...
-    def verdict(self, hub: str, digest: str) -> Verdict | None: ...
-    def mark_handed(self, agency: str, message_id: str) -> bool: ...
-    def is_handed(self, agency: str, message_id: str) -> bool: ...
-    def close(self) -> None: ...
 
 
 class SqlStore:
@@ -220,8 +187,6 @@ class SqlStore:
         return out
 
     def _append(self, cur: Any, hub: str, digest: str, entry: AuditEntry, now: float) -> AuditRow:
-        from broker.ops.audit import entry_hash  # pure function; imported here to keep the store's imports light
-
         if self._ph == "%s":  # PostgreSQL: serialize appends of one hub across hosts
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (hub,))
         cur.execute(self._q("SELECT seq, hash FROM audit WHERE hub = ? ORDER BY seq DESC LIMIT 1"), (hub,))

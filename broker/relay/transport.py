@@ -348,10 +348,6 @@ class Link:
             if cb is not None:
                 cb(ok)
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._pending)
-
     def close(self) -> None:
         self._closing = True
         self.ready = False

@@ -19,7 +19,6 @@ unacked messages come back and the claims make the second pass idempotent.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import threading
@@ -30,25 +29,13 @@ from typing import Any
 
 import structlog
 
-from broker.core.errors import LienthongError, TransientError
-from broker.core.hop import (
-    H_ATTEMPT,
-    H_CODE,
-    H_HUB,
-    H_ORIGIN,
-    H_REASON,
-    H_REPLAY,
-    PARKING,
-    Copy,
-    Hop,
-    Inbound,
-    Outcome,
-    trusted_headers,
-)
+from broker.core import wire
+from broker.core.errors import LienthongError, RetriesExhausted, TransientError
+from broker.core.hop import PARKING, Copy, Hop, Inbound, Outcome
 from broker.core.routing import Target
 from broker.core.topology import Topology
-from broker.ops import audit
-from broker.relay import layout, metrics, transport
+from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY, trusted_headers
+from broker.relay import checkpoints, layout, metrics, transport
 from broker.relay.provision import Credentials
 from broker.relay.store import SqlStore, Verdict
 
@@ -90,7 +77,7 @@ class HubWorker:
         self._confirmed: list[tuple[int, Outcome, list[str]]] = []
         self._fault = _Fault.from_env()
         self.log = log.bind(hub=hub_id)
-        self.names = layout.names(topology)
+        self.names = wire.names(topology)
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -112,7 +99,7 @@ class HubWorker:
             self.log.warning("reconnecting", in_seconds=backoff)
             time.sleep(backoff)
         try:
-            audit.checkpoint(self.store, self.hub, self.hop.key)
+            checkpoints.checkpoint(self.store, self.hub, self.hop.key)
         except TransientError as exc:
             self.log.warning("final audit checkpoint failed", error=str(exc))
         self.store.close()
@@ -137,7 +124,7 @@ class HubWorker:
             url = layout.amqp_url(self.topology, n, self.names.link_user(self.hub),
                                   self.credentials.password(self.names.link_user(self.hub)))
             self._links[n] = transport.Link(f"link:{n}", url, self._ioloop, self._ready, self._lost)
-        self._consumer = transport.Consumer(own, layout.Q_INGRESS, self.prefetch, self._ioloop,
+        self._consumer = transport.Consumer(own, wire.Q_INGRESS, self.prefetch, self._ioloop,
                                             self._on_message, self._ready, self._lost)
         self._ioloop.call_later(CHECKPOINT_SECONDS, self._checkpoint)
         self._alerts()
@@ -149,7 +136,7 @@ class HubWorker:
         """Sign the head of the audit log and raise trust alerts, then again every CHECKPOINT_SECONDS."""
         self._alerts()
         try:
-            head = audit.checkpoint(self.store, self.hub, self.hop.key)
+            head = checkpoints.checkpoint(self.store, self.hub, self.hop.key)
             if head:
                 self.log.debug("audit checkpoint", seq=head[0])
         except TransientError as exc:
@@ -168,8 +155,8 @@ class HubWorker:
         limits = metrics.Thresholds.from_settings(self.topology.settings)
         url = layout.amqp_url(self.topology, self.hub, self.names.hub_user(self.hub),
                               self.credentials.password(self.names.hub_user(self.hub)))
-        queues = [layout.Q_INGRESS, layout.Q_PARKING] + sorted(
-            layout.inbox_queue(a.organ_id) for a in self.topology.agencies.values() if a.hub == self.hub)
+        queues = [wire.Q_INGRESS, wire.Q_PARKING] + sorted(
+            wire.inbox_queue(a.organ_id) for a in self.topology.agencies.values() if a.hub == self.hub)
         active: set[tuple[str, str]] = set()
         while True:
             try:
@@ -287,7 +274,7 @@ class HubWorker:
 
         for copy in todo:
             link, exchange, key, user = self._route(copy.target)
-            message_id = outcome.digest if copy.headers.get("lt-kind") != "receipt" else _sha(copy.body)
+            message_id = outcome.digest if copy.headers.get(wire.H_KIND) != "receipt" else wire.message_id(copy.body)
             link.publish(exchange, key, copy.body,
                          transport.props(message_id=message_id, user_id=user, headers=copy.headers), confirmed)
 
@@ -319,29 +306,29 @@ class HubWorker:
 
     def _route(self, target: Target) -> tuple[transport.Link, str, str, str]:
         if target.kind == "hub":
-            return self._links[target.name], layout.link_exchange(self.hub), "", self.names.link_user(self.hub)
+            return self._links[target.name], wire.link_exchange(self.hub), "", self.names.link_user(self.hub)
         if target.kind == "inbox":
-            return self._links["."], layout.EX_INBOX, target.name, self.names.hub_user(self.hub)
+            return self._links["."], wire.EX_INBOX, target.name, self.names.hub_user(self.hub)
         assert target == PARKING
-        return self._links["."], layout.EX_PARKING, "", self.names.hub_user(self.hub)
+        return self._links["."], wire.EX_PARKING, "", self.names.hub_user(self.hub)
 
     def _retry(self, tag: int, exchange_in: str, props: Any, body: bytes, headers: dict[str, Any],
                exc: TransientError) -> None:
         self._started.pop(tag, None)
         attempt = int(headers.get(H_ATTEMPT, 0))
-        origin = headers.get(H_ORIGIN) if exchange_in == layout.EX_INGRESS else layout.origin_of(exchange_in)
+        origin = headers.get(H_ORIGIN) if exchange_in == wire.EX_INGRESS else wire.origin_of(exchange_in)
         keep = {k: v for k, v in headers.items() if not k.startswith("x-")}
         keep[H_ORIGIN] = origin or ""
         local = self._links["."]
         tiers = layout.retry_tiers(self.topology)
         if attempt >= len(tiers):
-            keep.update({H_CODE: "RETRY_EXHAUSTED", H_REASON: str(exc), H_HUB: self.hub})
-            exchange, key = layout.EX_PARKING, ""
+            keep.update({H_CODE: RetriesExhausted.code, H_REASON: str(exc), H_HUB: self.hub})
+            exchange, key = wire.EX_PARKING, ""
             self.stats.parked += 1
             metrics.RETRIES.labels(self.hub, "parking").inc()
         else:
             keep[H_ATTEMPT] = attempt + 1
-            exchange, key = layout.EX_RETRY, tiers[attempt][0]
+            exchange, key = wire.EX_RETRY, tiers[attempt][0]
             self.stats.retried += 1
             metrics.RETRIES.labels(self.hub, key).inc()
         self.log.warning("transient failure", error=str(exc), attempt=attempt, to=exchange)
@@ -351,7 +338,7 @@ class HubWorker:
                 return
             (self._consumer.ack if ok else self._consumer.requeue)(tag)
 
-        local.publish(exchange, key, body, transport.props(message_id=props.message_id or _sha(body),
+        local.publish(exchange, key, body, transport.props(message_id=props.message_id or wire.message_id(body),
                                                           user_id=self.names.hub_user(self.hub), headers=keep),
                       confirmed)
 
@@ -364,10 +351,6 @@ class HubWorker:
             self.stats.delivered += 1
         else:
             self.stats.forwarded += 1
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
