@@ -20,7 +20,6 @@ for a sent file moves it to failed/ with the hub's reason.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,9 @@ from broker.core import errors, receipts
 from broker.core.parsing import parse
 from broker.core.signer import SigningKey, sign
 from broker.core.verifier import verify_tree
+from broker.settings import Fault
 
+from .localdb import LocalDB
 from .sdk import AgencyClient, InboxItem, save_item
 
 FOLDERS = ("outbox", "work", "sent", "failed", "inbox", "receipts")
@@ -43,16 +44,18 @@ class FolderStats:
 
 
 class FolderAdapter:
-    def __init__(self, client: AgencyClient, root: Path, key: SigningKey | None = None) -> None:
+    def __init__(self, client: AgencyClient, root: Path, key: SigningKey | None = None,
+                 fault: Fault | None = None) -> None:
         self.client = client
+        self.fault = fault or Fault()
+        """Fault injection for the reliability tests (``folder-after-send``)."""
         self.root = root
         self.key = key
         self.stats = FolderStats()
         for name in FOLDERS:
             (root / name).mkdir(parents=True, exist_ok=True)
-        self._index = sqlite3.connect(root / ".sent-index.sqlite3")
-        with self._index:
-            self._index.execute("CREATE TABLE IF NOT EXISTS sent (digest TEXT PRIMARY KEY, name TEXT)")
+        self._index = LocalDB(root / ".sent-index.sqlite3",
+                              ["CREATE TABLE IF NOT EXISTS sent (digest TEXT PRIMARY KEY, name TEXT)"])
 
     def dir(self, name: str) -> Path:
         return self.root / name
@@ -77,9 +80,9 @@ class FolderAdapter:
             except errors.LienthongError as exc:
                 self._fail(f, exc.code, exc.message)
                 continue
-            with self._index:
-                self._index.execute("INSERT OR REPLACE INTO sent VALUES (?, ?)", (message_id, f.name))
-            _fault("folder-after-send")
+            with self._index.tx() as db:
+                db.execute("INSERT OR REPLACE INTO sent VALUES (?, ?)", (message_id, f.name))
+            self.fault.maybe_die("folder-after-send")
             f.replace(self.dir("sent") / f.name)
             f.with_name(f.name + ".signed").unlink(missing_ok=True)
             self.stats.sent += 1
@@ -127,7 +130,8 @@ class FolderAdapter:
         self.client.fetch(handle, limit=200)
 
     def _rejected(self, digest: str, code: str, reason: str) -> None:
-        row = self._index.execute("SELECT name FROM sent WHERE digest = ?", (digest,)).fetchone()
+        rows = self._index.rows("SELECT name FROM sent WHERE digest = ?", (digest,))
+        row = rows[0] if rows else None
         if row and (self.dir("sent") / row[0]).exists():
             self._fail(self.dir("sent") / row[0], code, reason)
 
@@ -154,15 +158,3 @@ def _write_synced(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fault(point: str) -> None:
-    """Reliability tests: ``LIENTHONG_FAULT=folder-after-send:<n>`` dies (137) at the n-th send."""
-    spec = os.environ.get("LIENTHONG_FAULT", "")
-    name, _, n = spec.partition(":")
-    if name != point:
-        return
-    count = int(os.environ.get("_LIENTHONG_FAULT_COUNT", "0")) + 1
-    os.environ["_LIENTHONG_FAULT_COUNT"] = str(count)
-    if count >= int(n or "1"):
-        os._exit(137)

@@ -19,9 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from broker.core.parsing import DEFAULT_LIMITS, parse
 from broker.core.topology import Topology
 from broker.settings import Settings
 
+from .localdb import LocalDB
 from .sdk import AgencyClient, InboxItem
 
 TRANSFER_STATUSES = ("new", "taken", "done")
@@ -73,16 +74,12 @@ class GatewayStore:
     """Received and sent messages per agency (SQLite beside the data directory)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._lock = threading.Lock()
-        with self._lock, self._db:
-            self._db.execute("""CREATE TABLE IF NOT EXISTS received (agency TEXT, message_id TEXT, kind TEXT,
+        self._db = LocalDB(path, [
+            """CREATE TABLE IF NOT EXISTS received (agency TEXT, message_id TEXT, kind TEXT,
                 document_id TEXT, sender TEXT, status_code TEXT, about TEXT, received REAL, transfer TEXT,
-                body BLOB, PRIMARY KEY (agency, message_id))""")
-            self._db.execute("""CREATE TABLE IF NOT EXISTS sent (agency TEXT, message_id TEXT, document_id TEXT,
-                recipients TEXT, sent REAL, PRIMARY KEY (agency, message_id))""")
+                body BLOB, PRIMARY KEY (agency, message_id))""",
+            """CREATE TABLE IF NOT EXISTS sent (agency TEXT, message_id TEXT, document_id TEXT,
+                recipients TEXT, sent REAL, PRIMARY KEY (agency, message_id))"""])
 
     def add_received(self, agency: str, item: InboxItem) -> None:
         kind, document_id, sender, code, about = item.kind, "", "", "", ""
@@ -93,8 +90,8 @@ class GatewayStore:
         else:
             m = read(parse(item.body))
             kind, document_id, sender, code = m.kind, m.document_id, m.sender.organ_id, m.status_code or ""
-        with self._lock, self._db:
-            self._db.execute("INSERT OR IGNORE INTO received VALUES (?,?,?,?,?,?,?,?,?,?)",
+        with self._db.tx() as db:
+            db.execute("INSERT OR IGNORE INTO received VALUES (?,?,?,?,?,?,?,?,?,?)",
                              (agency, item.message_id, kind, document_id, sender, code, about, time.time(), "new",
                               item.body))
 
@@ -105,53 +102,50 @@ class GatewayStore:
         if transfer:
             sql += " AND transfer = ?"
             args.append(transfer)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY received", args).fetchall()
+        rows = self._db.rows(sql + " ORDER BY received", args)
         return [{"message_id": r[0], "kind": r[1], "document_id": r[2], "from": r[3], "status_code": r[4] or None,
                  "received_at": r[5], "transfer_status": r[6]} for r in rows]
 
     def body(self, agency: str, message_id: str) -> bytes:
-        with self._lock:
-            row = self._db.execute("SELECT body FROM received WHERE agency = ? AND message_id = ?",
-                                   (agency, message_id)).fetchone()
-        if row is None:
+        rows = self._db.rows("SELECT body FROM received WHERE agency = ? AND message_id = ?", (agency, message_id))
+        if not rows:
             raise errors.NotFound(f"no received message {message_id!r} for agency {agency!r}")
-        return bytes(row[0])
+        return bytes(rows[0][0])
 
     def set_transfer(self, agency: str, message_id: str, status: str) -> None:
-        with self._lock, self._db:
-            cur = self._db.execute("UPDATE received SET transfer = ? WHERE agency = ? AND message_id = ?",
-                                   (status, agency, message_id))
+        with self._db.tx() as db:
+            cur = db.execute("UPDATE received SET transfer = ? WHERE agency = ? AND message_id = ?",
+                             (status, agency, message_id))
         if cur.rowcount == 0:
             raise errors.NotFound(f"no received message {message_id!r} for agency {agency!r}")
 
     def add_sent(self, agency: str, message_id: str, document_id: str, recipients: tuple[str, ...]) -> None:
-        with self._lock, self._db:
-            self._db.execute("INSERT OR IGNORE INTO sent VALUES (?,?,?,?,?)",
+        with self._db.tx() as db:
+            db.execute("INSERT OR IGNORE INTO sent VALUES (?,?,?,?,?)",
                              (agency, message_id, document_id, json.dumps(recipients), time.time()))
 
     def sent(self, agency: str) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT message_id, document_id, recipients, sent FROM sent WHERE agency = ? "
-                                    "ORDER BY sent", (agency,)).fetchall()
-            out = []
-            for mid, doc_id, recips, at in rows:
-                rec = self._db.execute("SELECT status_code, sender, received FROM received WHERE agency = ? AND "
-                                       "kind = 'receipt' AND about = ? ORDER BY received", (agency, mid)).fetchall()
-                sts = self._db.execute("SELECT status_code, sender, received FROM received WHERE agency = ? AND "
-                                       "kind = 'status' AND document_id = ? ORDER BY received",
-                                       (agency, doc_id)).fetchall()
-                out.append({"message_id": mid, "document_id": doc_id, "to": json.loads(recips), "sent_at": at,
-                            "receipts": [{"kind": r[0], "hub": r[1], "at": r[2]} for r in rec],
-                            "statuses": [{"code": s[0], "from": s[1], "at": s[2]} for s in sts]})
+        rows = self._db.rows("SELECT message_id, document_id, recipients, sent FROM sent WHERE agency = ? "
+                             "ORDER BY sent", (agency,))
+        out = []
+        for mid, doc_id, recips, at in rows:
+            rec = self._db.rows("SELECT status_code, sender, received FROM received WHERE agency = ? AND "
+                                "kind = 'receipt' AND about = ? ORDER BY received", (agency, mid))
+            sts = self._db.rows("SELECT status_code, sender, received FROM received WHERE agency = ? AND "
+                                "kind = 'status' AND document_id = ? ORDER BY received", (agency, doc_id))
+            out.append({"message_id": mid, "document_id": doc_id, "to": json.loads(recips), "sent_at": at,
+                        "receipts": [{"kind": r[0], "hub": r[1], "at": r[2]} for r in rec],
+                        "statuses": [{"code": s[0], "from": s[1], "at": s[2]} for s in sts]})
         return out
 
 
 # --- the application ---------------------------------------------------------------------
 
 
-def create_app(settings: Settings | None = None, *, max_bytes: int | None = None) -> FastAPI:
-    settings = settings or Settings.from_env()
+def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
+               max_bytes: int | None = None) -> FastAPI:
+    """The gateway over ``settings``' topology and data directory; ``connect(agency)`` opens that
+    agency's own client (its broker account, its handed-over store)."""
     topology = Topology.load(settings.topology)
     limit = max_bytes or int(topology.settings.get("max_bytes", DEFAULT_LIMITS.max_bytes))
     store = GatewayStore(settings.data_dir / "gateway.sqlite3")
@@ -165,7 +159,7 @@ def create_app(settings: Settings | None = None, *, max_bytes: int | None = None
         key = f"{threading.get_ident()}:{agency}"
         with clients_lock:
             if key not in clients:
-                clients[key] = AgencyClient.from_settings(agency, settings)
+                clients[key] = connect(agency)
             return clients[key]
 
     token_cache: dict[str, Any] = {"mtime": None, "known": {}}

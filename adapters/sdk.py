@@ -3,14 +3,16 @@
 An :class:`AgencyClient` speaks AMQP with the agency's own account, which
 may publish only to its hub's ingress and read only its own inbox::
 
-    client = AgencyClient.from_settings("000.00.51.H41")
+    client = AgencyClient("000.00.51.H41", url, handed=HandedOver(path), trust=TrustStore.load(pki))
     message_id = client.send(signed_bytes)
     receipts = client.follow(message_id)          # {"accepted": ..., "delivered": ...}
     client.fetch(lambda item: store_somewhere(item.body))   # acked once stored
 
 Every inbox message carries ``message_id`` = SHA-256 of the signed bytes.
-The client records what it handed over (SQLite beside the data directory)
-and drops a twin, so a redelivery never reaches the caller twice.
+The client records what it handed over (:class:`~adapters.localdb.HandedOver`) and drops a
+twin, so a redelivery never reaches the caller twice.  It needs only its broker URL (its own
+account on its hub's vhost, ``docs/wire.md``), that store, and the trust store to check receipts
+against: nothing of the relay's.
 """
 
 from __future__ import annotations
@@ -20,16 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+from adapters.localdb import HandedOver
 from broker.core import receipts, wire
 from broker.core.errors import TransientError, UsageError
 from broker.core.signer import SigningKey
-from broker.core.topology import Topology
 from broker.core.trust import TrustStore
-from broker.relay import layout, transport
-from broker.relay.provision import Credentials
-from broker.relay.store import SqlStore, sqlite_store
-from broker.settings import Settings
+from broker.relay import transport
 
 
 @dataclass(frozen=True)
@@ -47,24 +47,18 @@ class InboxItem:
 
 
 class AgencyClient:
-    def __init__(self, organ_id: str, password: str, topology: Topology, seen: SqlStore) -> None:
+    """One agency's connection to its hub: ``url`` carries the agency's own account and its hub's
+    vhost (for a cluster, one URL per node separated by spaces)."""
+
+    def __init__(self, organ_id: str, url: str, *, handed: HandedOver, trust: TrustStore | None = None) -> None:
         self.organ_id = organ_id
-        self.topology = topology
-        agency = topology.agency(organ_id)
-        self.user = wire.names(topology).agency_user(organ_id)
-        self.url = layout.amqp_url(topology, agency.hub, self.user, password)
+        self.url = url
+        self.user = unquote(urlsplit(url.split()[0]).username or "")
+        self.trust = trust
         self._publisher = transport.Publisher(self.url)
-        self._seen = seen
+        self._seen = handed
         self.twins = 0
         """Inbox copies dropped because their message id was already handed over."""
-
-    @classmethod
-    def from_settings(cls, organ_id: str, settings: Settings | None = None) -> AgencyClient:
-        s = settings or Settings.from_env()
-        topo = Topology.load(s.topology)
-        seen = sqlite_store(s.data_dir / "agencies" / f"{organ_id}.sqlite3")
-        user = wire.names(topo).agency_user(organ_id)
-        return cls(organ_id, Credentials(s.credentials).password(user), topo, seen)
 
     def send(self, signed: bytes) -> str:
         """Publish a signed edXML message to the hub's ingress; returns its message id (SHA-256)."""
@@ -77,16 +71,19 @@ class AgencyClient:
 
     def close(self) -> None:
         self._publisher.close()
+        self._seen.close()
 
-    def status_for(self, document: bytes, status_code: str, *, key: SigningKey, description: str = "") -> bytes:
-        """A signed edXML status from this agency about a received ``document``."""
+    def status_for(self, document: bytes, status_code: str, *, key: SigningKey, description: str = "",
+                   name: str = "") -> bytes:
+        """A signed edXML status from this agency about a received ``document``, signed with ``key``
+        and naming this agency ``name`` (the directory's name; default: as the document names it)."""
         from broker.core import edxml
         from broker.core.parsing import parse
         from broker.core.signer import sign
 
         m = edxml.read(parse(document))
-        me = self.topology.agency(self.organ_id)
-        status = edxml.build_status(edxml.Organ(me.organ_id, me.name),
+        named = next((r.name for r in m.recipients if r.organ_id == self.organ_id), "")
+        status = edxml.build_status(edxml.Organ(self.organ_id, name or named),
                                     edxml.ResponseFor(m.sender.organ_id, m.document_id, m.code),
                                     status_code, description=description)
         return sign(status, key)
@@ -106,7 +103,7 @@ class AgencyClient:
                 return False
             item = InboxItem(r.body, r.message_id, str(r.headers.get(wire.H_KIND, "edxml")), r.headers)
             key = f"{item.kind}:{r.message_id or wire.message_id(r.body)}"
-            if self._seen.is_handed(self.organ_id, key):
+            if self._seen.seen(self.organ_id, key):
                 self.twins += 1
                 return True  # a twin of something already handed over: drop it
             try:
@@ -116,7 +113,7 @@ class AgencyClient:
                 return False
             # handled, then recorded, then acked: a crash in between re-hands the same
             # message id, which save_item() and idempotent handlers absorb
-            self._seen.mark_handed(self.organ_id, key)
+            self._seen.mark(self.organ_id, key)
             handed += 1
             return True
 
@@ -133,8 +130,8 @@ class AgencyClient:
         return handed
 
     def follow(self, message_id: str, *, kinds: tuple[str, ...] = ("accepted", "delivered"),
-               handle_other: Callable[[InboxItem], None] | None = None, timeout: float = 30.0,
-               trust_dir: Path | None = None) -> dict[str, receipts.Receipt]:
+               handle_other: Callable[[InboxItem], None] | None = None,
+               timeout: float = 30.0) -> dict[str, receipts.Receipt]:
         """Wait for the hub receipts about a message this agency sent (``message_id`` from :meth:`send`).
 
         Each receipt is verified (hub signature, chain to the trust store, bound to those bytes).
@@ -142,7 +139,9 @@ class AgencyClient:
         asked for, or a rejection, arrived, or when ``timeout`` runs out.  Other inbox items go to
         ``handle_other`` (they stay in the inbox if it is None).
         """
-        trust = TrustStore.load(trust_dir or Settings.from_env().pki)
+        if self.trust is None:
+            raise UsageError("this client was made without a trust store: it cannot check receipts")
+        trust = self.trust
         got: dict[str, receipts.Receipt] = {}
 
         def on(r: transport.Received) -> bool:

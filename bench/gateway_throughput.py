@@ -52,7 +52,7 @@ def main() -> None:
             sdk_rate = len(sdk_docs) / (time.perf_counter() - start)
             client.close()
 
-            port, server = serve(create_app(relay.settings))
+            port, server = serve(create_app(relay.settings, connect=relay.client))
             token = issue_token(relay.settings, SENDER)
             errors: list[int] = []
 

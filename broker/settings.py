@@ -1,4 +1,6 @@
-"""Where a deployment keeps things, from the environment with one-machine defaults.
+"""Where a deployment keeps things and how it is tuned: one frozen object, read from the
+environment once, by the entry point (``Settings.from_env``), and passed in.  No module reads the
+environment at import.
 
 | variable | default | what |
 |---|---|---|
@@ -7,13 +9,85 @@
 | ``LIENTHONG_PKI`` | ``$LIENTHONG_DATA/pki`` | trust store directory, hub and agency keys |
 | ``LIENTHONG_STATE_URL`` | ``$LIENTHONG_DATA/state`` | SQLite directory, or a ``postgresql://`` URL |
 | ``LIENTHONG_MGMT_URL`` | ``http://guest:guest@127.0.0.1:15672`` | RabbitMQ management API (setup, status) |
+| ``LIENTHONG_CHECKPOINT_SECONDS`` | 60 | how often a hub signs the head of its audit log |
+| ``LIENTHONG_WATCH_SECONDS`` | 30 | how often a hub reads its queue depths for alerts |
+| ``LIENTHONG_LEASE_SECONDS`` | 15 | how long a worker's claim on a message keeps other workers off |
+| ``LIENTHONG_SQLITE_TIMEOUT`` | 10 | seconds a SQLite store waits for a lock |
+| ``LIENTHONG_RECEIPTS`` | on | ``off`` only to measure what receipts cost (bench/) |
+| ``LIENTHONG_FAULT`` | | ``<point>:<n>``: die (exit 137) the n-th time ``<point>`` is reached (reliability tests) |
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class PkiLayout:
+    """Where the trust store directory keeps each principal's material."""
+
+    root: Path
+
+    @property
+    def anchor(self) -> Path:
+        return self.root / "root-ca.pem"
+
+    def hub(self, hub_id: str) -> tuple[Path, Path]:
+        """(private key, certificate) of a hub."""
+        d = self.root / "hubs" / hub_id
+        return d / "key.pem", d / "cert.pem"
+
+    def agency(self, organ_id: str) -> tuple[Path, Path]:
+        """(private key, certificate) of an agency."""
+        d = self.root / "agencies" / organ_id
+        return d / "key.pem", d / "cert.pem"
+
+
+@dataclass
+class Fault:
+    """Fault injection for the reliability tests: ``<point>:<n>`` kills the process (exit 137, as
+    SIGKILL would) the n-th time it reaches ``<point>`` (``after-publish``, ``before-ack`` in a
+    hub worker; ``folder-after-send`` in the folder drop).  Empty: never."""
+
+    point: str = ""
+    countdown: int = 0
+
+    @classmethod
+    def parse(cls, spec: str) -> Fault:
+        if not spec:
+            return cls()
+        point, _, n = spec.partition(":")
+        return cls(point, int(n or "1"))
+
+    def maybe_die(self, point: str) -> None:
+        if self.point and self.point == point:
+            self.countdown -= 1
+            if self.countdown <= 0:
+                os._exit(137)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Periods, timeouts and test switches (see the table above)."""
+
+    checkpoint_seconds: float = 60.0
+    watch_seconds: float = 30.0
+    lease_seconds: float = 15.0
+    sqlite_timeout: float = 10.0
+    receipts: bool = True
+    fault: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Tuning:
+        return cls(checkpoint_seconds=float(env.get("LIENTHONG_CHECKPOINT_SECONDS", "60")),
+                   watch_seconds=float(env.get("LIENTHONG_WATCH_SECONDS", "30")),
+                   lease_seconds=float(env.get("LIENTHONG_LEASE_SECONDS", "15")),
+                   sqlite_timeout=float(env.get("LIENTHONG_SQLITE_TIMEOUT", "10")),
+                   receipts=env.get("LIENTHONG_RECEIPTS", "on") != "off",
+                   fault=env.get("LIENTHONG_FAULT", ""))
 
 
 @dataclass(frozen=True)
@@ -23,10 +97,15 @@ class Settings:
     pki: Path
     state_url: str
     mgmt_url: str
+    tuning: Tuning = field(default_factory=Tuning)
 
     @property
     def credentials(self) -> Path:
         return self.data_dir / "credentials.yaml"
+
+    @property
+    def keys(self) -> PkiLayout:
+        return PkiLayout(self.pki)
 
     @classmethod
     def from_env(cls, **overrides: str | None) -> Settings:
@@ -38,4 +117,5 @@ class Settings:
             pki=Path(overrides.get("pki") or env.get("LIENTHONG_PKI", str(data / "pki"))),
             state_url=overrides.get("state_url") or env.get("LIENTHONG_STATE_URL", str(data / "state")),
             mgmt_url=overrides.get("mgmt_url") or env.get("LIENTHONG_MGMT_URL", "http://guest:guest@127.0.0.1:15672"),
+            tuning=Tuning.from_env(env),
         )

@@ -19,14 +19,15 @@ from typing import Any
 
 import yaml
 
+from adapters.localdb import HandedOver
 from adapters.sdk import AgencyClient, InboxItem
 from broker.core import wire
 from broker.core.edxml import Organ, build_document
 from broker.core.signer import SigningKey, sign
 from broker.core.topology import Topology
+from broker.core.trust import TrustStore
 from broker.relay import devpki, layout, transport
 from broker.relay.provision import Credentials, Management, apply, q
-from broker.relay.store import sqlite_store
 from broker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,9 +122,11 @@ class Relay:
     # -- agencies ------------------------------------------------------------------------
 
     def client(self, organ_id: str) -> AgencyClient:
-        seen = sqlite_store(self.settings.data_dir / "agencies" / f"{organ_id}.sqlite3")
-        return AgencyClient(organ_id, self.credentials.password(self.names.agency_user(organ_id)),
-                            self.topology, seen)
+        user = self.names.agency_user(organ_id)
+        url = layout.amqp_url(self.topology, self.topology.agency(organ_id).hub, user,
+                              self.credentials.password(user))
+        handed = HandedOver(self.settings.data_dir / "agencies" / f"{organ_id}.sqlite3")
+        return AgencyClient(organ_id, url, handed=handed, trust=TrustStore.load(self.settings.pki))
 
     def key(self, organ_id: str) -> SigningKey:
         """The agency's signing key (loaded once: loading checks the RSA key, about 45 ms)."""

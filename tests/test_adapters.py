@@ -9,12 +9,14 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from adapters.gateway import create_app, issue_token
+from adapters.localdb import HandedOver
 from broker.core import wire
 from broker.core.edxml import Organ, build_document
 from tests.relay import ROOT, Relay, serve
@@ -33,7 +35,7 @@ def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFacto
 
 class Gateway:
     def __init__(self, relay: Relay, max_bytes: int | None = None) -> None:
-        self.port, self.server = serve(create_app(relay.settings, max_bytes=max_bytes))
+        self.port, self.server = serve(create_app(relay.settings, connect=relay.client, max_bytes=max_bytes))
         self.tokens = {a: issue_token(relay.settings, a) for a in (A, B, OTHER)}
 
     def call(self, method: str, path: str, agency: str | None, body: bytes | None = None,
@@ -136,7 +138,7 @@ def test_gateway_size_limit(relay: Relay) -> None:
 def test_openapi_published_and_current(relay: Relay) -> None:
     """docs/openapi.json is the gateway's own description (regenerate: lienthong gateway openapi)."""
     published = json.loads((ROOT / "docs" / "openapi.json").read_text(encoding="utf-8"))
-    assert published == create_app(relay.settings).openapi()
+    assert published == create_app(relay.settings, connect=relay.client).openapi()
     assert "/v1/documents/received/{message_id}/transfer-status" in published["paths"]
 
 
@@ -168,7 +170,7 @@ def test_sdk_follows_receipts(relay: Relay) -> None:
     relay.client(B).send(other)
     time.sleep(1)
     message_id = c_sender.send(relay.document(A, [B], subject="theo dõi"))
-    got = c_sender.follow(message_id, trust_dir=relay.settings.pki)
+    got = c_sender.follow(message_id)
     assert set(got) == {"accepted", "delivered"}
     assert got["delivered"].recipients == (B,)
     assert [i.body for i in relay.take(A, 1, accept=lambda i: i.body == other)] == [other]
@@ -209,3 +211,13 @@ def test_folder_drop_restart_mid_batch(relay: Relay, tmp_path: Path) -> None:
     from broker.core.parsing import parse
     ids = sorted(i for i in (read(parse(b)).document_id for b in got) if i.startswith("folder-"))
     assert ids == sorted(docs)  # each once: no twin from the resend after the kill
+
+
+def test_handed_once(tmp_path: Path) -> None:
+    """The inbox reader records a message id once (the adapters' handed-over store)."""
+    store = HandedOver(tmp_path / "handed.sqlite3")
+    agency, mid = f"a-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    assert not store.seen(agency, mid)
+    assert store.mark(agency, mid) is True
+    assert store.mark(agency, mid) is False
+    assert store.seen(agency, mid)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.cli.main import error_codes, errors_markdown
+from broker.core.errors import codes as error_codes
+from broker.core.errors import markdown as errors_markdown
 from tests.samples import MALFORMED, sample_names, samples_dir
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -382,7 +382,7 @@ def test_amqp_spoof_first_does_not_block_the_genuine_sender(relay: Relay, kit: K
 
 class Gateway:
     def __init__(self, relay: Relay) -> None:
-        self.port, self.server = serve(create_app(relay.settings))
+        self.port, self.server = serve(create_app(relay.settings, connect=relay.client))
         self.token = issue_token(relay.settings, REST_SENDER)
 
     def auth(self) -> bytes:

@@ -55,15 +55,6 @@ def test_first_verdict_stands(store: SqlStore) -> None:
     assert store.verdict(hub, digest) == first
 
 
-def test_handed_once(store: SqlStore) -> None:
-    """The inbox reader records a message id once."""
-    agency, mid = f"a-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
-    assert not store.is_handed(agency, mid)
-    assert store.mark_handed(agency, mid) is True
-    assert store.mark_handed(agency, mid) is False
-    assert store.is_handed(agency, mid)
-
-
 def test_postgres_url_is_used(postgres_url: str) -> None:
     """open_store picks PostgreSQL for a postgresql:// URL (not a silent SQLite fallback)."""
     s = open_store(postgres_url)
@@ -109,7 +100,7 @@ def test_sqlite_opened_by_several_at_once(tmp_path: Path) -> None:
         def open_and_write(path: Path = path) -> None:
             try:
                 s = sqlite_store(path)
-                s.mark_handed("000.00.00.H41", uuid.uuid4().hex)
+                s.record_verdict("H41", uuid.uuid4().hex, "doc", "000.00.00.H41", Verdict("accepted", "", ""))
                 s.close()
             except BaseException as exc:  # noqa: BLE001 - collected and asserted below
                 errors.append(exc)
@@ -181,12 +172,12 @@ def test_a_database_from_before_versioning_is_adopted(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     for stmt in MIGRATIONS[0][2]:
         conn.execute(stmt.replace("{blob}", "BLOB"))
-    conn.execute("INSERT INTO handed (agency, message_id, at) VALUES ('A', 'm1', 0)")
+    conn.execute("INSERT INTO verdicts VALUES ('H41', 'd1', 'doc', 'A', 'accepted', '', '', 0)")
     conn.commit()
     conn.close()
     s = sqlite_store(path)
     try:
         assert s.schema_version == len(MIGRATIONS)
-        assert s.is_handed("A", "m1")
+        assert s.verdict("H41", "d1") == Verdict("accepted", "", "")
     finally:
         s.close()

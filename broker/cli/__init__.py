@@ -1,5 +1,10 @@
-"""The ``lienthong`` command: one module per command group, calling the rooms below."""
+"""The ``lienthong`` command: one module per command group, each calling the rooms below.
 
-from broker.cli.main import main
+``app`` holds the group itself (errors as one line and an exit code); importing the modules below
+registers their commands on it.
+"""
+
+from broker.cli import adapters, audit, documents, ops, pki, relay, up  # noqa: F401 - they register commands
+from broker.cli.app import main
 
 __all__ = ["main"]

@@ -1,5 +1,5 @@
 """``python -m broker.cli``: the ``lienthong`` command."""
 
-from broker.cli.main import main
+from broker.cli import main
 
 main()

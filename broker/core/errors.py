@@ -234,3 +234,31 @@ class ConfigError(LienthongError):
     """Configuration (topology, trust store, keys) is missing or inconsistent."""
 
     code = "CONFIG"
+
+
+def markdown() -> str:
+    """docs/errors.md: every code with its meaning."""
+    lines = ["# Error codes", "",
+             "Every refusal lienthong makes carries one of these codes, printed by the CLI as",
+             "`ERROR <CODE>: <sentence>` and carried in signed rejections. Codes are stable:",
+             "they are never renamed or reused, only added. `lienthong errors` prints this list",
+             "(`lienthong errors --markdown > docs/errors.md` regenerates this file).", "",
+             "CLI exit codes: 0 good; 1 message rejected; 2 usage, configuration, access or audit failure;",
+             "70 internal error.", "", "| code | meaning |", "|---|---|"]
+    lines += [f"| `{c}` | {d} |" for c, d in codes()]
+    return "\n".join(lines) + "\n"
+
+
+INTERNAL_DOC = "An unexpected failure inside lienthong (a bug); details are in the log."
+
+
+def codes() -> list[tuple[str, str]]:
+    """Every error code defined here, with its docstring."""
+    seen: dict[str, str] = {}
+    stack: list[type[LienthongError]] = [LienthongError]
+    while stack:
+        cls = stack.pop(0)
+        doc = (cls.__doc__ or "").strip()
+        seen.setdefault(cls.code, INTERNAL_DOC if cls is LienthongError else doc)
+        stack.extend(cls.__subclasses__())
+    return sorted(seen.items())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from lxml import etree
 
@@ -52,3 +53,24 @@ def check(data: bytes, *, trust: TrustStore | None = None, topology: Topology | 
             check_signer(topology, message.sender.organ_id, signature.signer)
     return Checked(message=message, sha256=message_id(data), signature=signature,
                    sender=sender, tree=tree)
+
+
+def summary(checked: Checked) -> dict[str, Any]:
+    """What a person or a script wants to know of a judged message (the CLI prints it)."""
+    m = checked.message
+    out: dict[str, Any] = {
+        "kind": m.kind, "document_id": m.document_id, "from": m.sender.organ_id,
+        "to": list(m.recipient_ids), "sha256": checked.sha256,
+    }
+    if m.kind == "status":
+        out["status_code"] = m.status_code
+    else:
+        out["attachments"] = [{"content_id": a.content_id, "name": a.name} for a in m.attachments]
+    if m.business is not None:
+        out["business"] = {"type": m.business.doc_type, "meaning": m.business.meaning,
+                           "document_id": m.business.document_id}
+    if checked.signature is not None:
+        out["signer"] = checked.signature.signer.subject.rfc4514_string()
+        out["chain"] = [c.subject.rfc4514_string() for c in checked.signature.chain.path]
+    return out
+

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -33,6 +34,7 @@ from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.core.validation import check
 from broker.relay.store import SqlStore
+from broker.settings import PkiLayout
 
 # --- the log ---------------------------------------------------------------------------------
 
@@ -137,7 +139,7 @@ def export_bundle(trail: Trail, stores: Sequence[SqlStore], pki: Path, topology:
         if f.is_file() and f.suffix in (".pem", ".crt", ".crl"):
             files[f"trust/{f.name}"] = f.read_bytes()
     for hub in topology.hubs:
-        files[f"hubs/{hub}.pem"] = (pki / "hubs" / hub / "cert.pem").read_bytes()
+        files[f"hubs/{hub}.pem"] = PkiLayout(pki).hub(hub)[1].read_bytes()
     if topology_file is not None:  # the agency directory: binds each signer to its agency code
         files["directory.yaml"] = topology_file.read_bytes()
     for rel, data in files.items():
@@ -226,3 +228,19 @@ def verify_bundle(folder: Path, *, at: datetime | None = None) -> BundleReport:
 def _parse_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
+
+def verified_timeline(trail: Trail, hub_certs: dict[str, x509.Certificate], trust: TrustStore) -> list[dict[str, Any]]:
+    """The trail as a timeline, each hop record's hub signature and each receipt verified (a bad
+    one raises): hub, entry, time, kind, verdict, code, targets, digest."""
+    out: list[dict[str, Any]] = []
+    for row in trail.rows:
+        if row.kind == "hop":
+            rec = verify_record(row.body, hub_certs[row.hub])
+            out.append({"hub": row.hub, "seq": row.seq, "at": rec.at, "kind": "hop", "verdict": rec.verdict,
+                        "code": rec.code, "targets": list(rec.targets), "digest": rec.digest,
+                        "message": rec.extra.get("kind", ""), "signature": "ok"})
+        else:
+            r = receipts.verify(row.body.encode(), trust).receipt
+            out.append({"hub": row.hub, "seq": row.seq, "at": r.time, "kind": "receipt", "verdict": r.kind,
+                        "code": r.code, "targets": [r.sender], "digest": r.document_sha256, "signature": "ok"})
+    return out

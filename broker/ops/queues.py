@@ -88,7 +88,7 @@ def status(settings: Settings) -> list[HubStatus]:
             unroutable=queues[wire.Q_UNROUTABLE].messages if wire.Q_UNROUTABLE in queues else 0,
             retrying=sum(v.messages for k, v in queues.items() if k.startswith("retry.")),
             inboxes=sorted((v for k, v in queues.items() if k.startswith("inbox.")), key=lambda v: v.name),
-            cert_days_left=_days_left(settings.pki / "hubs" / hub.hub_id / "cert.pem", now))
+            cert_days_left=_days_left(settings.keys.hub(hub.hub_id)[1], now))
         if st.ingress is None:
             st.warnings.append("no ingress queue: run 'lienthong broker setup'")
         elif st.ingress.consumers == 0:
@@ -106,7 +106,7 @@ def status(settings: Settings) -> list[HubStatus]:
             st.warnings.append(f"hub certificate expires in {st.cert_days_left} day(s)")
         for agency in topology.agencies.values():
             if agency.hub == hub.hub_id:
-                days = _days_left(settings.pki / "agencies" / agency.organ_id / "cert.pem", now)
+                days = _days_left(settings.keys.agency(agency.organ_id)[1], now)
                 if days is not None and days < CERT_WARNING_DAYS:
                     st.warnings.append(f"certificate of {agency.organ_id} expires in {days} day(s)")
         out.append(st)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,14 +16,14 @@ from broker.core.topology import Topology, subject_uid
 from broker.core.trust import TrustStore
 from broker.logs import get_logger
 from broker.relay.store import SqlStore, open_store
-from broker.settings import Settings
+from broker.settings import PkiLayout, Settings
 
 
 def hub_certificates(pki: Path, topology: Topology, trust: TrustStore) -> dict[str, x509.Certificate]:
     """Every hub's certificate, each validated against the trust store and bound to its hub id."""
     certs: dict[str, x509.Certificate] = {}
     for hub_id in topology.hubs:
-        path = pki / "hubs" / hub_id / "cert.pem"
+        path = PkiLayout(pki).hub(hub_id)[1]
         try:
             cert = x509.load_pem_x509_certificate(path.read_bytes())
         except OSError:
@@ -41,13 +40,11 @@ def load_hop(settings: Settings, hub_id: str, topology: Topology | None = None) 
     if hub_id not in topology.hubs:
         raise ConfigError(f"hub {hub_id!r} is not in the topology")
     trust = TrustStore.load(settings.pki)
-    key_dir = settings.pki / "hubs" / hub_id
     return Hop(hub=hub_id, topology=topology, trust=trust,
-               key=SigningKey.load(key_dir / "key.pem", key_dir / "cert.pem"),
+               key=SigningKey.load(*settings.keys.hub(hub_id)),
                hub_certs=hub_certificates(settings.pki, topology, trust),
                limits=limits_of(topology),
-               # off only to measure their cost (bench/relay_throughput.py)
-               receipts=os.environ.get("LIENTHONG_RECEIPTS", "on") != "off")
+               receipts=settings.tuning.receipts)  # off only to measure their cost (bench/)
 
 
 def limits_of(topology: Topology) -> ParseLimits:
@@ -57,8 +54,17 @@ def limits_of(topology: Topology) -> ParseLimits:
                        max_depth=int(s.get("max_depth", DEFAULT_LIMITS.max_depth)))
 
 
+def hub_stores(settings: Settings) -> list[SqlStore]:
+    """The state stores of every hub this machine keeps (one PostgreSQL database, or each hub's
+    SQLite file that exists), for the commands that read across hubs (audit, report)."""
+    if settings.state_url.startswith(("postgresql://", "postgres://")):
+        return [open_store(settings.state_url, tuning=settings.tuning)]
+    return [open_store(settings.state_url, hub=h, tuning=settings.tuning)
+            for h in Topology.load(settings.topology).hubs if (Path(settings.state_url) / f"{h}.sqlite3").exists()]
+
+
 def hub_store(settings: Settings, hub_id: str) -> SqlStore:
-    return open_store(settings.state_url, hub=hub_id)
+    return open_store(settings.state_url, hub=hub_id, tuning=settings.tuning)
 
 
 def start_hub(settings: Settings, hub_id: str, *, sleep: Callable[[float], None] = time.sleep,

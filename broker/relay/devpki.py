@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from broker.core.signer import PrivateKey
 from broker.core.topology import Topology
+from broker.settings import PkiLayout
 
 WARNING = "DEVELOPMENT PKI: these keys and certificates are for development and tests only."
 ORG = "lienthong dev PKI"
@@ -123,9 +124,10 @@ def _write(path: Path, data: bytes, private: bool = False) -> None:
         os.chmod(path, 0o600)
 
 
-def write_pair(directory: Path, issued: Issued) -> None:
-    _write(directory / "key.pem", pem_key(issued.key), private=True)
-    _write(directory / "cert.pem", pem_cert(issued.cert))
+def write_pair(paths: tuple[Path, Path], issued: Issued) -> None:
+    """Write a key (private) and its certificate to (key path, certificate path)."""
+    _write(paths[0], pem_key(issued.key), private=True)
+    _write(paths[1], pem_cert(issued.cert))
 
 
 def init(directory: str | Path, topology: Topology) -> Path:
@@ -136,12 +138,13 @@ def init(directory: str | Path, topology: Topology) -> Path:
 
         raise UsageError(f"{d} is not empty; choose a new directory for the dev PKI")
     root = make_root()
-    _write(d / "root-ca.pem", pem_cert(root.cert))
+    keys = PkiLayout(d)
+    _write(keys.anchor, pem_cert(root.cert))
     _write(d / "ca" / "root-ca.key", pem_key(root.key), private=True)
     for hub in topology.hubs.values():
-        write_pair(d / "hubs" / hub.hub_id, issue(root, f"hub {hub.name}", uid=f"hub:{hub.hub_id}", kind="ec"))
+        write_pair(keys.hub(hub.hub_id), issue(root, f"hub {hub.name}", uid=f"hub:{hub.hub_id}", kind="ec"))
     for agency in topology.agencies.values():
-        write_pair(d / "agencies" / agency.organ_id, issue(root, agency.name, uid=agency.organ_id))
+        write_pair(keys.agency(agency.organ_id), issue(root, agency.name, uid=agency.organ_id))
     write_crl(d, root, [])
     (d / "README.txt").write_text(WARNING + "\n", encoding="utf-8")
     return d
@@ -155,7 +158,7 @@ def write_crl(directory: Path, root: Issued, revoked_serials: Iterable[int]) -> 
 def load_root(directory: str | Path) -> Issued:
     d = Path(directory)
     key = serialization.load_pem_private_key((d / "ca" / "root-ca.key").read_bytes(), password=None)
-    cert = x509.load_pem_x509_certificate((d / "root-ca.pem").read_bytes())
+    cert = x509.load_pem_x509_certificate(PkiLayout(d).anchor.read_bytes())
     assert isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey))
     return Issued(key, cert)
 

@@ -18,7 +18,6 @@ publishes a copy to a target it claims ``(hub, digest, target)``.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -28,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from broker import sqlite
 from broker.core.auditlog import AuditEntry, AuditRow, entry_hash
 from broker.core.errors import ConfigError, TransientError
+from broker.settings import Tuning
 
 ClaimState = Literal["new", "done", "busy", "takeover"]
 
@@ -80,11 +81,10 @@ class Verdict:
 class SqlStore:
     """The state store over a DB-API connection (sqlite3 or psycopg)."""
 
-    lease_seconds = float(os.environ.get("LIENTHONG_LEASE_SECONDS", "15"))
-    """How long a worker's claim on a message protects it from other workers."""
-
     def __init__(self, connect: Any, placeholder: str, transient: tuple[type[BaseException], ...],
-                 blob: str = "BLOB") -> None:
+                 blob: str = "BLOB", *, lease_seconds: float = 15.0) -> None:
+        self.lease_seconds = lease_seconds
+        """How long a worker's claim on a message protects it from other workers."""
         self._connect = connect
         self._ph = placeholder
         self._transient = transient
@@ -284,67 +284,37 @@ class SqlStore:
             row = cur.fetchone()
         return Verdict(*row) if row else None
 
-    def mark_handed(self, agency: str, message_id: str) -> bool:
-        """Record that ``message_id`` was handed to ``agency``; False if it already was."""
-        with self._tx() as cur:
-            cur.execute(self._q("INSERT INTO handed (agency, message_id, at) VALUES (?, ?, ?) "
-                                "ON CONFLICT DO NOTHING"), (agency, message_id, time.time()))
-            return bool(cur.rowcount == 1)
-
-    def is_handed(self, agency: str, message_id: str) -> bool:
-        with self._tx() as cur:
-            cur.execute(self._q("SELECT 1 FROM handed WHERE agency = ? AND message_id = ?"), (agency, message_id))
-            return cur.fetchone() is not None
-
     def close(self) -> None:
         with self._lock:
             self._drop()
 
 
-def sqlite_store(path: str | Path) -> SqlStore:
+def sqlite_store(path: str | Path, *, timeout: float = 10.0, lease_seconds: float = 15.0) -> SqlStore:
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
 
     def connect() -> sqlite3.Connection:
-        timeout = float(os.environ.get("LIENTHONG_SQLITE_TIMEOUT", "10"))
-        conn = sqlite3.connect(p, timeout=timeout, check_same_thread=False, isolation_level="IMMEDIATE")
-        _wal(conn, timeout)
-        conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes (WAL)
-        return conn
+        return sqlite.connect(p, timeout=timeout)
 
-    return SqlStore(connect, "?", (sqlite3.OperationalError,))
+    return SqlStore(connect, "?", (sqlite3.OperationalError,), lease_seconds=lease_seconds)
 
 
-def _wal(conn: sqlite3.Connection, timeout: float) -> None:
-    """Switch a new database to WAL.  The switch needs the database to itself and SQLite answers
-    "locked" at once, without its busy timeout, while another connection (a second worker, the
-    SDK beside the gateway) opens the same new file: wait for it like any other lock.  Once a
-    database is in WAL mode the pragma is a no-op that takes no lock."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
-def postgres_store(url: str) -> SqlStore:
+def postgres_store(url: str, *, lease_seconds: float = 15.0) -> SqlStore:
     import psycopg
 
     def connect() -> Any:
         return psycopg.connect(url, connect_timeout=5)
 
-    return SqlStore(connect, "%s", (psycopg.OperationalError, psycopg.InterfaceError), blob="BYTEA")
+    return SqlStore(connect, "%s", (psycopg.OperationalError, psycopg.InterfaceError), blob="BYTEA",
+                    lease_seconds=lease_seconds)
 
 
-def open_store(url_or_path: str, *, hub: str | None = None) -> SqlStore:
+def open_store(url_or_path: str, *, hub: str | None = None, tuning: Tuning | None = None) -> SqlStore:
     """``postgresql://...`` opens PostgreSQL; anything else is a data directory for SQLite."""
+    t = tuning or Tuning()
     if url_or_path.startswith(("postgresql://", "postgres://")):
-        return postgres_store(url_or_path)
+        return postgres_store(url_or_path, lease_seconds=t.lease_seconds)
     if "://" in url_or_path:
         raise ConfigError(f"state store {url_or_path!r}: use a postgresql:// URL or a directory")
-    return sqlite_store(Path(url_or_path) / f"{hub or 'lienthong'}.sqlite3")
+    return sqlite_store(Path(url_or_path) / f"{hub or 'lienthong'}.sqlite3", timeout=t.sqlite_timeout,
+                        lease_seconds=t.lease_seconds)
 

@@ -358,11 +358,23 @@ class Link:
                 pass
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One message handed to a consumer: what the worker needs of pika's callback arguments."""
+
+    tag: int
+    exchange: str
+    """The exchange it was published to (it says who handed it in)."""
+    headers: dict[str, Any]
+    message_id: str
+    body: bytes
+
+
 class Consumer:
     """A consumer connection with manual acks and bounded prefetch, on a shared IOLoop."""
 
     def __init__(self, url: str, queue: str, prefetch: int, ioloop: IOLoop,
-                 on_message: Callable[[Any, Any, BasicProperties, bytes], None],
+                 on_message: Callable[[Delivery], None],
                  on_ready: Callable[[Consumer], None], on_lost: Callable[[Consumer, str], None]) -> None:
         self.queue = queue
         self.prefetch = prefetch
@@ -388,7 +400,11 @@ class Consumer:
         self._on_ready(self)
 
     def start(self) -> None:
-        self.channel.basic_consume(self.queue, self._on_message, auto_ack=False)
+        self.channel.basic_consume(self.queue, self._deliver, auto_ack=False)
+
+    def _deliver(self, _channel: Any, method: Basic.Deliver, props: BasicProperties, body: bytes) -> None:
+        self._on_message(Delivery(int(method.delivery_tag), str(method.exchange), dict(props.headers or {}),
+                                  str(props.message_id or ""), body))
 
     def ack(self, delivery_tag: int) -> None:
         if self.channel is not None and self.channel.is_open:

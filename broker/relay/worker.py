@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from broker.core import wire
-from broker.core.errors import LienthongError, RetriesExhausted, TransientError
+from broker.core.errors import RetriesExhausted, TransientError
 from broker.core.hop import PARKING, Copy, Hop, Inbound, Outcome
 from broker.core.routing import Target
 from broker.core.topology import Topology
@@ -38,10 +38,10 @@ from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REP
 from broker.relay import checkpoints, layout, metrics, transport
 from broker.relay.provision import Credentials
 from broker.relay.store import SqlStore, Verdict
+from broker.relay.watch import QueueWatch
+from broker.settings import Fault, Tuning
 
 log = structlog.get_logger("lienthong.worker")
-CHECKPOINT_SECONDS = float(os.environ.get("LIENTHONG_CHECKPOINT_SECONDS", "60"))
-WATCH_SECONDS = float(os.environ.get("LIENTHONG_WATCH_SECONDS", "30"))
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Stats:
 
 class HubWorker:
     def __init__(self, hub_id: str, topology: Topology, hop: Hop, store: SqlStore, credentials: Credentials,
-                 *, prefetch: int = 256) -> None:
+                 *, prefetch: int = 256, tuning: Tuning | None = None) -> None:
         self.hub = hub_id
         self.topology = topology
         self.hop = hop
@@ -75,7 +75,8 @@ class HubWorker:
         self._in_flight: set[tuple[str, str]] = set()
         self._started: dict[int, float] = {}
         self._confirmed: list[tuple[int, Outcome, list[str]]] = []
-        self._fault = _Fault.from_env()
+        self.tuning = tuning or Tuning()
+        self._fault = Fault.parse(self.tuning.fault)
         self.log = log.bind(hub=hub_id)
         self.names = wire.names(topology)
 
@@ -85,7 +86,11 @@ class HubWorker:
         """Serve until SIGTERM/SIGINT; reconnect with back-off whenever a connection drops."""
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
         signal.signal(signal.SIGINT, lambda *_: self.stop())
-        threading.Thread(target=self._watch, name="queue-watch", daemon=True).start()
+        own = self.names.hub_user(self.hub)
+        watch = QueueWatch(self.hub, self.topology,
+                           layout.amqp_url(self.topology, self.hub, own, self.credentials.password(own)),
+                           self.tuning.watch_seconds, self._stopped)
+        threading.Thread(target=watch.run, name="queue-watch", daemon=True).start()
         backoff = 0.5
         while not self._stopping:
             started = time.monotonic()
@@ -126,14 +131,14 @@ class HubWorker:
             self._links[n] = transport.Link(f"link:{n}", url, self._ioloop, self._ready, self._lost)
         self._consumer = transport.Consumer(own, wire.Q_INGRESS, self.prefetch, self._ioloop,
                                             self._on_message, self._ready, self._lost)
-        self._ioloop.call_later(CHECKPOINT_SECONDS, self._checkpoint)
+        self._ioloop.call_later(self.tuning.checkpoint_seconds, self._checkpoint)
         self._alerts()
         self._ioloop.start()
         self._ioloop.close()
         self._ioloop = None
 
     def _checkpoint(self) -> None:
-        """Sign the head of the audit log and raise trust alerts, then again every CHECKPOINT_SECONDS."""
+        """Sign the head of the audit log and raise trust alerts, then again every self.tuning.checkpoint_seconds."""
         self._alerts()
         try:
             head = checkpoints.checkpoint(self.store, self.hub, self.hop.key)
@@ -142,36 +147,11 @@ class HubWorker:
         except TransientError as exc:
             self.log.warning("audit checkpoint failed", error=str(exc))
         if self._ioloop is not None and not self._stopping:
-            self._ioloop.call_later(CHECKPOINT_SECONDS, self._checkpoint)
+            self._ioloop.call_later(self.tuning.checkpoint_seconds, self._checkpoint)
 
     def _alerts(self) -> None:
         for kind, sentence in metrics.trust_alerts(self.hub, self.hop.key.cert, self.hop.trust):
             self.log.warning("alert", kind=kind, detail=sentence)
-
-    def _watch(self) -> None:
-        """Every WATCH_SECONDS: queue depths as gauges, and an ``alert`` log event when a threshold
-        (``settings.alerts``) is crossed, ``alert cleared`` when it no longer holds.  Its own
-        connection and thread, so a slow broker answer never stalls the message loop."""
-        limits = metrics.Thresholds.from_settings(self.topology.settings)
-        url = layout.amqp_url(self.topology, self.hub, self.names.hub_user(self.hub),
-                              self.credentials.password(self.names.hub_user(self.hub)))
-        queues = [wire.Q_INGRESS, wire.Q_PARKING] + sorted(
-            wire.inbox_queue(a.organ_id) for a in self.topology.agencies.values() if a.hub == self.hub)
-        active: set[tuple[str, str]] = set()
-        while True:
-            try:
-                depths = transport.depths(url, queues)
-            except LienthongError as exc:
-                self.log.debug("queue watch skipped", error=str(exc))
-            else:
-                now = {(kind, subject): what for kind, subject, what in metrics.queue_alerts(self.hub, depths, limits)}
-                for kind, subject in sorted(now.keys() - active):
-                    self.log.warning("alert", kind=kind, subject=subject, detail=now[(kind, subject)])
-                for kind, subject in sorted(active - now.keys()):
-                    self.log.info("alert cleared", kind=kind, subject=subject)
-                active = set(now)
-            if self._stopped.wait(WATCH_SECONDS):
-                return
 
     def _ready(self, _what: object) -> None:
         if self._consumer is not None and self._consumer.ready and all(link.ready for link in self._links.values()):
@@ -194,13 +174,13 @@ class HubWorker:
 
     # -- one message -------------------------------------------------------------------
 
-    def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
-        tag = method.delivery_tag
-        headers = trusted_headers(method.exchange, props.headers)
+    def _on_message(self, d: transport.Delivery) -> None:
+        tag, body = d.tag, d.body
+        headers = trusted_headers(d.exchange, d.headers)
         self.stats.received += 1
         self._started[tag] = time.perf_counter()
         try:
-            outcome = self.hop.process(Inbound(body, headers, method.exchange))
+            outcome = self.hop.process(Inbound(body, headers, d.exchange))
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the hub; the delivery limit parks it
             self.log.error("hop failed", error=repr(exc))
             self._started.pop(tag, None)
@@ -225,7 +205,7 @@ class HubWorker:
             if "busy" in claims.values():
                 raise TransientError("another worker holds this message")
         except TransientError as exc:
-            self._retry(tag, method.exchange, props, body, headers, exc)
+            self._retry(d, headers, exc)
             return
         todo = [c for c in outcome.copies if claims[c.claim] in ("new", "takeover")]
         if not todo:
@@ -312,8 +292,8 @@ class HubWorker:
         assert target == PARKING
         return self._links["."], wire.EX_PARKING, "", self.names.hub_user(self.hub)
 
-    def _retry(self, tag: int, exchange_in: str, props: Any, body: bytes, headers: dict[str, Any],
-               exc: TransientError) -> None:
+    def _retry(self, d: transport.Delivery, headers: dict[str, Any], exc: TransientError) -> None:
+        tag, exchange_in, body = d.tag, d.exchange, d.body
         self._started.pop(tag, None)
         attempt = int(headers.get(H_ATTEMPT, 0))
         origin = headers.get(H_ORIGIN) if exchange_in == wire.EX_INGRESS else wire.origin_of(exchange_in)
@@ -338,7 +318,7 @@ class HubWorker:
                 return
             (self._consumer.ack if ok else self._consumer.requeue)(tag)
 
-        local.publish(exchange, key, body, transport.props(message_id=props.message_id or wire.message_id(body),
+        local.publish(exchange, key, body, transport.props(message_id=d.message_id or wire.message_id(body),
                                                           user_id=self.names.hub_user(self.hub), headers=keep),
                       confirmed)
 
@@ -351,26 +331,3 @@ class HubWorker:
             self.stats.delivered += 1
         else:
             self.stats.forwarded += 1
-
-
-@dataclass
-class _Fault:
-    """Fault injection for the reliability tests: ``LIENTHONG_FAULT=<point>:<n>`` kills the
-    process (exit 137, like SIGKILL) the n-th time it reaches ``<point>``."""
-
-    point: str = ""
-    countdown: int = 0
-
-    @classmethod
-    def from_env(cls) -> _Fault:
-        spec = os.environ.get("LIENTHONG_FAULT", "")
-        if not spec:
-            return cls()
-        point, _, n = spec.partition(":")
-        return cls(point, int(n or "1"))
-
-    def maybe_die(self, point: str) -> None:
-        if self.point == point:
-            self.countdown -= 1
-            if self.countdown <= 0:
-                os._exit(137)

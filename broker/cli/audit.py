@@ -1,0 +1,129 @@
+"""``lienthong audit``: trails, receipts, the audit log, evidence bundles."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from broker.cli.app import main, read_file, settings
+from broker.cli.clients import hub_key
+from broker.core import errors, wire
+from broker.relay.assemble import hub_stores
+
+
+@main.group()
+def audit() -> None:
+    """Auditors: trails, receipts, the audit log, evidence bundles (offline)."""
+
+
+@audit.command("trail")
+@click.argument("document_id")
+@click.option("--json", "as_json", is_flag=True)
+def audit_trail(document_id: str, as_json: bool) -> None:
+    """The hop-by-hop timeline of DOCUMENT_ID, each record's hub signature checked."""
+    from broker.core.topology import Topology
+    from broker.core.trust import TrustStore
+    from broker.ops.audit import collect, verified_timeline
+    from broker.relay.assemble import hub_certificates
+
+    s = settings()
+    trust = TrustStore.load(s.pki)
+    trail = collect(hub_stores(s), document_id)
+    if not trail.rows:
+        raise errors.UsageError(f"nothing is recorded about document {document_id!r}")
+    out = verified_timeline(trail, hub_certificates(s.pki, Topology.load(s.topology), trust), trust)
+    if as_json:
+        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    for e in out:
+        what = f"{e['kind']} {e['verdict']}" + (f" {e['code']}" if e["code"] else "")
+        click.echo(f"{e['at']}  {e['hub']:9} #{e['seq']:<5} {what:24} -> {', '.join(e['targets'])}  "
+                   f"[{e['digest'][:12]}] signature {e['signature']}")
+
+
+@audit.command("verify-receipt")
+@click.argument("receipt_file")
+@click.option("--document", "document_file", default=None, help="The document the receipt must speak of.")
+def audit_verify_receipt(receipt_file: str, document_file: str | None) -> None:
+    """Verify a hub receipt (signature, chain, hub), and that it binds DOCUMENT's exact bytes."""
+
+    from broker.core import receipts
+    from broker.core.trust import TrustStore
+
+    s = settings()
+    r = receipts.verify(read_file(receipt_file), TrustStore.load(s.pki)).receipt
+    if document_file is not None and wire.message_id(read_file(document_file)) != r.document_sha256:
+        raise errors.AuditFailure(f"the receipt speaks of other bytes than {document_file} (SHA-256 differs)")
+    click.echo(f"VERIFIED: receipt '{r.kind}' by hub {r.hub} at {r.time} for document {r.document_id} "
+               f"[{r.document_sha256[:16]}] to {r.sender}" + (f", code {r.code}" if r.code else ""))
+
+
+@audit.command("verify-log")
+@click.option("--hub", "hubs", multiple=True, help="Only these hubs (default: all).")
+def audit_verify_log(hubs: tuple[str, ...]) -> None:
+    """Recompute each hub's audit log hash chain and check its signed checkpoints."""
+    from broker.core.topology import Topology
+    from broker.core.trust import TrustStore
+    from broker.ops.audit import verify_log
+    from broker.relay.assemble import hub_certificates
+    from broker.relay.store import open_store
+
+    s = settings()
+    topo = Topology.load(s.topology)
+    certs = hub_certificates(s.pki, topo, TrustStore.load(s.pki))
+    broken = []
+    for hub in hubs or tuple(topo.hubs):
+        store = open_store(s.state_url, hub=hub)
+        report = verify_log(store.audit_rows(hub=hub), store.checkpoints(hub), hub, certs[hub])
+        state = "intact" if report.ok else f"BROKEN at entry {report.broken_at}: {report.reason}"
+        click.echo(f"{hub:9} {report.entries:7} entries {report.checkpoints:4} checkpoints  {state}")
+        if not report.ok:
+            broken.append(f"hub {hub}: {report.reason}")
+    if broken:
+        raise errors.AuditFailure("; ".join(broken))
+
+
+@audit.command("checkpoint")
+@click.argument("hub_id")
+def audit_checkpoint(hub_id: str) -> None:
+    """Sign the current head of HUB_ID's audit log (hubs also do this every minute)."""
+    from broker.relay.checkpoints import checkpoint
+    from broker.relay.store import open_store
+
+    s = settings()
+    head = checkpoint(open_store(s.state_url, hub=hub_id), hub_id, hub_key(s, hub_id))
+    click.echo(f"checkpoint of {hub_id}: " + (f"entry {head[0]} {head[1][:16]}" if head else "empty log"))
+
+
+@audit.command("export")
+@click.argument("document_id")
+@click.argument("out")
+def audit_export(document_id: str, out: str) -> None:
+    """Write the evidence bundle of DOCUMENT_ID into the new folder OUT."""
+    from broker.core.topology import Topology
+    from broker.ops.audit import collect, export_bundle
+
+    s = settings()
+    stores = hub_stores(s)
+    folder = export_bundle(collect(stores, document_id), stores, s.pki, Topology.load(s.topology), Path(out),
+                           topology_file=s.topology)
+    click.echo(f"evidence bundle of {document_id} in {folder}")
+
+
+@audit.command("verify-bundle")
+@click.argument("folder")
+@click.option("--at", "at_time", default=None, help="Judge certificates as of this ISO time "
+              "(default: the time each hub recorded).")
+def audit_verify_bundle(folder: str, at_time: str | None) -> None:
+    """Verify an evidence bundle with nothing but its contents (no broker, no database)."""
+    from broker.ops.audit import verify_bundle
+
+    at = datetime.fromisoformat(at_time).replace(tzinfo=UTC) if at_time else None
+    r = verify_bundle(Path(folder), at=at)
+    click.echo(f"VERIFIED: document {r.document_id}: {r.messages} signed message(s), {r.hop_records} hop "
+               f"record(s) via {', '.join(dict.fromkeys(r.hubs))}, {r.receipts} receipt(s); "
+               f"delivered to {', '.join(sorted(set(r.delivered_to))) or 'nobody'}")
+

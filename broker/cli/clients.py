@@ -1,0 +1,32 @@
+"""What a command needs to act as an agency or a hub on this machine: its client and its keys,
+assembled from the deployment's settings (credentials file, topology, trust store)."""
+
+from __future__ import annotations
+
+from adapters.localdb import HandedOver
+from adapters.sdk import AgencyClient
+from broker.core import wire
+from broker.core.signer import SigningKey
+from broker.core.topology import Topology
+from broker.core.trust import TrustStore
+from broker.relay import layout
+from broker.relay.provision import Credentials
+from broker.settings import Settings
+
+
+def agency_client(settings: Settings, organ_id: str) -> AgencyClient:
+    """The agency's own client: its broker account on its hub, and its handed-over store."""
+    topology = Topology.load(settings.topology)
+    user = wire.names(topology).agency_user(organ_id)
+    password = Credentials(settings.credentials).password(user)
+    url = layout.amqp_url(topology, topology.agency(organ_id).hub, user, password)
+    return AgencyClient(organ_id, url, handed=HandedOver(settings.data_dir / "agencies" / f"{organ_id}.sqlite3"),
+                        trust=TrustStore.load(settings.pki))
+
+
+def agency_key(settings: Settings, organ_id: str) -> SigningKey:
+    return SigningKey.load(*settings.keys.agency(organ_id))
+
+
+def hub_key(settings: Settings, hub_id: str) -> SigningKey:
+    return SigningKey.load(*settings.keys.hub(hub_id))

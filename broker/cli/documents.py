@@ -1,0 +1,119 @@
+"""Commands on one message: validate, sign, verify, new-document (no broker needed)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from broker.cli.app import main, read_file
+from broker.core import errors
+from broker.core.validation import summary
+
+
+def _print(summary: dict[str, Any], as_json: bool, verdict: str) -> None:
+    if as_json:
+        click.echo(json.dumps({"verdict": verdict, **summary}, ensure_ascii=False))
+        return
+    click.echo(f"{verdict}: {summary['kind']} {summary['document_id']} from {summary['from']} "
+               f"to {', '.join(summary['to'])}")
+    if "signer" in summary:
+        click.echo(f"  signed by {summary['signer']}")
+    click.echo(f"  sha256 {summary['sha256']}")
+
+
+def _limits(max_bytes: int | None) -> Any:
+    from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
+
+    return ParseLimits(max_bytes=max_bytes, max_depth=DEFAULT_LIMITS.max_depth) if max_bytes else DEFAULT_LIMITS
+
+
+@main.command()
+@click.argument("file")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--max-bytes", type=int, default=None, help="Size limit (default 50 MiB).")
+def validate(file: str, as_json: bool, max_bytes: int | None) -> None:
+    """Check FILE against the edXML schema and model (no signature check)."""
+    from broker.core.validation import check
+
+    checked = check(read_file(file), limits=_limits(max_bytes), require_signature=False)
+    _print(summary(checked), as_json, "VALID")
+
+
+@main.command()
+@click.argument("file")
+@click.option("--key", "key_path", required=True, help="PEM private key of the signing agency.")
+@click.option("--cert", "cert_path", required=True, help="PEM certificate (then intermediates).")
+@click.option("-o", "--output", required=True, help="Where to write the signed message.")
+def sign(file: str, key_path: str, cert_path: str, output: str) -> None:
+    """Sign FILE with an enveloped XMLDSig signature (RSA/ECDSA, SHA-256)."""
+    from broker.core.signer import SigningKey
+    from broker.core.signer import sign as do_sign
+
+    signed = do_sign(read_file(file), SigningKey.load(key_path, cert_path))
+    Path(output).write_bytes(signed)
+    click.echo(f"signed {file} -> {output}")
+
+
+@main.command()
+@click.argument("file")
+@click.option("--trust", "trust_dir", required=True, help="Trust store directory (PEM anchors and CRLs).")
+@click.option("--topology", "topology_path", default="config/topology.yaml", show_default=True,
+              help="Agency directory binding signers to agency codes.")
+@click.option("--no-directory", is_flag=True, help="Skip the signer = From check (diagnostics only).")
+@click.option("--at", "at_time", default=None, help="Verify as of this ISO time (default: now).")
+@click.option("--allow-sha1", is_flag=True, help="Accept SHA-1 signatures from legacy senders.")
+@click.option("--no-crl", is_flag=True, help="Do not require a current CRL (diagnostics only).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def verify(file: str, trust_dir: str, topology_path: str, no_directory: bool, at_time: str | None,
+           allow_sha1: bool, no_crl: bool, as_json: bool) -> None:
+    """Verify FILE: schema, signature, chain to the trust store, revocation, signer = From."""
+    from broker.core.topology import Topology
+    from broker.core.trust import TrustStore
+    from broker.core.validation import check
+    from broker.core.verifier import VerifyPolicy
+
+    at = None
+    if at_time:
+        try:
+            at = datetime.fromisoformat(at_time)
+        except ValueError:
+            raise errors.UsageError(f"--at {at_time!r} is not an ISO date/time") from None
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    checked = check(read_file(file), trust=TrustStore.load(trust_dir, require_crl=not no_crl),
+                    topology=None if no_directory else Topology.load(topology_path),
+                    policy=VerifyPolicy(allow_sha1=allow_sha1), at=at)
+    _print(summary(checked), as_json, "VERIFIED")
+
+
+@main.command("new-document")
+@click.option("--from", "sender", required=True, help="Sender agency code.")
+@click.option("--to", "recipients", required=True, multiple=True, help="Recipient agency code (repeat).")
+@click.option("--subject", required=True)
+@click.option("--attach", "attachments", multiple=True, help="File to attach (repeat).")
+@click.option("--document-id", default=None)
+@click.option("--topology", "topology_path", default="config/topology.yaml", show_default=True)
+@click.option("-o", "--output", required=True)
+def new_document(sender: str, recipients: tuple[str, ...], subject: str, attachments: tuple[str, ...],
+                 document_id: str | None, topology_path: str, output: str) -> None:
+    """Write a new, unsigned edXML document (names taken from the agency directory)."""
+    import mimetypes
+
+    from broker.core.edxml import Organ, build_document
+    from broker.core.topology import Topology
+
+    topo = Topology.load(topology_path)
+
+    def organ(code: str) -> Organ:
+        return Organ(code, topo.agency(code).name)
+
+    files = [(Path(a).name, mimetypes.guess_type(a)[0] or "application/octet-stream", read_file(a))
+             for a in attachments]
+    data = build_document(organ(sender), [organ(r) for r in recipients], subject=subject,
+                          document_id=document_id, attachments=files)
+    Path(output).write_bytes(data)
+    click.echo(f"wrote {output}")
+

@@ -1,0 +1,159 @@
+"""Operators' commands: status, report, dashboard, parked messages, error codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from broker.cli.app import main, settings
+from broker.core import errors
+from broker.relay.assemble import hub_stores
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Per hub and agency inbox: depth, unacked, consumers, rates, oldest message, parked, certificate
+    expiry, and warnings by the thresholds of ``settings.alerts``."""
+    from broker.ops import queues
+
+    hubs = queues.status(settings())
+    if as_json:
+        click.echo(json.dumps(queues.as_dicts(hubs), ensure_ascii=False, indent=2))
+        return
+    click.echo(f"{'hub / queue':34} {'ready':>7} {'unacked':>8} {'cons':>5} {'in/s':>7} {'out/s':>7} {'oldest':>7}")
+    for h in hubs:
+        cert = f"cert {h.cert_days_left} d" if h.cert_days_left is not None else "no cert"
+        click.echo(f"{h.hub} ({h.tier}) parked {h.parked}, retrying {h.retrying}, "
+                   f"unroutable {h.unroutable}, {cert}")
+        for qs in ([h.ingress] if h.ingress else []) + h.inboxes:
+            oldest = queues.format_age(qs.oldest_seconds) if qs.oldest_seconds is not None else "-"
+            click.echo(f"  {qs.name:32} {qs.messages:7} {qs.unacked:8} {qs.consumers:5} "
+                       f"{qs.in_rate:7.1f} {qs.out_rate:7.1f} {oldest:>7}")
+        for w in h.warnings:
+            click.secho(f"  WARNING: {w}", fg="yellow")
+
+
+@main.command()
+@click.option("--from", "start", required=True, help="First day, YYYY-MM-DD (local time).")
+@click.option("--to", "end", required=True, help="Last day, YYYY-MM-DD (included).")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV (one row per agency and per level) instead of tables.")
+@click.option("--issued", "issued_file", default=None,
+              help="CSV organ_id,issued: the agencies' registers of outgoing documents (paper included).")
+@click.option("-o", "--output", default=None, help="Write to this file instead of standard output.")
+def report(start: str, end: str, as_csv: bool, issued_file: str | None, output: str | None) -> None:
+    """The compliance report: per agency and level, documents sent and received, share signed and
+    sent electronically against the targets, share acknowledged (01/03) in time, statuses."""
+    from broker.core.topology import Topology
+    from broker.ops import report as rep
+
+    s = settings()
+    topology = Topology.load(s.topology)
+    cfg = rep.ReportSettings.from_topology(topology)
+    t0, t1 = rep.period(rep.parse_day(start), rep.parse_day(end), cfg.offset)
+    issued = rep.read_issued(Path(issued_file), topology) if issued_file else None
+    built = rep.build(hub_stores(s), topology, t0, t1, issued=issued)
+    text = rep.to_csv(built) if as_csv else rep.to_text(built)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.option("--port", default=8090, show_default=True)
+def dashboard(port: int) -> None:
+    """Serve the operators' dashboard on 127.0.0.1 (hub tree, backlogs, rejections, parked)."""
+    import uvicorn
+
+    from broker.ops.dashboard import create_app
+
+    uvicorn.run(create_app(settings()), host="127.0.0.1", port=port, log_level="warning")
+
+
+@main.group()
+def dlq() -> None:
+    """Parked messages (the dead-letter queue of each hub)."""
+
+
+def _select(digest: str | None, code: str | None) -> Any:
+    return lambda p: (digest is None or p.digest.startswith(digest)) and (code is None or p.code == code)
+
+
+@dlq.command("list")
+@click.option("--hub", "hubs", multiple=True, help="Only these hubs (default: all).")
+@click.option("--json", "as_json", is_flag=True)
+def dlq_list(hubs: tuple[str, ...], as_json: bool) -> None:
+    """Parked messages with their codes and reasons (they stay parked)."""
+    from broker.core.topology import Topology
+    from broker.ops import queues
+
+    s = settings()
+    rows = [p for h in hubs or tuple(Topology.load(s.topology).hubs) for p in queues.list_parked(s, h)]
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in vars(p).items() if k not in ("body", "headers")} for p in rows],
+                              ensure_ascii=False, indent=2))
+        return
+    for p in rows:
+        click.echo(f"{p.hub:9} {p.digest[:16]}  {p.code:20} {p.size:8} B  {p.origin:22} {p.reason}")
+    click.echo(f"{len(rows)} parked message(s)")
+
+
+@dlq.command("show")
+@click.argument("hub_id")
+@click.argument("digest")
+def dlq_show(hub_id: str, digest: str) -> None:
+    """Headers and body of one parked message (DIGEST: its SHA-256, or a prefix)."""
+    from broker.ops import queues
+
+    found = [p for p in queues.list_parked(settings(), hub_id) if p.digest.startswith(digest)]
+    if not found:
+        raise errors.NotFound(f"no parked message {digest!r} at hub {hub_id!r}")
+    p = found[0]
+    click.echo(json.dumps({k: v for k, v in p.headers.items() if isinstance(v, (str, int, float, list))},
+                          ensure_ascii=False, indent=2, default=str))
+    click.echo(p.body.decode("utf-8", errors="replace"))
+
+
+@dlq.command("replay")
+@click.argument("hub_id")
+@click.option("--digest", default=None, help="Only this message (SHA-256 or prefix).")
+@click.option("--code", default=None, help="Only messages parked with this code.")
+def dlq_replay(hub_id: str, digest: str | None, code: str | None) -> None:
+    """Take parked messages out of parking and through the full hop again (each exactly once)."""
+    from broker.ops import queues
+
+    if digest is None and code is None:
+        raise errors.UsageError("name what to replay: --digest or --code")
+    n = queues.replay(settings(), hub_id, _select(digest, code))
+    click.echo(f"replayed {n} message(s) at hub {hub_id}")
+
+
+@dlq.command("purge")
+@click.argument("hub_id")
+@click.option("--digest", default=None)
+@click.option("--code", default=None)
+@click.option("--yes", is_flag=True, help="Really delete.")
+def dlq_purge(hub_id: str, digest: str | None, code: str | None, yes: bool) -> None:
+    """Delete parked messages for good (the audit log keeps their records)."""
+    from broker.ops import queues
+
+    if not yes:
+        raise errors.UsageError("purge deletes messages for good: add --yes")
+    n = queues.take_parked(settings(), hub_id, _select(digest, code), lambda p: None)
+    click.echo(f"purged {n} message(s) at hub {hub_id}")
+
+
+@main.command("errors")
+@click.option("--markdown", is_flag=True, help="Print docs/errors.md.")
+def list_errors(markdown: bool) -> None:
+    """List the stable error codes with their meaning."""
+    if markdown:
+        click.echo(errors.markdown(), nl=False)
+        return
+    for code, doc in errors.codes():
+        click.echo(f"{code:18} {doc}")
+

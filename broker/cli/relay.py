@@ -1,0 +1,104 @@
+"""Running the relay and using it as an agency: broker setup, hub run, send, inbox, status-send."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from broker.cli.app import main, read_file, settings
+from broker.cli.clients import agency_client, agency_key
+
+
+@main.group("broker")
+def broker_group() -> None:
+    """RabbitMQ layout of the topology."""
+
+
+@broker_group.command("setup")
+def broker_setup() -> None:
+    """Declare vhosts, users, permissions, exchanges and queues (idempotent)."""
+    from broker.core.topology import Topology
+    from broker.relay.provision import Credentials, apply
+
+    s = settings()
+    counts = apply(Topology.load(s.topology), Credentials(s.credentials), s.mgmt_url)
+    click.echo("broker setup: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+@main.group()
+def hub() -> None:
+    """Hub workers."""
+
+
+@hub.command("run")
+@click.argument("hub_id")
+@click.option("--prefetch", default=256, show_default=True, help="Unacked messages in flight.")
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
+def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
+    """Run one worker of HUB_ID until stopped (SIGTERM/SIGINT)."""
+    from broker.relay.assemble import start_hub
+    from broker.relay.provision import Credentials
+    from broker.relay.worker import HubWorker
+
+    s = settings()
+    hop, store = start_hub(s, hub_id)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    HubWorker(hub_id, hop.topology, hop, store, Credentials(s.credentials), prefetch=prefetch,
+              tuning=s.tuning).run()
+
+
+@main.command()
+@click.argument("file")
+@click.option("--as", "agency", required=True, help="The sending agency (its own credentials are used).")
+def send(file: str, agency: str) -> None:
+    """Push a signed edXML FILE to the agency's hub over AMQP."""
+    message_id = agency_client(settings(), agency).send(read_file(file))
+    click.echo(f"sent {file} as {agency}: message {message_id}")
+
+
+@main.command()
+@click.argument("agency")
+@click.option("--fetch", "fetch_dir", default=None, help="Take messages into this folder (acked once written).")
+@click.option("--wait", default=0.0, show_default=True, help="Seconds to wait for a first message.")
+@click.option("--limit", default=100, show_default=True)
+def inbox(agency: str, fetch_dir: str | None, wait: float, limit: int) -> None:
+    """List the agency's inbox, or with --fetch take its messages into a folder."""
+    from adapters.sdk import save_item
+
+    client = agency_client(settings(), agency)
+    if fetch_dir is None:
+        items = client.peek(limit=limit)
+        for item in items:
+            click.echo(f"{item.kind:8} {item.message_id}  hops={len(item.trace)}  {len(item.body)} bytes")
+        click.echo(f"{len(items)} message(s) in the inbox of {agency}")
+        return
+    n = client.fetch(lambda item: click.echo(f"{item.kind:8} -> {save_item(Path(fetch_dir), item)}"),
+                     limit=limit, wait=wait)
+    click.echo(f"took {n} message(s) into {fetch_dir}")
+
+
+@main.command("status-send")
+@click.option("--as", "agency", required=True, help="The agency sending the status (it signs it).")
+@click.option("--document", "document_file", required=True, help="The received document the status is about.")
+@click.option("--code", "status_code", required=True,
+              type=click.Choice(["01", "02", "03", "04", "05", "06", "13", "15", "16"]),
+              help="01 received, 02 rejected, 03 accepted, 04 assigned, 05 processing, 06 completed, "
+                   "13 revocation requested, 15 change accepted, 16 change refused.")
+@click.option("--description", default="", help="Free text for the sender.")
+@click.option("-o", "--output", default=None, help="Also keep the signed status here.")
+def status_send(agency: str, document_file: str, status_code: str, description: str, output: str | None) -> None:
+    """Sign an edXML status about a received document and send it back through the hubs."""
+    from broker.core.topology import Topology
+
+    s = settings()
+    client = agency_client(s, agency)
+    signed = client.status_for(read_file(document_file), status_code, description=description,
+                               key=agency_key(s, agency), name=Topology.load(s.topology).agency(agency).name)
+    if output:
+        Path(output).write_bytes(signed)
+    message_id = client.send(signed)
+    click.echo(f"status {status_code} sent as {agency}: message {message_id}")

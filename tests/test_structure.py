@@ -1,0 +1,117 @@
+"""The code keeps the shape the README's layout table describes: rooms that import only downward,
+no cycles, a pure core, and modules small enough to read."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_LINES = 450
+IO_LIBRARIES = {"pika", "psycopg", "sqlite3", "socket", "subprocess", "http", "urllib.request", "fastapi",
+                "uvicorn", "prometheus_client", "requests", "click"}
+SHARED = {"broker", "broker.settings", "broker.logs", "broker.sqlite"}
+# room -> the rooms it may import from (besides itself and the shared modules)
+MAY_IMPORT = {
+    "broker.core": set(),
+    "broker.relay": {"broker.core"},
+    "broker.ops": {"broker.core", "broker.relay"},
+    "broker.cli": {"broker.core", "broker.relay", "broker.ops", "adapters"},
+    "adapters": {"broker.core", "broker.relay.transport"},
+}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted([*(ROOT / "broker").rglob("*.py"), *(ROOT / "adapters").glob("*.py")]):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth of the file (imports inside functions count)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            submodules = {f"{node.module}.{a.name}" for a in node.names} & set(MODULES)
+            found.update(submodules)
+            if len(submodules) < len(node.names):  # names from the module itself, not only its submodules
+                found.add(node.module)
+    return found
+
+
+GRAPH = {name: {m for m in _imports(path) if m in MODULES and m != name} for name, path in MODULES.items()}
+
+
+def _room(module: str) -> str:
+    if module in SHARED:
+        return "shared"
+    for room in sorted(MAY_IMPORT, key=len, reverse=True):
+        if module == room or module.startswith(room + "."):
+            return room
+    raise AssertionError(f"{module} is in no room: add it to the README's layout and to MAY_IMPORT")
+
+
+def test_every_module_has_a_room() -> None:
+    """Each module of broker/ and adapters/ sits in one of the rooms (or is shared)."""
+    assert {_room(m) for m in MODULES} <= set(MAY_IMPORT) | {"shared"}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_run_downward(module: str) -> None:
+    """A module imports only from its own room, the rooms below it, and the shared modules:
+    the core from nothing else; the relay from the core; ops from both; the CLI from everything;
+    the adapters from the core and the transport only."""
+    room = _room(module)
+    if room == "shared":
+        assert all(_room(m) == "shared" or m == "broker" for m in GRAPH[module]), GRAPH[module]
+        return
+    allowed = MAY_IMPORT[room] | {room}
+    wrong = sorted(m for m in GRAPH[module]
+                   if _room(m) != "shared" and not any(m == a or m.startswith(a + ".") for a in allowed))
+    assert wrong == [], f"{module} ({room}) imports {wrong}"
+
+
+def test_no_import_cycles() -> None:
+    """The import graph of broker/ and adapters/ has no cycle."""
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        path.append(m)
+        for n in sorted(GRAPH[m]):
+            if state.get(n) == 1:
+                raise AssertionError("cycle: " + " -> ".join(path[path.index(n):] + [n]))
+            if n not in state:
+                visit(n)
+        path.pop()
+        state[m] = 2
+
+    for m in sorted(GRAPH):
+        if m not in state:
+            visit(m)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _room(m) == "broker.core"))
+def test_core_is_pure(module: str) -> None:
+    """The core imports no I/O library: it needs no broker, database, network or process to test."""
+    libraries = {m for m in _imports(MODULES[module]) if m.split(".")[0] not in ("broker", "adapters")}
+    assert sorted(lib for lib in libraries if lib in IO_LIBRARIES or lib.split(".")[0] in IO_LIBRARIES) == []
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_modules_stay_readable(module: str) -> None:
+    """No module is over about 450 lines."""
+    lines = len(MODULES[module].read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_LINES, f"{module} has {lines} lines"
