@@ -106,9 +106,7 @@ class Hop:
 
     def __post_init__(self) -> None:
         self.names = Names(self.topology.namespace)
-        parent = self.topology.hubs[self.hub].parent
-        children = {h.hub_id for h in self.topology.hubs.values() if h.parent == self.hub}
-        self.neighbours = frozenset(children | ({parent} if parent else set()))
+        self.neighbours = frozenset(self.topology.neighbours(self.hub))
 
     # -- entry point -----------------------------------------------------------
 

@@ -116,6 +116,11 @@ class Topology:
         except KeyError:
             raise UnknownAgency(f"agency {organ_id!r} is not in the agency directory") from None
 
+    def neighbours(self, hub_id: str) -> list[str]:
+        """The hubs ``hub_id`` exchanges messages with: its parent first, then its children."""
+        parent = self.hubs[hub_id].parent
+        return ([parent] if parent else []) + [h.hub_id for h in self.hubs.values() if h.parent == hub_id]
+
     def path_to_root(self, hub_id: str) -> list[str]:
         """``[hub_id, parent, ..., root]``."""
         out = [hub_id]

@@ -93,12 +93,12 @@ def status(settings: Settings) -> list[HubStatus]:
             st.warnings.append("no ingress queue: run 'lienthong broker setup'")
         elif st.ingress.consumers == 0:
             st.warnings.append("no worker consumes the ingress")
-        if st.parked > limits.parked:
+        if limits.exceeded(wire.Q_PARKING, st.parked):
             st.warnings.append(f"{st.parked} parked message(s)")
-        if st.ingress and st.ingress.messages > limits.backlog:
+        if st.ingress and limits.exceeded(wire.Q_INGRESS, st.ingress.messages):
             st.warnings.append(f"backlog of {st.ingress.messages} in the ingress")
         for box in st.inboxes:
-            if box.messages > limits.inbox_backlog:
+            if limits.exceeded(box.name, box.messages):
                 st.warnings.append(f"{box.messages} message(s) wait in {box.name}")
             if box.oldest_seconds is not None and box.oldest_seconds > limits.inbox_age_seconds:
                 st.warnings.append(f"the oldest message in {box.name} waits for {format_age(box.oldest_seconds)}")

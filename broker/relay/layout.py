@@ -148,7 +148,7 @@ def declarations(topology: Topology, hub_id: str) -> list[Exchange | Queue | Bin
                           "x-dead-letter-exchange": EX_PARKING}),
         Binding(EX_INGRESS, Q_INGRESS),
     ]
-    for other in neighbours(topology, hub_id):
+    for other in topology.neighbours(hub_id):
         out += [Exchange(link_exchange(other), "fanout", {"alternate-exchange": EX_UNROUTABLE}),
                 Binding(link_exchange(other), Q_INGRESS)]
     for tier, ttl in retry_tiers(topology):
@@ -164,18 +164,12 @@ def declarations(topology: Topology, hub_id: str) -> list[Exchange | Queue | Bin
     return out
 
 
-def neighbours(topology: Topology, hub_id: str) -> list[str]:
-    parent = topology.hubs[hub_id].parent
-    children = [h.hub_id for h in topology.hubs.values() if h.parent == hub_id]
-    return ([parent] if parent else []) + children
-
-
 def permissions(topology: Topology) -> list[Permission]:
     n = names(topology)
     out: list[Permission] = []
     for hub in topology.hubs.values():
         out.append(Permission(n.vhost(hub.hub_id), n.hub_user(hub.hub_id), ".*", ".*", ".*"))
-        for other in neighbours(topology, hub.hub_id):
+        for other in topology.neighbours(hub.hub_id):
             out.append(Permission(n.vhost(other), n.link_user(hub.hub_id), "^$",
                                   f"^{re.escape(link_exchange(hub.hub_id))}$", "^$"))
     for agency in topology.agencies.values():

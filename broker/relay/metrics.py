@@ -52,6 +52,22 @@ class Thresholds:
             raise ConfigError(f"settings.alerts: unknown key(s) {', '.join(sorted(raw))}")
         return cls(**known)
 
+    def limit_of(self, queue: str) -> tuple[str, int] | None:
+        """(alert kind, limit) of a queue a threshold watches; None for the others."""
+        if queue == "ingress":
+            return "backlog", self.backlog
+        if queue == "parking":
+            return "parked", self.parked
+        if queue.startswith("inbox."):
+            return "inbox-backlog", self.inbox_backlog
+        return None
+
+    def exceeded(self, queue: str, messages: int) -> str | None:
+        """The alert kind if ``messages`` waiting in ``queue`` is over its limit, else None: the one
+        rule behind the hub's alerts and the warnings of ``lienthong status``."""
+        watched = self.limit_of(queue)
+        return watched[0] if watched is not None and messages > watched[1] else None
+
 
 def queue_alerts(hub: str, depths: Mapping[str, int], limits: Thresholds) -> list[tuple[str, str, str]]:
     """Update the queue gauges; return ``(kind, subject, sentence)`` for each threshold exceeded.
@@ -59,17 +75,15 @@ def queue_alerts(hub: str, depths: Mapping[str, int], limits: Thresholds) -> lis
     alerts: list[tuple[str, str, str]] = []
     for queue, n in depths.items():
         QUEUE_MESSAGES.labels(hub, queue).set(n)
-        if queue == "ingress":
-            kind, limit, what = "backlog", limits.backlog, f"{n} message(s) wait in the ingress of hub {hub}"
-        elif queue == "parking":
-            kind, limit, what = "parked", limits.parked, f"{n} message(s) are parked at hub {hub}"
-        elif queue.startswith("inbox."):
-            kind, limit = "inbox-backlog", limits.inbox_backlog
-            what = f"{n} message(s) wait in the inbox of {queue[len('inbox.'):]}"
-        else:
+        watched = limits.limit_of(queue)
+        if watched is None:
             continue
-        ALERT.labels(hub, kind, queue).set(1 if n > limit else 0)
-        if n > limit:
+        kind = limits.exceeded(queue, n)
+        ALERT.labels(hub, watched[0], queue).set(1 if kind else 0)
+        if kind:
+            what = {"backlog": f"{n} message(s) wait in the ingress of hub {hub}",
+                    "parked": f"{n} message(s) are parked at hub {hub}"}.get(
+                kind, f"{n} message(s) wait in the inbox of {queue[len('inbox.'):]}")
             alerts.append((kind, queue, what))
     return alerts
 

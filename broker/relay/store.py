@@ -208,20 +208,10 @@ class SqlStore:
                    newest: int | None = None) -> list[AuditRow]:
         """Audit entries in log order, optionally of one hub or document, appended in
         ``[since, until)``, or only the ``newest`` few."""
-        where: list[str] = []
-        args: list[object] = []
-        if since is not None:
-            where.append("at >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("at < ?")
-            args.append(until)
-        if hub is not None:
-            where.append("hub = ?")
-            args.append(hub)
-        if document_id is not None:
-            where.append("document_id = ?")
-            args.append(document_id)
+        given = [(c, v) for c, v in (("at >= ?", since), ("at < ?", until), ("hub = ?", hub),
+                                      ("document_id = ?", document_id)) if v is not None]
+        where = [c for c, _ in given]
+        args = [v for _, v in given]
         sql = "SELECT hub, seq, at, kind, document_id, digest, body, prev, hash FROM audit"
         sql += (" WHERE " + " AND ".join(where)) if where else ""
         if newest is not None:

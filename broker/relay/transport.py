@@ -66,16 +66,13 @@ def reachable(url: str) -> pika.URLParameters:
 def blocking(url: str) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
     """A short-lived blocking connection and channel; pika errors become TransientError."""
     try:
-        conn = pika.BlockingConnection(parameters(url))
-    except (pika.exceptions.ProbableAccessDeniedError, pika.exceptions.ProbableAuthenticationError) as exc:
-        raise AccessRefused(f"the broker refused the login or the vhost: {_describe(exc)}") from None
+        conn = _connect(url)
     except AMQP_ERRORS as exc:
         raise TransientError(f"cannot connect to the broker: {_describe(exc)}") from None
     try:
         yield conn.channel()
     except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code == 403:
-            raise AccessRefused(f"access refused: {exc.reply_text}") from None
+        _refused(exc)
         raise TransientError(f"broker error: {_describe(exc)}") from None
     except AMQP_ERRORS as exc:
         raise TransientError(f"broker error: {_describe(exc)}") from None
@@ -84,6 +81,20 @@ def blocking(url: str) -> Iterator[pika.adapters.blocking_connection.BlockingCha
             conn.close()
         except AMQP_ERRORS:
             pass
+
+
+def _connect(url: str) -> pika.BlockingConnection:
+    """A blocking connection; a refused login or vhost is :class:`AccessRefused` (not worth retrying)."""
+    try:
+        return pika.BlockingConnection(parameters(url))
+    except (pika.exceptions.ProbableAccessDeniedError, pika.exceptions.ProbableAuthenticationError) as exc:
+        raise AccessRefused(f"the broker refused the login or the vhost: {_describe(exc)}") from None
+
+
+def _refused(exc: pika.exceptions.ChannelClosedByBroker) -> None:
+    """Raise :class:`AccessRefused` if the broker closed the channel for lack of rights (403)."""
+    if exc.reply_code == 403:
+        raise AccessRefused(f"access refused: {exc.reply_text}") from None
 
 
 def _describe(exc: BaseException) -> str:
@@ -144,10 +155,7 @@ class Publisher:
     def _channel(self) -> Any:
         if self._ch is None or not self._ch.is_open:
             self.close()
-            try:
-                self._conn = pika.BlockingConnection(parameters(self.url))
-            except (pika.exceptions.ProbableAccessDeniedError, pika.exceptions.ProbableAuthenticationError) as exc:
-                raise AccessRefused(f"the broker refused the login or the vhost: {_describe(exc)}") from None
+            self._conn = _connect(self.url)
             self._ch = self._conn.channel()
             self._ch.confirm_delivery()
         return self._ch
@@ -162,8 +170,7 @@ class Publisher:
                 return
             except pika.exceptions.ChannelClosedByBroker as exc:
                 self.close()
-                if exc.reply_code == 403:
-                    raise AccessRefused(f"access refused: {exc.reply_text}") from None
+                _refused(exc)
                 error = exc
             except pika.exceptions.NackError:
                 error = TransientError("the broker refused the message (nack)")
@@ -185,11 +192,15 @@ class Publisher:
 
 @dataclass(frozen=True)
 class Received:
+    """One message taken from a queue: what callers need of pika's delivery arguments."""
+
     body: bytes
     message_id: str
     headers: dict[str, Any]
     delivery_tag: int
     redelivered: bool
+    exchange: str = ""
+    """The exchange it was published to (for the hub: it says who handed the message in)."""
 
 
 def fetch(url: str, queue: str, handle: Callable[[Received], bool], *, limit: int = 100,
@@ -358,23 +369,11 @@ class Link:
                 pass
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One message handed to a consumer: what the worker needs of pika's callback arguments."""
-
-    tag: int
-    exchange: str
-    """The exchange it was published to (it says who handed it in)."""
-    headers: dict[str, Any]
-    message_id: str
-    body: bytes
-
-
 class Consumer:
     """A consumer connection with manual acks and bounded prefetch, on a shared IOLoop."""
 
     def __init__(self, url: str, queue: str, prefetch: int, ioloop: IOLoop,
-                 on_message: Callable[[Delivery], None],
+                 on_message: Callable[[Received], None],
                  on_ready: Callable[[Consumer], None], on_lost: Callable[[Consumer, str], None]) -> None:
         self.queue = queue
         self.prefetch = prefetch
@@ -403,8 +402,8 @@ class Consumer:
         self.channel.basic_consume(self.queue, self._deliver, auto_ack=False)
 
     def _deliver(self, _channel: Any, method: Basic.Deliver, props: BasicProperties, body: bytes) -> None:
-        self._on_message(Delivery(int(method.delivery_tag), str(method.exchange), dict(props.headers or {}),
-                                  str(props.message_id or ""), body))
+        self._on_message(Received(body, str(props.message_id or ""), dict(props.headers or {}),
+                                  int(method.delivery_tag), bool(method.redelivered), str(method.exchange)))
 
     def ack(self, delivery_tag: int) -> None:
         if self.channel is not None and self.channel.is_open:

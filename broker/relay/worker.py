@@ -125,7 +125,7 @@ class HubWorker:
         own = layout.amqp_url(self.topology, self.hub, self.names.hub_user(self.hub),
                               self.credentials.password(self.names.hub_user(self.hub)))
         self._links["."] = transport.Link("local", own, self._ioloop, self._ready, self._lost)
-        for n in layout.neighbours(self.topology, self.hub):
+        for n in self.topology.neighbours(self.hub):
             url = layout.amqp_url(self.topology, n, self.names.link_user(self.hub),
                                   self.credentials.password(self.names.link_user(self.hub)))
             self._links[n] = transport.Link(f"link:{n}", url, self._ioloop, self._ready, self._lost)
@@ -174,8 +174,8 @@ class HubWorker:
 
     # -- one message -------------------------------------------------------------------
 
-    def _on_message(self, d: transport.Delivery) -> None:
-        tag, body = d.tag, d.body
+    def _on_message(self, d: transport.Received) -> None:
+        tag, body = d.delivery_tag, d.body
         headers = trusted_headers(d.exchange, d.headers)
         self.stats.received += 1
         self._started[tag] = time.perf_counter()
@@ -292,8 +292,8 @@ class HubWorker:
         assert target == PARKING
         return self._links["."], wire.EX_PARKING, "", self.names.hub_user(self.hub)
 
-    def _retry(self, d: transport.Delivery, headers: dict[str, Any], exc: TransientError) -> None:
-        tag, exchange_in, body = d.tag, d.exchange, d.body
+    def _retry(self, d: transport.Received, headers: dict[str, Any], exc: TransientError) -> None:
+        tag, exchange_in, body = d.delivery_tag, d.exchange, d.body
         self._started.pop(tag, None)
         attempt = int(headers.get(H_ATTEMPT, 0))
         origin = headers.get(H_ORIGIN) if exchange_in == wire.EX_INGRESS else wire.origin_of(exchange_in)
