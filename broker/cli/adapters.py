@@ -7,9 +7,12 @@ from pathlib import Path
 
 import click
 
+from adapters.folder import FolderAdapter
 from broker.cli.app import main, settings
 from broker.cli.clients import agency_client
 from broker.core import errors
+from broker.core.signer import SigningKey
+from broker.settings import Fault
 
 
 @main.group()
@@ -65,10 +68,6 @@ def folder() -> None:
 def folder_run(agency: str, root: str, key_path: str | None, cert_path: str | None, once: bool,
                interval: float) -> None:
     """Send what is dropped in ROOT/outbox, receive into ROOT/inbox, until stopped."""
-    from adapters.folder import FolderAdapter
-    from broker.core.signer import SigningKey
-    from broker.settings import Fault
-
     if bool(key_path) != bool(cert_path):
         raise errors.UsageError("--key and --cert go together")
     key = SigningKey.load(key_path, cert_path) if key_path and cert_path else None

@@ -10,8 +10,13 @@ import click
 
 from broker.cli.app import main, read_file, settings
 from broker.cli.clients import hub_key
-from broker.core import errors, wire
-from broker.relay.assemble import hub_stores
+from broker.core import errors, receipts, wire
+from broker.core.topology import Topology
+from broker.core.trust import TrustStore
+from broker.ops.audit import collect, export_bundle, verified_timeline, verify_bundle, verify_log
+from broker.relay.assemble import hub_certificates, hub_stores
+from broker.relay.checkpoints import checkpoint
+from broker.relay.store import open_store
 
 
 @main.group()
@@ -24,11 +29,6 @@ def audit() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def audit_trail(document_id: str, as_json: bool) -> None:
     """The hop-by-hop timeline of DOCUMENT_ID, each record's hub signature checked."""
-    from broker.core.topology import Topology
-    from broker.core.trust import TrustStore
-    from broker.ops.audit import collect, verified_timeline
-    from broker.relay.assemble import hub_certificates
-
     s = settings()
     trust = TrustStore.load(s.pki)
     trail = collect(hub_stores(s), document_id)
@@ -49,10 +49,6 @@ def audit_trail(document_id: str, as_json: bool) -> None:
 @click.option("--document", "document_file", default=None, help="The document the receipt must speak of.")
 def audit_verify_receipt(receipt_file: str, document_file: str | None) -> None:
     """Verify a hub receipt (signature, chain, hub), and that it binds DOCUMENT's exact bytes."""
-
-    from broker.core import receipts
-    from broker.core.trust import TrustStore
-
     s = settings()
     r = receipts.verify(read_file(receipt_file), TrustStore.load(s.pki)).receipt
     if document_file is not None and wire.message_id(read_file(document_file)) != r.document_sha256:
@@ -65,12 +61,6 @@ def audit_verify_receipt(receipt_file: str, document_file: str | None) -> None:
 @click.option("--hub", "hubs", multiple=True, help="Only these hubs (default: all).")
 def audit_verify_log(hubs: tuple[str, ...]) -> None:
     """Recompute each hub's audit log hash chain and check its signed checkpoints."""
-    from broker.core.topology import Topology
-    from broker.core.trust import TrustStore
-    from broker.ops.audit import verify_log
-    from broker.relay.assemble import hub_certificates
-    from broker.relay.store import open_store
-
     s = settings()
     topo = Topology.load(s.topology)
     certs = hub_certificates(s.pki, topo, TrustStore.load(s.pki))
@@ -90,9 +80,6 @@ def audit_verify_log(hubs: tuple[str, ...]) -> None:
 @click.argument("hub_id")
 def audit_checkpoint(hub_id: str) -> None:
     """Sign the current head of HUB_ID's audit log (hubs also do this every minute)."""
-    from broker.relay.checkpoints import checkpoint
-    from broker.relay.store import open_store
-
     s = settings()
     head = checkpoint(open_store(s.state_url, hub=hub_id), hub_id, hub_key(s, hub_id))
     click.echo(f"checkpoint of {hub_id}: " + (f"entry {head[0]} {head[1][:16]}" if head else "empty log"))
@@ -103,9 +90,6 @@ def audit_checkpoint(hub_id: str) -> None:
 @click.argument("out")
 def audit_export(document_id: str, out: str) -> None:
     """Write the evidence bundle of DOCUMENT_ID into the new folder OUT."""
-    from broker.core.topology import Topology
-    from broker.ops.audit import collect, export_bundle
-
     s = settings()
     stores = hub_stores(s)
     folder = export_bundle(collect(stores, document_id), stores, s.pki, Topology.load(s.topology), Path(out),
@@ -119,8 +103,6 @@ def audit_export(document_id: str, out: str) -> None:
               "(default: the time each hub recorded).")
 def audit_verify_bundle(folder: str, at_time: str | None) -> None:
     """Verify an evidence bundle with nothing but its contents (no broker, no database)."""
-    from broker.ops.audit import verify_bundle
-
     at = datetime.fromisoformat(at_time).replace(tzinfo=UTC) if at_time else None
     r = verify_bundle(Path(folder), at=at)
     click.echo(f"VERIFIED: document {r.document_id}: {r.messages} signed message(s), {r.hop_records} hop "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mimetypes
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,14 @@ import click
 
 from broker.cli.app import main, read_file
 from broker.core import errors
-from broker.core.validation import summary
+from broker.core.edxml import Organ, build_document
+from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
+from broker.core.signer import SigningKey
+from broker.core.signer import sign as do_sign
+from broker.core.topology import Topology
+from broker.core.trust import TrustStore
+from broker.core.validation import check, summary
+from broker.core.verifier import VerifyPolicy
 
 
 def _print(summary: dict[str, Any], as_json: bool, verdict: str) -> None:
@@ -26,7 +34,6 @@ def _print(summary: dict[str, Any], as_json: bool, verdict: str) -> None:
 
 
 def _limits(max_bytes: int | None) -> Any:
-    from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
 
     return ParseLimits(max_bytes=max_bytes, max_depth=DEFAULT_LIMITS.max_depth) if max_bytes else DEFAULT_LIMITS
 
@@ -37,8 +44,6 @@ def _limits(max_bytes: int | None) -> Any:
 @click.option("--max-bytes", type=int, default=None, help="Size limit (default 50 MiB).")
 def validate(file: str, as_json: bool, max_bytes: int | None) -> None:
     """Check FILE against the edXML schema and model (no signature check)."""
-    from broker.core.validation import check
-
     checked = check(read_file(file), limits=_limits(max_bytes), require_signature=False)
     _print(summary(checked), as_json, "VALID")
 
@@ -50,9 +55,6 @@ def validate(file: str, as_json: bool, max_bytes: int | None) -> None:
 @click.option("-o", "--output", required=True, help="Where to write the signed message.")
 def sign(file: str, key_path: str, cert_path: str, output: str) -> None:
     """Sign FILE with an enveloped XMLDSig signature (RSA/ECDSA, SHA-256)."""
-    from broker.core.signer import SigningKey
-    from broker.core.signer import sign as do_sign
-
     signed = do_sign(read_file(file), SigningKey.load(key_path, cert_path))
     Path(output).write_bytes(signed)
     click.echo(f"signed {file} -> {output}")
@@ -71,11 +73,6 @@ def sign(file: str, key_path: str, cert_path: str, output: str) -> None:
 def verify(file: str, trust_dir: str, topology_path: str, no_directory: bool, at_time: str | None,
            allow_sha1: bool, no_crl: bool, as_json: bool) -> None:
     """Verify FILE: schema, signature, chain to the trust store, revocation, signer = From."""
-    from broker.core.topology import Topology
-    from broker.core.trust import TrustStore
-    from broker.core.validation import check
-    from broker.core.verifier import VerifyPolicy
-
     at = None
     if at_time:
         try:
@@ -100,11 +97,6 @@ def verify(file: str, trust_dir: str, topology_path: str, no_directory: bool, at
 def new_document(sender: str, recipients: tuple[str, ...], subject: str, attachments: tuple[str, ...],
                  document_id: str | None, topology_path: str, output: str) -> None:
     """Write a new, unsigned edXML document (names taken from the agency directory)."""
-    import mimetypes
-
-    from broker.core.edxml import Organ, build_document
-    from broker.core.topology import Topology
-
     topo = Topology.load(topology_path)
 
     def organ(code: str) -> Organ:

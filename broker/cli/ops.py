@@ -10,6 +10,9 @@ import click
 
 from broker.cli.app import main, settings
 from broker.core import errors
+from broker.core.topology import Topology
+from broker.ops import queues
+from broker.ops import report as rep
 from broker.relay.assemble import hub_stores
 
 
@@ -18,8 +21,6 @@ from broker.relay.assemble import hub_stores
 def status(as_json: bool) -> None:
     """Per hub and agency inbox: depth, unacked, consumers, rates, oldest message, parked, certificate
     expiry, and warnings by the thresholds of ``settings.alerts``."""
-    from broker.ops import queues
-
     hubs = queues.status(settings())
     if as_json:
         click.echo(json.dumps(queues.as_dicts(hubs), ensure_ascii=False, indent=2))
@@ -47,9 +48,6 @@ def status(as_json: bool) -> None:
 def report(start: str, end: str, as_csv: bool, issued_file: str | None, output: str | None) -> None:
     """The compliance report: per agency and level, documents sent and received, share signed and
     sent electronically against the targets, share acknowledged (01/03) in time, statuses."""
-    from broker.core.topology import Topology
-    from broker.ops import report as rep
-
     s = settings()
     topology = Topology.load(s.topology)
     cfg = rep.ReportSettings.from_topology(topology)
@@ -88,9 +86,6 @@ def _select(digest: str | None, code: str | None) -> Any:
 @click.option("--json", "as_json", is_flag=True)
 def dlq_list(hubs: tuple[str, ...], as_json: bool) -> None:
     """Parked messages with their codes and reasons (they stay parked)."""
-    from broker.core.topology import Topology
-    from broker.ops import queues
-
     s = settings()
     rows = [p for h in hubs or tuple(Topology.load(s.topology).hubs) for p in queues.list_parked(s, h)]
     if as_json:
@@ -107,8 +102,6 @@ def dlq_list(hubs: tuple[str, ...], as_json: bool) -> None:
 @click.argument("digest")
 def dlq_show(hub_id: str, digest: str) -> None:
     """Headers and body of one parked message (DIGEST: its SHA-256, or a prefix)."""
-    from broker.ops import queues
-
     found = [p for p in queues.list_parked(settings(), hub_id) if p.digest.startswith(digest)]
     if not found:
         raise errors.NotFound(f"no parked message {digest!r} at hub {hub_id!r}")
@@ -124,8 +117,6 @@ def dlq_show(hub_id: str, digest: str) -> None:
 @click.option("--code", default=None, help="Only messages parked with this code.")
 def dlq_replay(hub_id: str, digest: str | None, code: str | None) -> None:
     """Take parked messages out of parking and through the full hop again (each exactly once)."""
-    from broker.ops import queues
-
     if digest is None and code is None:
         raise errors.UsageError("name what to replay: --digest or --code")
     n = queues.replay(settings(), hub_id, _select(digest, code))
@@ -139,8 +130,6 @@ def dlq_replay(hub_id: str, digest: str | None, code: str | None) -> None:
 @click.option("--yes", is_flag=True, help="Really delete.")
 def dlq_purge(hub_id: str, digest: str | None, code: str | None, yes: bool) -> None:
     """Delete parked messages for good (the audit log keeps their records)."""
-    from broker.ops import queues
-
     if not yes:
         raise errors.UsageError("purge deletes messages for good: add --yes")
     n = queues.take_parked(settings(), hub_id, _select(digest, code), lambda p: None)

@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from broker.cli.app import main
+from broker.core.topology import Topology
+from broker.relay import devpki
 
 
 @main.group()
@@ -19,9 +21,6 @@ def pki() -> None:
 @click.option("--topology", "topology_path", default="config/topology.yaml", show_default=True)
 def pki_init(directory: str, topology_path: str) -> None:
     """Create a root CA, hub and agency keys and certificates, and a CRL in DIRECTORY."""
-    from broker.core.topology import Topology
-    from broker.relay import devpki
-
     topo = Topology.load(topology_path)
     click.secho("WARNING: " + devpki.WARNING, fg="red", bold=True, err=True)
     d = devpki.init(directory, topo)
@@ -34,8 +33,6 @@ def pki_init(directory: str, topology_path: str) -> None:
 @click.argument("certs", nargs=-1, required=True)
 def pki_revoke(directory: str, certs: tuple[str, ...]) -> None:
     """Revoke certificates (PEM files) in the dev PKI's CRL."""
-    from broker.relay import devpki
-
     click.secho("WARNING: " + devpki.WARNING, fg="red", bold=True, err=True)
     devpki.revoke(directory, [Path(c) for c in certs])
     click.echo(f"revoked {len(certs)} certificate(s); CRL re-signed")

@@ -6,8 +6,13 @@ from pathlib import Path
 
 import click
 
+from adapters.sdk import save_item
 from broker.cli.app import main, read_file, settings
 from broker.cli.clients import agency_client, agency_key
+from broker.core.topology import Topology
+from broker.relay.assemble import start_hub
+from broker.relay.provision import Credentials, apply
+from broker.relay.worker import HubWorker
 
 
 @main.group("broker")
@@ -18,9 +23,6 @@ def broker_group() -> None:
 @broker_group.command("setup")
 def broker_setup() -> None:
     """Declare vhosts, users, permissions, exchanges and queues (idempotent)."""
-    from broker.core.topology import Topology
-    from broker.relay.provision import Credentials, apply
-
     s = settings()
     counts = apply(Topology.load(s.topology), Credentials(s.credentials), s.mgmt_url)
     click.echo("broker setup: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
@@ -37,10 +39,6 @@ def hub() -> None:
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
 def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
     """Run one worker of HUB_ID until stopped (SIGTERM/SIGINT)."""
-    from broker.relay.assemble import start_hub
-    from broker.relay.provision import Credentials
-    from broker.relay.worker import HubWorker
-
     s = settings()
     hop, store = start_hub(s, hub_id)
     if metrics_port:
@@ -67,8 +65,6 @@ def send(file: str, agency: str) -> None:
 @click.option("--limit", default=100, show_default=True)
 def inbox(agency: str, fetch_dir: str | None, wait: float, limit: int) -> None:
     """List the agency's inbox, or with --fetch take its messages into a folder."""
-    from adapters.sdk import save_item
-
     client = agency_client(settings(), agency)
     if fetch_dir is None:
         items = client.peek(limit=limit)
@@ -92,8 +88,6 @@ def inbox(agency: str, fetch_dir: str | None, wait: float, limit: int) -> None:
 @click.option("-o", "--output", default=None, help="Also keep the signed status here.")
 def status_send(agency: str, document_file: str, status_code: str, description: str, output: str | None) -> None:
     """Sign an edXML status about a received document and send it back through the hubs."""
-    from broker.core.topology import Topology
-
     s = settings()
     client = agency_client(s, agency)
     signed = client.status_for(read_file(document_file), status_code, description=description,

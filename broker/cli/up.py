@@ -14,9 +14,15 @@ import time
 
 import click
 
+from adapters.sdk import InboxItem
 from broker.cli.app import main, settings
 from broker.cli.clients import agency_client, agency_key
+from broker.core.edxml import Organ, build_document
+from broker.core.hoprecords import parse_record
+from broker.core.signer import sign
 from broker.core.topology import Topology
+from broker.core.trust import TrustStore
+from broker.core.validation import check
 from broker.relay import devpki
 from broker.relay.provision import Credentials, apply
 from broker.relay.supervise import Supervisor, start_worker
@@ -77,13 +83,6 @@ def run_all(settings: Settings, *, workers: int = 1, demo: bool = False, exit_af
 
 def run_demo(settings: Settings, topology: Topology) -> int:
     """Send one signed document across provinces and wait for it in the recipient's inbox."""
-    from adapters.sdk import InboxItem
-    from broker.core.edxml import Organ, build_document
-    from broker.core.hoprecords import parse_record
-    from broker.core.signer import sign
-    from broker.core.trust import TrustStore
-    from broker.core.validation import check
-
     sender, recipient = topology.agency(DEMO_FROM), topology.agency(DEMO_TO)
     doc = build_document(Organ(sender.organ_id, sender.name), [Organ(recipient.organ_id, recipient.name)],
                          subject="Công văn liên thông thử nghiệm giữa hai tỉnh",
