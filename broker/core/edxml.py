@@ -19,6 +19,7 @@ from typing import Literal
 from lxml import etree
 
 from broker.core.errors import ManifestMismatch, SchemaViolation, WrongNamespace
+from broker.core.parsing import text_of
 
 EDXML_NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
 E = "{" + EDXML_NS + "}"
@@ -121,7 +122,7 @@ def _text(el: etree._Element | None, path: str) -> str:
     if el is None:
         return ""
     found = el.find(path)
-    return (found.text or "").strip() if found is not None else ""
+    return text_of(found).strip() if found is not None else ""
 
 
 def _one(parent: etree._Element, name: str, where: str) -> etree._Element:
@@ -171,7 +172,7 @@ def read(tree: etree._ElementTree | etree._Element) -> Message:
         raise SchemaViolation("a document needs at least one To agency")
     if len({r.organ_id for r in recipients}) != len(recipients):
         raise SchemaViolation("the same To agency is listed twice")
-    document_id = _one(mh, "DocumentId", "MessageHeader").text or ""
+    document_id = text_of(_one(mh, "DocumentId", "MessageHeader"))
     if not document_id.strip():
         raise SchemaViolation("DocumentId is empty")
     code = "/".join(x for x in (_text(mh, E + "Code/" + E + "CodeNumber"),

@@ -19,7 +19,7 @@ from lxml import etree
 
 from broker.core.errors import SchemaViolation, SignatureError
 from broker.core.hoprecords import utc_now
-from broker.core.parsing import DEFAULT_LIMITS, parse
+from broker.core.parsing import DEFAULT_LIMITS, parse, text_of
 from broker.core.signer import SigningKey, sign_tree
 from broker.core.topology import subject_uid
 from broker.core.trust import TrustStore
@@ -74,14 +74,14 @@ def read(tree: etree._ElementTree) -> Receipt:
         found = root.findall(R + name)
         if len(found) != 1:
             raise SchemaViolation(f"receipt must have exactly one {name}")
-        return found[0].text or ""
+        return text_of(found[0])
 
     kind = one("Kind")
     if kind not in KINDS:
         raise SchemaViolation(f"receipt kind {kind!r} is unknown")
     return Receipt(kind=kind, hub=one("Hub"), time=one("Time"), document_id=one("DocumentId"),
                    document_sha256=one("DocumentSha256"), sender=one("From"),
-                   recipients=tuple(e.text or "" for e in root.findall(R + "To")),
+                   recipients=tuple(text_of(e) for e in root.findall(R + "To")),
                    code=one("Code"), reason=one("Reason"))
 
 

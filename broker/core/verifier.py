@@ -46,6 +46,7 @@ from broker.core.algorithms import (
 from broker.core.canon import canonicalize, enveloped_octets
 from broker.core.edxml import header_of
 from broker.core.errors import DigestMismatch, SignatureError, SignatureMissing, SignatureProfile, WeakAlgorithm
+from broker.core.parsing import text_of
 from broker.core.trust import ChainResult, TrustStore
 
 
@@ -117,7 +118,7 @@ def _local(el: etree._Element) -> str:
 
 def _b64(el: etree._Element, what: str) -> bytes:
     try:
-        return base64.b64decode("".join((el.text or "").split()), validate=True)
+        return base64.b64decode("".join(text_of(el).split()), validate=True)
     except (binascii.Error, ValueError):
         raise SignatureProfile(f"{what} is not valid base64") from None
 
