@@ -3,20 +3,29 @@ review, each of which must now fail."""
 
 from __future__ import annotations
 
+import hashlib
+import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from lxml import etree
 
-from broker.core import receipts
+from broker.core import receipts, wire
 from broker.core.edxml import E, Organ, ResponseFor, build_document, build_status, read
-from broker.core.hoprecords import utc_now
+from broker.core.errors import LienthongError
+from broker.core.hop import Hop, Inbound, Outcome
+from broker.core.hoprecords import HopRecord, sign_record, token_digest, utc_now
 from broker.core.parsing import parse
-from broker.core.signer import SigningKey, sign_tree
+from broker.core.signer import SigningKey, sign, sign_tree
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.core.validation import check
+from broker.relay import devpki
+from broker.relay.assemble import hub_certificates
 from broker.settings import PkiLayout
+from tests.relay import Relay
 
 SENDER, RECIPIENT = "000.00.51.H41", "001.00.31.H14"
 
@@ -110,3 +119,165 @@ def test_receipt_split_by_comments_reads_as_signed(dev_pki: Path, trust: TrustSt
     assert tampered.count(b"<!---->") >= 4
     r = receipts.verify(tampered, trust).receipt
     assert (r.document_sha256, r.document_id, r.sender, r.recipients) == (sha, "DOC-1", SENDER, (RECIPIENT,))
+
+
+@pytest.mark.broker
+def test_same_document_other_bytes_is_refused_not_delivered_twice(rabbitmq_urls: tuple[str, str],
+                                                                  tmp_path: Path) -> None:
+    """A document, then the same document with a comment added (new bytes that still verify, as a
+    hub on the path could make): the first is delivered, the second refused with
+    DOCUMENT_ID_REUSED, parked, and its sender told by a signed rejection; the recipient gets the
+    document once."""
+    relay = Relay(tmp_path, *rabbitmq_urls)
+    try:
+        first = relay.document(SENDER, [RECIPIENT])
+        second = _with_comments_everywhere(first)
+        assert second != first
+        check(second, trust=TrustStore.load(relay.settings.pki), topology=relay.topology)  # still verifies
+        client = relay.client(SENDER)
+        client.send(first)
+        assert [i.body for i in relay.take(RECIPIENT, 1, timeout=60)] == [first]
+        client.send(second)
+        told = relay.take(SENDER, 1, timeout=60, accept=lambda i: i.kind == "receipt"
+                          and receipts.read_bytes(i.body).kind == "rejected")
+        r = receipts.verify(told[0].body, TrustStore.load(relay.settings.pki)).receipt
+        assert (r.code, r.hub, r.document_sha256) == ("DOCUMENT_ID_REUSED", "H41", hashlib.sha256(second).hexdigest())
+        parked = relay.drain("H41", "parking", timeout=10)
+        assert [p.body for p in parked] == [second]
+        assert parked[0].headers["lt-code"] == "DOCUMENT_ID_REUSED"
+        relay.wait_idle()
+        assert relay.documents_waiting(RECIPIENT) == []
+    finally:
+        relay.close()
+
+
+# --- every hub verifies the whole trace -----------------------------------------------------------
+
+FAR = "001.00.31.H14"  # hub H14-D31: the path is H41 -> national -> H14 -> H14-D31
+
+
+def _hop(dev_pki: Path, topology: Topology, hub: str) -> Hop:
+    trust = TrustStore.load(dev_pki)
+    return Hop(hub=hub, topology=topology, trust=trust, key=SigningKey.load(*PkiLayout(dev_pki).hub(hub)),
+               hub_certs=hub_certificates(dev_pki, topology, trust))
+
+
+def _record(hub: str, digest: str, prev: str, to_hub: str, key: SigningKey) -> str:
+    return sign_record(HopRecord(hub=hub, at=utc_now(), digest=digest, document_id="d", verdict="forwarded",
+                                 targets=(f"hub:{to_hub}",), recipients=(FAR,), prev=prev,
+                                 extra={"routes": f"hub:{to_hub}={FAR}", "kind": "document"}), key)
+
+
+def _arrive(hop: Hop, body: bytes, trace: list[str], from_hub: str) -> Outcome:
+    return hop.process(Inbound(body, {wire.H_TRACE: trace}, wire.link_exchange(from_hub)))
+
+
+@pytest.fixture(scope="module")
+def far_document(dev_pki: Path) -> bytes:
+    return _sign(parse(build_document(Organ(SENDER, "xã"), [Organ(FAR, "xã")], subject="xa")), _key(dev_pki, SENDER))
+
+
+def test_a_genuine_trace_passes_every_hub(dev_pki: Path, topology: Topology, far_document: bytes) -> None:
+    """The baseline: the document crosses the four hubs, each checking the whole trace so far."""
+    inbound = Inbound(far_document, {}, wire.agency_exchange(SENDER))
+    for here in ("H41", "national", "H14", "H14-D31"):
+        outcome = _hop(dev_pki, topology, here).process(inbound)
+        assert outcome.verdict in ("forwarded", "delivered"), outcome.reason
+        [onward] = [c for c in outcome.copies if c.headers.get(wire.H_KIND) == "edxml"]
+        inbound = Inbound(far_document, onward.headers, wire.link_exchange(here))
+    assert outcome.verdict == "delivered"
+
+
+def test_a_record_written_in_another_hubs_name_is_refused(dev_pki: Path, topology: Topology,
+                                                          far_document: bytes) -> None:
+    """The national hub makes up the H41 record (signed with its own key: it has no other) and
+    adds its genuine one.  Checking only the last record let the document in as if H41 had
+    checked it; every record's signature is checked now."""
+    digest = hashlib.sha256(far_document).hexdigest()
+    national = SigningKey.load(*PkiLayout(dev_pki).hub("national"))
+    forged = _record("H41", digest, "", "national", national)
+    genuine = _record("national", digest, token_digest(forged), "H14", national)
+    outcome = _arrive(_hop(dev_pki, topology, "H14"), far_document, [forged, genuine], "national")
+    assert (outcome.verdict, outcome.code) == ("rejected", "TRACE_INVALID")
+    assert "signature" in outcome.reason
+
+
+def test_a_trace_that_skips_a_hub_is_refused(dev_pki: Path, topology: Topology, far_document: bytes) -> None:
+    """Genuinely signed records that do not form a path of the topology (H41 straight to H14,
+    the national hub skipped) are refused: the hubs of a trace must be neighbours in turn."""
+    digest = hashlib.sha256(far_document).hexdigest()
+    h41 = _record("H41", digest, "", "national", SigningKey.load(*PkiLayout(dev_pki).hub("H41")))
+    h14 = _record("H14", digest, token_digest(h41), "H14-D31", SigningKey.load(*PkiLayout(dev_pki).hub("H14")))
+    outcome = _arrive(_hop(dev_pki, topology, "H14-D31"), far_document, [h41, h14], "H14")
+    assert (outcome.verdict, outcome.code) == ("rejected", "TRACE_INVALID")
+    assert "not a route of the topology" in outcome.reason
+
+
+# --- path rules -----------------------------------------------------------------------------------
+
+
+def _signed_by(issued: devpki.Issued, chain: tuple[x509.Certificate, ...] = ()) -> bytes:
+    doc = build_document(Organ(SENDER, "xã"), [Organ(RECIPIENT, "xã")], subject="chuỗi")
+    return sign(doc, SigningKey(issued.key, issued.cert, chain))
+
+
+@pytest.fixture(scope="module")
+def root(dev_pki: Path) -> devpki.Issued:
+    return devpki.load_root(dev_pki)
+
+
+def _code(data: bytes, trust: TrustStore, topology: Topology) -> str:
+    with pytest.raises(LienthongError) as info:
+        check(data, trust=trust, topology=topology)
+    return info.value.code
+
+
+def test_a_ca_certificate_cannot_sign_documents(root: devpki.Issued, trust: TrustStore, topology: Topology) -> None:
+    """A CA certificate issued under the trusted root, with the sender's code, signing a document
+    is refused CERT_USAGE: certificate authorities issue certificates, agencies sign."""
+    ca = devpki.issue(root, "a sub-CA", uid=SENDER, ca_cert=True)
+    assert _code(_signed_by(ca), trust, topology) == "CERT_USAGE"
+
+
+def test_a_certificate_for_other_uses_cannot_sign_documents(root: devpki.Issued, trust: TrustStore,
+                                                            topology: Topology) -> None:
+    """A certificate whose extended key usage says TLS server only is refused CERT_USAGE; one that
+    says e-mail protection (the usual signature certificate) signs."""
+    server = devpki.issue(root, "a web server", uid=SENDER, eku=[ExtendedKeyUsageOID.SERVER_AUTH])
+    assert _code(_signed_by(server), trust, topology) == "CERT_USAGE"
+    signer = devpki.issue(root, "a signer", uid=SENDER, eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION])
+    assert check(_signed_by(signer), trust=trust, topology=topology).message.sender.organ_id == SENDER
+
+
+def test_path_length_is_enforced(root: devpki.Issued, trust: TrustStore, topology: Topology) -> None:
+    """root (pathLen 1) -> sub-CA A (pathLen 0) -> sub-CA B -> signer: A allows no CA below it,
+    so the chain is refused CERT_UNTRUSTED, though every signature in it is good."""
+    a = devpki.issue(root, "sub-CA A", ca_cert=True)
+    b = devpki.issue(a, "sub-CA B", ca_cert=True)
+    leaf = devpki.issue(b, "signer under B", uid=SENDER)
+    with pytest.raises(LienthongError) as info:
+        check(_signed_by(leaf, (b.cert, a.cert)), trust=trust, topology=topology)
+    assert info.value.code == "CERT_UNTRUSTED" and "path length" in info.value.message
+
+
+def test_keyinfo_stuffed_with_certificates_is_refused_at_once(dev_pki: Path, trust: TrustStore,
+                                                              topology: Topology) -> None:
+    """A KeyInfo carrying 1,000 certificates (to make path building expensive) is refused
+    SIG_PROFILE before any of them is parsed."""
+    key = _key(dev_pki, SENDER)
+    bogus = devpki.make_root("bogus").cert
+    data = _signed_by(devpki.Issued(key.key, key.cert), tuple([bogus] * 999))
+    started = time.perf_counter()
+    assert _code(data, trust, topology) == "SIG_PROFILE"
+    assert time.perf_counter() - started < 1.0
+
+
+def test_a_failed_chain_is_remembered(trust: TrustStore) -> None:
+    """A certificate that does not chain is refused once; the same certificate again gets the
+    same refusal from the cache, without building the path again."""
+    rogue = devpki.issue(devpki.make_root("rogue root"), "rogue", uid=SENDER).cert
+    with pytest.raises(LienthongError) as first:
+        trust.validate(rogue)
+    with pytest.raises(LienthongError) as second:
+        trust.validate(rogue)
+    assert first.value.code == "CERT_UNTRUSTED" and second.value is first.value

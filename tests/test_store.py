@@ -181,3 +181,20 @@ def test_a_database_from_before_versioning_is_adopted(tmp_path: Path) -> None:
         assert s.verdict("H41", "d1") == Verdict("accepted", "", "")
     finally:
         s.close()
+
+
+def test_one_set_of_bytes_per_document(store: SqlStore) -> None:
+    """The first bytes accepted for (sender, DocumentId, business type) hold it: other bytes with
+    that identity are refused DOCUMENT_ID_REUSED, and the refusal stands for them; the first bytes
+    stay accepted; another business type (an update of the document) is its own identity."""
+    hub, ok, other = f"h-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex, uuid.uuid4().hex
+    identity = ("000.00.51.H41", f"DOC-{uuid.uuid4().hex[:6]}", "0")
+    accepted = Verdict("accepted", "", "")
+    assert store.record_verdict(hub, ok, identity[1], identity[0], accepted, identity) == accepted
+    refused = store.record_verdict(hub, other, identity[1], identity[0], accepted, identity)
+    assert refused.verdict == "rejected" and refused.code == "DOCUMENT_ID_REUSED"
+    assert ok[:16] in refused.reason
+    assert store.record_verdict(hub, other, identity[1], identity[0], accepted, identity) == refused
+    assert store.record_verdict(hub, ok, identity[1], identity[0], accepted, identity) == accepted
+    update = (identity[0], identity[1], "2")
+    assert store.record_verdict(hub, uuid.uuid4().hex, identity[1], identity[0], accepted, update) == accepted

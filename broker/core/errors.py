@@ -175,6 +175,12 @@ class SenderNotAllowed(RejectedInput):
     about_bytes = False  # the same bytes from the entitled account are judged afresh
 
 
+class DocumentIdReused(RejectedInput):
+    """Another message with the same sender, DocumentId and business type, but other bytes, was already accepted."""
+
+    code = "DOCUMENT_ID_REUSED"
+
+
 class TraceInvalid(RejectedInput):
     """A hop record carried with the message is missing, malformed or not signed by that hub."""
 

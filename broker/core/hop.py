@@ -18,7 +18,7 @@ broker account may publish only to its own entry exchange (``broker.relay.layout
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography import x509
@@ -26,7 +26,7 @@ from cryptography import x509
 from broker.core import receipts
 from broker.core.auditlog import AuditEntry
 from broker.core.errors import RejectedInput, SenderNotAllowed, TraceInvalid
-from broker.core.hoprecords import HopRecord, sign_record, token_digest, utc_now, verify_trace
+from broker.core.hoprecords import HopRecord, check_path, routed_to, sign_record, token_digest, utc_now, verify_trace
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
 from broker.core.routing import Target, next_hops
 from broker.core.signer import SigningKey
@@ -88,6 +88,9 @@ class Outcome:
     standing: bool = True
     """The verdict holds for every later copy of these bytes.  False for a refusal that depends on
     who handed them in (another account, a bad trace): the genuine sender is still judged afresh."""
+    identity: tuple[str, str, str] | None = None
+    """(sender, DocumentId, business type) of an accepted document: one document has one set of
+    bytes, so a second message with this identity and other bytes is refused (``DOCUMENT_ID_REUSED``)."""
 
 
 @dataclass
@@ -124,7 +127,10 @@ class Hop:
             document_id, sender = m.document_id, m.sender.organ_id
             trace = _trace(msg.headers)
             recipients = self._admit(origin, sender, m.recipient_ids, trace, digest)
-            return self._forward(msg.body, digest, document_id, sender, recipients, trace, "edxml", m.kind)
+            out = self._forward(msg.body, digest, document_id, sender, recipients, trace, "edxml", m.kind)
+            if m.kind != "document":
+                return out
+            return replace(out, identity=(sender, document_id, m.business.doc_type if m.business else "0"))
         except RejectedInput as exc:
             # tell whoever handed the message in: the publishing agency, else the From agency
             return self._reject(msg, digest, document_id, _agency(origin, self.topology) or sender,
@@ -145,14 +151,12 @@ class Hop:
             neighbour = origin[len("link:"):]
             if neighbour not in self.neighbours:
                 raise SenderNotAllowed(f"hub {neighbour!r} is not a neighbour of {self.hub!r}")
-            records = verify_trace(trace, self.hub_certs, digest, signatures="last")
+            records = verify_trace(trace, self.hub_certs, digest)  # every record, not only the last
             if not records or records[-1].hub != neighbour or f"hub:{self.hub}" not in records[-1].targets:
                 raise TraceInvalid(f"the trace does not show {neighbour!r} forwarding this message here")
-            first = records[0]
-            if self.topology.agency(sender).hub != first.hub:
-                raise TraceInvalid("the first hop is not the sender's own hub")
             # the recipients this copy serves are those the previous hub routed here
-            forwarded = _recipients_for(records[-1], f"hub:{self.hub}")
+            forwarded = routed_to(records[-1], f"hub:{self.hub}")
+            check_path(records, self.topology.neighbours, self.topology.agency(sender).hub, self.hub)
             if not set(forwarded) <= set(to):
                 raise TraceInvalid("the trace routes recipients the document does not name")
             return forwarded
@@ -231,6 +235,12 @@ class Hop:
                        sender=sender, record=token, recipients=recipients, entries=tuple(entries),
                        message=msg.body, standing=exc.about_bytes)
 
+    def refuse(self, msg: Inbound, accepted: Outcome, exc: RejectedInput) -> Outcome:
+        """Turn an outcome the hop accepted into a refusal, for what only the state store knows
+        (another message already carries its identity): parked, the sender told, nothing forwarded."""
+        return self._reject(msg, accepted.digest, accepted.document_id,
+                            _agency(self._origin(msg), self.topology) or accepted.sender, accepted.recipients, exc)
+
     def _relay_receipt(self, msg: Inbound, digest: str, origin: str) -> Outcome:
         if not origin.startswith("link:"):
             raise SenderNotAllowed("only hubs may send receipts")
@@ -249,14 +259,6 @@ def _trace(headers: Mapping[str, Any]) -> list[str]:
     if not isinstance(trace, list) or not all(isinstance(t, str | bytes) for t in trace):
         raise TraceInvalid(f"the {H_TRACE} header is not a list of signed hop records")
     return [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in trace]
-
-
-def _recipients_for(record: HopRecord, target: str) -> tuple[str, ...]:
-    for part in record.extra.get("routes", "").split(";"):
-        name, _, recips = part.partition("=")
-        if name == target:
-            return tuple(r for r in recips.split(",") if r)
-    return ()
 
 
 def _agency(origin: str, topology: Topology) -> str:

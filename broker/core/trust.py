@@ -6,15 +6,23 @@ certificates and CRLs (private-key blocks are ignored, never loaded).
 Self-signed CA certificates are the anchors; other CA certificates are
 intermediates offered for path building.  No default CA bundle, ever.
 
-Path results are cached per leaf certificate (DER digest) until the next
-instant at which the answer could change (a ``notAfter``, a CRL's
-``nextUpdate``), so a hub pays for chain validation once per signer.
+Path rules (RFC 5280, the parts a document signer needs): every issuer is a CA allowed to sign
+certificates, within its ``pathLenConstraint``; the signer is not a CA, may sign (key usage) and,
+when it names extended key usages, names one fit for documents.  KeyInfo carries at most a few
+certificates (``broker.core.verifier``), issuers are matched by name before any signature is
+verified, and refusals are cached, so a bad chain costs little and costs it once.
+
+Path results are cached per leaf certificate (DER digest) until the next instant at which the
+answer could change (a ``notAfter``, a CRL's ``nextUpdate``), so a hub pays for chain validation
+once per signer; refusals are cached too (for ``FAILURE_SECONDS``), so a sender of bad chains
+cannot make each message pay for path building again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +35,19 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from broker.core.errors import ConfigError, Expired, KeyUsage, RevocationUnknown, Revoked, Untrusted
 
 MAX_CHAIN = 6
+FAILURE_SECONDS = 300.0
 _DER = Encoding.DER
+DOCUMENT_SIGNING_EKUS = {
+    "2.5.29.37.0",               # anyExtendedKeyUsage
+    "1.3.6.1.5.5.7.3.4",         # emailProtection (S/MIME, the usual "signature" certificate)
+    "1.3.6.1.5.5.7.3.2",         # clientAuth (USB-token certificates of Vietnamese CAs carry it)
+    "1.3.6.1.5.5.7.3.36",        # documentSigning (RFC 9336)
+    "1.3.6.1.4.1.311.10.3.12",   # Microsoft document signing
+    "1.2.840.113583.1.1.5",      # Adobe PDF signing
+}
+"""Extended key usages that make a certificate fit to sign documents.  A certificate with no EKU
+extension is not restricted; one that names only others (a TLS server, code signing, OCSP,
+time-stamping) is refused."""
 
 
 def now() -> datetime:
@@ -71,6 +91,7 @@ class TrustStore:
 
     def __post_init__(self) -> None:
         self._cache: dict[bytes, ChainResult] = {}
+        self._failed: dict[bytes, tuple[float, Exception]] = {}
         self._lock = threading.Lock()
         self._anchor_ders = {a.public_bytes(_DER) for a in self.anchors}
 
@@ -110,11 +131,24 @@ class TrustStore:
         """
         at = at or now()
         key = cache_key or b"".join(c.public_bytes(_DER) for c in (leaf, *extra))
+        current = abs((at - now()).total_seconds()) < 60  # refusals are cached for "now" only
         with self._lock:
             hit = self._cache.get(key)
+            failed = self._failed.get(key) if current else None
         if hit is not None and hit.path[0].not_valid_before_utc <= at < hit.valid_until:
             return hit
-        result = self._validate(leaf, extra, at)
+        if failed is not None and failed[0] > time.monotonic():
+            raise failed[1]
+        try:
+            result = self._validate(leaf, extra, at)
+        except (Untrusted, KeyUsage, Expired, Revoked, RevocationUnknown) as exc:
+            if not current:
+                raise
+            with self._lock:
+                if len(self._failed) > 10_000:
+                    self._failed.clear()
+                self._failed[key] = (time.monotonic() + FAILURE_SECONDS, exc)
+            raise
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -134,8 +168,9 @@ class TrustStore:
                 raise Untrusted(f"certificate {_label(current)!r} does not chain to a trusted root")
             if not _is_ca(issuer):
                 raise Untrusted(f"issuer {_label(issuer)!r} is not a CA")
+            _check_issuer(issuer, cas_below=len(path) - 1)
             path.append(issuer)
-        _check_signing_usage(leaf)
+        _check_signer(leaf, at)
         valid_until = min(c.not_valid_after_utc for c in path)
         for cert in path:
             if not (cert.not_valid_before_utc <= at <= cert.not_valid_after_utc):
@@ -180,13 +215,39 @@ class TrustStore:
         return crl.next_update_utc
 
 
-def _check_signing_usage(cert: x509.Certificate) -> None:
+def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.ExtensionType | None:
     try:
-        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
-        return  # RFC 5280: no keyUsage extension means no restriction
-    if not (ku.digital_signature or ku.content_commitment):
+        return None
+
+
+def _check_signer(cert: x509.Certificate, at: datetime) -> None:
+    """The signer itself: not a CA, allowed to sign, fit for documents, valid at ``at``."""
+    if _is_ca(cert):
+        raise KeyUsage(f"certificate {_label(cert)!r} is a CA certificate: a CA does not sign documents")
+    ku = _extension(cert, x509.KeyUsage)
+    if isinstance(ku, x509.KeyUsage) and not (ku.digital_signature or ku.content_commitment):
         raise KeyUsage(f"certificate {_label(cert)!r} is not allowed to sign (key usage)")
+    eku = _extension(cert, x509.ExtendedKeyUsage)
+    if isinstance(eku, x509.ExtendedKeyUsage) and not {o.dotted_string for o in eku} & DOCUMENT_SIGNING_EKUS:
+        raise KeyUsage(f"certificate {_label(cert)!r} is for other uses "
+                       f"({', '.join(o._name for o in eku)}), not for signing documents")
+    if not (cert.not_valid_before_utc <= at <= cert.not_valid_after_utc):
+        raise Expired(f"certificate {_label(cert)!r} is valid from {cert.not_valid_before_utc:%Y-%m-%d} "
+                      f"to {cert.not_valid_after_utc:%Y-%m-%d}, not at {at:%Y-%m-%d %H:%M}")
+
+
+def _check_issuer(issuer: x509.Certificate, *, cas_below: int) -> None:
+    """An issuer may sign certificates (key usage) and has no more CAs below it than its
+    ``pathLenConstraint`` allows (``cas_below``: the intermediate CAs between it and the signer)."""
+    ku = _extension(issuer, x509.KeyUsage)
+    if isinstance(ku, x509.KeyUsage) and not ku.key_cert_sign:
+        raise Untrusted(f"issuer {_label(issuer)!r} is not allowed to sign certificates (key usage)")
+    bc = _extension(issuer, x509.BasicConstraints)
+    if isinstance(bc, x509.BasicConstraints) and bc.path_length is not None and cas_below > bc.path_length:
+        raise Untrusted(f"issuer {_label(issuer)!r} allows {bc.path_length} CA(s) below it "
+                        f"(path length), this chain has {cas_below}")
 
 
 def _pem_blocks(data: bytes, label: bytes) -> list[bytes]:

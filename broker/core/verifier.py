@@ -49,6 +49,9 @@ from broker.core.errors import DigestMismatch, SignatureError, SignatureMissing,
 from broker.core.parsing import text_of
 from broker.core.trust import ChainResult, TrustStore
 
+MAX_KEYINFO_CERTS = 8
+"""The signer and its intermediates: more is an attempt to make path building expensive."""
+
 
 @dataclass(frozen=True)
 class VerifyPolicy:
@@ -183,6 +186,9 @@ def _parse_signature(root: etree._Element, policy: VerifyPolicy,
     certs_els = sig.findall(DS + "KeyInfo/" + DS + "X509Data/" + DS + "X509Certificate")
     if not certs_els:
         raise SignatureProfile("KeyInfo carries no X509Certificate")
+    if len(certs_els) > MAX_KEYINFO_CERTS:
+        raise SignatureProfile(f"KeyInfo carries {len(certs_els)} certificates; at most {MAX_KEYINFO_CERTS} "
+                               f"(the signer and its intermediates) are accepted")
     ders = tuple(_b64(c, "X509Certificate") for c in certs_els)
     certs = tuple(_load_cert(der) for der in ders)
     return _Parsed(sig, si, c14n, _prefixes(cm), method, digest, ref_c14n, ref_prefixes,

@@ -19,7 +19,7 @@ P-256 keys, which sign hop records fast.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,8 +73,9 @@ def make_root(name: str = "lienthong dev root CA", *, days: int = 3650, kind: st
 
 def issue(ca: Issued, common_name: str, *, uid: str | None = None, kind: str = "rsa",
           not_before: datetime | None = None, days: int = 825, ca_cert: bool = False,
-          can_sign: bool = True) -> Issued:
-    """Issue a certificate from ``ca``; ``uid`` carries the agency or hub code."""
+          can_sign: bool = True, eku: Sequence[x509.ObjectIdentifier] = ()) -> Issued:
+    """Issue a certificate from ``ca``; ``uid`` carries the agency or hub code; ``eku`` names
+    extended key usages (none: no extension, no restriction)."""
     key = new_key(kind)
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
              x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
@@ -92,6 +93,8 @@ def issue(ca: Issued, common_name: str, *, uid: str | None = None, kind: str = "
                                             encipher_only=False, decipher_only=False), critical=True)
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
                               critical=False))
+    if eku:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
     return Issued(key, builder.sign(ca.key, hashes.SHA256()))
 
 

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from broker import sqlite
 from broker.core.auditlog import AuditEntry, AuditRow, entry_hash
-from broker.core.errors import ConfigError, TransientError
+from broker.core.errors import ConfigError, DocumentIdReused, TransientError
 from broker.settings import Tuning
 
 ClaimState = Literal["new", "done", "busy", "takeover"]
@@ -60,6 +60,12 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         """CREATE TABLE IF NOT EXISTS handed (
             agency TEXT NOT NULL, message_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (agency, message_id))""",
+    )),
+    (2, "one set of bytes per document: (hub, sender, DocumentId, business type) -> digest", (
+        """CREATE TABLE IF NOT EXISTS documents (
+            hub TEXT NOT NULL, sender TEXT NOT NULL, document_id TEXT NOT NULL, business TEXT NOT NULL,
+            digest TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (hub, sender, document_id, business))""",
     )),
 )
 """The schema as numbered steps, applied in order and each once (table ``schema_version``).
@@ -256,9 +262,24 @@ class SqlStore:
                     cur.execute(self._q("UPDATE hops SET state = 'confirmed', updated = ? "
                                         "WHERE hub = ? AND digest = ? AND target = ?"), (now, hub, digest, target))
 
-    def record_verdict(self, hub: str, digest: str, document_id: str, sender: str, verdict: Verdict) -> Verdict:
-        """Store the first verdict on these bytes at this hub; return the one that stands."""
+    def record_verdict(self, hub: str, digest: str, document_id: str, sender: str, verdict: Verdict,
+                       identity: tuple[str, str, str] | None = None) -> Verdict:
+        """Store the first verdict on these bytes at this hub; return the one that stands.  With the
+        ``identity`` of an accepted document (sender, DocumentId, business type), also claim it for
+        these bytes: if other bytes hold it already, the verdict that stands is a refusal,
+        ``DOCUMENT_ID_REUSED``."""
         with self._tx() as cur:
+            if identity is not None and verdict.verdict == "accepted":
+                cur.execute(self._q("INSERT INTO documents (hub, sender, document_id, business, digest, at) "
+                                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+                            (hub, *identity, digest, time.time()))
+                cur.execute(self._q("SELECT digest FROM documents WHERE hub = ? AND sender = ? AND document_id = ? "
+                                    "AND business = ?"), (hub, *identity))
+                holder = str(cur.fetchone()[0])
+                if holder != digest:
+                    exc = DocumentIdReused(f"document {identity[1]!r} of {identity[0]} (business type {identity[2]}) "
+                                           f"was already accepted as other bytes ({holder[:16]}...)")
+                    verdict = Verdict("rejected", exc.code, exc.message)
             cur.execute(self._q("INSERT INTO verdicts (hub, digest, document_id, sender, verdict, code, reason, at) "
                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
                         (hub, digest, document_id, sender, verdict.verdict, verdict.code, verdict.reason, time.time()))

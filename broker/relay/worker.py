@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from broker.core import wire
-from broker.core.errors import RetriesExhausted, TransientError
+from broker.core.errors import DocumentIdReused, RetriesExhausted, TransientError
 from broker.core.hop import PARKING, Copy, Hop, Inbound, Outcome
 from broker.core.routing import Target
 from broker.core.topology import Topology
@@ -180,7 +180,8 @@ class HubWorker:
         self.stats.received += 1
         self._started[tag] = time.perf_counter()
         try:
-            outcome = self.hop.process(Inbound(body, headers, d.exchange))
+            inbound = Inbound(body, headers, d.exchange)
+            outcome = self.hop.process(inbound)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the hub; the delivery limit parks it
             self.log.error("hop failed", error=repr(exc))
             self._started.pop(tag, None)
@@ -192,7 +193,12 @@ class HubWorker:
                 raise TransientError("the same message is already being published by this worker")
             replayed = bool(headers.get(H_REPLAY))  # an operator's deliberate replay is judged afresh
             earlier = self._earlier_refusal(outcome) if outcome.standing else None
-            if earlier is not None and not replayed:
+            if earlier is not None and earlier.code == DocumentIdReused.code:
+                # other bytes hold this document's identity: refused (parked, the sender told), even
+                # on an operator's replay; a later copy of these bytes finds the refusal's claims done
+                outcome = self.hop.refuse(inbound, outcome, DocumentIdReused(earlier.reason))
+                claims_keys = [c.claim for c in outcome.copies]
+            elif earlier is not None and not replayed:
                 # the same bytes failed here before: they keep that failure, never a positive receipt
                 self.stats.duplicates += 1
                 self.log.info("duplicate of a rejected message", document_id=outcome.document_id,
@@ -226,7 +232,8 @@ class HubWorker:
         if these bytes were refused here before and this copy would pass: it keeps that refusal."""
         standing = self.store.record_verdict(
             self.hub, outcome.digest, outcome.document_id, outcome.sender,
-            Verdict("rejected" if outcome.verdict == "rejected" else "accepted", outcome.code, outcome.reason))
+            Verdict("rejected" if outcome.verdict == "rejected" else "accepted", outcome.code, outcome.reason),
+            outcome.identity)
         return standing if standing.verdict == "rejected" and outcome.verdict != "rejected" else None
 
     def _publish_all(self, tag: int, outcome: Outcome, todo: list[Copy]) -> None:

@@ -1,0 +1,85 @@
+"""What the whole-trace check costs a hub, beside the last-record check it replaced, in one run.
+
+    python bench/trace_check.py [--seconds 2]
+
+A 10 KB document crosses the four hubs of config/topology.yaml (H41 -> national -> H14 -> H14-D31),
+so the hub at depth n receives a trace of n records.  For each depth it measures, on the same
+trace: ``last`` (the old check: chain and digests, the newest record's signature), ``full`` (every
+record's signature, and that the hubs form a path of the topology), and the whole hop
+(``Hop.process``: parse, schema, signature, chain, the full trace check, routing, the hop record)
+for scale.  One core, single-threaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from broker.core import wire  # noqa: E402
+from broker.core.edxml import Organ, build_document  # noqa: E402
+from broker.core.hop import Hop, Inbound  # noqa: E402
+from broker.core.hoprecords import check_path, verify_trace  # noqa: E402
+from broker.core.signer import SigningKey, sign  # noqa: E402
+from broker.core.topology import Topology  # noqa: E402
+from broker.core.trust import TrustStore  # noqa: E402
+from broker.relay import devpki  # noqa: E402
+from broker.relay.assemble import hub_certificates  # noqa: E402
+from broker.settings import PkiLayout  # noqa: E402
+
+SENDER, FAR = "000.00.51.H41", "001.00.31.H14"
+PATH = ("H41", "national", "H14", "H14-D31")
+
+
+def per_call_us(fn: Callable[[], object], seconds: float) -> float:
+    fn()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        n += 1
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=2.0)
+    a = ap.parse_args()
+    topology = Topology.load(ROOT / "config" / "topology.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        pki = devpki.init(Path(tmp) / "pki", topology)
+        trust = TrustStore.load(pki)
+        certs = hub_certificates(pki, topology, trust)
+        hops = {h: Hop(hub=h, topology=topology, trust=trust, key=SigningKey.load(*PkiLayout(pki).hub(h)),
+                       hub_certs=certs) for h in PATH}
+        body = sign(build_document(Organ(SENDER, "xã"), [Organ(FAR, "xã")], subject="đo",
+                                   attachments=[("a.bin", "application/octet-stream", os.urandom(7000))]),
+                    SigningKey.load(*PkiLayout(pki).agency(SENDER)))
+        digest = hashlib.sha256(body).hexdigest()
+        inbound = Inbound(body, {}, wire.agency_exchange(SENDER))
+        print(f"{'hub (records in)':22} {'last, us':>10} {'full, us':>10} {'extra, us':>10} {'whole hop, us':>14}")
+        for depth, here in enumerate(PATH):
+            trace = list(inbound.headers.get(wire.H_TRACE) or [])
+            if trace:
+                last = per_call_us(lambda t=trace: verify_trace(t, certs, digest, signatures="last"), a.seconds)
+                full = per_call_us(lambda t=trace, h=here: check_path(
+                    verify_trace(t, certs, digest), topology.neighbours, "H41", h), a.seconds)
+                figures = f"{last:10.0f} {full:10.0f} {full - last:10.0f}"
+            else:
+                figures = f"{'-':>10} {'-':>10} {'-':>10}"
+            whole = per_call_us(lambda i=inbound, h=here: hops[h].process(i), a.seconds)
+            print(f"{here + f' ({depth})':22} {figures} {whole:14.0f}")
+            outcome = hops[here].process(inbound)
+            [onward] = [c for c in outcome.copies if c.headers.get(wire.H_KIND) == "edxml"]
+            inbound = Inbound(body, onward.headers, wire.link_exchange(here))
+
+
+if __name__ == "__main__":
+    main()
