@@ -152,7 +152,8 @@ def test_bundle_verifies_offline_and_tampering_is_named(relay: Relay, delivered:
     out = relay.cli("audit", "export", doc_id, str(tmp_path / "bundle"))
     assert out.returncode == 0, out.stderr
     bundle = tmp_path / "bundle"
-    ok = subprocess.run([sys.executable, "-m", "broker.cli", "audit", "verify-bundle", str(bundle)],
+    mine = ["--trust", str(relay.settings.pki.resolve()), "--directory", str(relay.settings.topology.resolve())]
+    ok = subprocess.run([sys.executable, "-m", "broker.cli", "audit", "verify-bundle", str(bundle), *mine],
                         capture_output=True, text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
     assert ok.returncode == 0, ok.stderr
     assert "VERIFIED" in ok.stdout and RECIPIENT in ok.stdout
@@ -161,12 +162,12 @@ def test_bundle_verifies_offline_and_tampering_is_named(relay: Relay, delivered:
     shutil.copytree(bundle, forged)
     hop = sorted((forged / "hops").glob("*.json"))[0]
     hop.write_text(hop.read_text(encoding="utf-8").replace('"verdict":"', '"verdict":"x', 1), encoding="utf-8")
-    bad = relay.cli("audit", "verify-bundle", str(forged))
+    bad = relay.cli("audit", "verify-bundle", str(forged), *mine)
     assert bad.returncode == 2 and "ERROR AUDIT_BROKEN:" in bad.stderr and hop.name in bad.stderr
     manifest = json.loads((forged / "manifest.json").read_text(encoding="utf-8"))
     manifest["files"][f"hops/{hop.name}"] = hashlib.sha256(hop.read_bytes()).hexdigest()
     (forged / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    bad = relay.cli("audit", "verify-bundle", str(forged))
+    bad = relay.cli("audit", "verify-bundle", str(forged), *mine)
     assert bad.returncode == 2 and "signature does not verify" in bad.stderr
 
 

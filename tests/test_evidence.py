@@ -4,6 +4,9 @@ review, each of which must now fail."""
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +17,7 @@ from lxml import etree
 
 from broker.core import receipts, wire
 from broker.core.edxml import E, Organ, ResponseFor, build_document, build_status, read
-from broker.core.errors import LienthongError
+from broker.core.errors import AuditFailure, LienthongError
 from broker.core.hop import Hop, Inbound, Outcome
 from broker.core.hoprecords import HopRecord, sign_record, token_digest, utc_now
 from broker.core.parsing import parse
@@ -22,11 +25,13 @@ from broker.core.signer import SigningKey, sign, sign_tree
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.core.validation import check
+from broker.ops.audit import verify_bundle
 from broker.relay import devpki
 from broker.relay.assemble import hub_certificates
 from broker.settings import PkiLayout
 from tests.relay import Relay
 
+ROOT = Path(__file__).resolve().parents[1]
 SENDER, RECIPIENT = "000.00.51.H41", "001.00.31.H14"
 
 
@@ -281,3 +286,48 @@ def test_a_failed_chain_is_remembered(trust: TrustStore) -> None:
     with pytest.raises(LienthongError) as second:
         trust.validate(rogue)
     assert first.value.code == "CERT_UNTRUSTED" and second.value is first.value
+
+
+# --- bundles are judged against the auditor's anchors ---------------------------------------------
+
+
+def _forged_bundle(folder: Path, topology: Topology, topology_file: Path) -> Path:
+    """What a forger builds with a throwaway PKI of its own (same hub ids and agency codes): a
+    document "from" the sender, and a hop record saying the recipient's hub delivered it."""
+    fake = devpki.init(folder.parent / "throwaway-pki", topology)
+    keys = PkiLayout(fake)
+    body = sign(build_document(Organ(SENDER, "xã"), [Organ(FAR, "xã")], subject="giả mạo"),
+                SigningKey.load(*keys.agency(SENDER)))
+    digest = hashlib.sha256(body).hexdigest()
+    record = sign_record(HopRecord(hub="H14-D31", at=utc_now(), digest=digest, document_id="forged",
+                                   verdict="delivered", targets=(f"inbox:{FAR}",), recipients=(FAR,)),
+                         SigningKey.load(*keys.hub("H14-D31")))
+    files = {f"messages/{digest}.edxml": body, "hops/H14-D31-00000001.json": record.encode(),
+             "trust/root-ca.pem": keys.anchor.read_bytes(),
+             "trust/root-ca.crl.pem": (fake / "root-ca.crl.pem").read_bytes(),
+             "directory.yaml": topology_file.read_bytes()}
+    files.update({f"hubs/{h}.pem": keys.hub(h)[1].read_bytes() for h in topology.hubs})
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    manifest = {"document_id": "forged", "created": utc_now(),
+                "files": {rel: hashlib.sha256(data).hexdigest() for rel, data in sorted(files.items())}}
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return fake
+
+
+def test_a_bundle_made_with_a_throwaway_pki_is_not_verified(dev_pki: Path, topology: Topology,
+                                                           tmp_path: Path) -> None:
+    """A bundle that ships its own root, hub certificates and directory, with a forged "delivered"
+    hop record: judged by what it ships, it verifies; judged by the auditor's own trust anchors
+    (``verify-bundle --trust``), it is refused, naming the untrusted hub certificate."""
+    topology_file = ROOT / "config" / "topology.yaml"
+    fake = _forged_bundle(tmp_path / "bundle", topology, topology_file)
+    assert verify_bundle(tmp_path / "bundle", trust=TrustStore.load(fake), directory=topology).delivered_to == [FAR]
+    with pytest.raises(AuditFailure) as info:
+        verify_bundle(tmp_path / "bundle", trust=TrustStore.load(dev_pki), directory=topology)
+    assert "is not a hub certificate you trust" in info.value.message and "CERT_UNTRUSTED" in info.value.message
+    cli = subprocess.run([sys.executable, "-m", "broker.cli", "audit", "verify-bundle", str(tmp_path / "bundle"),
+                          "--trust", str(dev_pki), "--directory", str(topology_file)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 2 and "ERROR AUDIT_BROKEN" in cli.stderr and "VERIFIED" not in cli.stdout

@@ -99,12 +99,21 @@ def audit_export(document_id: str, out: str) -> None:
 
 @audit.command("verify-bundle")
 @click.argument("folder")
+@click.option("--trust", "trust_dir", required=True,
+              help="YOUR trust store: the roots and CRLs you trust (the bundle's own are never trusted).")
+@click.option("--directory", "directory_file", default=None,
+              help="YOUR agency directory (topology YAML) binding signers to agency codes "
+                   "[default: directory.yaml in --trust].")
 @click.option("--at", "at_time", default=None, help="Judge certificates as of this ISO time "
               "(default: the time each hub recorded).")
-def audit_verify_bundle(folder: str, at_time: str | None) -> None:
-    """Verify an evidence bundle with nothing but its contents (no broker, no database)."""
+def audit_verify_bundle(folder: str, trust_dir: str, directory_file: str | None, at_time: str | None) -> None:
+    """Verify an evidence bundle offline (no broker, no database) against your own trust anchors
+    and agency directory."""
+    directory = Path(directory_file) if directory_file else Path(trust_dir) / "directory.yaml"
+    if not directory.is_file():
+        raise errors.UsageError(f"no agency directory at {directory}: give --directory, the directory you trust")
     at = datetime.fromisoformat(at_time).replace(tzinfo=UTC) if at_time else None
-    r = verify_bundle(Path(folder), at=at)
+    r = verify_bundle(Path(folder), trust=TrustStore.load(trust_dir), directory=Topology.load(directory), at=at)
     click.echo(f"VERIFIED: document {r.document_id}: {r.messages} signed message(s), {r.hop_records} hop "
                f"record(s) via {', '.join(dict.fromkeys(r.hubs))}, {r.receipts} receipt(s); "
                f"delivered to {', '.join(sorted(set(r.delivered_to))) or 'nobody'}")

@@ -97,29 +97,18 @@ class TrustStore:
 
     @classmethod
     def load(cls, directory: str | Path, *, require_crl: bool = True) -> TrustStore:
-        d = Path(directory)
-        if not d.is_dir():
-            raise ConfigError(f"trust store {d} is not a directory")
-        anchors: list[x509.Certificate] = []
-        inter: list[x509.Certificate] = []
-        crls: list[x509.CertificateRevocationList] = []
-        for f in sorted(d.iterdir()):
-            if f.suffix.lower() not in (".pem", ".crt", ".crl") or not f.is_file():
-                continue
-            data = f.read_bytes()
-            try:
-                if b"-----BEGIN CERTIFICATE-----" in data:
-                    for cert in x509.load_pem_x509_certificates(data):
-                        if not _is_ca(cert):
-                            continue
-                        (anchors if cert.issuer == cert.subject else inter).append(cert)
-                for block in _pem_blocks(data, b"X509 CRL"):
-                    crls.append(x509.load_pem_x509_crl(block))
-            except ValueError as exc:
-                raise ConfigError(f"trust store file {f.name} is not valid PEM: {exc}") from None
+        anchors, inter, crls = read_directory(directory)
         if not anchors:
-            raise ConfigError(f"trust store {d} holds no self-signed CA certificate (anchor)")
+            raise ConfigError(f"trust store {directory} holds no self-signed CA certificate (anchor)")
         return cls(anchors=anchors, intermediates=inter, crls=crls, require_crl=require_crl)
+
+    def with_material(self, intermediates: list[x509.Certificate],
+                      crls: list[x509.CertificateRevocationList]) -> TrustStore:
+        """This store's anchors, with more intermediates and CRLs to build and check paths with (a
+        bundle's, say).  Neither can add trust: an intermediate counts only if it chains to one of
+        these anchors, a CRL only if its issuer signed it."""
+        return TrustStore(anchors=list(self.anchors), intermediates=[*self.intermediates, *intermediates],
+                          crls=[*self.crls, *crls], require_crl=self.require_crl)
 
     # -- path validation -----------------------------------------------------
 
@@ -261,3 +250,28 @@ def _pem_blocks(data: bytes, label: bytes) -> list[bytes]:
         pos = j + len(end)
     return out
 
+
+def read_directory(directory: str | Path) -> tuple[list[x509.Certificate], list[x509.Certificate],
+                                                   list[x509.CertificateRevocationList]]:
+    """(self-signed CA certificates, other CA certificates, CRLs) of a directory's PEM files."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ConfigError(f"trust store {d} is not a directory")
+    anchors: list[x509.Certificate] = []
+    inter: list[x509.Certificate] = []
+    crls: list[x509.CertificateRevocationList] = []
+    for f in sorted(d.iterdir()):
+        if f.suffix.lower() not in (".pem", ".crt", ".crl") or not f.is_file():
+            continue
+        data = f.read_bytes()
+        try:
+            if b"-----BEGIN CERTIFICATE-----" in data:
+                for cert in x509.load_pem_x509_certificates(data):
+                    if not _is_ca(cert):
+                        continue
+                    (anchors if cert.issuer == cert.subject else inter).append(cert)
+            for block in _pem_blocks(data, b"X509 CRL"):
+                crls.append(x509.load_pem_x509_crl(block))
+        except ValueError as exc:
+            raise ConfigError(f"trust store file {f.name} is not valid PEM: {exc}") from None
+    return anchors, inter, crls

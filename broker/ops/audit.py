@@ -30,8 +30,8 @@ from broker.core.auditlog import AuditRow, entry_hash
 from broker.core.errors import AuditFailure, LienthongError, TraceInvalid
 from broker.core.hoprecords import HopRecord, parse_record, verify_record
 from broker.core.parsing import parse
-from broker.core.topology import Topology
-from broker.core.trust import TrustStore
+from broker.core.topology import Topology, subject_uid
+from broker.core.trust import TrustStore, read_directory
 from broker.core.validation import check
 from broker.relay.store import SqlStore
 from broker.settings import PkiLayout
@@ -161,8 +161,11 @@ class BundleReport:
     delivered_to: list[str] = field(default_factory=list)
 
 
-def verify_bundle(folder: Path, *, at: datetime | None = None) -> BundleReport:
-    """Verify a bundle with nothing but its own contents; raise :class:`AuditFailure` naming the fault."""
+def verify_bundle(folder: Path, *, trust: TrustStore, directory: Topology, at: datetime | None = None) -> BundleReport:
+    """Verify a bundle offline against the auditor's own ``trust`` anchors (and CRLs) and agency
+    ``directory``; raise :class:`AuditFailure` naming the fault.  What the bundle ships (its
+    ``trust/`` folder, hub certificates, a directory) is only material: intermediates and CRLs to
+    build and check paths with, never an anchor, never the directory that binds signers."""
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -176,12 +179,18 @@ def verify_bundle(folder: Path, *, at: datetime | None = None) -> BundleReport:
         if wire.message_id((folder / rel).read_bytes()) != digest:
             raise AuditFailure(f"{rel} was altered (SHA-256 differs from the manifest)")
     report = BundleReport(manifest["document_id"])
-    trust_dir = folder / "trust"
-    trust = TrustStore.load(trust_dir, require_crl=True)
+    shipped_cas, shipped_intermediates, shipped_crls = (read_directory(folder / "trust") if (folder / "trust").is_dir()
+                                                        else ([], [], []))
+    del shipped_cas  # a root that came with the evidence proves nothing
+    trust = trust.with_material(shipped_intermediates, shipped_crls)
     hub_certs = {p.stem: x509.load_pem_x509_certificate(p.read_bytes()) for p in (folder / "hubs").glob("*.pem")}
-    for cert in hub_certs.values():
-        trust.validate(cert, at=at)
-    directory = Topology.load(folder / "directory.yaml") if (folder / "directory.yaml").exists() else None
+    for hub, cert in hub_certs.items():
+        if subject_uid(cert) != f"hub:{hub}":
+            raise AuditFailure(f"hubs/{hub}.pem is not the certificate of hub {hub!r}")
+        try:
+            trust.validate(cert, at=at)
+        except LienthongError as exc:
+            raise AuditFailure(f"hubs/{hub}.pem is not a hub certificate you trust: {exc.line()}") from None
     records_by_digest: dict[str, list[HopRecord]] = {}
     for p in sorted((folder / "hops").glob("*.json")) if (folder / "hops").exists() else []:
         token = p.read_text(encoding="utf-8")
