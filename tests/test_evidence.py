@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -331,3 +332,29 @@ def test_a_bundle_made_with_a_throwaway_pki_is_not_verified(dev_pki: Path, topol
                           "--trust", str(dev_pki), "--directory", str(topology_file)],
                          capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 2 and "ERROR AUDIT_BROKEN" in cli.stderr and "VERIFIED" not in cli.stdout
+
+
+# --- time: the signer is judged when the document entered -----------------------------------------
+
+
+def test_a_document_that_waited_past_its_signers_expiry_still_crosses(dev_pki: Path, topology: Topology,
+                                                                     root: devpki.Issued) -> None:
+    """The signer's certificate was valid for one second, three minutes ago, when the entry hub
+    accepted the document (its signed hop record says when).  Later hubs judge the certificate
+    at that moment and pass the document on; handed in now at the entry hub, it is refused."""
+    then = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
+    old = devpki.issue(root, "expired since", uid=SENDER, not_before=then, days=0)
+    body = sign(build_document(Organ(SENDER, "xã"), [Organ(FAR, "xã")], subject="chờ lâu"),
+                SigningKey(old.key, old.cert))
+    digest = hashlib.sha256(body).hexdigest()
+    accepted_at = then.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    keys = PkiLayout(dev_pki)
+    entry = sign_record(HopRecord(hub="H41", at=accepted_at, digest=digest, document_id="d", verdict="forwarded",
+                                  targets=("hub:national",), recipients=(FAR,),
+                                  extra={"routes": f"hub:national={FAR}", "kind": "document"}),
+                        SigningKey.load(*keys.hub("H41")))
+    national = _record("national", digest, token_digest(entry), "H14", SigningKey.load(*keys.hub("national")))
+    later = _arrive(_hop(dev_pki, topology, "H14"), body, [entry, national], "national")
+    assert later.verdict == "forwarded", later.reason
+    today = _hop(dev_pki, topology, "H41").process(Inbound(body, {}, wire.agency_exchange(SENDER)))
+    assert (today.verdict, today.code) == ("rejected", "CERT_EXPIRED")

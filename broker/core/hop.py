@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from cryptography import x509
@@ -26,7 +27,17 @@ from cryptography import x509
 from broker.core import receipts
 from broker.core.auditlog import AuditEntry
 from broker.core.errors import RejectedInput, SenderNotAllowed, TraceInvalid
-from broker.core.hoprecords import HopRecord, check_path, routed_to, sign_record, token_digest, utc_now, verify_trace
+from broker.core.hoprecords import (
+    HopRecord,
+    check_path,
+    parse_record,
+    parse_time,
+    routed_to,
+    sign_record,
+    token_digest,
+    utc_now,
+    verify_trace,
+)
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
 from broker.core.routing import Target, next_hops
 from broker.core.signer import SigningKey
@@ -122,7 +133,7 @@ class Hop:
             if msg.headers.get(H_KIND) == "receipt":
                 return self._relay_receipt(msg, digest, origin)
             checked = check(msg.body, trust=self.trust, topology=self.topology,
-                            limits=self.limits, policy=self.policy)
+                            limits=self.limits, policy=self.policy, at=self._entry_time(origin, msg.headers))
             m = checked.message
             document_id, sender = m.document_id, m.sender.organ_id
             trace = _trace(msg.headers)
@@ -143,6 +154,21 @@ class Hop:
         if msg.exchange == EX_INGRESS:  # only our retry tier dead-letters here
             return str(msg.headers.get(H_ORIGIN) or "")
         return origin_of(msg.exchange)
+
+    def _entry_time(self, origin: str, headers: Mapping[str, Any]) -> datetime | None:
+        """When the entry hub accepted the message, as its hop record says: the moment the signer's
+        certificate is judged at every later hub, so a document that waited in a queue past its
+        signer's expiry is not refused downstream (it was valid when sent).  None (judge now) at
+        the entry hub, or when the trace cannot be read (``_admit`` then refuses it; every
+        record's signature is checked there before anything is forwarded)."""
+        trace = headers.get(H_TRACE)
+        if not origin.startswith("link:") or not isinstance(trace, list) or not trace:
+            return None
+        try:
+            first = trace[0].decode() if isinstance(trace[0], bytes) else str(trace[0])
+            return parse_time(parse_record(first).at)
+        except (TraceInvalid, ValueError, UnicodeDecodeError):
+            return None
 
     def _admit(self, origin: str, sender: str, to: tuple[str, ...], trace: list[str],
                digest: str) -> tuple[str, ...]:

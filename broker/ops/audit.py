@@ -28,7 +28,7 @@ from cryptography import x509
 from broker.core import receipts, wire
 from broker.core.auditlog import AuditRow, entry_hash
 from broker.core.errors import AuditFailure, LienthongError, TraceInvalid
-from broker.core.hoprecords import HopRecord, parse_record, verify_record
+from broker.core.hoprecords import HopRecord, parse_record, parse_time, verify_record
 from broker.core.parsing import parse
 from broker.core.topology import Topology, subject_uid
 from broker.core.trust import TrustStore, read_directory
@@ -211,7 +211,7 @@ def verify_bundle(folder: Path, *, trust: TrustStore, directory: Topology, at: d
         if wire.message_id(data) != p.stem:
             raise AuditFailure(f"{p.name}: the message bytes do not match their digest")
         first = min((r.at for r in records_by_digest.get(p.stem, [])), default=None)
-        when = at or (_parse_time(first) if first else None)
+        when = at or (parse_time(first) if first else None)
         try:
             check(data, trust=trust, at=when, topology=directory)
         except LienthongError as exc:
@@ -221,7 +221,7 @@ def verify_bundle(folder: Path, *, trust: TrustStore, directory: Topology, at: d
     for p in sorted((folder / "receipts").glob("*.xml")) if (folder / "receipts").exists() else []:
         data = p.read_bytes()
         try:
-            when = at or _parse_time(receipts.read(parse(data)).time)
+            when = at or parse_time(receipts.read(parse(data)).time)
             verified = receipts.verify(data, trust, at=when)
         except (LienthongError, ValueError) as exc:
             why = exc.line() if isinstance(exc, LienthongError) else str(exc)
@@ -232,10 +232,6 @@ def verify_bundle(folder: Path, *, trust: TrustStore, directory: Topology, at: d
     if report.messages == 0:
         raise AuditFailure("the bundle holds no signed message")
     return report
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def verified_timeline(trail: Trail, hub_certs: dict[str, x509.Certificate], trust: TrustStore) -> list[dict[str, Any]]:
