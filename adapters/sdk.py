@@ -3,7 +3,7 @@
 An :class:`AgencyClient` speaks AMQP with the agency's own account, which
 may publish only to its hub's ingress and read only its own inbox::
 
-    client = AgencyClient("000.00.51.H41", url, handed=HandedOver(path), trust=TrustStore.load(pki))
+    client = AgencyClient("000.00.51.H41", url, handed=HandedOver(path), check=DeliveryCheck(trust, topology, hubs))
     message_id = client.send(signed_bytes)
     receipts = client.follow(message_id)          # {"accepted": ..., "delivered": ...}
     client.fetch(lambda item: store_somewhere(item.body))   # acked once stored
@@ -26,10 +26,13 @@ from urllib.parse import unquote, urlsplit
 
 from adapters.localdb import HandedOver
 from broker.core import receipts, wire
-from broker.core.errors import TransientError, UsageError
+from broker.core.delivery import DeliveryCheck
+from broker.core.errors import LienthongError, RejectedInput, TransientError, UsageError
 from broker.core.signer import SigningKey
-from broker.core.trust import TrustStore
+from broker.logs import get_logger
 from broker.relay import transport
+
+log = get_logger("lienthong.sdk")
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,19 @@ class AgencyClient:
     """One agency's connection to its hub: ``url`` carries the agency's own account and its hub's
     vhost (for a cluster, one URL per node separated by spaces)."""
 
-    def __init__(self, organ_id: str, url: str, *, handed: HandedOver, trust: TrustStore | None = None) -> None:
+    def __init__(self, organ_id: str, url: str, *, handed: HandedOver, check: DeliveryCheck,
+                 key: SigningKey | None = None) -> None:
         self.organ_id = organ_id
+        self.check = check
+        """Run on every inbox message before it is handed over (``broker.core.delivery``)."""
+        self.key = key
+        """This agency's signing key, if the client may sign: refused documents are then answered
+        with a signed status 02 (rejected) naming the code."""
+        self.refused: list[tuple[InboxItem, RejectedInput]] = []
+        """Inbox messages taken out and not handed over, with why."""
         self.url = url
         self.user = unquote(urlsplit(url.split()[0]).username or "")
-        self.trust = trust
+        self.trust = check.trust
         self._publisher = transport.Publisher(self.url)
         self._seen = handed
         self.twins = 0
@@ -107,6 +118,12 @@ class AgencyClient:
                 self.twins += 1
                 return True  # a twin of something already handed over: drop it
             try:
+                self.check(self.organ_id, item.kind, item.body, item.trace)
+            except RejectedInput as exc:
+                self._refuse(item, exc)
+                self._seen.mark(self.organ_id, key)
+                return True  # taken out of the inbox, never handed over
+            try:
                 handle(item)
             except BaseException as exc:  # noqa: BLE001 - re-raised below after requeueing
                 error = exc
@@ -129,6 +146,20 @@ class AgencyClient:
             raise error
         return handed
 
+    def _refuse(self, item: InboxItem, exc: RejectedInput) -> None:
+        """A message the last hub should not have delivered: log it, keep it in ``refused``, and
+        tell the sender with a signed status 02 when this client can sign and the message is a
+        document it can read."""
+        self.refused.append((item, exc))
+        log.warning("inbox message refused", agency=self.organ_id, message_id=item.message_id, code=exc.code,
+                    reason=exc.message)
+        if self.key is None or item.kind != "edxml":
+            return
+        try:
+            self.send(self.status_for(item.body, "02", key=self.key, description=f"{exc.code}: {exc.message}"))
+        except LienthongError as failed:  # unreadable, or not a document: nobody to answer
+            log.info("no rejection status sent", message_id=item.message_id, why=failed.line())
+
     def follow(self, message_id: str, *, kinds: tuple[str, ...] = ("accepted", "delivered"),
                handle_other: Callable[[InboxItem], None] | None = None,
                timeout: float = 30.0) -> dict[str, receipts.Receipt]:
@@ -139,8 +170,6 @@ class AgencyClient:
         asked for, or a rejection, arrived, or when ``timeout`` runs out.  Other inbox items go to
         ``handle_other`` (they stay in the inbox if it is None).
         """
-        if self.trust is None:
-            raise UsageError("this client was made without a trust store: it cannot check receipts")
         trust = self.trust
         got: dict[str, receipts.Receipt] = {}
 

@@ -22,11 +22,13 @@ import yaml
 from adapters.localdb import HandedOver
 from adapters.sdk import AgencyClient, InboxItem
 from broker.core import wire
+from broker.core.delivery import DeliveryCheck
 from broker.core.edxml import Organ, build_document
 from broker.core.signer import SigningKey, sign
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.relay import devpki, layout, transport
+from broker.relay.assemble import hub_certificates
 from broker.relay.provision import Credentials, Management, apply, q
 from broker.settings import Settings
 
@@ -126,7 +128,9 @@ class Relay:
         url = layout.amqp_url(self.topology, self.topology.agency(organ_id).hub, user,
                               self.credentials.password(user))
         handed = HandedOver(self.settings.data_dir / "agencies" / f"{organ_id}.sqlite3")
-        return AgencyClient(organ_id, url, handed=handed, trust=TrustStore.load(self.settings.pki))
+        trust = TrustStore.load(self.settings.pki)
+        check = DeliveryCheck(trust, self.topology, hub_certificates(self.settings.pki, self.topology, trust))
+        return AgencyClient(organ_id, url, handed=handed, check=check, key=self.key(organ_id))
 
     def key(self, organ_id: str) -> SigningKey:
         """The agency's signing key (loaded once: loading checks the RSA key, about 45 ms)."""
@@ -153,6 +157,9 @@ class Relay:
         deadline = time.monotonic() + timeout
         while len(got) < count and time.monotonic() < deadline:
             client.fetch(lambda item: got.append(item) if accept(item) else None, wait=0.5)
+        if client.refused:  # the relay delivered something a recipient must not take: a test failure
+            raise AssertionError("the recipient refused: " + "; ".join(
+                f"{i.message_id[:16]} {e.line()}" for i, e in client.refused))
         return got
 
     # -- hub queues ----------------------------------------------------------------------

@@ -27,7 +27,7 @@ from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.core.validation import check
 from broker.ops.audit import verify_bundle
-from broker.relay import devpki
+from broker.relay import devpki, transport
 from broker.relay.assemble import hub_certificates
 from broker.settings import PkiLayout
 from tests.relay import Relay
@@ -358,3 +358,46 @@ def test_a_document_that_waited_past_its_signers_expiry_still_crosses(dev_pki: P
     assert later.verdict == "forwarded", later.reason
     today = _hop(dev_pki, topology, "H41").process(Inbound(body, {}, wire.agency_exchange(SENDER)))
     assert (today.verdict, today.code) == ("rejected", "CERT_EXPIRED")
+
+
+# --- recipients verify before they take -----------------------------------------------------------
+
+
+@pytest.mark.broker
+def test_recipients_refuse_what_the_last_hub_should_not_have_delivered(rabbitmq_urls: tuple[str, str],
+                                                                       tmp_path: Path) -> None:
+    """The recipient's hub puts three messages straight into the recipient's inbox (a hub may): the
+    genuine document with its genuine trace, altered bytes under that trace, and another signed
+    document that never crossed the relay (no trace).  The SDK hands over the first only; the
+    other two are taken out and refused with their code, and the sender gets the recipient's
+    signed status 02 naming it for each."""
+    relay = Relay(tmp_path, *rabbitmq_urls)
+    try:
+        doc = relay.document(SENDER, [RECIPIENT], subject="bản gốc")
+        relay.client(SENDER).send(doc)
+        relay.wait_idle()
+        [genuine] = relay.drain("H14-D31", wire.inbox_queue(RECIPIENT), timeout=30)
+        hub_url, hub_user = relay.hub_url("H14-D31"), relay.names.hub_user("H14-D31")
+        altered = doc.replace("bản gốc".encode(), "bản sửa".encode())
+        untraced = relay.document(SENDER, [RECIPIENT], subject="đi tắt")
+        for body, headers in ((doc, genuine.headers), (altered, genuine.headers), (untraced, {wire.H_KIND: "edxml"})):
+            transport.publish(hub_url, wire.EX_INBOX, RECIPIENT, body, message_id=hashlib.sha256(body).hexdigest(),
+                              user_id=hub_user, headers=headers)
+        client = relay.client(RECIPIENT)
+        handed: list[bytes] = []
+        client.fetch(lambda item: handed.append(item.body) if item.kind == "edxml" else None, wait=2.0)
+        assert handed == [doc]
+        refused = {i.body: e for i, e in client.refused}
+        assert set(refused) == {altered, untraced}
+        assert refused[altered].code == "TRACE_INVALID" and "other bytes" in refused[altered].message
+        assert refused[untraced].code == "TRACE_INVALID" and "no hop record" in refused[untraced].message
+        assert relay.documents_waiting(RECIPIENT) == []
+        answers = relay.take(SENDER, 2, timeout=60, accept=lambda i: i.kind == "edxml")
+        trust = TrustStore.load(relay.settings.pki)
+        for answer in answers:
+            status = check(answer.body, trust=trust, topology=relay.topology).message
+            assert (status.kind, status.status_code, status.sender.organ_id) == ("status", "02", RECIPIENT)
+            assert b"TRACE_INVALID" in answer.body
+        assert len(answers) == 2
+    finally:
+        relay.close()

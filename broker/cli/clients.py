@@ -6,10 +6,12 @@ from __future__ import annotations
 from adapters.localdb import HandedOver
 from adapters.sdk import AgencyClient
 from broker.core import wire
+from broker.core.delivery import DeliveryCheck
 from broker.core.signer import SigningKey
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.relay import layout
+from broker.relay.assemble import hub_certificates
 from broker.relay.provision import Credentials
 from broker.settings import Settings
 
@@ -20,8 +22,16 @@ def agency_client(settings: Settings, organ_id: str) -> AgencyClient:
     user = wire.names(topology).agency_user(organ_id)
     password = Credentials(settings.credentials).password(user)
     url = layout.amqp_url(topology, topology.agency(organ_id).hub, user, password)
+    key_path, cert_path = settings.keys.agency(organ_id)
+    key = SigningKey.load(key_path, cert_path) if key_path.exists() else None  # its own key, if on this host
     return AgencyClient(organ_id, url, handed=HandedOver(settings.data_dir / "agencies" / f"{organ_id}.sqlite3"),
-                        trust=TrustStore.load(settings.pki))
+                        check=delivery_check(settings, topology), key=key)
+
+
+def delivery_check(settings: Settings, topology: Topology) -> DeliveryCheck:
+    """What this deployment's agencies check before taking a message from their inbox."""
+    trust = TrustStore.load(settings.pki)
+    return DeliveryCheck(trust, topology, hub_certificates(settings.pki, topology, trust))
 
 
 def agency_key(settings: Settings, organ_id: str) -> SigningKey:
