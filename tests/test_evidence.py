@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from lxml import etree
 
@@ -24,11 +26,12 @@ from broker.core.hoprecords import HopRecord, sign_record, token_digest, utc_now
 from broker.core.parsing import parse
 from broker.core.signer import SigningKey, sign, sign_tree
 from broker.core.topology import Topology
-from broker.core.trust import TrustStore
+from broker.core.trust import RevocationPolicy, TrustStore
 from broker.core.validation import check
 from broker.ops.audit import verify_bundle
 from broker.relay import devpki, transport
 from broker.relay.assemble import hub_certificates
+from broker.relay.metrics import trust_alerts
 from broker.settings import PkiLayout
 from tests.relay import Relay
 
@@ -401,3 +404,49 @@ def test_recipients_refuse_what_the_last_hub_should_not_have_delivered(rabbitmq_
         assert len(answers) == 2
     finally:
         relay.close()
+
+
+# --- revocation stays current ---------------------------------------------------------------------
+
+
+@pytest.fixture()
+def own_pki(dev_pki: Path, tmp_path: Path) -> Path:
+    """A copy of the session's dev PKI this test may revoke in."""
+    copy = tmp_path / "pki"
+    shutil.copytree(dev_pki, copy)
+    return copy
+
+
+def test_a_new_crl_on_disk_is_used_at_once(own_pki: Path) -> None:
+    """A hub's trust store validated a signer (and cached the answer until the CRL's nextUpdate);
+    the CA's new CRL revoking that signer is dropped into the directory: the next validation
+    re-reads it and refuses CERT_REVOKED, without a restart."""
+    store = TrustStore.load(own_pki)
+    cert = x509.load_pem_x509_certificate(PkiLayout(own_pki).agency(SENDER)[1].read_bytes())
+    store.validate(cert)
+    devpki.revoke(own_pki, [PkiLayout(own_pki).agency(SENDER)[1]])
+    assert store.refresh(every=0) is True
+    with pytest.raises(LienthongError) as info:
+        store.validate(cert)
+    assert info.value.code == "CERT_REVOKED"
+    assert store.refresh(every=0) is False  # nothing changed since
+
+
+def test_an_overdue_crl_counts_only_within_the_grace_the_policy_gives(own_pki: Path) -> None:
+    """The CA's CRL was due ten days ago.  By default the hub refuses (CRL_UNAVAILABLE); with a
+    grace of eleven days it accepts (and its trust alerts say the CRL is out of date); with
+    nine days it refuses again."""
+    root = devpki.load_root(own_pki)
+    overdue = devpki.make_crl(root, [], days=30, last_update=datetime.now(UTC) - timedelta(days=40))
+    (own_pki / "root-ca.crl.pem").write_bytes(overdue.public_bytes(Encoding.PEM))
+    cert = x509.load_pem_x509_certificate(PkiLayout(own_pki).agency(SENDER)[1].read_bytes())
+    with pytest.raises(LienthongError) as info:
+        TrustStore.load(own_pki).validate(cert)
+    assert info.value.code == "CRL_UNAVAILABLE"
+    lenient = RevocationPolicy.from_settings({"revocation": {"grace_hours": 11 * 24}})
+    assert TrustStore.load(own_pki, policy=lenient).validate(cert).path[0] == cert
+    kinds = [k for k, _ in trust_alerts("H41", cert, TrustStore.load(own_pki, policy=lenient))]
+    assert "crl-out-of-date" in kinds
+    strict = RevocationPolicy.from_settings({"revocation": {"grace_hours": 9 * 24}})
+    with pytest.raises(LienthongError):
+        TrustStore.load(own_pki, policy=strict).validate(cert)

@@ -23,9 +23,11 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -70,6 +72,31 @@ def _label(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or "(empty subject)"
 
 
+REFRESH_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class RevocationPolicy:
+    """How long a CRL counts (``settings.revocation`` in the topology)."""
+
+    grace: timedelta = timedelta(0)
+    """How long past its nextUpdate an overdue CRL still counts (0: refuse at once).  Without a
+    grace, a CA that is late publishing stops every hub; with one, hubs go on and alert."""
+    max_crl_age: timedelta = timedelta(days=7)
+    """How long after it was issued a CRL without nextUpdate counts (never forever)."""
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> RevocationPolicy:
+        raw = dict(settings.get("revocation") or {})
+        return cls(grace=timedelta(hours=float(raw.get("grace_hours", 0))),
+                   max_crl_age=timedelta(days=float(raw.get("max_crl_age_days", 7))))
+
+    def good_until(self, crl: x509.CertificateRevocationList) -> datetime:
+        """The last instant ``crl`` speaks for."""
+        due = crl.next_update_utc
+        return (due + self.grace) if due is not None else crl.last_update_utc + self.max_crl_age
+
+
 @dataclass(frozen=True)
 class ChainResult:
     """A validated certification path, leaf first, anchor last."""
@@ -88,19 +115,48 @@ class TrustStore:
     crls: list[x509.CertificateRevocationList] = field(default_factory=list)
     require_crl: bool = True
     """When true, a certificate whose issuer has no current CRL is refused (CRL_UNAVAILABLE)."""
+    policy: RevocationPolicy = field(default_factory=lambda: RevocationPolicy())
+    source: Path | None = None
+    """The directory this store was read from: re-read when its files change (``refresh``)."""
 
     def __post_init__(self) -> None:
+        self._stamp = _stamp(self.source) if self.source is not None else ()
+        self._checked_at = time.monotonic()
         self._cache: dict[bytes, ChainResult] = {}
         self._failed: dict[bytes, tuple[float, Exception]] = {}
         self._lock = threading.Lock()
         self._anchor_ders = {a.public_bytes(_DER) for a in self.anchors}
 
     @classmethod
-    def load(cls, directory: str | Path, *, require_crl: bool = True) -> TrustStore:
+    def load(cls, directory: str | Path, *, require_crl: bool = True,
+             policy: RevocationPolicy | None = None) -> TrustStore:
         anchors, inter, crls = read_directory(directory)
         if not anchors:
             raise ConfigError(f"trust store {directory} holds no self-signed CA certificate (anchor)")
-        return cls(anchors=anchors, intermediates=inter, crls=crls, require_crl=require_crl)
+        return cls(anchors=anchors, intermediates=inter, crls=crls, require_crl=require_crl,
+                   policy=policy or RevocationPolicy(), source=Path(directory))
+
+    def refresh(self, *, every: float = REFRESH_SECONDS) -> bool:
+        """Re-read the directory if a file in it changed (a new CRL dropped in, a certificate
+        added or removed) and forget every cached answer; at most once per ``every`` seconds.
+        Returns True when it re-read.  Called on each validation: a hub never judges with a CRL
+        older than the one on its disk."""
+        if self.source is None or time.monotonic() - self._checked_at < every:
+            return False
+        self._checked_at = time.monotonic()
+        stamp = _stamp(self.source)
+        if stamp == self._stamp:
+            return False
+        anchors, inter, crls = read_directory(self.source)
+        if not anchors:
+            return False  # a half-written directory: keep what we have, try again later
+        with self._lock:
+            self.anchors, self.intermediates, self.crls = anchors, inter, crls
+            self._anchor_ders = {a.public_bytes(_DER) for a in anchors}
+            self._cache.clear()
+            self._failed.clear()
+            self._stamp = stamp
+        return True
 
     def with_material(self, intermediates: list[x509.Certificate],
                       crls: list[x509.CertificateRevocationList]) -> TrustStore:
@@ -108,7 +164,7 @@ class TrustStore:
         bundle's, say).  Neither can add trust: an intermediate counts only if it chains to one of
         these anchors, a CRL only if its issuer signed it."""
         return TrustStore(anchors=list(self.anchors), intermediates=[*self.intermediates, *intermediates],
-                          crls=[*self.crls, *crls], require_crl=self.require_crl)
+                          crls=[*self.crls, *crls], require_crl=self.require_crl, policy=self.policy)
 
     # -- path validation -----------------------------------------------------
 
@@ -118,6 +174,7 @@ class TrustStore:
 
         ``cache_key`` identifies leaf and extras (their DER bytes) when the caller has them.
         """
+        self.refresh()
         at = at or now()
         key = cache_key or b"".join(c.public_bytes(_DER) for c in (leaf, *extra))
         current = abs((at - now()).total_seconds()) < 60  # refusals are cached for "now" only
@@ -190,9 +247,11 @@ class TrustStore:
         if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
             raise Untrusted(f"issuer {_label(issuer)!r} has a key type lienthong does not accept")
         crls = [c for c in self.crls if c.issuer == issuer.subject and c.is_signature_valid(key)]
-        # A CRL speaks for every instant up to its nextUpdate; one issued after ``at`` is
-        # still good evidence for ``at`` (auditors check old messages against newer CRLs).
-        current = [c for c in crls if c.next_update_utc is None or at <= c.next_update_utc]
+        # A CRL speaks for every instant up to its nextUpdate (one with no nextUpdate, for
+        # policy.max_crl_age after it was issued); one issued after ``at`` is still good evidence
+        # for ``at`` (auditors check old messages against newer CRLs).  Past its due date, the
+        # policy may accept it for a grace period (the hub raises a crl-out-of-date alert).
+        current = [c for c in crls if at <= self.policy.good_until(c)]
         if not current:
             if self.require_crl:
                 raise RevocationUnknown(f"no current CRL from {_label(issuer)!r} in the trust store")
@@ -201,7 +260,7 @@ class TrustStore:
         entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
         if entry is not None and entry.revocation_date_utc <= at:
             raise Revoked(f"certificate {_label(cert)!r} was revoked on {entry.revocation_date_utc:%Y-%m-%d}")
-        return crl.next_update_utc
+        return self.policy.good_until(crl)
 
 
 def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.ExtensionType | None:
@@ -275,3 +334,12 @@ def read_directory(directory: str | Path) -> tuple[list[x509.Certificate], list[
         except ValueError as exc:
             raise ConfigError(f"trust store file {f.name} is not valid PEM: {exc}") from None
     return anchors, inter, crls
+
+
+def _stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a trust store file is written, added or removed: names, sizes, times."""
+    try:
+        return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in directory.iterdir()
+                            if f.is_file() and f.suffix.lower() in (".pem", ".crt", ".crl")))
+    except OSError:
+        return ()

@@ -13,7 +13,7 @@ from broker.core.hop import Hop
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
 from broker.core.signer import SigningKey
 from broker.core.topology import Topology, subject_uid
-from broker.core.trust import TrustStore
+from broker.core.trust import RevocationPolicy, TrustStore
 from broker.logs import get_logger
 from broker.relay.store import SqlStore, open_store
 from broker.settings import PkiLayout, Settings
@@ -39,7 +39,7 @@ def load_hop(settings: Settings, hub_id: str, topology: Topology | None = None) 
     topology = topology or Topology.load(settings.topology)
     if hub_id not in topology.hubs:
         raise ConfigError(f"hub {hub_id!r} is not in the topology")
-    trust = TrustStore.load(settings.pki)
+    trust = TrustStore.load(settings.pki, policy=RevocationPolicy.from_settings(topology.settings))
     return Hop(hub=hub_id, topology=topology, trust=trust,
                key=SigningKey.load(*settings.keys.hub(hub_id)),
                hub_certs=hub_certificates(settings.pki, topology, trust),
