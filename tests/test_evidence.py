@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -450,3 +451,41 @@ def test_an_overdue_crl_counts_only_within_the_grace_the_policy_gives(own_pki: P
     strict = RevocationPolicy.from_settings({"revocation": {"grace_hours": 9 * 24}})
     with pytest.raises(LienthongError):
         TrustStore.load(own_pki, policy=strict).validate(cert)
+
+
+# --- checkpoints witnessed outside the hub --------------------------------------------------------
+
+
+@pytest.mark.broker
+def test_a_log_cut_with_its_checkpoints_is_found_by_a_neighbours_witness(rabbitmq_urls: tuple[str, str],
+                                                                          tmp_path: Path) -> None:
+    """Hubs hand their signed checkpoints to their neighbours, which countersign them in their own
+    logs.  H41's operator then cuts H41's log and its own checkpoints after the first entry:
+    H41's log alone still looks intact (the cut took the checkpoints with it), but verify-log
+    finds what the national hub witnessed missing, and says so."""
+    relay = Relay(tmp_path, *rabbitmq_urls, env={"LIENTHONG_CHECKPOINT_SECONDS": "0.5"})
+    try:
+        doc = relay.document(SENDER, [RECIPIENT])
+        relay.client(SENDER).send(doc)
+        assert [i.body for i in relay.take(RECIPIENT, 1, timeout=60)] == [doc]
+        national = Path(relay.settings.state_url) / "national.sqlite3"
+        h41 = Path(relay.settings.state_url) / "H41.sqlite3"
+        deadline = time.monotonic() + 30
+        witnessed = 0
+        while time.monotonic() < deadline and not witnessed:
+            with sqlite3.connect(national) as conn:
+                rows = conn.execute("SELECT body FROM audit WHERE kind = 'witness'").fetchall()
+            witnessed = sum(1 for (body,) in rows if '"of":"H41"' in json.loads(body)["witness"])
+            time.sleep(0.3)
+        assert witnessed, "no checkpoint of H41 was witnessed by the national hub"
+        relay.stop_workers("H41")
+        ok = relay.cli("audit", "verify-log", "--hub", "H41")
+        assert ok.returncode == 0 and "intact" in ok.stdout and " 0 witnessed" not in ok.stdout, ok.stdout
+        with sqlite3.connect(h41) as conn:  # the operator cuts the tail and its own checkpoints
+            conn.execute("DELETE FROM audit WHERE hub = 'H41' AND seq > 1")
+            conn.execute("DELETE FROM checkpoints WHERE hub = 'H41'")
+        cut = relay.cli("audit", "verify-log", "--hub", "H41")
+        assert cut.returncode == 2, cut.stdout + cut.stderr
+        assert "the log was cut: hub national witnessed entry" in cut.stdout
+    finally:
+        relay.close()

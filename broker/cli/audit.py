@@ -60,16 +60,19 @@ def audit_verify_receipt(receipt_file: str, document_file: str | None) -> None:
 @audit.command("verify-log")
 @click.option("--hub", "hubs", multiple=True, help="Only these hubs (default: all).")
 def audit_verify_log(hubs: tuple[str, ...]) -> None:
-    """Recompute each hub's audit log hash chain and check its signed checkpoints."""
+    """Recompute each hub's audit log hash chain, check its signed checkpoints, and what its
+    neighbours witnessed of them."""
     s = settings()
     topo = Topology.load(s.topology)
     certs = hub_certificates(s.pki, topo, TrustStore.load(s.pki))
+    witnesses = [r for st in hub_stores(s) for r in st.audit_rows() if r.kind == "witness"]
     broken = []
     for hub in hubs or tuple(topo.hubs):
         store = open_store(s.state_url, hub=hub)
-        report = verify_log(store.audit_rows(hub=hub), store.checkpoints(hub), hub, certs[hub])
+        report = verify_log(store.audit_rows(hub=hub), store.checkpoints(hub), hub, certs, witnesses)
         state = "intact" if report.ok else f"BROKEN at entry {report.broken_at}: {report.reason}"
-        click.echo(f"{hub:9} {report.entries:7} entries {report.checkpoints:4} checkpoints  {state}")
+        click.echo(f"{hub:9} {report.entries:7} entries {report.checkpoints:4} checkpoints "
+                   f"{report.witnessed:4} witnessed  {state}")
         if not report.ok:
             broken.append(f"hub {hub}: {report.reason}")
     if broken:

@@ -17,6 +17,7 @@ broker account may publish only to its own entry exchange (``broker.relay.layout
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -36,6 +37,7 @@ from broker.core.hoprecords import (
     sign_record,
     token_digest,
     utc_now,
+    verify_record,
     verify_trace,
 )
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
@@ -130,6 +132,8 @@ class Hop:
         document_id, sender = "", ""
         recipients: tuple[str, ...] = ()
         try:
+            if msg.headers.get(H_KIND) == "checkpoint":
+                return self._witness(msg, digest, origin)
             if msg.headers.get(H_KIND) == "receipt":
                 return self._relay_receipt(msg, digest, origin)
             checked = check(msg.body, trust=self.trust, topology=self.topology,
@@ -266,6 +270,27 @@ class Hop:
         (another message already carries its identity): parked, the sender told, nothing forwarded."""
         return self._reject(msg, accepted.digest, accepted.document_id,
                             _agency(self._origin(msg), self.topology) or accepted.sender, accepted.recipients, exc)
+
+    def _witness(self, msg: Inbound, digest: str, origin: str) -> Outcome:
+        """A neighbour's signed audit-log checkpoint: check it, countersign it, keep both in our
+        own (hash-chained, checkpointed) log.  Its log can then not be cut or rewritten behind
+        this entry without ``audit verify-log`` finding our witness disagree."""
+        neighbour = origin[len("link:"):] if origin.startswith("link:") else ""
+        if neighbour not in self.neighbours:
+            raise SenderNotAllowed("only a neighbouring hub may have its checkpoint witnessed here")
+        try:
+            token = msg.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TraceInvalid("a checkpoint is a signed record in UTF-8") from None
+        rec = verify_record(token, self.hub_certs[neighbour])
+        if rec.hub != neighbour or rec.verdict != "checkpoint" or not rec.extra.get("seq", "").isdigit():
+            raise TraceInvalid(f"not a checkpoint of hub {neighbour!r}")
+        counter = sign_record(HopRecord(hub=self.hub, at=utc_now(), digest=rec.digest, document_id="",
+                                        verdict="witness", extra={"of": neighbour, "seq": rec.extra["seq"],
+                                                                  "checkpoint": token_digest(token)}), self.key)
+        body = json.dumps({"checkpoint": token, "witness": counter}, sort_keys=True)
+        return Outcome(digest, "", "witnessed", (), sender=neighbour, record=counter,
+                       entries=(AuditEntry("witness", "", body),))
 
     def _relay_receipt(self, msg: Inbound, digest: str, origin: str) -> Outcome:
         if not origin.startswith("link:"):

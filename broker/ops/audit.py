@@ -17,7 +17,7 @@ database.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,8 @@ class LogReport:
     checkpoints: int
     broken_at: int | None = None
     reason: str = ""
+    witnessed: int = 0
+    """Checkpoints of this hub its neighbours witnessed (and that match)."""
 
     @property
     def ok(self) -> bool:
@@ -53,8 +55,13 @@ class LogReport:
 
 
 def verify_log(rows: Sequence[AuditRow], checkpoints: Sequence[tuple[int, str, float, str]],
-               hub: str, hub_cert: x509.Certificate) -> LogReport:
-    """Recompute the chain; return the first broken entry, if any."""
+               hub: str, hub_certs: Mapping[str, x509.Certificate],
+               witnesses: Sequence[AuditRow] = ()) -> LogReport:
+    """Recompute the chain, check the hub's own signed checkpoints and what its neighbours
+    witnessed (``witnesses``: their audit entries of kind ``witness``, about any hub); return the
+    first broken entry, if any.  The hub's own checkpoints cannot show a log cut together with
+    them, or rewritten and re-signed by the hub's operator; a neighbour's witness can."""
+    hub_cert = hub_certs[hub]
     report = LogReport(hub, len(rows), len(checkpoints))
     prev, expected_seq = "", 1
     by_seq: dict[int, AuditRow] = {}
@@ -85,6 +92,23 @@ def verify_log(rows: Sequence[AuditRow], checkpoints: Sequence[tuple[int, str, f
             return report
         if head.hash != hash_:
             report.broken_at, report.reason = seq, f"the log was rewritten before checkpoint {seq}"
+            return report
+    for row in witnesses:
+        seen = json.loads(row.body)
+        counter = verify_record(seen["witness"], hub_certs[row.hub])  # the witness's own signature
+        if counter.extra.get("of") != hub:
+            continue
+        rec = verify_record(seen["checkpoint"], hub_cert)
+        seq = int(rec.extra["seq"])
+        report.witnessed += 1
+        mine = by_seq.get(seq)
+        if mine is None:
+            report.broken_at, report.reason = seq, (f"the log was cut: hub {row.hub} witnessed entry {seq} "
+                                                    f"(checkpoint of {rec.at}), which is gone")
+            return report
+        if mine.hash != rec.digest:
+            report.broken_at, report.reason = seq, (f"the log was rewritten: hub {row.hub} witnessed entry {seq} "
+                                                    f"with another hash")
             return report
     return report
 

@@ -10,8 +10,9 @@ from broker.core.signer import SigningKey
 from broker.relay.store import SqlStore
 
 
-def checkpoint(store: SqlStore, hub: str, key: SigningKey) -> tuple[int, str] | None:
-    """Sign the current head of ``hub``'s log; returns (seq, hash) or None for an empty log."""
+def checkpoint(store: SqlStore, hub: str, key: SigningKey) -> tuple[int, str, str] | None:
+    """Sign the current head of ``hub``'s log; returns (seq, hash, signed token) or None for an
+    empty log.  The worker sends the token to its neighbours, which witness it."""
     head = store.audit_head(hub)
     if head is None:
         return None
@@ -19,4 +20,4 @@ def checkpoint(store: SqlStore, hub: str, key: SigningKey) -> tuple[int, str] | 
     token = sign_record(HopRecord(hub=hub, at=repr(at), digest=head.hash, document_id="",
                                   verdict="checkpoint", extra={"seq": str(head.seq)}), key)
     store.add_checkpoint(hub, head.seq, head.hash, at, token)
-    return head.seq, head.hash
+    return head.seq, head.hash, token

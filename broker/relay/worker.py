@@ -24,6 +24,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,7 @@ class HubWorker:
         self._confirmed: list[tuple[int, Outcome, list[str]]] = []
         self.tuning = tuning or Tuning()
         self._fault = Fault.parse(self.tuning.fault)
+        self._witnessed_seq = 0
         self.log = log.bind(hub=hub_id)
         self.names = wire.names(topology)
 
@@ -142,12 +144,29 @@ class HubWorker:
         self._alerts()
         try:
             head = checkpoints.checkpoint(self.store, self.hub, self.hop.key)
-            if head:
+            if head and head[0] != self._witnessed_seq:
                 self.log.debug("audit checkpoint", seq=head[0])
+                self._send_checkpoint(head[0], head[2])
         except TransientError as exc:
             self.log.warning("audit checkpoint failed", error=str(exc))
         if self._ioloop is not None and not self._stopping:
             self._ioloop.call_later(self.tuning.checkpoint_seconds, self._checkpoint)
+
+    def _send_checkpoint(self, seq: int, token: str) -> None:
+        """Hand the signed checkpoint to every neighbour, which witnesses it (``Hop._witness``)."""
+        body = token.encode()
+        props = transport.props(message_id=wire.message_id(body), user_id=self.names.link_user(self.hub),
+                                headers={wire.H_KIND: "checkpoint"})
+
+        def confirmed(neighbour: str) -> Callable[[bool], None]:
+            def done(ok: bool) -> None:
+                if not ok:
+                    self.log.warning("checkpoint not handed to a neighbour", neighbour=neighbour, seq=seq)
+            return done
+
+        for n in self.topology.neighbours(self.hub):
+            self._links[n].publish(wire.link_exchange(self.hub), "", body, props, confirmed(n))
+        self._witnessed_seq = seq
 
     def _alerts(self) -> None:
         for kind, sentence in metrics.trust_alerts(self.hub, self.hop.key.cert, self.hop.trust):
@@ -186,6 +205,9 @@ class HubWorker:
             self.log.error("hop failed", error=repr(exc))
             self._started.pop(tag, None)
             self._consumer.requeue(tag)  # type: ignore[union-attr]
+            return
+        if outcome.verdict == "witnessed":
+            self._keep_witness(tag, outcome)
             return
         claims_keys = [c.claim for c in outcome.copies]
         try:
@@ -226,6 +248,19 @@ class HubWorker:
             self.log.info("rejected", document_id=outcome.document_id, agency=outcome.sender,
                           code=outcome.code, reason=outcome.reason)
         self._publish_all(tag, outcome, todo)
+
+    def _keep_witness(self, tag: int, outcome: Outcome) -> None:
+        """Append a witnessed neighbour checkpoint to the audit log once (a redelivery finds it done)."""
+        self._started.pop(tag, None)
+        try:
+            state = self.store.claim(self.hub, outcome.digest, ["witness"], self.owner, outcome.entries)["witness"]
+            if state != "done":
+                self.store.confirm(self.hub, outcome.digest, ["witness"])
+        except TransientError as exc:
+            self.log.warning("could not keep a witness", error=str(exc))
+            self._consumer.requeue(tag)  # type: ignore[union-attr]
+            return
+        self._consumer.ack(tag)  # type: ignore[union-attr]
 
     def _earlier_refusal(self, outcome: Outcome) -> Verdict | None:
         """Record this verdict on the bytes unless one stands already.  Return the earlier refusal
