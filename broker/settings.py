@@ -13,6 +13,7 @@ environment at import.
 | ``LIENTHONG_WATCH_SECONDS`` | 30 | how often a hub reads its queue depths for alerts |
 | ``LIENTHONG_LEASE_SECONDS`` | 15 | how long a worker's claim on a message keeps other workers off |
 | ``LIENTHONG_SQLITE_TIMEOUT`` | 10 | seconds a SQLite store waits for a lock |
+| ``LIENTHONG_CRL_FETCH_SECONDS`` | 3600 | how often a hub fetches CRLs from their distribution points (0: never) |
 | ``LIENTHONG_RECEIPTS`` | on | ``off`` only to measure what receipts cost (bench/) |
 | ``LIENTHONG_FAULT`` | | ``<point>:<n>``: die (exit 137) the n-th time ``<point>`` is reached (reliability tests) |
 """
@@ -79,6 +80,7 @@ class Tuning:
     sqlite_timeout: float = 10.0
     receipts: bool = True
     fault: str = ""
+    crl_fetch_seconds: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Tuning:
@@ -87,7 +89,8 @@ class Tuning:
                    lease_seconds=float(env.get("LIENTHONG_LEASE_SECONDS", "15")),
                    sqlite_timeout=float(env.get("LIENTHONG_SQLITE_TIMEOUT", "10")),
                    receipts=env.get("LIENTHONG_RECEIPTS", "on") != "off",
-                   fault=env.get("LIENTHONG_FAULT", ""))
+                   fault=env.get("LIENTHONG_FAULT", ""),
+                   crl_fetch_seconds=float(env.get("LIENTHONG_CRL_FETCH_SECONDS", "3600")))
 
 
 @dataclass(frozen=True)

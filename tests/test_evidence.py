@@ -4,17 +4,21 @@ review, each of which must now fail."""
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from lxml import etree
@@ -33,6 +37,7 @@ from broker.ops.audit import verify_bundle
 from broker.relay import devpki, transport
 from broker.relay.assemble import hub_certificates
 from broker.relay.metrics import trust_alerts
+from broker.relay.revocation import distribution_points, fetch_crls
 from broker.settings import PkiLayout
 from tests.relay import Relay
 
@@ -487,5 +492,97 @@ def test_a_log_cut_with_its_checkpoints_is_found_by_a_neighbours_witness(rabbitm
         cut = relay.cli("audit", "verify-log", "--hub", "H41")
         assert cut.returncode == 2, cut.stdout + cut.stderr
         assert "the log was cut: hub national witnessed entry" in cut.stdout
+    finally:
+        relay.close()
+
+
+class _Files(http.server.BaseHTTPRequestHandler):
+    """Serves ``files`` (path -> bytes) on loopback, the way a CA publishes its CRL."""
+
+    files: dict[str, bytes] = {}
+
+    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        data = self.files.get(self.path)
+        self.send_response(200 if data is not None else 404)
+        self.end_headers()
+        self.wfile.write(data or b"")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def ca_site() -> Iterator[tuple[str, dict[str, bytes]]]:
+    files: dict[str, bytes] = {}
+    handler = type("Site", (_Files,), {"files": files})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", files
+    server.shutdown()
+
+
+def test_crls_are_fetched_from_where_the_ca_publishes_them(own_pki: Path, tmp_path: Path,
+                                                           ca_site: tuple[str, dict[str, bytes]]) -> None:
+    """The CA publishes a new CRL revoking a signer: the fetcher downloads it into the CRL cache
+    and the trust store judges with it (CERT_REVOKED); a CRL signed by another CA, and a URL
+    that answers nothing, are refused and kept out."""
+    base, files = ca_site
+    cache = tmp_path / "crls"
+    store = TrustStore.load(own_pki, crl_cache=cache)
+    cert = x509.load_pem_x509_certificate(PkiLayout(own_pki).agency(SENDER)[1].read_bytes())
+    store.validate(cert)
+    root = devpki.load_root(own_pki)
+    files["/root.crl"] = devpki.make_crl(root, [cert.serial_number]).public_bytes(Encoding.DER)
+    files["/rogue.crl"] = devpki.make_crl(devpki.make_root("rogue"), []).public_bytes(Encoding.DER)
+    report = fetch_crls(store, cache, [f"{base}/root.crl", f"{base}/rogue.crl", f"{base}/gone.crl"])
+    assert report.fetched == [f"{base}/root.crl"]
+    assert [u for u, _ in report.refused] == [f"{base}/rogue.crl", f"{base}/gone.crl"]
+    assert "not signed by a CA of the trust store" in report.refused[0][1]
+    assert len(list(cache.glob("*.crl"))) == 1
+    assert store.refresh(every=0) is True
+    with pytest.raises(LienthongError) as info:
+        store.validate(cert)
+    assert info.value.code == "CERT_REVOKED"
+    assert fetch_crls(store, cache, [f"{base}/root.crl"]).unchanged == [f"{base}/root.crl"]
+
+
+def test_distribution_points_are_read_from_certificates(root: devpki.Issued) -> None:
+    """The URLs a CA certificate names for its CRL are what the fetcher fetches, besides the
+    configured ones."""
+    builder = (x509.CertificateBuilder().subject_name(root.cert.subject).issuer_name(root.cert.subject)
+               .public_key(root.key.public_key()).serial_number(1)
+               .not_valid_before(root.cert.not_valid_before_utc).not_valid_after(root.cert.not_valid_after_utc)
+               .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+                   [x509.UniformResourceIdentifier("http://ca.example/root.crl"),
+                    x509.UniformResourceIdentifier("ldap://ca.example/root")], None, None, None)]), critical=False))
+    cert = builder.sign(root.key, hashes.SHA256())
+    assert distribution_points([cert, cert]) == ["http://ca.example/root.crl"]
+
+
+@pytest.mark.broker
+def test_a_running_hub_fetches_the_new_crl_and_refuses_the_revoked_signer(
+        rabbitmq_urls: tuple[str, str], tmp_path: Path, ca_site: tuple[str, dict[str, bytes]]) -> None:
+    """The hubs run with the CA's CRL URL configured (settings.revocation.crl_urls).  The CA
+    revokes the sender's certificate and publishes its CRL; without a restart, the sender's hub
+    fetches it and refuses the sender's next document CERT_REVOKED, telling the sender."""
+    base, files = ca_site
+    relay = Relay(tmp_path, *rabbitmq_urls, env={"LIENTHONG_CRL_FETCH_SECONDS": "0.5"},
+                  settings={"revocation": {"crl_urls": [f"{base}/root.crl"]}})
+    try:
+        before = relay.document(SENDER, [RECIPIENT], subject="trước")
+        relay.client(SENDER).send(before)
+        assert [i.body for i in relay.take(RECIPIENT, 1, timeout=60)] == [before]
+        cert = x509.load_pem_x509_certificate(relay.settings.keys.agency(SENDER)[1].read_bytes())
+        files["/root.crl"] = devpki.make_crl(devpki.load_root(relay.settings.pki),
+                                             [cert.serial_number]).public_bytes(Encoding.DER)
+        deadline = time.monotonic() + 30
+        while not list((relay.settings.data_dir / "crls").glob("*.crl")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(6)  # a trust store looks at its directories at most every 5 s
+        after = relay.document(SENDER, [RECIPIENT], subject="sau")
+        relay.client(SENDER).send(after)
+        told = relay.take(SENDER, 1, timeout=60, accept=lambda i: i.kind == "receipt"
+                          and receipts.read_bytes(i.body).kind == "rejected")
+        assert receipts.read_bytes(told[0].body).code == "CERT_REVOKED"
     finally:
         relay.close()

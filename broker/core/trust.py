@@ -118,9 +118,11 @@ class TrustStore:
     policy: RevocationPolicy = field(default_factory=lambda: RevocationPolicy())
     source: Path | None = None
     """The directory this store was read from: re-read when its files change (``refresh``)."""
+    crl_cache: Path | None = None
+    """A directory of fetched CRLs (``broker.relay.revocation``), read and watched with the store."""
 
     def __post_init__(self) -> None:
-        self._stamp = _stamp(self.source) if self.source is not None else ()
+        self._stamp = self._stamps()
         self._checked_at = time.monotonic()
         self._cache: dict[bytes, ChainResult] = {}
         self._failed: dict[bytes, tuple[float, Exception]] = {}
@@ -129,12 +131,17 @@ class TrustStore:
 
     @classmethod
     def load(cls, directory: str | Path, *, require_crl: bool = True,
-             policy: RevocationPolicy | None = None) -> TrustStore:
+             policy: RevocationPolicy | None = None, crl_cache: Path | None = None) -> TrustStore:
         anchors, inter, crls = read_directory(directory)
         if not anchors:
             raise ConfigError(f"trust store {directory} holds no self-signed CA certificate (anchor)")
+        if crl_cache is not None and crl_cache.is_dir():
+            crls += read_directory(crl_cache)[2]
         return cls(anchors=anchors, intermediates=inter, crls=crls, require_crl=require_crl,
-                   policy=policy or RevocationPolicy(), source=Path(directory))
+                   policy=policy or RevocationPolicy(), source=Path(directory), crl_cache=crl_cache)
+
+    def _stamps(self) -> tuple[tuple[str, int, int], ...]:
+        return tuple(s for d in (self.source, self.crl_cache) if d is not None for s in _stamp(d))
 
     def refresh(self, *, every: float = REFRESH_SECONDS) -> bool:
         """Re-read the directory if a file in it changed (a new CRL dropped in, a certificate
@@ -144,12 +151,14 @@ class TrustStore:
         if self.source is None or time.monotonic() - self._checked_at < every:
             return False
         self._checked_at = time.monotonic()
-        stamp = _stamp(self.source)
+        stamp = self._stamps()
         if stamp == self._stamp:
             return False
         anchors, inter, crls = read_directory(self.source)
         if not anchors:
             return False  # a half-written directory: keep what we have, try again later
+        if self.crl_cache is not None and self.crl_cache.is_dir():
+            crls += read_directory(self.crl_cache)[2]
         with self._lock:
             self.anchors, self.intermediates, self.crls = anchors, inter, crls
             self._anchor_ders = {a.public_bytes(_DER) for a in anchors}

@@ -39,7 +39,8 @@ def load_hop(settings: Settings, hub_id: str, topology: Topology | None = None) 
     topology = topology or Topology.load(settings.topology)
     if hub_id not in topology.hubs:
         raise ConfigError(f"hub {hub_id!r} is not in the topology")
-    trust = TrustStore.load(settings.pki, policy=RevocationPolicy.from_settings(topology.settings))
+    trust = TrustStore.load(settings.pki, policy=RevocationPolicy.from_settings(topology.settings),
+                            crl_cache=settings.data_dir / "crls")
     return Hop(hub=hub_id, topology=topology, trust=trust,
                key=SigningKey.load(*settings.keys.hub(hub_id)),
                hub_certs=hub_certificates(settings.pki, topology, trust),

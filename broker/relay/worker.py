@@ -38,6 +38,7 @@ from broker.core.topology import Topology
 from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY, trusted_headers
 from broker.relay import checkpoints, layout, metrics, transport
 from broker.relay.provision import Credentials
+from broker.relay.revocation import CrlFetcher
 from broker.relay.store import SqlStore, Verdict
 from broker.relay.watch import QueueWatch
 from broker.settings import Fault, Tuning
@@ -93,6 +94,11 @@ class HubWorker:
                            layout.amqp_url(self.topology, self.hub, own, self.credentials.password(own)),
                            self.tuning.watch_seconds, self._stopped)
         threading.Thread(target=watch.run, name="queue-watch", daemon=True).start()
+        if self.tuning.crl_fetch_seconds > 0 and self.hop.trust.crl_cache is not None:
+            configured = (self.topology.settings.get("revocation") or {}).get("crl_urls") or []
+            fetcher = CrlFetcher(self.hop.trust, self.hop.trust.crl_cache, [str(u) for u in configured],
+                                 self.tuning.crl_fetch_seconds, self._stopped)
+            threading.Thread(target=fetcher.run, name="crl-fetch", daemon=True).start()
         backoff = 0.5
         while not self._stopping:
             started = time.monotonic()
