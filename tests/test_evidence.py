@@ -20,6 +20,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from lxml import etree
 
@@ -37,7 +38,7 @@ from broker.ops.audit import verify_bundle
 from broker.relay import devpki, transport
 from broker.relay.assemble import hub_certificates
 from broker.relay.metrics import trust_alerts
-from broker.relay.revocation import distribution_points, fetch_crls
+from broker.relay.revocation import OcspClient, distribution_points, fetch_crls
 from broker.settings import PkiLayout
 from tests.relay import Relay
 
@@ -586,3 +587,81 @@ def test_a_running_hub_fetches_the_new_crl_and_refuses_the_revoked_signer(
         assert receipts.read_bytes(told[0].body).code == "CERT_REVOKED"
     finally:
         relay.close()
+
+
+class _Responder(http.server.BaseHTTPRequestHandler):
+    """An OCSP responder on loopback, signing with the CA's key: ``revoked`` serials are revoked."""
+
+    ca: devpki.Issued
+    revoked: set[int] = set()
+    asked: list[int] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+        request = ocsp.load_der_ocsp_request(self.rfile.read(int(self.headers["Content-Length"])))
+        self.asked.append(request.serial_number)
+        now = datetime.now(UTC)
+        subject = next(c for c in self.certs if c.serial_number == request.serial_number)
+        revoked = request.serial_number in self.revoked
+        response = (ocsp.OCSPResponseBuilder()
+                    .add_response(cert=subject, issuer=self.ca.cert, algorithm=hashes.SHA1(),
+                                  cert_status=ocsp.OCSPCertStatus.REVOKED if revoked else ocsp.OCSPCertStatus.GOOD,
+                                  this_update=now - timedelta(minutes=1), next_update=now + timedelta(hours=1),
+                                  revocation_time=now - timedelta(days=1) if revoked else None,
+                                  revocation_reason=None)
+                    .responder_id(ocsp.OCSPResponderEncoding.HASH, self.ca.cert)
+                    .sign(self.ca.key, hashes.SHA256()))
+        body = response.public_bytes(Encoding.DER)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/ocsp-response")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_ocsp_answers_when_no_current_crl_does(own_pki: Path) -> None:
+    """With no CRL in the trust store a signer's status is unknown (CRL_UNAVAILABLE).  With an
+    OCSP responder the hub asks it: a good signer passes, a revoked one is refused CERT_REVOKED,
+    and a second question about the same signer is answered from the cache."""
+    (own_pki / "root-ca.crl.pem").unlink()
+    root = devpki.load_root(own_pki)
+    good = x509.load_pem_x509_certificate(PkiLayout(own_pki).agency(SENDER)[1].read_bytes())
+    bad = x509.load_pem_x509_certificate(PkiLayout(own_pki).agency(RECIPIENT)[1].read_bytes())
+    handler = type("Ocsp", (_Responder,), {"ca": root, "certs": [good, bad], "revoked": {bad.serial_number},
+                                           "asked": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(LienthongError) as unknown:
+            TrustStore.load(own_pki).validate(good)
+        assert unknown.value.code == "CRL_UNAVAILABLE"
+        client = OcspClient(f"http://127.0.0.1:{server.server_address[1]}/")
+        store = TrustStore.load(own_pki, status_source=client)
+        assert store.validate(good).path[0] == good
+        with pytest.raises(LienthongError) as revoked:
+            store.validate(bad)
+        assert revoked.value.code == "CERT_REVOKED" and "OCSP" in revoked.value.message
+        asked = client.asked
+        assert client.status(good, root.cert) is not None and client.asked == asked  # from the cache
+        assert handler.asked == [good.serial_number, bad.serial_number]
+    finally:
+        server.shutdown()
+
+
+def test_an_ocsp_answer_signed_by_someone_else_counts_for_nothing(own_pki: Path) -> None:
+    """A responder that signs "good" with a key the issuer never delegated is not believed: the
+    status stays unknown (CRL_UNAVAILABLE)."""
+    (own_pki / "root-ca.crl.pem").unlink()
+    good = x509.load_pem_x509_certificate(PkiLayout(own_pki).agency(SENDER)[1].read_bytes())
+    rogue = devpki.make_root("lienthong dev root CA")  # same name, another key
+    handler = type("Ocsp", (_Responder,), {"ca": rogue, "certs": [good], "revoked": set(), "asked": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        store = TrustStore.load(own_pki, status_source=OcspClient(f"http://127.0.0.1:{server.server_address[1]}/"))
+        with pytest.raises(LienthongError) as info:
+            store.validate(good)
+        assert info.value.code == "CRL_UNAVAILABLE" and handler.asked == [good.serial_number]
+    finally:
+        server.shutdown()

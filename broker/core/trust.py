@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -98,6 +98,23 @@ class RevocationPolicy:
 
 
 @dataclass(frozen=True)
+class StatusAnswer:
+    """A revocation status from outside the trust store (an OCSP responder)."""
+
+    revoked_at: datetime | None
+    """When the certificate was revoked; None: it is good."""
+    good_until: datetime
+    """The last instant the answer speaks for."""
+
+
+class StatusSource(Protocol):
+    """Asks someone else whether a certificate is revoked (``broker.relay.revocation.OcspClient``);
+    the core only consults it, so it stays free of the network."""
+
+    def status(self, cert: x509.Certificate, issuer: x509.Certificate) -> StatusAnswer | None: ...
+
+
+@dataclass(frozen=True)
 class ChainResult:
     """A validated certification path, leaf first, anchor last."""
 
@@ -120,6 +137,8 @@ class TrustStore:
     """The directory this store was read from: re-read when its files change (``refresh``)."""
     crl_cache: Path | None = None
     """A directory of fetched CRLs (``broker.relay.revocation``), read and watched with the store."""
+    status_source: StatusSource | None = None
+    """Asked (OCSP) when no current CRL speaks for a certificate."""
 
     def __post_init__(self) -> None:
         self._stamp = self._stamps()
@@ -131,14 +150,16 @@ class TrustStore:
 
     @classmethod
     def load(cls, directory: str | Path, *, require_crl: bool = True,
-             policy: RevocationPolicy | None = None, crl_cache: Path | None = None) -> TrustStore:
+             policy: RevocationPolicy | None = None, crl_cache: Path | None = None,
+             status_source: StatusSource | None = None) -> TrustStore:
         anchors, inter, crls = read_directory(directory)
         if not anchors:
             raise ConfigError(f"trust store {directory} holds no self-signed CA certificate (anchor)")
         if crl_cache is not None and crl_cache.is_dir():
             crls += read_directory(crl_cache)[2]
         return cls(anchors=anchors, intermediates=inter, crls=crls, require_crl=require_crl,
-                   policy=policy or RevocationPolicy(), source=Path(directory), crl_cache=crl_cache)
+                   policy=policy or RevocationPolicy(), source=Path(directory), crl_cache=crl_cache,
+                   status_source=status_source)
 
     def _stamps(self) -> tuple[tuple[str, int, int], ...]:
         return tuple(s for d in (self.source, self.crl_cache) if d is not None for s in _stamp(d))
@@ -262,6 +283,12 @@ class TrustStore:
         # policy may accept it for a grace period (the hub raises a crl-out-of-date alert).
         current = [c for c in crls if at <= self.policy.good_until(c)]
         if not current:
+            answer = self.status_source.status(cert, issuer) if self.status_source is not None else None
+            if answer is not None:
+                if answer.revoked_at is not None and answer.revoked_at <= at:
+                    raise Revoked(f"certificate {_label(cert)!r} was revoked on {answer.revoked_at:%Y-%m-%d} "
+                                  f"(OCSP)")
+                return answer.good_until
             if self.require_crl:
                 raise RevocationUnknown(f"no current CRL from {_label(issuer)!r} in the trust store")
             return None

@@ -15,6 +15,7 @@ from broker.core.signer import SigningKey
 from broker.core.topology import Topology, subject_uid
 from broker.core.trust import RevocationPolicy, TrustStore
 from broker.logs import get_logger
+from broker.relay.revocation import OcspClient
 from broker.relay.store import SqlStore, open_store
 from broker.settings import PkiLayout, Settings
 
@@ -39,8 +40,10 @@ def load_hop(settings: Settings, hub_id: str, topology: Topology | None = None) 
     topology = topology or Topology.load(settings.topology)
     if hub_id not in topology.hubs:
         raise ConfigError(f"hub {hub_id!r} is not in the topology")
+    revocation = topology.settings.get("revocation") or {}
     trust = TrustStore.load(settings.pki, policy=RevocationPolicy.from_settings(topology.settings),
-                            crl_cache=settings.data_dir / "crls")
+                            crl_cache=settings.data_dir / "crls",
+                            status_source=OcspClient(revocation.get("ocsp_url") or None))
     return Hop(hub=hub_id, topology=topology, trust=trust,
                key=SigningKey.load(*settings.keys.hub(hub_id)),
                hub_certs=hub_certificates(settings.pki, topology, trust),

@@ -1,4 +1,5 @@
-"""CRLs fetched from where their CAs publish them, so a hub's revocation data stays current.
+"""Revocation data from where CAs publish it: CRLs fetched from their distribution points, and
+an OCSP client for when no current CRL speaks for a certificate.
 
 A hub's worker runs :class:`CrlFetcher` in a thread of its own: every so often it downloads each
 CRL URL (``settings.revocation.crl_urls`` in the topology, and the CRL distribution points named
@@ -17,14 +18,20 @@ import threading
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import structlog
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
-from broker.core.trust import TrustStore
+from broker.core.trust import StatusAnswer, TrustStore
 
 MAX_CRL_BYTES = 20 * 1024 * 1024
 log = structlog.get_logger("lienthong.revocation")
@@ -115,3 +122,94 @@ class CrlFetcher:
                     log.info("CRLs fetched", urls=report.fetched)
             if self.stopped.wait(self.every):
                 return
+
+
+class OcspClient:
+    """Asks an OCSP responder (``settings.revocation.ocsp_url``, else the certificate's own AIA
+    OCSP URL) whether a certificate is revoked, when no current CRL speaks for it.  An answer
+    counts only if signed by the issuer or by a responder the issuer delegated (EKU OCSP
+    signing); it is cached until its nextUpdate (an hour when it has none)."""
+
+    def __init__(self, url: str | None = None, *, timeout: float = 2.0,
+                 opener: Callable[..., Any] = urllib.request.urlopen) -> None:
+        self.url, self.timeout, self.opener = url, timeout, opener
+        self._cache: dict[tuple[bytes, int], StatusAnswer] = {}
+        self._lock = threading.Lock()
+        self.asked = 0
+        """Requests sent (the rest came from the cache)."""
+
+    def status(self, cert: x509.Certificate, issuer: x509.Certificate) -> StatusAnswer | None:
+        key = (issuer.public_bytes(Encoding.DER), cert.serial_number)
+        now = datetime.now(UTC)
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and now <= hit.good_until:
+            return hit
+        url = self.url or _aia_ocsp_url(cert)
+        if url is None:
+            return None
+        request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build()
+        try:
+            self.asked += 1
+            req = urllib.request.Request(url, data=request.public_bytes(Encoding.DER), method="POST",
+                                         headers={"Content-Type": "application/ocsp-request"})
+            with self.opener(req, timeout=self.timeout) as resp:
+                answer = _judge(ocsp.load_der_ocsp_response(resp.read(1_000_000)), cert, issuer, now)
+        except (OSError, ValueError) as exc:
+            log.warning("alert", kind="ocsp-unavailable", subject=url, detail=str(exc))
+            return None
+        if answer is not None:
+            with self._lock:
+                self._cache[key] = answer
+        return answer
+
+
+def _aia_ocsp_url(cert: x509.Certificate) -> str | None:
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return None
+    for d in aia:
+        if d.access_method == AuthorityInformationAccessOID.OCSP and isinstance(
+                d.access_location, x509.UniformResourceIdentifier):
+            return d.access_location.value
+    return None
+
+
+def _judge(resp: ocsp.OCSPResponse, cert: x509.Certificate, issuer: x509.Certificate,
+           now: datetime) -> StatusAnswer | None:
+    """The answer of a response about ``cert``, or None if it says nothing trustworthy."""
+    if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL or resp.serial_number != cert.serial_number:
+        return None
+    signer = issuer
+    if resp.certificates:  # a delegated responder: issued by the issuer, for OCSP signing
+        delegate = resp.certificates[0]
+        try:
+            delegate.verify_directly_issued_by(issuer)
+            eku = delegate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except (InvalidSignature, ValueError, TypeError, x509.ExtensionNotFound):
+            return None
+        if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+            return None
+        signer = delegate
+    key = signer.public_key()
+    algorithm = resp.signature_hash_algorithm
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey) and algorithm is not None:
+            key.verify(resp.signature, resp.tbs_response_bytes, ec.ECDSA(algorithm))
+        elif isinstance(key, rsa.RSAPublicKey) and algorithm is not None:
+            key.verify(resp.signature, resp.tbs_response_bytes, padding.PKCS1v15(), algorithm)
+        else:
+            return None
+    except InvalidSignature:
+        return None
+    if resp.this_update_utc > now + timedelta(minutes=5):
+        return None
+    good_until = resp.next_update_utc or resp.this_update_utc + timedelta(hours=1)
+    if now > good_until:
+        return None
+    if resp.certificate_status == ocsp.OCSPCertStatus.GOOD:
+        return StatusAnswer(None, good_until)
+    if resp.certificate_status == ocsp.OCSPCertStatus.REVOKED and resp.revocation_time_utc is not None:
+        return StatusAnswer(resp.revocation_time_utc, good_until)
+    return None
