@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +40,8 @@ from broker.relay import devpki, transport
 from broker.relay.assemble import hub_certificates
 from broker.relay.metrics import trust_alerts
 from broker.relay.revocation import OcspClient, distribution_points, fetch_crls
+from broker.relay.timestamp import stamp
+from broker.relay.timestamp import verify as verify_stamp
 from broker.settings import PkiLayout
 from tests.relay import Relay
 
@@ -665,3 +668,106 @@ def test_an_ocsp_answer_signed_by_someone_else_counts_for_nothing(own_pki: Path)
         assert info.value.code == "CRL_UNAVAILABLE" and handler.asked == [good.serial_number]
     finally:
         server.shutdown()
+
+
+# --- RFC 3161 time-stamps on checkpoints ----------------------------------------------------------
+
+TSA_CONFIG = """[ tsa ]
+default_tsa = local
+[ local ]
+dir = {dir}
+serial = $dir/serial
+crypto_device = builtin
+signer_cert = $dir/tsa.pem
+certs = $dir/tsa.pem
+signer_key = $dir/tsa.key
+signer_digest = sha256
+default_policy = 1.2.3.4.1
+digests = sha256
+accuracy = secs:1
+ordering = yes
+tsa_name = no
+ess_cert_id_chain = no
+ess_cert_id_alg = sha256
+"""
+
+
+@pytest.fixture()
+def tsa(dev_pki: Path, tmp_path: Path) -> Iterator[str]:
+    """A time-stamping authority on loopback: ``openssl ts -reply`` with a certificate from the dev
+    root (extended key usage time-stamping, critical, as RFC 3161 asks)."""
+    d = tmp_path / "tsa"
+    d.mkdir()
+    issued = devpki.issue(devpki.load_root(dev_pki), "lienthong test TSA", kind="ec",
+                          eku=[ExtendedKeyUsageOID.TIME_STAMPING], eku_critical=True)
+    (d / "tsa.pem").write_bytes(devpki.pem_cert(issued.cert))
+    (d / "tsa.key").write_bytes(devpki.pem_key(issued.key))
+    (d / "serial").write_text("01\n")
+    (d / "tsa.cnf").write_text(TSA_CONFIG.format(dir=d))
+
+    class Authority(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+            query = d / f"q{threading.get_ident()}.tsq"
+            query.write_bytes(self.rfile.read(int(self.headers["Content-Length"])))
+            reply = subprocess.run(["openssl", "ts", "-reply", "-config", str(d / "tsa.cnf"), "-queryfile",
+                                    str(query), "-out", "/dev/stdout"], capture_output=True, check=True).stdout
+            self.send_response(200)
+            self.send_header("Content-Type", "application/timestamp-reply")
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Authority)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_a_time_stamp_vouches_for_exactly_its_checkpoint(tsa: str, dev_pki: Path) -> None:
+    """The authority's answer verifies for the checkpoint it was asked about and names a time
+    within the last minute; for any other bytes, or against another CA, it does not verify."""
+    token = b'{"hub":"H41","seq":"7"}.signature'
+    tsr = stamp(tsa, token)
+    when = verify_stamp(token, tsr, PkiLayout(dev_pki).anchor)
+    assert abs((datetime.now(UTC) - when).total_seconds()) < 60
+    with pytest.raises(AuditFailure):
+        verify_stamp(token + b"x", tsr, PkiLayout(dev_pki).anchor)
+    other = Path(tempfile.mkdtemp()) / "other.pem"
+    other.write_bytes(devpki.pem_cert(devpki.make_root("another CA").cert))
+    with pytest.raises(AuditFailure):
+        verify_stamp(token, tsr, other)
+
+
+@pytest.mark.broker
+def test_hubs_time_stamp_their_checkpoints_and_verify_log_checks_them(
+        rabbitmq_urls: tuple[str, str], tmp_path: Path, tsa: str, dev_pki: Path) -> None:
+    """With settings.audit.tsa_url, a hub has each new checkpoint time-stamped; verify-log --tsa-ca
+    checks every stamp, and names a checkpoint whose stamp was altered."""
+    relay = Relay(tmp_path / "relay", *rabbitmq_urls, env={"LIENTHONG_CHECKPOINT_SECONDS": "0.5"},
+                  settings={"audit": {"tsa_url": tsa}})
+    try:
+        doc = relay.document(SENDER, [RECIPIENT])
+        relay.client(SENDER).send(doc)
+        assert [i.body for i in relay.take(RECIPIENT, 1, timeout=60)] == [doc]
+        h41 = Path(relay.settings.state_url) / "H41.sqlite3"
+        deadline = time.monotonic() + 30
+        stamped = 0
+        while time.monotonic() < deadline and not stamped:
+            with sqlite3.connect(h41) as conn:
+                stamped = conn.execute("SELECT count(*) FROM timestamps WHERE hub = 'H41'").fetchone()[0]
+            time.sleep(0.3)
+        assert stamped
+        relay.stop_workers("H41")
+        anchor = str(PkiLayout(dev_pki).anchor)  # the authority's CA, not the relay's
+        ok = relay.cli("audit", "verify-log", "--hub", "H41", "--tsa-ca", anchor)
+        assert ok.returncode == 0 and "intact" in ok.stdout and " 0 time-stamped" not in ok.stdout, ok.stdout
+        with sqlite3.connect(h41) as conn:
+            seq, tsr = conn.execute("SELECT seq, tsr FROM timestamps WHERE hub = 'H41' LIMIT 1").fetchone()
+            conn.execute("UPDATE timestamps SET tsr = ? WHERE hub = 'H41' AND seq = ?",
+                         (bytes(tsr[:-5]) + bytes(5), seq))
+        bad = relay.cli("audit", "verify-log", "--hub", "H41", "--tsa-ca", anchor)
+        assert bad.returncode == 2 and f"the time-stamp of checkpoint {seq} does not verify" in bad.stdout
+    finally:
+        relay.close()

@@ -59,7 +59,9 @@ def audit_verify_receipt(receipt_file: str, document_file: str | None) -> None:
 
 @audit.command("verify-log")
 @click.option("--hub", "hubs", multiple=True, help="Only these hubs (default: all).")
-def audit_verify_log(hubs: tuple[str, ...]) -> None:
+@click.option("--tsa-ca", "tsa_ca", default=None,
+              help="PEM certificates of the time-stamping authority's CA: check each checkpoint's time-stamp.")
+def audit_verify_log(hubs: tuple[str, ...], tsa_ca: str | None) -> None:
     """Recompute each hub's audit log hash chain, check its signed checkpoints, and what its
     neighbours witnessed of them."""
     s = settings()
@@ -69,10 +71,12 @@ def audit_verify_log(hubs: tuple[str, ...]) -> None:
     broken = []
     for hub in hubs or tuple(topo.hubs):
         store = open_store(s.state_url, hub=hub)
-        report = verify_log(store.audit_rows(hub=hub), store.checkpoints(hub), hub, certs, witnesses)
+        report = verify_log(store.audit_rows(hub=hub), store.checkpoints(hub), hub, certs, witnesses,
+                            store.timestamps(hub), Path(tsa_ca) if tsa_ca else None)
         state = "intact" if report.ok else f"BROKEN at entry {report.broken_at}: {report.reason}"
+        stamped = f"{report.time_stamped:4} time-stamped " if tsa_ca else ""
         click.echo(f"{hub:9} {report.entries:7} entries {report.checkpoints:4} checkpoints "
-                   f"{report.witnessed:4} witnessed  {state}")
+                   f"{report.witnessed:4} witnessed {stamped} {state}")
         if not report.ok:
             broken.append(f"hub {hub}: {report.reason}")
     if broken:

@@ -33,6 +33,7 @@ from broker.core.parsing import parse
 from broker.core.topology import Topology, subject_uid
 from broker.core.trust import TrustStore, read_directory
 from broker.core.validation import check
+from broker.relay import timestamp
 from broker.relay.store import SqlStore
 from broker.settings import PkiLayout
 
@@ -48,6 +49,8 @@ class LogReport:
     reason: str = ""
     witnessed: int = 0
     """Checkpoints of this hub its neighbours witnessed (and that match)."""
+    time_stamped: int = 0
+    """Checkpoints whose time-stamp verified against the authority given."""
 
     @property
     def ok(self) -> bool:
@@ -56,11 +59,13 @@ class LogReport:
 
 def verify_log(rows: Sequence[AuditRow], checkpoints: Sequence[tuple[int, str, float, str]],
                hub: str, hub_certs: Mapping[str, x509.Certificate],
-               witnesses: Sequence[AuditRow] = ()) -> LogReport:
+               witnesses: Sequence[AuditRow] = (), timestamps: Mapping[int, bytes] | None = None,
+               tsa_ca: Path | None = None) -> LogReport:
     """Recompute the chain, check the hub's own signed checkpoints and what its neighbours
     witnessed (``witnesses``: their audit entries of kind ``witness``, about any hub); return the
     first broken entry, if any.  The hub's own checkpoints cannot show a log cut together with
-    them, or rewritten and re-signed by the hub's operator; a neighbour's witness can."""
+    them, or rewritten and re-signed by the hub's operator; a neighbour's witness can.  With
+    ``tsa_ca``, each RFC 3161 time-stamp of a checkpoint must verify against that authority."""
     hub_cert = hub_certs[hub]
     report = LogReport(hub, len(rows), len(checkpoints))
     prev, expected_seq = "", 1
@@ -93,6 +98,17 @@ def verify_log(rows: Sequence[AuditRow], checkpoints: Sequence[tuple[int, str, f
         if head.hash != hash_:
             report.broken_at, report.reason = seq, f"the log was rewritten before checkpoint {seq}"
             return report
+    tokens = {seq: token for seq, _h, _a, token in checkpoints}
+    for seq, tsr in sorted((timestamps or {}).items()):
+        if tsa_ca is None:
+            break
+        try:
+            timestamp.verify(tokens[seq].encode(), tsr, tsa_ca)
+        except (KeyError, AuditFailure) as exc:
+            why = "its checkpoint is gone" if isinstance(exc, KeyError) else exc.message
+            report.broken_at, report.reason = seq, f"the time-stamp of checkpoint {seq} does not verify: {why}"
+            return report
+        report.time_stamped += 1
     for row in witnesses:
         seen = json.loads(row.body)
         counter = verify_record(seen["witness"], hub_certs[row.hub])  # the witness's own signature

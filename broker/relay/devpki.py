@@ -73,7 +73,7 @@ def make_root(name: str = "lienthong dev root CA", *, days: int = 3650, kind: st
 
 def issue(ca: Issued, common_name: str, *, uid: str | None = None, kind: str = "rsa",
           not_before: datetime | None = None, days: int = 825, ca_cert: bool = False,
-          can_sign: bool = True, eku: Sequence[x509.ObjectIdentifier] = ()) -> Issued:
+          can_sign: bool = True, eku: Sequence[x509.ObjectIdentifier] = (), eku_critical: bool = False) -> Issued:
     """Issue a certificate from ``ca``; ``uid`` carries the agency or hub code; ``eku`` names
     extended key usages (none: no extension, no restriction)."""
     key = new_key(kind)
@@ -94,7 +94,7 @@ def issue(ca: Issued, common_name: str, *, uid: str | None = None, kind: str = "
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
                               critical=False))
     if eku:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=eku_critical)
     return Issued(key, builder.sign(ca.key, hashes.SHA256()))
 
 

@@ -67,6 +67,10 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             digest TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (hub, sender, document_id, business))""",
     )),
+    (3, "RFC 3161 time-stamps of audit checkpoints", (
+        "CREATE TABLE IF NOT EXISTS timestamps (hub TEXT NOT NULL, seq BIGINT NOT NULL, tsr {blob} NOT NULL, "
+        "PRIMARY KEY (hub, seq))",
+    )),
 )
 """The schema as numbered steps, applied in order and each once (table ``schema_version``).
 
@@ -238,6 +242,17 @@ class SqlStore:
         with self._tx() as cur:
             cur.execute(self._q("INSERT INTO checkpoints (hub, seq, hash, at, token) VALUES (?, ?, ?, ?, ?) "
                                 "ON CONFLICT DO NOTHING"), (hub, seq, hash_, at, token))
+
+    def add_timestamp(self, hub: str, seq: int, tsr: bytes) -> None:
+        """Keep a time-stamping authority's answer (DER) about the checkpoint at ``seq``."""
+        with self._tx() as cur:
+            cur.execute(self._q("INSERT INTO timestamps (hub, seq, tsr) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"),
+                        (hub, seq, tsr))
+
+    def timestamps(self, hub: str) -> dict[int, bytes]:
+        with self._tx() as cur:
+            cur.execute(self._q("SELECT seq, tsr FROM timestamps WHERE hub = ?"), (hub,))
+            return {int(r[0]): bytes(r[1]) for r in cur.fetchall()}
 
     def checkpoints(self, hub: str) -> list[tuple[int, str, float, str]]:
         with self._tx() as cur:

@@ -31,12 +31,12 @@ from typing import Any
 import structlog
 
 from broker.core import wire
-from broker.core.errors import DocumentIdReused, RetriesExhausted, TransientError
+from broker.core.errors import DocumentIdReused, LienthongError, RetriesExhausted, TransientError
 from broker.core.hop import PARKING, Copy, Hop, Inbound, Outcome
 from broker.core.routing import Target
 from broker.core.topology import Topology
 from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY, trusted_headers
-from broker.relay import checkpoints, layout, metrics, transport
+from broker.relay import checkpoints, layout, metrics, timestamp, transport
 from broker.relay.provision import Credentials
 from broker.relay.revocation import CrlFetcher
 from broker.relay.store import SqlStore, Verdict
@@ -153,6 +153,10 @@ class HubWorker:
             if head and head[0] != self._witnessed_seq:
                 self.log.debug("audit checkpoint", seq=head[0])
                 self._send_checkpoint(head[0], head[2])
+                tsa = (self.topology.settings.get("audit") or {}).get("tsa_url")
+                if tsa:  # its own thread: an authority's answer must not hold the message loop
+                    threading.Thread(target=self._time_stamp, args=(str(tsa), head[0], head[2]),
+                                     name="time-stamp", daemon=True).start()
         except TransientError as exc:
             self.log.warning("audit checkpoint failed", error=str(exc))
         if self._ioloop is not None and not self._stopping:
@@ -173,6 +177,12 @@ class HubWorker:
         for n in self.topology.neighbours(self.hub):
             self._links[n].publish(wire.link_exchange(self.hub), "", body, props, confirmed(n))
         self._witnessed_seq = seq
+
+    def _time_stamp(self, url: str, seq: int, token: str) -> None:
+        try:
+            self.store.add_timestamp(self.hub, seq, timestamp.stamp(url, token.encode()))
+        except LienthongError as exc:
+            self.log.warning("alert", kind="time-stamp-failed", subject=url, detail=exc.message, seq=seq)
 
     def _alerts(self) -> None:
         for kind, sentence in metrics.trust_alerts(self.hub, self.hop.key.cert, self.hop.trust):
