@@ -44,6 +44,10 @@ import pika
 import pika.exceptions
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from broker.relay import transport  # noqa: E402
+
 SCRIPT = ROOT / "scripts" / "rabbitmq-cluster.sh"
 DIR = Path(os.environ.get("LIENTHONG_CLUSTER_DIR", "/tmp/lienthong-cluster"))
 # a dropped connection, a node that refuses or closes it, a channel closed under us
@@ -117,8 +121,15 @@ def cluster(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def urls() -> tuple[list[str], str]:
+    """The nodes' AMQP URLs (TLS, the admin account of the management URL, default vhost) and the
+    management URL of node 3."""
     values = dict(line.split("=", 1) for line in cluster("urls").stdout.splitlines() if "=" in line)
-    return values["LIENTHONG_CLUSTER_AMQP"].strip('"').split(), values["LIENTHONG_CLUSTER_MGMT"].strip('"')
+    mgmt = values["LIENTHONG_CLUSTER_MGMT"].strip('"')
+    admin = urllib.parse.urlsplit(mgmt).netloc.rpartition("@")[0]
+    ca = os.path.join(os.environ.get("LIENTHONG_TRANSPORT_CA", "/var/lib/lienthong/transport-ca"), "ca.pem")
+    nodes = [u.replace("amqps://", f"amqps://{admin}@") + f"?cacertfile={urllib.parse.quote(ca, safe='')}"
+             for u in values["LIENTHONG_CLUSTER_AMQP"].strip('"').split()]
+    return nodes, mgmt
 
 
 def running_nodes(node: int) -> int:
@@ -131,7 +142,7 @@ def running_nodes(node: int) -> int:
 
 
 def params(url: str) -> pika.URLParameters:
-    p = pika.URLParameters(url)
+    p = transport.parameters(url)[0]
     p.connection_attempts = 1
     p.socket_timeout = 5
     p.heartbeat = 30

@@ -46,6 +46,7 @@ from broker.core.parsing import parse  # noqa: E402
 from broker.core.trust import TrustStore  # noqa: E402
 from broker.ops import queues  # noqa: E402
 from broker.relay import layout, transport  # noqa: E402
+from tests import services  # noqa: E402
 from tests.relay import Relay  # noqa: E402
 
 SENDER, FAR, SLOW, POISONER = "000.00.51.H41", "001.00.31.H14", "000.00.52.H41", "000.00.01.H41"
@@ -567,8 +568,7 @@ def main() -> int:
                 slow_delay=0.0 if a.soak else Plan.slow_delay,
                 cluster=str(CLUSTER_SCRIPT) if a.cluster else "",
                 drain_seconds=max(120.0, a.seconds / 2))
-    amqp = os.environ.get("LIENTHONG_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    mgmt = os.environ.get("LIENTHONG_MGMT_URL", "http://guest:guest@127.0.0.1:15672")
+    amqp, mgmt = services.broker_urls()
     if a.cluster:
         subprocess.run([str(CLUSTER_SCRIPT), "start"], check=True)
         amqp, mgmt = cluster_urls()

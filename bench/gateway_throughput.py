@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import sys
 import tempfile
 import threading
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.gateway import create_app, issue_token  # noqa: E402
 from broker import logs  # noqa: E402
+from tests import services  # noqa: E402
 from tests.relay import Relay, serve  # noqa: E402
 
 SENDER, RECIPIENT = "000.00.51.H41", "000.00.52.H41"
@@ -37,8 +37,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     args = ap.parse_args()
     logs.configure(level="WARNING")
-    amqp = os.environ.get("LIENTHONG_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    mgmt = os.environ.get("LIENTHONG_MGMT_URL", "http://guest:guest@127.0.0.1:15672")
+    amqp, mgmt = services.broker_urls()
     with tempfile.TemporaryDirectory() as tmp:
         relay = Relay(Path(tmp), amqp, mgmt, workers=0)
         try:

@@ -9,7 +9,10 @@ For each size it runs, in the same broker and the same run:
 - raw: one process per hub that moves the same bytes through the same queues with the same
   publisher confirms and acks, and does no XML, signature, store or evidence work;
 - no-receipts: lienthong with transport receipts and the audit log switched off
-  (LIENTHONG_RECEIPTS=off), to show what receipts and audit cost.
+  (LIENTHONG_RECEIPTS=off), to show what receipts and audit cost;
+- raw-plain (asked for with --relays): the raw forwarders over plain AMQP on loopback (the
+  broker's admin account: lienthong's own accounts cannot log in without TLS), beside raw over
+  TLS with client certificates: what TLS costs the hubs' connections.
 
 Throughput: documents pushed as fast as one publisher with confirms allows, until all arrive.
 Latency: p50/p99 from publish to arrival in the inbox, at half the measured throughput, with the
@@ -28,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from broker import logs  # noqa: E402
 from broker.core import wire  # noqa: E402
 from broker.relay import layout, transport  # noqa: E402
+from tests import services  # noqa: E402
 from tests.relay import Relay  # noqa: E402
 
 SENDER, RECIPIENT = "000.00.51.H41", "001.00.31.H14"
@@ -44,23 +49,28 @@ LAST = "H14-D31"
 
 # --- the raw relay: same queues, same confirms, no work ------------------------------------
 
-def raw_worker(hub: str, topology_path: str, data_dir: str) -> None:
+def raw_worker(hub: str, topology_path: str, data_dir: str, plain: bool = False) -> None:
     """Consume the hub's ingress, publish each message to the next hub (or the inbox), ack on confirm."""
     from broker.core.topology import Topology
-    from broker.relay.provision import Credentials
     from broker.settings import Settings
 
     topo = Topology.load(topology_path)
     names = wire.names(topo)
-    creds = Credentials(Settings.from_env(data_dir=data_dir).credentials)
+    keys = Settings.from_env(data_dir=data_dir).keys
     ioloop = transport.new_ioloop()
-    own = layout.amqp_url(topo, hub, names.hub_user(hub), creds.password(names.hub_user(hub)))
+    own = layout.account_url(topo, hub, keys.hub_account(hub, "hub"), keys.broker_ca)
     if hub == LAST:
         out_url, exchange, key, user = own, wire.EX_INBOX, RECIPIENT, names.hub_user(hub)
     else:
         nxt = ROUTE[hub]
-        out_url = layout.amqp_url(topo, nxt, names.link_user(hub), creds.password(names.link_user(hub)))
+        out_url = layout.account_url(topo, nxt, keys.hub_account(hub, "link"), keys.broker_ca)
         exchange, key, user = wire.link_exchange(hub), "", names.link_user(hub)
+    if plain:  # the admin account over plain AMQP on loopback (for comparison only)
+        admin = urlsplit(os.environ["LIENTHONG_MGMT_URL"]).netloc.rpartition("@")[0]
+        vhost_of = {h: quote(names.vhost(h), safe="") for h in topo.hubs}
+        own = f"amqp://{admin}@127.0.0.1:5672/{vhost_of[hub]}"
+        out_url = own if hub == LAST else f"amqp://{admin}@127.0.0.1:5672/{vhost_of[ROUTE[hub]]}"
+        user = None
     parts: dict[str, object] = {}
 
     def ready(_: object) -> None:
@@ -194,14 +204,13 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--relays", default="raw,no-receipts,lienthong",
                     help="raw: pika forwarders; no-receipts: lienthong without receipts and audit; lienthong: all")
-    ap.add_argument("--raw-worker", nargs=3, metavar=("HUB", "TOPOLOGY", "DATA"), help=argparse.SUPPRESS)
+    ap.add_argument("--raw-worker", nargs=4, metavar=("HUB", "TOPOLOGY", "DATA", "PLAIN"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.raw_worker:
-        raw_worker(*args.raw_worker)
+        raw_worker(*args.raw_worker[:3], plain=args.raw_worker[3] == "plain")
         return
     logs.configure(level="WARNING")
-    amqp = os.environ.get("LIENTHONG_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    mgmt = os.environ.get("LIENTHONG_MGMT_URL", "http://guest:guest@127.0.0.1:15672")
+    amqp, mgmt = services.broker_urls()
     print(f"{'size':>7} {'relay':>12} {'docs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'n':>6} "
           f"{'hubs CPU%':>9} {'broker CPU%':>11} {'hub ms/doc':>10}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -209,13 +218,15 @@ def main() -> None:
             count = (args.count if size <= 20_000 else max(300, args.count // 4)) * 3 // 2
             for kind in args.relays.split(","):
                 env = {"LIENTHONG_RECEIPTS": "off"} if kind == "no-receipts" else {}
-                relay = Relay(Path(tmp) / f"{kind}-{size}", amqp, mgmt, workers=0 if kind == "raw" else 1, env=env)
+                raw = kind.startswith("raw")
+                relay = Relay(Path(tmp) / f"{kind}-{size}", amqp, mgmt, workers=0 if raw else 1, env=env)
                 raw_procs = []
-                if kind == "raw":
+                if raw:
                     for hub in (*ROUTE, LAST):
                         raw_procs.append(subprocess.Popen(
                             [sys.executable, __file__, "--raw-worker", hub, str(relay.settings.topology),
-                             str(relay.settings.data_dir)]))
+                             str(relay.settings.data_dir), "plain" if kind == "raw-plain" else "tls"],
+                            env=relay.env))
                 try:
                     time.sleep(2)
                     raw_size = max(100, (size - 2600) * 3 // 4)  # base64 grows by 4/3; ~2.6 kB of header

@@ -7,8 +7,9 @@ environment at import.
 | ``LIENTHONG_DATA`` | ``./data`` | data directory: dev PKI, credentials, SQLite state |
 | ``LIENTHONG_TOPOLOGY`` | ``config/topology.yaml`` | hubs and agency directory |
 | ``LIENTHONG_PKI`` | ``$LIENTHONG_DATA/pki`` | trust store directory, hub and agency keys |
+| ``LIENTHONG_TRANSPORT_CA`` | ``$LIENTHONG_PKI/transport`` | the broker TLS CA: ``ca.pem`` (``ca.key`` where issued) |
 | ``LIENTHONG_STATE_URL`` | ``$LIENTHONG_DATA/state`` | SQLite directory, or a ``postgresql://`` URL |
-| ``LIENTHONG_MGMT_URL`` | ``http://guest:guest@127.0.0.1:15672`` | RabbitMQ management API (setup, status) |
+| ``LIENTHONG_MGMT_URL`` | ``http://127.0.0.1:15672`` | RabbitMQ management API and its admin account (setup, status) |
 | ``LIENTHONG_CHECKPOINT_SECONDS`` | 60 | how often a hub signs the head of its audit log |
 | ``LIENTHONG_WATCH_SECONDS`` | 30 | how often a hub reads its queue depths for alerts |
 | ``LIENTHONG_LEASE_SECONDS`` | 15 | how long a worker's claim on a message keeps other workers off |
@@ -28,13 +29,29 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class PkiLayout:
-    """Where the trust store directory keeps each principal's material."""
+    """Where the trust store directory keeps each principal's material.
+
+    Each principal's secrets sit in its own directory, so a host gets only its own: a hub's
+    directory holds its signing key and the client certificates of its two broker accounts (its
+    own vhost, its links to neighbours); an agency's, its signing key and its broker account.
+    The CAs' keys live under ``ca/`` and ``transport/ca.key``, on the host that issues."""
 
     root: Path
+    transport: Path | None = None
+    """The transport CA's directory (default ``<root>/transport``)."""
 
     @property
     def anchor(self) -> Path:
         return self.root / "root-ca.pem"
+
+    @property
+    def transport_ca(self) -> Path:
+        return self.transport or self.root / "transport"
+
+    @property
+    def broker_ca(self) -> Path:
+        """The CA certificate a client verifies the broker's TLS certificate against."""
+        return self.transport_ca / "ca.pem"
 
     def hub(self, hub_id: str) -> tuple[Path, Path]:
         """(private key, certificate) of a hub."""
@@ -45,6 +62,17 @@ class PkiLayout:
         """(private key, certificate) of an agency."""
         d = self.root / "agencies" / organ_id
         return d / "key.pem", d / "cert.pem"
+
+    def hub_account(self, hub_id: str, role: str) -> tuple[Path, Path]:
+        """(private key, client certificate) of a hub's broker account: ``role`` "hub" (its own
+        vhost) or "link" (publishing into its neighbours')."""
+        d = self.root / "hubs" / hub_id
+        return d / f"amqp-{role}-key.pem", d / f"amqp-{role}-cert.pem"
+
+    def agency_account(self, organ_id: str) -> tuple[Path, Path]:
+        """(private key, client certificate) of an agency's broker account."""
+        d = self.root / "agencies" / organ_id
+        return d / "amqp-key.pem", d / "amqp-cert.pem"
 
 
 @dataclass
@@ -101,14 +129,11 @@ class Settings:
     state_url: str
     mgmt_url: str
     tuning: Tuning = field(default_factory=Tuning)
-
-    @property
-    def credentials(self) -> Path:
-        return self.data_dir / "credentials.yaml"
+    transport_ca: Path | None = None
 
     @property
     def keys(self) -> PkiLayout:
-        return PkiLayout(self.pki)
+        return PkiLayout(self.pki, self.transport_ca)
 
     @classmethod
     def from_env(cls, **overrides: str | None) -> Settings:
@@ -119,6 +144,7 @@ class Settings:
             topology=Path(overrides.get("topology") or env.get("LIENTHONG_TOPOLOGY", "config/topology.yaml")),
             pki=Path(overrides.get("pki") or env.get("LIENTHONG_PKI", str(data / "pki"))),
             state_url=overrides.get("state_url") or env.get("LIENTHONG_STATE_URL", str(data / "state")),
-            mgmt_url=overrides.get("mgmt_url") or env.get("LIENTHONG_MGMT_URL", "http://guest:guest@127.0.0.1:15672"),
+            mgmt_url=overrides.get("mgmt_url") or env.get("LIENTHONG_MGMT_URL", "http://127.0.0.1:15672"),
             tuning=Tuning.from_env(env),
+            transport_ca=Path(t) if (t := overrides.get("transport_ca") or env.get("LIENTHONG_TRANSPORT_CA")) else None,
         )

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what lienthong needs on a Debian machine: xmlsec1, amqp-tools and chromium (interop and dashboard tests), a virtualenv in .venv
+# Install what lienthong needs on a Debian machine: xmlsec1, librabbitmq-dev with gcc and chromium
+# (interop and dashboard tests), a virtualenv in .venv
 # with the package and its test dependencies.  Quick when all is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +9,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; t
 missing=()
 command -v xmlsec1 >/dev/null || missing+=(xmlsec1)
 command -v psql >/dev/null || missing+=(postgresql-client)
-command -v amqp-publish >/dev/null || missing+=(amqp-tools)
+[ -f /usr/include/amqp_ssl_socket.h ] || missing+=(librabbitmq-dev)
+command -v gcc >/dev/null || missing+=(gcc)
 command -v chromium >/dev/null || missing+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

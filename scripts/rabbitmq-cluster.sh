@@ -8,25 +8,41 @@
 #
 # Each node has its own name, ports, data and log directories under $LIENTHONG_CLUSTER_DIR
 # (default /tmp/lienthong-cluster) and runs as the rabbitmq user with the default node's Erlang
-# cookie, so `rabbitmqctl -n ltN@localhost` works.  Needs Debian's rabbitmq-server and root.
+# cookie, so `rabbitmqctl -n ltN@localhost` works.  Like the default node (scripts/ensure-rabbitmq.sh,
+# which must have run: its TLS material and admin account are reused), each node listens with TLS
+# (5691-5693) and lets accounts log in with their client certificates.  Needs root.
 set -euo pipefail
 DIR=${LIENTHONG_CLUSTER_DIR:-/tmp/lienthong-cluster}
 NODES=(1 2 3)
 say() { echo "rabbitmq-cluster: $*" >&2; }
 ctl() { rabbitmqctl -q -n "lt$1@localhost" "${@:2}"; }
 amqp_port() { echo $((5680 + $1)); }
+tls_port() { echo $((5690 + $1)); }
+ADMIN_FILE=${LIENTHONG_ADMIN_FILE:-/var/lib/lienthong/broker-admin.env}
+admin_url() { sed -n 's/^LIENTHONG_MGMT_URL=//p' "$ADMIN_FILE"; }
 http_port() { echo $((15680 + $1)); }
 answers() { timeout 2 bash -c "</dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
 start_node() {
   local n=$1 d="$DIR/lt$1"
-  if answers "$(amqp_port "$n")"; then return 0; fi
+  if answers "$(tls_port "$n")"; then return 0; fi
   mkdir -p "$d/mnesia" "$d/log"
   cat > "$d/rabbitmq.conf" <<EOF
-listeners.tcp.default = $(amqp_port "$n")
+listeners.tcp.default = 127.0.0.1:$(amqp_port "$n")
+listeners.ssl.default = $(tls_port "$n")
+ssl_options.cacertfile = /etc/rabbitmq/lienthong/ca.pem
+ssl_options.certfile = /etc/rabbitmq/lienthong/server.pem
+ssl_options.keyfile = /etc/rabbitmq/lienthong/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+auth_mechanisms.1 = PLAIN
+auth_mechanisms.2 = AMQPLAIN
+auth_mechanisms.3 = EXTERNAL
+ssl_cert_login_from = common_name
+management.tcp.ip = 127.0.0.1
 management.tcp.port = $(http_port "$n")
 EOF
-  echo "[rabbitmq_management]." > "$d/enabled_plugins"
+  echo "[rabbitmq_management,rabbitmq_auth_mechanism_ssl]." > "$d/enabled_plugins"
   : > "$d/env.conf"  # not the default node's rabbitmq-env.conf (it names that node)
   chown -R rabbitmq:rabbitmq "$d"
   su rabbitmq -s /bin/sh -c "cd /var/lib/rabbitmq && env HOME=/var/lib/rabbitmq \
@@ -62,7 +78,7 @@ wait_cluster() {
 case "${1:-}" in
   start)
     command -v rabbitmq-server >/dev/null || { say "install Debian's rabbitmq-server first"; exit 1; }
-    if [ "$(running_nodes 1)" = 3 ]; then say "cluster already running"; exit 0; fi
+    if [ "$(running_nodes 1)" = 3 ] && answers "$(tls_port 1)"; then say "cluster already running"; exit 0; fi
     # a fresh cluster each time: nodes restarted from old data would each wait for the last
     # node to have stopped (minutes); this cluster is for trying and testing, not for keeping data
     for n in "${NODES[@]}"; do ctl "$n" shutdown >/dev/null 2>&1 || true; done
@@ -77,7 +93,11 @@ case "${1:-}" in
       fi
     done
     wait_cluster
-    say "3 nodes running: lt1..lt3@localhost on AMQP ports 5681-5683"
+    # the default node's admin account (users are cluster-wide: once is enough)
+    read -r admin password < <(admin_url | python3 -c 'import sys,urllib.parse as u; p=u.urlsplit(sys.stdin.read().strip()); print(u.unquote(p.username), u.unquote(p.password))')
+    ctl 1 add_user "$admin" "$password" >/dev/null 2>&1 || ctl 1 change_password "$admin" "$password" >/dev/null
+    ctl 1 set_user_tags "$admin" administrator >/dev/null
+    say "3 nodes running: lt1..lt3@localhost on AMQP ports 5691-5693 (TLS)"
     ;;
   stop-node)
     n=${2:?node number}
@@ -96,15 +116,15 @@ case "${1:-}" in
     ;;
   status)
     for n in "${NODES[@]}"; do
-      if answers "$(amqp_port "$n")"; then echo "lt$n@localhost up (amqp $(amqp_port "$n"), http $(http_port "$n"))"
+      if answers "$(tls_port "$n")"; then echo "lt$n@localhost up (amqps $(tls_port "$n"), http $(http_port "$n"))"
       else echo "lt$n@localhost down"; fi
     done
     echo "running nodes seen by lt1: $(running_nodes 1)"
     ;;
   urls)
     printf 'LIENTHONG_CLUSTER_AMQP="%s"\n' "$(for n in "${NODES[@]}"; do
-      printf 'amqp://guest:guest@127.0.0.1:%s/ ' "$(amqp_port "$n")"; done | sed 's/ $//')"
-    printf 'LIENTHONG_CLUSTER_MGMT="http://guest:guest@127.0.0.1:%s"\n' "$(http_port 3)"
+      printf 'amqps://127.0.0.1:%s/ ' "$(tls_port "$n")"; done | sed 's/ $//')"
+    printf 'LIENTHONG_CLUSTER_MGMT="%s"\n' "$(admin_url | sed "s/:15672/:$(http_port 3)/")"
     ;;
   *)
     sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'

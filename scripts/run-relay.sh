@@ -4,6 +4,8 @@
 # Extra arguments go to `lienthong up` (e.g. --exit-after-demo, --workers 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export LIENTHONG_TRANSPORT_CA=${LIENTHONG_TRANSPORT_CA:-/var/lib/lienthong/transport-ca}
 scripts/bootstrap.sh
 scripts/ensure-rabbitmq.sh
+if [ -z "${LIENTHONG_MGMT_URL:-}" ]; then set -a; . "${LIENTHONG_ADMIN_FILE:-/var/lib/lienthong/broker-admin.env}"; set +a; fi
 exec .venv/bin/lienthong up --demo "$@"

@@ -28,5 +28,5 @@ def clean(mgmt_url: str) -> tuple[int, int]:
 
 
 if __name__ == "__main__":
-    v, u = clean(os.environ.get("LIENTHONG_MGMT_URL", "http://guest:guest@127.0.0.1:15672"))
+    v, u = clean(os.environ["LIENTHONG_MGMT_URL"])
     print(f"cleanup: removed {v} test vhost(s) and {u} test user(s) left by earlier runs")

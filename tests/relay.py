@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -29,8 +30,9 @@ from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.relay import devpki, layout, transport
 from broker.relay.assemble import hub_certificates
-from broker.relay.provision import Credentials, Management, apply, q
+from broker.relay.provision import Management, apply, q
 from broker.settings import Settings
+from tests import services
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,18 +62,20 @@ class Relay:
                  settings: dict[str, object] | None = None) -> None:
         self.namespace = f"lt{uuid.uuid4().hex[:8]}"
         raw = yaml.safe_load((ROOT / "config" / "topology.yaml").read_text(encoding="utf-8"))
-        raw.update(namespace=self.namespace, amqp_url=amqp_url, management_url=mgmt_url)
+        mgmt_node = urlsplit(mgmt_url)._replace(netloc=urlsplit(mgmt_url).netloc.rpartition("@")[2]).geturl()
+        raw.update(namespace=self.namespace, amqp_url=amqp_url, management_url=mgmt_node)  # no secret here
         raw["settings"] = {**(raw.get("settings") or {}), **(settings or {})}
         base.mkdir(parents=True, exist_ok=True)
         (base / "topology.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
         self.topology = Topology.load(base / "topology.yaml")
         self.settings = Settings(data_dir=base / "data", topology=base / "topology.yaml", pki=base / "pki",
-                                 state_url=state_url or str(base / "state"), mgmt_url=mgmt_url)
-        devpki.init(self.settings.pki, self.topology)
-        self.credentials = Credentials(self.settings.credentials)
-        apply(self.topology, self.credentials, mgmt_url)
+                                 state_url=state_url or str(base / "state"), mgmt_url=mgmt_url,
+                                 transport_ca=services.transport_ca())
+        devpki.init(self.settings.pki, self.topology, self.settings.transport_ca)
+        apply(self.topology, mgmt_url, self.settings.keys.broker_ca)
         self.names = wire.names(self.topology)
         self.env = {**os.environ, "LIENTHONG_DATA": str(self.settings.data_dir),
+                    "LIENTHONG_TRANSPORT_CA": str(self.settings.transport_ca),
                     "LIENTHONG_TOPOLOGY": str(self.settings.topology), "LIENTHONG_PKI": str(self.settings.pki),
                     "LIENTHONG_STATE_URL": self.settings.state_url, "LIENTHONG_MGMT_URL": mgmt_url,
                     "LIENTHONG_LEASE_SECONDS": "2", **(env or {})}
@@ -124,13 +128,16 @@ class Relay:
     # -- agencies ------------------------------------------------------------------------
 
     def client(self, organ_id: str) -> AgencyClient:
-        user = self.names.agency_user(organ_id)
-        url = layout.amqp_url(self.topology, self.topology.agency(organ_id).hub, user,
-                              self.credentials.password(user))
+        url = self.agency_url(organ_id)
         handed = HandedOver(self.settings.data_dir / "agencies" / f"{organ_id}.sqlite3")
         trust = TrustStore.load(self.settings.pki)
         check = DeliveryCheck(trust, self.topology, hub_certificates(self.settings.pki, self.topology, trust))
         return AgencyClient(organ_id, url, handed=handed, check=check, key=self.key(organ_id))
+
+    def agency_url(self, organ_id: str, hub: str | None = None) -> str:
+        """The agency's broker account (its client certificate) on its hub's broker, or ``hub``'s."""
+        return layout.account_url(self.topology, hub or self.topology.agency(organ_id).hub,
+                                  self.settings.keys.agency_account(organ_id), self.settings.keys.broker_ca)
 
     def key(self, organ_id: str) -> SigningKey:
         """The agency's signing key (loaded once: loading checks the RSA key, about 45 ms)."""
@@ -169,8 +176,8 @@ class Relay:
         return [i for i in self.client(organ_id).peek() if i.kind == "edxml"]
 
     def hub_url(self, hub: str) -> str:
-        return layout.amqp_url(self.topology, hub, self.names.hub_user(hub),
-                               self.credentials.password(self.names.hub_user(hub)))
+        return layout.account_url(self.topology, hub, self.settings.keys.hub_account(hub, "hub"),
+                                  self.settings.keys.broker_ca)
 
     def drain(self, hub: str, queue: str, *, timeout: float = 10.0, count: int = 1) -> list[transport.Received]:
         got: list[transport.Received] = []

@@ -14,12 +14,13 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
-DEFAULT_MGMT = "http://guest:guest@127.0.0.1:15672"
+DEFAULT_AMQP = "amqps://127.0.0.1:5671/"
+DEFAULT_TRANSPORT_CA = "/var/lib/lienthong/transport-ca"
 DEFAULT_PG = "postgresql://lienthong:lienthong@127.0.0.1:5432/lienthong"
 
 
@@ -51,22 +52,68 @@ def unavailable(what: str) -> None:
     pytest.skip(msg)
 
 
+def transport_ca() -> Path:
+    """The broker TLS CA's directory (``ca.pem``, ``ca.key``): test relays issue their accounts'
+    client certificates from it, and verify the broker against it."""
+    return Path(os.environ.get("LIENTHONG_TRANSPORT_CA", DEFAULT_TRANSPORT_CA))
+
+
+def broker_urls() -> tuple[str, str]:
+    """(AMQP URL, management URL) of this machine's broker as scripts/ensure-rabbitmq.sh leaves it:
+    from the environment, else the admin account it wrote (for bench/ scripts run by hand)."""
+    mgmt = os.environ.get("LIENTHONG_MGMT_URL", "")
+    admin = Path(os.environ.get("LIENTHONG_ADMIN_FILE", "/var/lib/lienthong/broker-admin.env"))
+    if not mgmt and admin.exists():
+        mgmt = admin.read_text().strip().partition("=")[2]
+    return os.environ.get("LIENTHONG_AMQP_URL", DEFAULT_AMQP), mgmt
+
+
 @contextmanager
 def rabbitmq() -> Iterator[tuple[str, str]]:
-    """(AMQP URL, management URL) of a real broker."""
+    """(AMQP URL, management URL with the admin account) of a real broker with TLS."""
     if docker_available():
-        from testcontainers.rabbitmq import RabbitMqContainer
-
-        with RabbitMqContainer("rabbitmq:3.13-management") as c:
-            host, port = c.get_container_host_ip(), c.get_exposed_port(5672)
-            mport = c.get_exposed_port(15672)
-            yield f"amqp://guest:guest@{host}:{port}/", f"http://guest:guest@{host}:{mport}"
+        with _rabbitmq_container() as urls:
+            yield urls
         return
-    url = os.environ.get("LIENTHONG_AMQP_URL", DEFAULT_AMQP)
-    mgmt = os.environ.get("LIENTHONG_MGMT_URL", DEFAULT_MGMT)
-    if not answers(url, 5672) or not answers(mgmt, 15672):
-        unavailable(f"RabbitMQ at {urlsplit(url).hostname}:{urlsplit(url).port or 5672} (with management)")
+    url, mgmt = broker_urls()
+    if not mgmt or not answers(url, 5671) or not answers(mgmt, 15672) or not (transport_ca() / "ca.key").exists():
+        unavailable(f"RabbitMQ with TLS at {urlsplit(url).hostname}:{urlsplit(url).port or 5671} (with management, "
+                    f"an admin account in LIENTHONG_MGMT_URL and the transport CA in {transport_ca()})")
     yield url, mgmt
+
+
+@contextmanager
+def _rabbitmq_container() -> Iterator[tuple[str, str]]:
+    """A throw-away broker configured as scripts/ensure-rabbitmq.sh configures this machine's: TLS
+    with a transport CA made for it, EXTERNAL logins, a generated admin account."""
+    import secrets
+    import tempfile
+
+    from testcontainers.rabbitmq import RabbitMqContainer
+
+    from broker.relay import devpki
+
+    tls = Path(tempfile.mkdtemp(prefix="lienthong-tls-"))
+    devpki.write_pair((tls / "server.key", tls / "server.pem"),
+                      devpki.issue_server(devpki.transport_ca(tls), ["localhost", "127.0.0.1"]))
+    for f in ("server.key", "ca.key"):
+        (tls / f).chmod(0o644)  # the container's rabbitmq user reads them; the directory is private
+    (tls / "lienthong.conf").write_text("\n".join([
+        "listeners.ssl.default = 5671", "ssl_options.cacertfile = /tls/ca.pem",
+        "ssl_options.certfile = /tls/server.pem", "ssl_options.keyfile = /tls/server.key",
+        "ssl_options.verify = verify_peer", "ssl_options.fail_if_no_peer_cert = false",
+        "auth_mechanisms.1 = PLAIN", "auth_mechanisms.2 = EXTERNAL", "ssl_cert_login_from = common_name", ""]))
+    (tls / "enabled_plugins").write_text("[rabbitmq_management,rabbitmq_auth_mechanism_ssl].\n")
+    password = secrets.token_urlsafe(18)
+    container = (RabbitMqContainer("rabbitmq:3.13-management", username="lienthong-admin", password=password)
+                 .with_exposed_ports(5671, 15672).with_volume_mapping(str(tls), "/tls")
+                 .with_env("RABBITMQ_ENABLED_PLUGINS_FILE", "/tls/enabled_plugins")
+                 .with_env("RABBITMQ_CONFIG_FILES", "/tls/lienthong.conf"))
+    with container as c:
+        os.environ["LIENTHONG_TRANSPORT_CA"] = str(tls)
+        host = c.get_container_host_ip()
+        yield (f"amqps://{host}:{c.get_exposed_port(5671)}/",
+               f"http://lienthong-admin:{password}@{host}:{c.get_exposed_port(15672)}")
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import pika
 import pytest
 
 from broker.core import wire
-from broker.relay import layout
+from broker.relay import layout, transport
 from broker.relay.provision import Management, q
 from tests.relay import Relay
 
@@ -33,7 +33,7 @@ def idle_relay(rabbitmq_urls: tuple[str, str], tmp_path: Path) -> Iterator[Relay
 
 
 def _channel(relay: Relay) -> pika.adapters.blocking_connection.BlockingChannel:
-    ch = pika.BlockingConnection(pika.URLParameters(relay.hub_url(HUB))).channel()
+    ch = pika.BlockingConnection(transport.parameters(relay.hub_url(HUB))).channel()
     ch.confirm_delivery()
     return ch
 

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -92,7 +93,7 @@ def test_size_limit_from_configuration(relay: Relay) -> None:
 
 
 def _local_rabbitmqctl(relay: Relay) -> bool:
-    host = relay.topology.hubs["H41"].amqp_url.split("@")[-1].split(":")[0]
+    host = urlsplit(relay.topology.hubs["H41"].amqp_url.split()[0]).hostname
     return shutil.which("rabbitmqctl") is not None and host in ("127.0.0.1", "localhost")
 
 

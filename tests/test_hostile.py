@@ -192,9 +192,7 @@ def _sha(data: bytes) -> str:
 
 
 def _account_url(relay: Relay, agency: str, hub: str | None = None) -> str:
-    user = relay.names.agency_user(agency)
-    return layout.amqp_url(relay.topology, hub or relay.topology.agency(agency).hub, user,
-                           relay.credentials.password(user))
+    return relay.agency_url(agency, hub)
 
 
 def publish_raw(relay: Relay, agency: str, body: bytes, headers: Mapping[str, Any] | None = None) -> None:
@@ -285,7 +283,7 @@ def access(relay: Relay, kit: Kit, obs: Observer) -> dict[str, tuple[str, str]]:
 
 
 def _forged_user_id(url: str, exchange: str, body: bytes, user_id: str) -> str:
-    conn = pika.BlockingConnection(pika.URLParameters(url))
+    conn = pika.BlockingConnection(transport.parameters(url))
     try:
         ch = conn.channel()
         ch.confirm_delivery()

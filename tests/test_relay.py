@@ -191,12 +191,11 @@ def test_duplicate_of_rejected_gets_no_second_receipt(relay: Relay) -> None:
 
 def test_agency_cannot_read_another_inbox(relay: Relay) -> None:
     """An agency's credentials are refused on another agency's inbox and on another hub."""
-    from broker.relay import layout, transport
+    from broker.relay import transport
     mine = relay.client(N_COMMUNE)
     with pytest.raises(errors.AccessRefused):
         transport.fetch(mine.url, wire.inbox_queue(N_COMMUNE_2), lambda r: False)
-    other_hub = layout.amqp_url(relay.topology, "H14", relay.names.agency_user(N_COMMUNE),
-                                relay.credentials.password(relay.names.agency_user(N_COMMUNE)))
+    other_hub = relay.agency_url(N_COMMUNE, "H14")
     with pytest.raises(errors.AccessRefused):
         transport.publish(other_hub, wire.agency_exchange(N_COMMUNE), "", b"<x/>", message_id="x", user_id=None)
     with pytest.raises(errors.AccessRefused):  # nor may it write to another agency's entry, or the ingress

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
 import pytest
 
 from broker.core import errors
@@ -62,16 +65,24 @@ def test_docker_topology_matches(topo: Topology) -> None:
     assert docker.agencies == topo.agencies
     assert {k: (h.parent, h.name) for k, h in docker.hubs.items()} == {
         k: (h.parent, h.name) for k, h in topo.hubs.items()}
-    assert all("@rabbitmq:" in h.amqp_url for h in docker.hubs.values())
+    assert all(urlsplit(h.amqp_url).hostname == "rabbitmq" and urlsplit(h.amqp_url).scheme == "amqps"
+               for h in docker.hubs.values())
 
 
-def test_cluster_urls(topo: Topology) -> None:
+def test_cluster_urls(topo: Topology, tmp_path: Path) -> None:
     """A hub on a cluster lists its nodes; every account's URL names each node, in the hub's vhost,
-    and a client connects to the first node that accepts a connection."""
+    over TLS with the account's certificate, and a client connects to the first node that accepts
+    a connection."""
     import socket
 
-    from broker.relay import layout, transport
+    from broker.relay import devpki, layout, transport
 
+    ca = devpki.make_root("test transport CA")
+    account = (tmp_path / "key.pem", tmp_path / "cert.pem")
+    devpki.write_pair(account, devpki.issue_account(ca, "hub.H41"))
+    (tmp_path / "ca.pem").write_bytes(devpki.pem_cert(ca.cert))
+    tls = (f"?cacertfile={quote(str(tmp_path / 'ca.pem'), safe='')}&certfile={quote(str(account[1]), safe='')}"
+           f"&keyfile={quote(str(account[0]), safe='')}&auth_mechanism=external")
     with socket.socket() as live:
         live.bind(("127.0.0.1", 0))
         live.listen()
@@ -79,15 +90,17 @@ def test_cluster_urls(topo: Topology) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             down = s.getsockname()[1]  # bound, not listening: connections are refused
-        raw = {"hubs": [{"id": "H41", "amqp_url": [f"amqp://a:b@127.0.0.1:{down}/", f"amqp://a:b@127.0.0.1:{up}/"]}],
+        raw = {"hubs": [{"id": "H41", "amqp_url": [f"amqps://127.0.0.1:{down}/", f"amqps://127.0.0.1:{up}/"]}],
                "agencies": [{"organ_id": "000.00.00.H41", "hub": "H41"}]}
         cluster = Topology.from_dict(raw)
-        url = layout.amqp_url(cluster, "H41", "hub.H41", "p w")
-        assert url.split() == [f"amqp://hub.H41:p%20w@127.0.0.1:{down}/lienthong.H41",
-                               f"amqp://hub.H41:p%20w@127.0.0.1:{up}/lienthong.H41"]
-        assert [p.port for p in transport.parameters(url)] == [down, up]
+        url = layout.account_url(cluster, "H41", account, tmp_path / "ca.pem")
+        assert url.split() == [f"amqps://hub.H41@127.0.0.1:{down}/lienthong.H41{tls}",
+                               f"amqps://hub.H41@127.0.0.1:{up}/lienthong.H41{tls}"]
+        nodes = transport.parameters(url)
+        assert [p.port for p in nodes] == [down, up]
+        assert all(p.ssl_options is not None and p.credentials.TYPE == "EXTERNAL" for p in nodes)
         assert transport.reachable(url).port == up
-    single = layout.amqp_url(topo, "H41", "hub.H41", "x")
-    assert single == "amqp://hub.H41:x@127.0.0.1:5672/lienthong.H41"
-    assert Topology.from_dict({**raw, "hubs": [{"id": "H41", "amqp_url": "amqp://h1/, amqp://h2/"}]}) \
-        .hubs["H41"].amqp_url == "amqp://h1/ amqp://h2/"
+    single = layout.account_url(topo, "H41", account, tmp_path / "ca.pem")
+    assert single == f"amqps://hub.H41@127.0.0.1:5671/lienthong.H41{tls}"
+    assert Topology.from_dict({**raw, "hubs": [{"id": "H41", "amqp_url": "amqps://h1/, amqps://h2/"}]}) \
+        .hubs["H41"].amqp_url == "amqps://h1/ amqps://h2/"

@@ -1,27 +1,25 @@
 """What a command needs to act as an agency or a hub on this machine: its client and its keys,
-assembled from the deployment's settings (credentials file, topology, trust store)."""
+assembled from the deployment's settings (its own files in the trust store, the topology)."""
 
 from __future__ import annotations
 
 from adapters.localdb import HandedOver
 from adapters.sdk import AgencyClient
-from broker.core import wire
 from broker.core.delivery import DeliveryCheck
 from broker.core.signer import SigningKey
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.relay import layout
 from broker.relay.assemble import hub_certificates
-from broker.relay.provision import Credentials
 from broker.settings import Settings
 
 
 def agency_client(settings: Settings, organ_id: str) -> AgencyClient:
-    """The agency's own client: its broker account on its hub, and its handed-over store."""
+    """The agency's own client: its broker account on its hub (its client
+    certificate alone), and its handed-over store."""
     topology = Topology.load(settings.topology)
-    user = wire.names(topology).agency_user(organ_id)
-    password = Credentials(settings.credentials).password(user)
-    url = layout.amqp_url(topology, topology.agency(organ_id).hub, user, password)
+    url = layout.account_url(topology, topology.agency(organ_id).hub, settings.keys.agency_account(organ_id),
+                             settings.keys.broker_ca)
     key_path, cert_path = settings.keys.agency(organ_id)
     key = SigningKey.load(key_path, cert_path) if key_path.exists() else None  # its own key, if on this host
     return AgencyClient(organ_id, url, handed=HandedOver(settings.data_dir / "agencies" / f"{organ_id}.sqlite3"),

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
-from broker.cli.app import main
+from broker.cli.app import main, settings
 from broker.core.topology import Topology
 from broker.relay import devpki
+from broker.settings import PkiLayout
 
 
 @main.group()
@@ -19,13 +20,47 @@ def pki() -> None:
 @pki.command("init")
 @click.argument("directory")
 @click.option("--topology", "topology_path", default="config/topology.yaml", show_default=True)
-def pki_init(directory: str, topology_path: str) -> None:
-    """Create a root CA, hub and agency keys and certificates, and a CRL in DIRECTORY."""
+@click.option("--transport-ca", "transport", default=None,
+              help="The broker TLS CA's directory (ca.pem, ca.key) to issue broker accounts from; "
+                   "made there if absent. Default: $LIENTHONG_TRANSPORT_CA, else DIRECTORY/transport.")
+def pki_init(directory: str, topology_path: str, transport: str | None) -> None:
+    """Create a root CA, hub and agency keys and certificates, their broker accounts' client
+    certificates, and a CRL in DIRECTORY."""
     topo = Topology.load(topology_path)
     click.secho("WARNING: " + devpki.WARNING, fg="red", bold=True, err=True)
-    d = devpki.init(directory, topo)
+    d = devpki.init(directory, topo, Path(transport) if transport else settings().transport_ca)
     click.echo(f"dev PKI in {d}: anchor {d / 'root-ca.pem'}, CRL {d / 'root-ca.crl.pem'}, "
                f"{len(topo.hubs)} hubs, {len(topo.agencies)} agencies")
+
+
+@pki.command("issue")
+@click.argument("kind", type=click.Choice(["hub", "agency"]))
+@click.argument("principal")
+@click.option("--ca", "ca_dir", required=True, help="The dev PKI holding the CA keys (made by 'pki init').")
+@click.option("--out", "out", required=True, help="Where to write this one principal's material.")
+@click.option("--topology", "topology_path", default="config/topology.yaml", show_default=True)
+@click.option("--transport-ca", "transport", default=None, help="The broker TLS CA's directory (see init).")
+def pki_issue(kind: str, principal: str, ca_dir: str, out: str, topology_path: str, transport: str | None) -> None:
+    """Issue one hub's or one agency's material alone into OUT (an empty directory), to copy to
+    that host: its signing pair, its broker account(s), the trust anchor, the CRL and the broker
+    CA's certificate. No CA key is written to OUT."""
+    topo = Topology.load(topology_path)
+    click.secho("WARNING: " + devpki.WARNING, fg="red", bold=True, err=True)
+    src = PkiLayout(Path(ca_dir), Path(transport) if transport else settings().transport_ca)
+    dest = devpki.issue_one(src, PkiLayout(Path(out), Path(out) / "transport"), topo, kind, principal)
+    click.echo(f"{kind} {principal}: material in {dest}")
+
+
+@pki.command("broker-tls")
+@click.argument("directory")
+@click.option("--host", "hosts", multiple=True, default=("localhost", "127.0.0.1"), show_default=True,
+              help="A name or address the broker is reached by (repeat).")
+def pki_broker_tls(directory: str, hosts: tuple[str, ...]) -> None:
+    """Make the broker's TLS material in DIRECTORY: the transport CA (ca.pem, ca.key; kept if
+    present) and a server certificate for HOSTs (server.pem, server.key)."""
+    d = Path(directory)
+    devpki.write_pair((d / "server.key", d / "server.pem"), devpki.issue_server(devpki.transport_ca(d), hosts))
+    click.echo(f"broker TLS material in {d}: CA {d / 'ca.pem'}, server certificate for {', '.join(hosts)}")
 
 
 @pki.command("revoke")

@@ -11,7 +11,7 @@ from broker.cli.app import main, read_file, settings
 from broker.cli.clients import agency_client, agency_key
 from broker.core.topology import Topology
 from broker.relay.assemble import start_hub
-from broker.relay.provision import Credentials, apply
+from broker.relay.provision import apply
 from broker.relay.worker import HubWorker
 
 
@@ -24,7 +24,7 @@ def broker_group() -> None:
 def broker_setup() -> None:
     """Declare vhosts, users, permissions, exchanges and queues (idempotent)."""
     s = settings()
-    counts = apply(Topology.load(s.topology), Credentials(s.credentials), s.mgmt_url)
+    counts = apply(Topology.load(s.topology), s.mgmt_url, s.keys.broker_ca)
     click.echo("broker setup: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
@@ -45,7 +45,7 @@ def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    HubWorker(hub_id, hop.topology, hop, store, Credentials(s.credentials), prefetch=prefetch,
+    HubWorker(hub_id, hop.topology, hop, store, s.keys, prefetch=prefetch,
               tuning=s.tuning).run()
 
 

@@ -24,7 +24,7 @@ from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.core.validation import check
 from broker.relay import devpki
-from broker.relay.provision import Credentials, apply
+from broker.relay.provision import apply
 from broker.relay.supervise import Supervisor, start_worker
 from broker.settings import Settings
 
@@ -52,7 +52,7 @@ def ensure_pki(settings: Settings, topology: Topology) -> None:
 def run_all(settings: Settings, *, workers: int = 1, demo: bool = False, exit_after_demo: bool = False) -> int:
     topology = Topology.load(settings.topology)
     ensure_pki(settings, topology)
-    counts = apply(topology, Credentials(settings.credentials), settings.mgmt_url)
+    counts = apply(topology, settings.mgmt_url, settings.keys.broker_ca)
     click.echo("broker setup: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     ports = {h: METRICS_BASE + n for n, h in enumerate(topology.hubs)}  # first worker of each hub
     workers_of = Supervisor(lambda h, i: start_worker(h, ports[h] if i == 0 else None),

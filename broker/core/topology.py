@@ -72,7 +72,7 @@ class Topology:
     def from_dict(cls, raw: Any, source: str = "topology") -> Topology:
         if not isinstance(raw, dict) or "hubs" not in raw or "agencies" not in raw:
             raise ConfigError(f"{source} must be a mapping with 'hubs' and 'agencies'")
-        default_url = _urls(raw.get("amqp_url", "amqp://guest:guest@127.0.0.1:5672/"))
+        default_url = _urls(raw.get("amqp_url", "amqps://127.0.0.1:5671/"))
         hubs: dict[str, Hub] = {}
         for h in raw["hubs"]:
             hid = str(h["id"])

@@ -18,7 +18,7 @@ from broker.core.topology import Topology
 from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY
 from broker.relay import layout, transport
 from broker.relay.metrics import Thresholds
-from broker.relay.provision import Credentials, Management, q
+from broker.relay.provision import for_hub, q
 from broker.settings import Settings
 
 CERT_WARNING_DAYS = 30
@@ -75,7 +75,7 @@ def status(settings: Settings) -> list[HubStatus]:
     now = datetime.now(UTC)
     out = []
     for hub in topology.hubs.values():
-        m = Management(hub.management_url or settings.mgmt_url)
+        m = for_hub(hub.management_url, settings.mgmt_url)
         queues = {r["name"]: _queue(r) for r in m.get(f"/api/queues/{q(names.vhost(hub.hub_id))}") or []}
         # the ingress has a delivery limit: never look at its head (a look counts as a delivery)
         look = [k for k, v in queues.items() if v.messages and (k.startswith("inbox.") or k == wire.Q_PARKING)]
@@ -140,9 +140,8 @@ class Parked:
 
 
 def _hub_url(settings: Settings, topology: Topology, hub: str) -> str:
-    names = wire.names(topology)
-    return layout.amqp_url(topology, hub, names.hub_user(hub),
-                           Credentials(settings.credentials).password(names.hub_user(hub)))
+    """The hub's own broker account: operator commands run on the hub's host, with its material."""
+    return layout.account_url(topology, hub, settings.keys.hub_account(hub, "hub"), settings.keys.broker_ca)
 
 
 def _parked(hub: str, r: transport.Received) -> Parked:

@@ -7,8 +7,15 @@ store directory.  Layout written by :func:`init`::
     DIR/root-ca.pem               the trust anchor (the trust store is DIR itself)
     DIR/root-ca.crl.pem           the root's CRL
     DIR/ca/root-ca.key            the CA key (never in the trust store scan: subfolder)
-    DIR/hubs/<hub>/key.pem, cert.pem
-    DIR/agencies/<OrganId>/key.pem, cert.pem
+    DIR/hubs/<hub>/key.pem, cert.pem                   signing key, hop records
+    DIR/hubs/<hub>/amqp-{hub,link}-{key,cert}.pem      its two broker accounts (client certificates)
+    DIR/agencies/<OrganId>/key.pem, cert.pem           signing key
+    DIR/agencies/<OrganId>/amqp-{key,cert}.pem         its broker account
+    TRANSPORT/ca.pem, ca.key                           the broker TLS CA (default DIR/transport)
+
+A host gets its principal's directory, ``root-ca.pem``, the CRL and ``TRANSPORT/ca.pem``; the CA
+keys stay where certificates are issued (``lienthong pki issue`` makes one principal's material).
+Every key file is private from its creation.
 
 Agency certificates carry the agency code in the subject's UID attribute,
 which is how :func:`broker.topology.check_signer` binds signer to ``From``.
@@ -18,7 +25,7 @@ P-256 keys, which sign hop records fast.
 
 from __future__ import annotations
 
-import os
+import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,10 +34,12 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from broker.core import wire
 from broker.core.signer import PrivateKey
 from broker.core.topology import Topology
+from broker.private import write_private
 from broker.settings import PkiLayout
 
 WARNING = "DEVELOPMENT PKI: these keys and certificates are for development and tests only."
@@ -121,10 +130,11 @@ def pem_cert(cert: x509.Certificate) -> bytes:
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
+    if private:
+        write_private(path, data)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    if private:
-        os.chmod(path, 0o600)
 
 
 def write_pair(paths: tuple[Path, Path], issued: Issued) -> None:
@@ -133,24 +143,102 @@ def write_pair(paths: tuple[Path, Path], issued: Issued) -> None:
     _write(paths[1], pem_cert(issued.cert))
 
 
-def init(directory: str | Path, topology: Topology) -> Path:
-    """Create the whole dev PKI for ``topology`` in ``directory`` (which must be empty or absent)."""
+def init(directory: str | Path, topology: Topology, transport: Path | None = None) -> Path:
+    """Create the whole dev PKI for ``topology`` in ``directory`` (which must be empty or absent).
+    Broker accounts are issued by the transport CA in ``transport`` (made there if absent)."""
     d = Path(directory)
-    if d.exists() and any(d.iterdir()):
+    keys = PkiLayout(d, transport)
+    if d.exists() and any(p != keys.transport_ca for p in d.iterdir()):  # a transport CA made first may stay
         from broker.core.errors import UsageError
 
         raise UsageError(f"{d} is not empty; choose a new directory for the dev PKI")
     root = make_root()
-    keys = PkiLayout(d)
     _write(keys.anchor, pem_cert(root.cert))
     _write(d / "ca" / "root-ca.key", pem_key(root.key), private=True)
+    tca = transport_ca(keys.transport_ca)
     for hub in topology.hubs.values():
-        write_pair(keys.hub(hub.hub_id), issue(root, f"hub {hub.name}", uid=f"hub:{hub.hub_id}", kind="ec"))
+        issue_hub(keys, topology, hub.hub_id, root, tca)
     for agency in topology.agencies.values():
-        write_pair(keys.agency(agency.organ_id), issue(root, agency.name, uid=agency.organ_id))
+        issue_agency(keys, topology, agency.organ_id, root, tca)
     write_crl(d, root, [])
     (d / "README.txt").write_text(WARNING + "\n", encoding="utf-8")
     return d
+
+
+def issue_hub(keys: PkiLayout, topology: Topology, hub_id: str, root: Issued, tca: Issued) -> None:
+    """One hub's material alone: its signing pair and its two broker accounts."""
+    hub = topology.hubs[hub_id]
+    write_pair(keys.hub(hub_id), issue(root, f"hub {hub.name}", uid=f"hub:{hub_id}", kind="ec"))
+    names = wire.names(topology)
+    write_pair(keys.hub_account(hub_id, "hub"), issue_account(tca, names.hub_user(hub_id)))
+    write_pair(keys.hub_account(hub_id, "link"), issue_account(tca, names.link_user(hub_id)))
+
+
+def issue_agency(keys: PkiLayout, topology: Topology, organ_id: str, root: Issued, tca: Issued) -> None:
+    """One agency's material alone: its signing pair and its broker account."""
+    write_pair(keys.agency(organ_id), issue(root, topology.agency(organ_id).name, uid=organ_id))
+    write_pair(keys.agency_account(organ_id), issue_account(tca, wire.names(topology).agency_user(organ_id)))
+
+
+def issue_one(src: PkiLayout, dest: PkiLayout, topology: Topology, kind: str, principal: str) -> Path:
+    """One principal's material in ``dest`` (empty or absent), issued by the CAs of ``src``, with
+    the public files a host needs beside it; no CA key goes to ``dest``."""
+    if dest.root.exists() and any(dest.root.iterdir()):
+        from broker.core.errors import UsageError
+
+        raise UsageError(f"{dest.root} is not empty; choose a new directory for {kind} {principal}'s material")
+    root, tca = load_root(src.root), transport_ca(src.transport_ca)
+    (issue_hub if kind == "hub" else issue_agency)(dest, topology, principal, root, tca)
+    own_cert = (dest.hub(principal) if kind == "hub" else dest.agency(principal))[1]
+    _write((src.hub(principal) if kind == "hub" else src.agency(principal))[1], own_cert.read_bytes())
+    publics = [src.anchor, src.root / "root-ca.crl.pem", *(src.hub(h)[1] for h in topology.hubs if h != principal)]
+    for public in publics:  # what every host reads: the anchor, the CRL, the hubs' certificates
+        if public.exists():
+            _write(dest.root / public.relative_to(src.root), public.read_bytes())
+    _write(dest.broker_ca, src.broker_ca.read_bytes())
+    return dest.root
+
+
+# -- transport: the broker's TLS certificates and the accounts' client certificates ----------------
+
+def transport_ca(directory: Path) -> Issued:
+    """The transport CA kept in ``directory`` (``ca.pem``, ``ca.key``), made there if absent."""
+    if (directory / "ca.key").exists():
+        return load_ca(directory / "ca.pem", directory / "ca.key")
+    ca = make_root("lienthong transport CA")
+    _write(directory / "ca.key", pem_key(ca.key), private=True)
+    _write(directory / "ca.pem", pem_cert(ca.cert))
+    return ca
+
+
+def issue_account(ca: Issued, user: str) -> Issued:
+    """A client certificate for the broker account ``user`` (its common name: RabbitMQ's EXTERNAL
+    login takes the user name from it)."""
+    return issue(ca, user, kind="ec", eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+
+
+def issue_server(ca: Issued, hosts: Sequence[str], days: int = 825) -> Issued:
+    """A TLS server certificate (for the broker, or the gateway) valid for ``hosts`` (names or IPs)."""
+    key = new_key("ec")
+    sans: list[x509.GeneralName] = []
+    for h in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            sans.append(x509.DNSName(h))
+    now = _now()
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+            .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+                           critical=False)
+            .sign(ca.key, hashes.SHA256()))
+    return Issued(key, cert)
 
 
 def write_crl(directory: Path, root: Issued, revoked_serials: Iterable[int]) -> None:
@@ -160,8 +248,12 @@ def write_crl(directory: Path, root: Issued, revoked_serials: Iterable[int]) -> 
 
 def load_root(directory: str | Path) -> Issued:
     d = Path(directory)
-    key = serialization.load_pem_private_key((d / "ca" / "root-ca.key").read_bytes(), password=None)
-    cert = x509.load_pem_x509_certificate(PkiLayout(d).anchor.read_bytes())
+    return load_ca(PkiLayout(d).anchor, d / "ca" / "root-ca.key")
+
+
+def load_ca(cert_path: Path, key_path: Path) -> Issued:
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     assert isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey))
     return Issued(key, cert)
 

@@ -37,9 +37,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from broker.core.errors import ConfigError
 from broker.core.topology import Topology
 from broker.core.wire import (
     EX_INBOX,
@@ -185,21 +190,49 @@ def users(topology: Topology) -> list[str]:
             + [n.agency_user(a) for a in topology.agencies])
 
 
-def amqp_url(topology: Topology, hub_id: str, user: str, password: str) -> str:
-    """The URL for ``user`` on the broker of ``hub_id``, in that hub's vhost (for a cluster, one
-    per node, separated by spaces)."""
+def _tls_urls(topology: Topology, hub_id: str, netloc_user: str, query: dict[str, str]) -> str:
+    """The hub's broker URLs (one per node of a cluster) pointed at the hub's vhost, over TLS."""
     vh = quote(names(topology).vhost(hub_id), safe="")
     out = []
     for url in topology.hubs[hub_id].amqp_url.split():
         base = urlsplit(url)
-        host = base.hostname or "127.0.0.1"
-        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}:{base.port or 5672}"
-        out.append(urlunsplit((base.scheme or "amqp", netloc, "/" + vh, base.query, "")))
+        if base.scheme != "amqps":
+            raise ConfigError(f"hub {hub_id}'s amqp_url {base.scheme}://{base.hostname}:{base.port or ''} is "
+                              f"plain AMQP: lienthong connects only with TLS (amqps://, port 5671)")
+        netloc = f"{netloc_user}{base.hostname or '127.0.0.1'}:{base.port or 5671}"
+        out.append(urlunsplit(("amqps", netloc, "/" + vh, urlencode(query), "")))
     return " ".join(out)
 
 
-def admin_url(topology: Topology, hub_id: str) -> str:
-    """The topology's (admin) URL of the hub's broker, pointed at the hub's vhost."""
-    vh = quote(names(topology).vhost(hub_id), safe="")
-    return " ".join(urlunsplit((b.scheme, b.netloc, "/" + vh, b.query, ""))
-                    for b in map(urlsplit, topology.hubs[hub_id].amqp_url.split()))
+def account_url(topology: Topology, hub_id: str, account: tuple[Path, Path], ca: Path) -> str:
+    """The URL of a broker account (hub, link or agency) on the broker of ``hub_id``, in that hub's
+    vhost: TLS verified against ``ca``, logging in with the account's client certificate
+    (``account``: key, certificate), whose common name is the user (written in the URL too, for
+    the ``user_id`` of what the account publishes).  The account has no password."""
+    key, cert = account
+    user = account_user(cert)
+    return _tls_urls(topology, hub_id, f"{quote(user, safe='')}@",
+                     {"cacertfile": str(ca), "certfile": str(cert), "keyfile": str(key), "auth_mechanism": "external"})
+
+
+def account_user(cert_path: Path) -> str:
+    """The broker user a client certificate logs in as (its common name)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except (OSError, ValueError):
+        raise ConfigError(f"no client certificate for this broker account at {cert_path}: issue one with "
+                          f"'lienthong pki issue'") from None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        raise ConfigError(f"the client certificate {cert_path} names no user (no common name)")
+    return str(names[0].value)
+
+
+def admin_url(topology: Topology, hub_id: str, mgmt_url: str, ca: Path) -> str:
+    """The URL of the broker's admin account (the management URL's user and password), over TLS,
+    in the hub's vhost: for declaring its queues."""
+    parts = urlsplit(mgmt_url)
+    if not parts.username:
+        raise ConfigError("the management URL names no admin account (http://USER:PASSWORD@host:15672)")
+    user = f"{quote(unquote(parts.username), safe='')}:{quote(unquote(parts.password or ''), safe='')}@"
+    return _tls_urls(topology, hub_id, user, {"cacertfile": str(ca)})

@@ -1,26 +1,23 @@
 """``lienthong broker setup``: apply the layout of the topology to RabbitMQ, idempotently.
 
-Vhosts, users and permissions go through the management HTTP API;
-exchanges, queues and bindings through AMQP (``broker.relay.transport``).
-Passwords of generated users live in the credentials file (mode 0600),
-created on first run and reused after, so running setup twice changes
-nothing.
+Vhosts, users and permissions go through the management HTTP API (as the admin account the
+management URL names); exchanges, queues and bindings through AMQP over TLS.  Hub, link and agency
+accounts have no password: they log in only with their client certificate over TLS (RabbitMQ's
+EXTERNAL mechanism, the user named by the certificate's common name), so none can log in over
+plain AMQP and no shared secret crosses the wire or sits in a common file.  Running setup twice
+changes nothing.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import secrets
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
-
-import yaml
+from urllib.parse import quote, unquote, urlsplit
 
 from broker.core import wire
 from broker.core.errors import ConfigError, TransientError
@@ -31,41 +28,17 @@ from broker.relay import layout, transport
 log = get_logger(__name__)
 
 
-class Credentials:
-    """user -> password, kept in a YAML file readable only by its owner."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._data: dict[str, str] = {}
-        if path.exists():
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            self._data = {str(k): str(v) for k, v in loaded.items()}
-
-    def ensure(self, users: list[str]) -> None:
-        missing = [u for u in users if u not in self._data]
-        for u in missing:
-            self._data[u] = secrets.token_urlsafe(18)
-        if missing or not self.path.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(yaml.safe_dump(self._data, sort_keys=True), encoding="utf-8")
-            os.chmod(tmp, 0o600)
-            tmp.replace(self.path)
-
-    def password(self, user: str) -> str:
-        try:
-            return self._data[user]
-        except KeyError:
-            raise ConfigError(f"no credentials for {user!r} in {self.path}; run 'lienthong broker setup'") from None
-
-
 class Management:
     """A minimal client of the RabbitMQ management API."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
+        self.url = url
         self.base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}"
-        user, password = parts.username or "guest", parts.password or "guest"
+        if not parts.username:
+            raise ConfigError(f"the management URL {self.base} names no admin account "
+                              f"(http://USER:PASSWORD@host:15672; scripts/ensure-rabbitmq.sh makes one)")
+        user, password = unquote(parts.username), unquote(parts.password or "")
         self.user = user
         self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -89,19 +62,31 @@ class Management:
         return self.request("GET", path)
 
 
+def for_hub(hub_url: str, default_url: str) -> Management:
+    """The management API of a hub's broker: its own URL (topology ``management_url``) if it has
+    one, with the admin account of ``default_url`` (the deployment's, kept out of the topology)
+    unless that URL names its own."""
+    if not hub_url:
+        return Management(default_url)
+    hub, admin = urlsplit(hub_url), urlsplit(default_url)
+    if hub.username or not admin.username:
+        return Management(hub_url)
+    return Management(hub._replace(netloc=f"{admin.netloc.rpartition('@')[0]}@{hub.netloc}").geturl())
+
+
 def q(name: str) -> str:
     return quote(name, safe="")
 
 
-def apply(topology: Topology, credentials: Credentials, default_mgmt_url: str) -> dict[str, int]:
-    """Declare everything; return counts of what was applied."""
-    credentials.ensure(layout.users(topology))
+def apply(topology: Topology, default_mgmt_url: str, broker_ca: Path) -> dict[str, int]:
+    """Declare everything; return counts of what was applied.  ``broker_ca``: the CA of the
+    brokers' TLS certificates."""
     counts = {"vhosts": 0, "users": 0, "permissions": 0, "declarations": 0, "policies": 0}
     mgmts: dict[str, Management] = {}
 
     def mgmt_for(hub_id: str) -> Management:
         url = topology.hubs[hub_id].management_url or default_mgmt_url
-        return mgmts.setdefault(url, Management(url))
+        return mgmts.setdefault(url, for_hub(url, default_mgmt_url))
 
     names = wire.names(topology)
     for hub_id in topology.hubs:
@@ -118,7 +103,8 @@ def apply(topology: Topology, credentials: Credentials, default_mgmt_url: str) -
     for p in perms:
         m = mgmt_for(vhost_hub[p.vhost])
         if (m.base, p.user) not in done_users:
-            m.put(f"/api/users/{q(p.user)}", {"password": credentials.password(p.user), "tags": ""})
+            # no password: the account logs in only with its client certificate (EXTERNAL over TLS)
+            m.put(f"/api/users/{q(p.user)}", {"password_hash": "", "tags": ""})
             done_users.add((m.base, p.user))
             counts["users"] += 1
         m.put(f"/api/permissions/{q(p.vhost)}/{q(p.user)}",
@@ -129,7 +115,7 @@ def apply(topology: Topology, credentials: Credentials, default_mgmt_url: str) -
         check_broker_supports_at_least_once(m)
     for hub_id in topology.hubs:
         items = layout.declarations(topology, hub_id)
-        transport.declare(layout.admin_url(topology, hub_id), items)
+        transport.declare(layout.admin_url(topology, hub_id, mgmt_for(hub_id).url, broker_ca), items)
         counts["declarations"] += len(items)
         vhost = names.vhost(hub_id)
         mgmt_for(hub_id).put(f"/api/policies/{q(vhost)}/{q(policy.name)}",

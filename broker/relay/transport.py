@@ -26,16 +26,27 @@ from pika.spec import Basic, BasicProperties
 
 from broker.core.errors import AccessRefused, ConfigError, TransientError
 from broker.relay.layout import Binding, Exchange, Queue
+from broker.relay.tls import client_context, split_tls
 
 AMQP_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
 
 
 def parameters(url: str, *, heartbeat: int = 30) -> list[pika.URLParameters]:
     """Connection parameters for each node of ``url`` (several URLs separated by spaces: the nodes
-    of one cluster), in the order to try them."""
+    of one cluster), in the order to try them.
+
+    ``amqps`` URLs carry their TLS material as RabbitMQ's URI spec does: ``cacertfile`` (the CA of
+    the broker's certificate, which is always verified), ``certfile`` and ``keyfile`` (a client
+    certificate) and ``auth_mechanism=external`` (log in with that certificate, no password)."""
     out = []
     for one in url.split():
-        params = pika.URLParameters(one)
+        base, tls = split_tls(one)
+        params = pika.URLParameters(base)
+        if tls:
+            params.ssl_options = pika.SSLOptions(client_context(tuple(sorted(tls.items()))),
+                                                 tls.get("server_name_indication") or params.host)
+        if tls.get("auth_mechanism", "").lower() == "external":
+            params.credentials = pika.credentials.ExternalCredentials()
         params.heartbeat = heartbeat
         params.blocked_connection_timeout = 60
         params.connection_attempts = 1

@@ -37,11 +37,10 @@ from broker.core.routing import Target
 from broker.core.topology import Topology
 from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY, trusted_headers
 from broker.relay import checkpoints, layout, metrics, timestamp, transport
-from broker.relay.provision import Credentials
 from broker.relay.revocation import CrlFetcher
 from broker.relay.store import SqlStore, Verdict
 from broker.relay.watch import QueueWatch
-from broker.settings import Fault, Tuning
+from broker.settings import Fault, PkiLayout, Tuning
 
 log = structlog.get_logger("lienthong.worker")
 
@@ -59,13 +58,13 @@ class Stats:
 
 
 class HubWorker:
-    def __init__(self, hub_id: str, topology: Topology, hop: Hop, store: SqlStore, credentials: Credentials,
+    def __init__(self, hub_id: str, topology: Topology, hop: Hop, store: SqlStore, keys: PkiLayout,
                  *, prefetch: int = 256, tuning: Tuning | None = None) -> None:
         self.hub = hub_id
         self.topology = topology
         self.hop = hop
         self.store = store
-        self.credentials = credentials
+        self.keys = keys  # the hub's own material: its two broker accounts and the broker's CA
         self.prefetch = prefetch
         self.owner = f"{hub_id}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.stats = Stats()
@@ -89,9 +88,7 @@ class HubWorker:
         """Serve until SIGTERM/SIGINT; reconnect with back-off whenever a connection drops."""
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
         signal.signal(signal.SIGINT, lambda *_: self.stop())
-        own = self.names.hub_user(self.hub)
-        watch = QueueWatch(self.hub, self.topology,
-                           layout.amqp_url(self.topology, self.hub, own, self.credentials.password(own)),
+        watch = QueueWatch(self.hub, self.topology, self._url(self.hub, "hub"),
                            self.tuning.watch_seconds, self._stopped)
         threading.Thread(target=watch.run, name="queue-watch", daemon=True).start()
         if self.tuning.crl_fetch_seconds > 0 and self.hop.trust.crl_cache is not None:
@@ -124,19 +121,22 @@ class HubWorker:
         if self._ioloop is not None:
             self._ioloop.add_callback_threadsafe(self._teardown)
 
+    def _url(self, broker_of: str, role: str) -> str:
+        """This hub's ``role`` account ("hub": its own vhost; "link": a neighbour's) on the broker
+        of ``broker_of``, over TLS with the account's client certificate."""
+        return layout.account_url(self.topology, broker_of, self.keys.hub_account(self.hub, role),
+                                  self.keys.broker_ca)
+
     def _session(self) -> None:
         self._ioloop = transport.new_ioloop()
         self._in_flight.clear()
         self._started.clear()
         self._confirmed = []
         self._links = {}
-        own = layout.amqp_url(self.topology, self.hub, self.names.hub_user(self.hub),
-                              self.credentials.password(self.names.hub_user(self.hub)))
+        own = self._url(self.hub, "hub")
         self._links["."] = transport.Link("local", own, self._ioloop, self._ready, self._lost)
         for n in self.topology.neighbours(self.hub):
-            url = layout.amqp_url(self.topology, n, self.names.link_user(self.hub),
-                                  self.credentials.password(self.names.link_user(self.hub)))
-            self._links[n] = transport.Link(f"link:{n}", url, self._ioloop, self._ready, self._lost)
+            self._links[n] = transport.Link(f"link:{n}", self._url(n, "link"), self._ioloop, self._ready, self._lost)
         self._consumer = transport.Consumer(own, wire.Q_INGRESS, self.prefetch, self._ioloop,
                                             self._on_message, self._ready, self._lost)
         self._ioloop.call_later(self.tuning.checkpoint_seconds, self._checkpoint)

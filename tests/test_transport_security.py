@@ -1,0 +1,173 @@
+"""Trust in transit and least privilege, against the real broker: every connection is TLS, accounts
+log in only with their client certificates, each host gets only its own secrets, and secret files
+are private from their creation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pika
+import pytest
+
+from broker.core import errors, wire
+from broker.core.topology import Topology
+from broker.private import write_private
+from broker.relay import devpki, layout, transport
+from broker.relay.provision import Management, q
+from broker.settings import PkiLayout
+from tests.relay import ROOT, Relay
+
+pytestmark = pytest.mark.broker
+
+SENDER, RECIPIENT = "000.00.51.H41", "001.00.31.H14"
+
+
+@pytest.fixture()
+def relay(rabbitmq_urls: tuple[str, str], tmp_path: Path) -> Iterator[Relay]:
+    r = Relay(tmp_path, *rabbitmq_urls, workers=0)
+    yield r
+    r.close()
+
+
+def _connections(relay: Relay) -> list[dict]:
+    vhosts = {relay.names.vhost(h) for h in relay.topology.hubs}
+    return [c for c in Management(relay.settings.mgmt_url).get("/api/connections") or [] if c.get("vhost") in vhosts]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_every_connection_lienthong_up_makes_is_tls(relay: Relay, tmp_path: Path) -> None:
+    """`lienthong up` runs every hub; a document crosses four hubs; every connection the broker
+    lists in the relay's vhosts is TLS and logged in with a client certificate naming its user."""
+    up = subprocess.Popen([sys.executable, "-m", "broker.cli", "up"], env=relay.env, cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        doc = relay.document(SENDER, [RECIPIENT])
+        relay.client(SENDER).send(doc)
+        assert [i.body for i in relay.take(RECIPIENT, 1, timeout=60)] == [doc]
+        expected = {relay.names.hub_user(h) for h in relay.topology.hubs} | {
+            relay.names.link_user(h) for h in relay.topology.hubs if relay.topology.neighbours(h)}
+        deadline = time.monotonic() + 30  # the management API's connection list lags a few seconds
+        conns: list[dict] = []
+        while time.monotonic() < deadline:
+            conns = _connections(relay)
+            if expected <= {c["user"] for c in conns}:
+                break
+            time.sleep(1)
+        assert expected <= {c["user"] for c in conns}, sorted(c["user"] for c in conns)
+        admin = unquote(urlsplit(relay.settings.mgmt_url).username or "")
+        for c in conns:
+            assert c["ssl"] is True, c
+            if c["user"] != admin:  # the admin (setup's declarations) logs in with its password, over TLS
+                assert c["auth_mechanism"] == "EXTERNAL" and f"CN={c['user']}" in c["peer_cert_subject"], c
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=30)
+
+
+def test_no_account_can_log_in_over_plain_amqp(relay: Relay) -> None:
+    """Hub, link and agency accounts have no password: over plain AMQP (no certificate) they cannot
+    log in, whatever password is tried; with their certificate over TLS they can."""
+    m = Management(relay.settings.mgmt_url)
+    for user in layout.users(relay.topology):
+        assert m.get(f"/api/users/{q(user)}")["password_hash"] == "", user
+    agency = relay.names.agency_user(SENDER)
+    plain = os.environ.get("LIENTHONG_PLAIN_AMQP_PORT", "5672")
+    for password in ("", "guest", agency):
+        params = pika.ConnectionParameters("127.0.0.1", int(plain), relay.names.vhost("H41"),
+                                           pika.PlainCredentials(agency, password), connection_attempts=1)
+        with pytest.raises(pika.exceptions.AMQPConnectionError):
+            pika.BlockingConnection(params).close()
+    external_plain = pika.ConnectionParameters("127.0.0.1", int(plain), relay.names.vhost("H41"),
+                                               pika.credentials.ExternalCredentials(), connection_attempts=1)
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        pika.BlockingConnection(external_plain).close()
+    assert transport.queue_depth(relay.agency_url(SENDER), wire.inbox_queue(SENDER)) == 0  # TLS + certificate
+    with pytest.raises(errors.ConfigError, match="plain AMQP"):
+        layout.account_url(Topology.from_dict(
+            {"amqp_url": "amqp://127.0.0.1:5672/", "hubs": [{"id": "H41"}],
+             "agencies": [{"organ_id": SENDER, "hub": "H41"}]}), "H41", relay.settings.keys.agency_account(SENDER),
+            Path("ca"))
+
+
+def test_a_certificate_from_another_ca_is_refused(relay: Relay, tmp_path: Path) -> None:
+    """A client certificate naming an agency's account but issued by another CA does not get in;
+    nor does a client that cannot verify the broker (another CA as its trust)."""
+    stranger = devpki.make_root("a stranger's CA")
+    forged = devpki.issue_account(stranger, relay.names.agency_user(SENDER))
+    paths = (tmp_path / "forged-key.pem", tmp_path / "forged-cert.pem")
+    devpki.write_pair(paths, forged)
+    url = layout.account_url(relay.topology, "H41", paths, relay.settings.keys.broker_ca)
+    with pytest.raises(errors.TransientError):
+        transport.queue_depth(url, wire.inbox_queue(SENDER))
+    (tmp_path / "other-ca.pem").write_bytes(devpki.pem_cert(stranger.cert))
+    distrustful = layout.account_url(relay.topology, "H41", relay.settings.keys.agency_account(SENDER),
+                                     tmp_path / "other-ca.pem")
+    with pytest.raises(errors.TransientError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        transport.queue_depth(distrustful, wire.inbox_queue(SENDER))
+    assert transport.queue_depth(relay.agency_url(SENDER), wire.inbox_queue(SENDER)) == 0
+
+
+def test_a_hub_runs_with_only_its_own_material(relay: Relay, tmp_path: Path) -> None:
+    """`lienthong pki issue hub H41` writes that hub's keys and public files alone (no CA key, no
+    other principal's key); a worker of H41 started with only that directory relays a document."""
+    out = tmp_path / "h41-host"
+    done = relay.cli("pki", "issue", "hub", "H41", "--ca", str(relay.settings.pki), "--out", str(out),
+                     "--topology", str(relay.settings.topology))
+    assert done.returncode == 0, done.stderr
+    keys = sorted(str(p.relative_to(out)) for p in out.rglob("*key*"))
+    assert keys == ["hubs/H41/amqp-hub-key.pem", "hubs/H41/amqp-link-key.pem", "hubs/H41/key.pem"]
+    assert {p.name for p in (out / "hubs").iterdir()} == set(relay.topology.hubs)  # the others' certificates
+    for p in out.rglob("*key*"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    for hub in relay.topology.hubs:
+        if hub == "H41":
+            relay.start_worker(hub, LIENTHONG_PKI=str(out), LIENTHONG_TRANSPORT_CA=str(out / "transport"))
+        else:
+            relay.start_worker(hub)
+    doc = relay.document(SENDER, [RECIPIENT])
+    relay.client(SENDER).send(doc)
+    assert [i.body for i in relay.take(RECIPIENT, 1, timeout=60)] == [doc]
+
+
+def test_secret_files_are_private_from_their_creation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a permissive umask, a secret is 0600 before its name appears (checked at the rename
+    that publishes it), and every key of a dev PKI is 0600."""
+    seen: list[int] = []
+    real_replace = os.replace
+
+    def watching(src: str | Path, dst: str | Path) -> None:
+        seen.append(stat.S_IMODE(os.stat(src).st_mode))
+        real_replace(src, dst)
+
+    old = os.umask(0)
+    try:
+        monkeypatch.setattr(os, "replace", watching)
+        write_private(tmp_path / "secret", b"s3cret")
+        monkeypatch.undo()
+        topo = Topology.load(ROOT / "config" / "topology.yaml")
+        devpki.init(tmp_path / "pki", topo, tmp_path / "transport")
+    finally:
+        os.umask(old)
+    assert seen == [0o600] and stat.S_IMODE((tmp_path / "secret").stat().st_mode) == 0o600
+    keys = [*(tmp_path / "pki").rglob("*key*"), *(tmp_path / "transport").rglob("*.key")]
+    assert len(keys) > 2 * len(topo.agencies)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in keys} == {0o600}
+    assert PkiLayout(tmp_path / "pki", tmp_path / "transport").broker_ca.exists()
+
+
+def test_the_management_url_must_name_an_admin() -> None:
+    """No silent fall-back to guest: a management URL without an account is a configuration error."""
+    with pytest.raises(errors.ConfigError, match="names no admin account"):
+        Management("http://127.0.0.1:15672")
+    assert urlsplit(Management("http://a:b@127.0.0.1:15672").base).hostname == "127.0.0.1"
