@@ -80,15 +80,14 @@ def raw_worker(hub: str, topology_path: str, data_dir: str, plain: bool = False)
     def lost(_: object, why: str) -> None:
         ioloop.stop()
 
-    def on_message(_ch: object, method: object, props: object, body: bytes) -> None:
-        tag = method.delivery_tag  # type: ignore[attr-defined]
+    def on_message(r: transport.Received) -> None:
         consumer = parts["consumer"]
 
         def confirmed(ok: bool) -> None:
-            (consumer.ack if ok else consumer.requeue)(tag)  # type: ignore[attr-defined]
+            (consumer.ack if ok else consumer.requeue)(r.delivery_tag)  # type: ignore[attr-defined]
 
-        parts["link"].publish(exchange, key, body, transport.props(  # type: ignore[attr-defined]
-            message_id=props.message_id, user_id=user, headers=dict(props.headers or {})), confirmed)  # type: ignore[attr-defined]
+        parts["link"].publish(exchange, key, r.body, transport.props(  # type: ignore[attr-defined]
+            message_id=r.message_id, user_id=user, headers=r.headers), confirmed)
 
     parts["link"] = transport.Link("out", out_url, ioloop, ready, lost)
     parts["consumer"] = transport.Consumer(own, wire.Q_INGRESS, 256, ioloop, on_message, ready, lost)

@@ -4,7 +4,7 @@ environment at import.
 
 | variable | default | what |
 |---|---|---|
-| ``LIENTHONG_DATA`` | ``./data`` | data directory: dev PKI, credentials, SQLite state |
+| ``LIENTHONG_DATA`` | ``./data`` | data directory: dev PKI, SQLite state |
 | ``LIENTHONG_TOPOLOGY`` | ``config/topology.yaml`` | hubs and agency directory |
 | ``LIENTHONG_PKI`` | ``$LIENTHONG_DATA/pki`` | trust store directory, hub and agency keys |
 | ``LIENTHONG_TRANSPORT_CA`` | ``$LIENTHONG_PKI/transport`` | the broker TLS CA: ``ca.pem`` (``ca.key`` where issued) |

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions
@@ -41,8 +42,12 @@ def parameters(url: str, *, heartbeat: int = 30) -> list[pika.URLParameters]:
     out = []
     for one in url.split():
         base, tls = split_tls(one)
-        params = pika.URLParameters(base)
-        if tls:
+        secure = base.startswith("amqps://")
+        # pika would build (and load the system's roots into) a context of its own for every amqps
+        # URL: parse it as amqp and give it the cached context of its TLS material instead
+        params = pika.URLParameters("amqp://" + base[8:] if secure else base)
+        if secure:
+            params.port = urlsplit(base).port or 5671
             params.ssl_options = pika.SSLOptions(client_context(tuple(sorted(tls.items()))),
                                                  tls.get("server_name_indication") or params.host)
         if tls.get("auth_mechanism", "").lower() == "external":
