@@ -5,9 +5,14 @@ and get received edocs, update a transfer status, list sent edocs with their
 statuses, list agencies), under ``/v1``; the OpenAPI description is served at
 ``/openapi.json`` and kept in ``docs/openapi.json``.
 
-Each request carries ``Authorization: Bearer <token>``; a token belongs to one
-agency (``lienthong gateway token AGENCY`` issues one; only its SHA-256 is
-kept).  An agency sees only its own documents.  Received messages are taken
+Each request carries ``Authorization: Bearer <token>`` (a token belongs to one agency and
+expires; ``lienthong gateway token issue|rotate|revoke|list``, see :mod:`adapters.tokens`), or,
+over mutual TLS, a client certificate whose subject UID is the agency's code.  An agency sees
+only its own documents.  Bodies are bounded on every route (the message limit on
+``POST /v1/documents``, :data:`SMALL_BODY` elsewhere) and each agency has at most
+``max_uploads`` uploads in progress.  ``/openapi.json`` needs a token; there is no ``/docs`` page
+(it would load scripts from elsewhere) and no ``/metrics`` here (``gateway run --metrics-port``
+serves them on loopback).  Received messages are taken
 from the agency's inbox into the gateway's store when the agency asks for
 them, so nothing is acked on the broker before it is safely stored here.
 Errors are JSON ``{"code": ..., "message": ...}`` with the codes of
@@ -16,55 +21,50 @@ docs/errors.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import Counter
 
 from broker.core import errors, receipts
 from broker.core.edxml import read
 from broker.core.parsing import DEFAULT_LIMITS, parse
-from broker.core.topology import Topology
+from broker.core.topology import Topology, subject_uid
 from broker.settings import Settings
 
+from .https import client_certificate
 from .localdb import LocalDB
 from .sdk import AgencyClient, InboxItem
+from .tokens import DEFAULT_DAYS, TokenBook
 
 TRANSFER_STATUSES = ("new", "taken", "done")
 REQUESTS = Counter("lienthong_gateway_requests_total", "Gateway requests by route and status", ["route", "status"])
 HTTP_STATUS = {"USAGE": 400, "UNAUTHORIZED": 401, "ACCESS_REFUSED": 403, "SENDER_NOT_ALLOWED": 403,
-               "NOT_FOUND": 404, "XML_TOO_LARGE": 413, "TRANSIENT": 503}
+               "NOT_FOUND": 404, "XML_TOO_LARGE": 413, "BODY_TOO_LARGE": 413, "TOO_MANY_UPLOADS": 429,
+               "TRANSIENT": 503}
+SMALL_BODY = 64 * 1024
+"""The body limit of every route but ``POST /v1/documents``."""
+DOCUMENTS = "/v1/documents"
 
 
 # --- tokens -------------------------------------------------------------------------------
 
 
-def tokens_path(settings: Settings) -> Path:
-    return settings.data_dir / "gateway-tokens.yaml"
+def tokens(settings: Settings) -> TokenBook:
+    return TokenBook(settings.data_dir / "gateway-tokens.yaml")
 
 
-def issue_token(settings: Settings, agency: str) -> str:
-    """A new bearer token for ``agency``; only its SHA-256 is stored."""
+def issue_token(settings: Settings, agency: str, days: float = DEFAULT_DAYS) -> str:
+    """A new bearer token for ``agency`` (which must be in the directory), valid ``days``."""
     Topology.load(settings.topology).agency(agency)
-    path = tokens_path(settings)
-    known = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
-    token = secrets.token_urlsafe(32)
-    known = dict(known or {})
-    known[hashlib.sha256(token.encode()).hexdigest()] = agency
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(known), encoding="utf-8")
-    path.chmod(0o600)
-    return token
+    return tokens(settings).issue(agency, days)[1]
 
 
 # --- the gateway's own store ---------------------------------------------------------------
@@ -143,7 +143,7 @@ class GatewayStore:
 
 
 def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
-               max_bytes: int | None = None) -> FastAPI:
+               max_bytes: int | None = None, max_uploads: int = 4) -> FastAPI:
     """The gateway over ``settings``' topology and data directory; ``connect(agency)`` opens that
     agency's own client (its broker account, its handed-over store)."""
     topology = Topology.load(settings.topology)
@@ -151,8 +151,10 @@ def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
     store = GatewayStore(settings.data_dir / "gateway.sqlite3")
     clients: dict[str, AgencyClient] = {}
     clients_lock = threading.Lock()
-    app = FastAPI(title="lienthong gateway", version="1",
+    app = FastAPI(title="lienthong gateway", version="1", docs_url=None, redoc_url=None, openapi_url=None,
                   description="Send and receive edXML documents through the lienthong relay.")
+    book = tokens(settings)
+    uploads: dict[str, int] = {}
 
     def client(agency: str) -> AgencyClient:
         """One client per agency and thread: pika connections must not be shared between threads."""
@@ -162,25 +164,17 @@ def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
                 clients[key] = connect(agency)
             return clients[key]
 
-    token_cache: dict[str, Any] = {"mtime": None, "known": {}}
-
-    def known_tokens() -> dict[str, str]:
-        """Token hashes -> agency, re-read when the file changes (a new token works at once)."""
-        path = tokens_path(settings)
-        mtime = path.stat().st_mtime_ns if path.exists() else None
-        if mtime != token_cache["mtime"]:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) if mtime is not None else {}
-            token_cache.update(mtime=mtime, known=dict(loaded or {}))
-        return token_cache["known"]  # type: ignore[no-any-return]
-
     def agency_of(request: Request) -> str:
+        cert = client_certificate(request.scope)
+        if cert is not None:  # verified by the TLS handshake against the gateway's client CA
+            agency = subject_uid(cert)
+            if agency not in topology.agencies:
+                raise errors.Unauthorized(f"the client certificate names {agency!r}, not an agency of the directory")
+            return str(agency)
         auth = request.headers.get("authorization", "")
         if not auth.lower().startswith("bearer "):
-            raise errors.Unauthorized("send 'Authorization: Bearer <token>'")
-        agency = known_tokens().get(hashlib.sha256(auth[7:].strip().encode()).hexdigest())
-        if agency is None:
-            raise errors.Unauthorized("the token is not valid")
-        return str(agency)
+            raise errors.Unauthorized("send 'Authorization: Bearer <token>' or a client certificate")
+        return book.agency_of(auth[7:])
 
     def pull(agency: str) -> None:
         """Take what waits in the agency's inbox into the gateway store (acked once stored)."""
@@ -188,14 +182,20 @@ def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
 
     @app.middleware("http")
     async def count(request: Request, call_next: Any) -> Any:
+        declared = request.headers.get("content-length", "0")
+        small = not (request.method == "POST" and request.url.path == DOCUMENTS)
+        if small and (not declared.isdigit() or int(declared) > SMALL_BODY):
+            return JSONResponse({"code": "BODY_TOO_LARGE", "message": f"this route accepts at most "
+                                 f"{SMALL_BODY} bytes"}, status_code=413)
         response = await call_next(request)
         route = request.scope.get("route")
         REQUESTS.labels(getattr(route, "path", "other"), str(response.status_code)).inc()
         return response
 
-    @app.get("/metrics", include_in_schema=False)
-    def metrics_endpoint() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_endpoint(request: Request) -> dict[str, Any]:
+        agency_of(request)
+        return app.openapi()
 
     @app.exception_handler(errors.LienthongError)
     async def lienthong_error(_request: Request, exc: errors.LienthongError) -> JSONResponse:
@@ -212,16 +212,16 @@ def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
               openapi_extra=xml_body)
     async def send(request: Request) -> dict[str, Any]:
         agency = agency_of(request)
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > limit:
-            raise errors.TooLarge(f"message is {declared} bytes; the limit is {limit} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():  # streamed: never more than the limit in memory
-            size += len(chunk)
-            if size > limit:
-                raise errors.TooLarge(f"message exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-        body = b"".join(chunks)
+        if uploads.get(agency, 0) >= max_uploads:  # one event loop: no lock needed around the count
+            raise errors.TooManyUploads(f"{agency} already has {max_uploads} uploads in progress; retry shortly")
+        uploads[agency] = uploads.get(agency, 0) + 1
+        try:
+            return await _send(request, agency)
+        finally:
+            uploads[agency] -= 1
+
+    async def _send(request: Request, agency: str) -> dict[str, Any]:
+        body = await bounded(request, limit, errors.TooLarge)
         m = read(parse(body))  # early, clear feedback; the hubs do the full checks
         if m.sender.organ_id != agency:
             raise errors.SenderNotAllowed(f"this token belongs to {agency!r}, the message is from "
@@ -251,7 +251,7 @@ def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
     async def update_transfer(request: Request, message_id: str) -> dict[str, str]:
         agency = agency_of(request)
         try:
-            status = str((await request.json())["status"])
+            status = str(json.loads(await bounded(request, SMALL_BODY, errors.BodyTooLarge))["status"])
         except (ValueError, KeyError, TypeError):
             raise errors.UsageError('send JSON {"status": "taken" | "done"}') from None
         if status not in TRANSFER_STATUSES:
@@ -285,3 +285,17 @@ def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def bounded(request: Request, limit: int, too_large: type[errors.LienthongError]) -> bytes:
+    """The request body, read as it streams and refused as soon as it passes ``limit`` bytes."""
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > limit:
+        raise too_large(f"the body is {declared} bytes; the limit is {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():  # never more than the limit in memory
+        size += len(chunk)
+        if size > limit:
+            raise too_large(f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
@@ -12,6 +13,7 @@ from broker.cli.app import main, settings
 from broker.cli.clients import agency_client
 from broker.core import errors
 from broker.core.signer import SigningKey
+from broker.core.topology import Topology
 from broker.settings import Fault
 
 
@@ -22,25 +24,93 @@ def gateway() -> None:
 
 @gateway.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True)
-def gateway_run(host: str, port: int) -> None:
-    """Serve the REST gateway (OpenAPI at /openapi.json, docs at /docs)."""
+@click.option("--port", default=8443, show_default=True)
+@click.option("--cert", "cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The gateway's TLS certificate (PEM; 'lienthong pki broker-tls' can make one).")
+@click.option("--key", "key", type=click.Path(exists=True, dir_okay=False), default=None, help="...and its key.")
+@click.option("--client-ca", "client_ca", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Accept client certificates from this CA: the subject UID names the agency (mutual TLS).")
+@click.option("--insecure-http", is_flag=True,
+              help="Serve plain HTTP (only behind a TLS-terminating proxy on the same host).")
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on 127.0.0.1:PORT.")
+@click.option("--max-uploads", default=4, show_default=True, help="Uploads in progress per agency.")
+def gateway_run(host: str, port: int, cert: str | None, key: str | None, client_ca: str | None,
+                insecure_http: bool, metrics_port: int | None, max_uploads: int) -> None:
+    """Serve the REST gateway over HTTPS (OpenAPI at /openapi.json, with a token)."""
     import uvicorn
 
     from adapters.gateway import create_app
+    from adapters.https import server_options
 
+    if not cert and not insecure_http:
+        raise errors.UsageError("give --cert and --key (HTTPS), or --insecure-http behind a TLS proxy")
+    if bool(cert) != bool(key):
+        raise errors.UsageError("--cert and --key go together")
+    if client_ca and not cert:
+        raise errors.UsageError("--client-ca needs HTTPS (--cert and --key)")
     s = settings()
-    uvicorn.run(create_app(s, connect=lambda agency: agency_client(s, agency)), host=host, port=port,
-                log_level="warning")
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    tls = server_options(Path(cert) if cert else None, Path(key) if key else None,
+                         Path(client_ca) if client_ca else None)
+    uvicorn.run(create_app(s, connect=lambda agency: agency_client(s, agency), max_uploads=max_uploads),
+                host=host, port=port, log_level="warning", **tls)
 
 
-@gateway.command("token")
+@gateway.group("token")
+def gateway_token() -> None:
+    """Bearer tokens of agencies (only their SHA-256 is kept)."""
+
+
+@gateway_token.command("issue")
 @click.argument("agency")
-def gateway_token(agency: str) -> None:
-    """Issue a bearer token for AGENCY (printed once; only its hash is kept)."""
+@click.option("--days", default=90.0, show_default=True, help="Valid for this many days.")
+def token_issue(agency: str, days: float) -> None:
+    """Issue a token for AGENCY (printed once)."""
     from adapters.gateway import issue_token
 
-    click.echo(issue_token(settings(), agency))
+    click.echo(issue_token(settings(), agency, days))
+
+
+@gateway_token.command("rotate")
+@click.argument("agency")
+@click.option("--days", default=90.0, show_default=True, help="Valid for this many days.")
+def token_rotate(agency: str, days: float) -> None:
+    """Issue a new token for AGENCY and revoke all its others (the new one is printed once)."""
+    from adapters.gateway import tokens
+
+    Topology.load(settings().topology).agency(agency)
+    _entry, token, gone = tokens(settings()).rotate(agency, days)
+    click.echo(token)
+    click.echo(f"revoked {len(gone)} older token(s) of {agency}", err=True)
+
+
+@gateway_token.command("revoke")
+@click.argument("token_or_id")
+def token_revoke(token_or_id: str) -> None:
+    """Revoke a token, given itself or its id (see 'list')."""
+    from adapters.gateway import tokens
+
+    for t in tokens(settings()).revoke(token_or_id):
+        click.echo(f"revoked {t.id} of {t.agency}")
+
+
+@gateway_token.command("list")
+def token_list() -> None:
+    """Every token: id, agency, created, expires, state (never the token)."""
+    from adapters.gateway import tokens
+
+    now = time.time()
+    for t in tokens(settings()).all():
+        state = "revoked" if t.revoked else "expired" if t.expires <= now else "valid"
+        expires = "never (rotate it)" if t.expires == float("inf") else _day(t.expires)
+        click.echo(f"{t.id}  {t.agency:16} created {_day(t.created)}  expires {expires}  {state}")
+
+
+def _day(when: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(when))
 
 
 @gateway.command("openapi")

@@ -63,13 +63,23 @@ def report(start: str, end: str, as_csv: bool, issued_file: str | None, output: 
 
 @main.command()
 @click.option("--port", default=8090, show_default=True)
-def dashboard(port: int) -> None:
-    """Serve the operators' dashboard on 127.0.0.1 (hub tree, backlogs, rejections, parked)."""
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--allow-host", "allow_hosts", multiple=True,
+              help="Another name the dashboard may be reached by (e.g. your admin proxy's); repeat.")
+@click.option("--token-file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="A private file holding a token: requests must send it (bearer, or ?token= once, then a cookie).")
+def dashboard(port: int, host: str, allow_hosts: tuple[str, ...], token_file: str | None) -> None:
+    """Serve the operators' dashboard (hub tree, backlogs, rejections, parked), on loopback by
+    default; requests naming another host are refused (DNS rebinding)."""
     import uvicorn
 
     from broker.ops.dashboard import create_app
 
-    uvicorn.run(create_app(settings()), host="127.0.0.1", port=port, log_level="warning")
+    token = Path(token_file).read_text(encoding="utf-8").strip() if token_file else None
+    if token_file and not token:
+        raise errors.UsageError(f"{token_file} holds no token")
+    app = create_app(settings(), allow_hosts=(host, *allow_hosts), token=token)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @main.group()

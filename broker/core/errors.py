@@ -216,7 +216,7 @@ class AuditFailure(LienthongError):
 
 
 class Unauthorized(LienthongError):
-    """The request carries no valid agency token."""
+    """The request carries no valid token (none, unknown, expired or revoked) or client certificate."""
 
     code = "UNAUTHORIZED"
 
@@ -225,6 +225,24 @@ class NotFound(LienthongError):
     """No such message for this agency."""
 
     code = "NOT_FOUND"
+
+
+class BodyTooLarge(LienthongError):
+    """The request body exceeds what this route accepts."""
+
+    code = "BODY_TOO_LARGE"
+
+
+class TooManyUploads(LienthongError):
+    """The agency already has as many uploads in progress as the gateway allows; retry shortly."""
+
+    code = "TOO_MANY_UPLOADS"
+
+
+class HostNotAllowed(LienthongError):
+    """The request names a host this server does not serve (a DNS-rebinding attempt, or a proxy to configure)."""
+
+    code = "HOST_NOT_ALLOWED"
 
 
 # --- local problems ----------------------------------------------------------

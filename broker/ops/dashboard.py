@@ -2,15 +2,21 @@
 parked messages and warnings.  Server-rendered HTML refreshed every few seconds; it only reads.
 
     lienthong dashboard --port 8090      # binds 127.0.0.1: put it behind your admin proxy
+
+A request must name an allowed host (loopback names, the bound address, ``--allow-host``): an
+operator's browser led to another site whose name resolves to 127.0.0.1 (DNS rebinding) gets
+421.  With a token, a request must carry it: ``Authorization: Bearer``, or ``?token=`` once,
+which sets a cookie (HttpOnly, SameSite=Strict).
 """
 
 from __future__ import annotations
 
+import hmac
 import html
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from broker.core.hoprecords import parse_record
 from broker.core.topology import Topology
@@ -91,9 +97,33 @@ def render(settings: Settings) -> str:
     return "".join(out)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def create_app(settings: Settings | None = None, *, allow_hosts: tuple[str, ...] = (),
+               token: str | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     app = FastAPI(title="lienthong dashboard", openapi_url=None, docs_url=None, redoc_url=None)
+    allowed = {h.lower() for h in (*LOOPBACK_NAMES, *allow_hosts)}
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        host = request.headers.get("host", "").lower()
+        name = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0] if ":" in host else host
+        if name not in allowed and host not in allowed:
+            return JSONResponse({"code": "HOST_NOT_ALLOWED", "message": f"this dashboard does not serve {host!r}"},
+                                status_code=421)
+        if token is None:
+            return await call_next(request)
+        given = (request.headers.get("authorization", "")[7:] or request.cookies.get("lienthong_dashboard")
+                 or request.query_params.get("token") or "")
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            return JSONResponse({"code": "UNAUTHORIZED", "message": "this dashboard needs its token"},
+                                status_code=401)
+        response = await call_next(request)
+        if request.query_params.get("token"):
+            response.set_cookie("lienthong_dashboard", token, httponly=True, samesite="strict")
+        return response
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
