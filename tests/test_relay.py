@@ -232,11 +232,19 @@ def test_worker_killed_mid_flight(relay: Relay, fault: str) -> None:
 
 def test_worker_reconnects_when_broker_drops_connections(relay: Relay) -> None:
     """The broker closes every connection of the hubs; workers reconnect and the relay carries on."""
+    from broker.core.errors import ConfigError
     from broker.relay.provision import Management, q
     m = Management(relay.settings.mgmt_url)
+    closed = 0
     for hub in relay.topology.hubs:
         for conn in m.get(f"/api/vhosts/{q(relay.names.vhost(hub))}/connections") or []:
-            m.request("DELETE", f"/api/connections/{q(conn['name'])}")
+            try:
+                m.request("DELETE", f"/api/connections/{q(conn['name'])}")
+                closed += 1
+            except ConfigError as exc:  # a worker that lost one connection closes its others itself
+                if "HTTP 404" not in exc.message:
+                    raise
+    assert closed > 0
     time.sleep(1)
     doc = relay.document(N_COMMUNE, [C_COMMUNE], subject="after reconnect")
     relay.client(N_COMMUNE).send(doc)
