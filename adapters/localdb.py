@@ -18,12 +18,20 @@ from broker import sqlite
 class LocalDB:
     """A SQLite file with its schema; usable from several threads (one lock serializes them)."""
 
-    def __init__(self, path: Path, schema: Sequence[str]) -> None:
+    def __init__(self, path: Path, schema: Sequence[str], upgrades: Sequence[str] = ()) -> None:
+        """``schema``: idempotent statements (``CREATE ... IF NOT EXISTS``); ``upgrades``: columns
+        added since (``ALTER TABLE ... ADD COLUMN``), each skipped where a file has it already."""
         self._db = sqlite.connect(path, isolation_level=None)  # transactions are explicit (tx)
         self._lock = threading.Lock()
         with self.tx() as db:
             for statement in schema:
                 db.execute(statement)
+            for statement in upgrades:
+                try:
+                    db.execute(statement)
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):
+                        raise
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:

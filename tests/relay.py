@@ -37,9 +37,10 @@ from tests import services
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def serve(app: Any) -> tuple[int, Any]:
+def serve(app: Any, **options: Any) -> tuple[int, Any]:
     """Serve an ASGI app on a free loopback port in a background thread; returns (port, server).
-    Stop it with ``server.should_exit = True``."""
+    ``options`` go to uvicorn (``adapters.https.server_options`` for HTTPS).  Stop it with
+    ``server.should_exit = True``."""
     import socket
     import threading
 
@@ -48,7 +49,7 @@ def serve(app: Any) -> tuple[int, Any]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
     threading.Thread(target=server.run, daemon=True).start()
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:

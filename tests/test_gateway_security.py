@@ -53,16 +53,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _serve_https(app: Any, tls: dict[str, Path]) -> tuple[int, uvicorn.Server]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    options = server_options(tls["server"], tls["server-key"], tls["ca"])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
-    threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return port, server
+    return serve(app, **server_options(tls["server"], tls["server-key"], tls["ca"]))
 
 
 def _call(url: str, *, method: str = "GET", token: str | None = None, body: bytes | None = None,

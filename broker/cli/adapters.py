@@ -124,6 +124,24 @@ def gateway_openapi() -> None:
 
 
 @main.group()
+def vxp() -> None:
+    """The national axis' client protocol (served by 'gateway run' under /vxp)."""
+
+
+@vxp.command("secret")
+@click.argument("agency")
+@click.option("--rotate", is_flag=True, help="Replace the secret (the old one stops working at once).")
+def vxp_secret(agency: str, rotate: bool) -> None:
+    """Print AGENCY's shared secret for the protocol's HMAC, making it if it has none."""
+    from adapters.vxp import secret_book
+
+    s = settings()
+    Topology.load(s.topology).agency(agency)
+    book = secret_book(s)
+    click.echo(book.rotate(agency) if rotate else book.ensure(agency))
+
+
+@main.group()
 def folder() -> None:
     """Folder drop for legacy systems."""
 

@@ -151,7 +151,9 @@ def dlq_purge(hub_id: str, digest: str | None, code: str | None, yes: bool) -> N
 def list_errors(markdown: bool) -> None:
     """List the stable error codes with their meaning."""
     if markdown:
-        click.echo(errors.markdown(), nl=False)
+        from adapters.vxp import markdown as vxp_markdown
+
+        click.echo(errors.markdown() + "\n" + vxp_markdown(), nl=False)
         return
     for code, doc in errors.codes():
         click.echo(f"{code:18} {doc}")

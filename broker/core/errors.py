@@ -245,6 +245,39 @@ class HostNotAllowed(LienthongError):
     code = "HOST_NOT_ALLOWED"
 
 
+# --- the national axis protocol (VXP): signed request headers ------------------
+
+
+class RequestStale(Unauthorized):
+    """The request's signed timestamp is outside the window the server accepts (clock skew, or an old request)."""
+
+    code = "REQUEST_STALE"
+
+
+class RequestReplayed(Unauthorized):
+    """This signed request was already served once; a replay is refused."""
+
+    code = "REQUEST_REPLAYED"
+
+
+class HeaderMismatch(Unauthorized):
+    """A signed header differs from the header sent, or a header the call needs is not signed."""
+
+    code = "HEADER_MISMATCH"
+
+
+class HashMismatch(LienthongError):
+    """The body does not match the hash the client sent with it (hash-file)."""
+
+    code = "HASH_MISMATCH"
+
+
+class UnknownOperation(LienthongError):
+    """The protocol has no operation of that name."""
+
+    code = "OPERATION_UNKNOWN"
+
+
 # --- local problems ----------------------------------------------------------
 
 

@@ -1,0 +1,260 @@
+"""The national axis' client protocol (VXP), so a document system switches by changing one URL.
+
+``POST /vxp/<operation>`` with the call's parameters in ``XroadVnpt-`` headers, authenticated
+as :mod:`adapters.vxpauth` describes; every answer is JSON ``{"status": "OK"|"FAIL",
+"ErrorCode": "0"|..., "ErrorDesc": ..., "data": ...}`` (HTTP 200: the clients read the
+envelope, not the HTTP status), ASCII only (some read the answer as US-ASCII).
+
+Underneath it is the gateway (:mod:`adapters.gateway`): a message sent here goes to the agency's
+hub with the agency's own broker account and is judged at every hop like any other; ``docId`` is
+lienthong's message id (SHA-256 of the signed bytes); the received list is the agency's mailbox,
+and ``updateStatus`` moves a message through it (``processing``, then ``done``: taken out, or
+``fail``: offered again).  ``ErrorCode`` is lienthong's error code as a number
+(:data:`ERROR_CODES`, listed in docs/errors.md), and ``ErrorDesc`` is ``CODE: sentence``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from broker.core import errors
+from broker.core.edxml import STATUS_CODES
+from broker.settings import Settings
+
+from .mailbox import PENDING, Received, Sent
+from .serving import Gateway, bounded
+from .vxpauth import Authenticated, SecretBook, authenticate, hash_file, zone_of
+
+PREFIX = "/vxp"
+SMALL_BODY = 64 * 1024
+DEFAULT_WINDOW = 900.0
+"""Seconds a request's timestamp may be off (either way); ``settings.vxp.window_seconds``."""
+DATE = "%d/%m/%Y %H:%M:%S"
+
+ERROR_CODES = {
+    # the request
+    "USAGE": "100", "UNAUTHORIZED": "101", "REQUEST_STALE": "102", "REQUEST_REPLAYED": "103",
+    "HEADER_MISMATCH": "104", "HASH_MISMATCH": "105", "OPERATION_UNKNOWN": "106", "BODY_TOO_LARGE": "107",
+    "TOO_MANY_UPLOADS": "108", "NOT_FOUND": "109", "HOST_NOT_ALLOWED": "110",
+    # the message (the same refusals a hub makes)
+    "INPUT_REJECTED": "200", "XML_MALFORMED": "201", "XML_FORBIDDEN": "202", "XML_TOO_LARGE": "203",
+    "XML_TOO_DEEP": "204", "EDXML_NAMESPACE": "205", "EDXML_SCHEMA": "206", "EDXML_MANIFEST": "207",
+    "SIG_INVALID": "210", "SIG_MISSING": "211", "SIG_PROFILE": "212", "SIG_ALGORITHM": "213", "SIG_DIGEST": "214",
+    "CERT_INVALID": "220", "CERT_UNTRUSTED": "221", "CERT_EXPIRED": "222", "CERT_REVOKED": "223",
+    "CRL_UNAVAILABLE": "224", "CERT_USAGE": "225", "CERT_ALGORITHM": "226",
+    "SIGNER_MISMATCH": "230", "AGENCY_UNKNOWN": "231", "RECIPIENT_UNKNOWN": "232", "SENDER_NOT_ALLOWED": "233",
+    "DOCUMENT_ID_REUSED": "234", "TRACE_INVALID": "235",
+    # the service
+    "TRANSIENT": "300", "ACCESS_REFUSED": "301", "CONFIG": "302", "RETRY_EXHAUSTED": "303", "AUDIT_BROKEN": "304",
+    "INTERNAL": "399",
+}
+"""lienthong's error code -> the protocol's ``ErrorCode`` ("0" is success).  Stable, like the codes."""
+
+TRANSFER = {"processing": "taken", "done": "done", "fail": "failed"}
+"""``updateStatus`` values -> the mailbox's transfer statuses."""
+STATUS_OF = {"new": ("initial", "waiting to be taken"), "taken": ("processing", "taken, being processed"),
+             "done": ("done", "taken"), "failed": ("fail", "the document system could not take it; offered again")}
+
+
+def error_code(exc: errors.LienthongError) -> str:
+    """The protocol's ``ErrorCode`` for a lienthong error: its own, or its family's."""
+    return ERROR_CODES.get(exc.code) or ("200" if isinstance(exc, errors.RejectedInput) else "399")
+
+
+def answer(data: Any = None, **extra: Any) -> Response:
+    body = {"status": "OK", "ErrorCode": "0", "ErrorDesc": "", **extra}
+    if data is not None:
+        body["data"] = data
+    return Response(json.dumps(body, ensure_ascii=True), media_type="application/json")
+
+
+def failure(exc: errors.LienthongError) -> Response:
+    return Response(json.dumps({"status": "FAIL", "ErrorCode": error_code(exc), "ErrorDesc": exc.line()[6:]},
+                               ensure_ascii=True), media_type="application/json")
+
+
+def mount(app: FastAPI, gw: Gateway) -> None:
+    """Serve the protocol on ``app`` under ``/vxp``, over the gateway ``gw``."""
+    vxp_settings = dict(gw.topology.settings.get("vxp") or {})
+    window = float(vxp_settings.get("window_seconds", DEFAULT_WINDOW))
+    zone = zone_of(str(vxp_settings.get("utc_offset")
+                       or (gw.topology.settings.get("report") or {}).get("utc_offset") or "+07:00"))
+    book = secret_book(gw.settings)
+    mailbox = gw.mailbox
+    ids = {code: str(i) for i, code in enumerate(gw.topology.agencies, start=1)}
+
+    def when(ts: float) -> str:
+        return datetime.fromtimestamp(ts, zone).strftime(DATE)
+
+    def period(req: Authenticated) -> tuple[float | None, float | None]:
+        out: list[float | None] = []
+        for key in ("fromdate", "todate"):
+            text = req.get(key).strip()
+            try:
+                out.append(datetime.strptime(text, DATE).replace(tzinfo=zone).timestamp() if text else None)
+            except ValueError:
+                raise errors.UsageError(f"{key} {text!r} is not dd/MM/yyyy HH:mm:ss") from None
+        return out[0], out[1]
+
+    def kind_of(req: Authenticated) -> str:
+        kind = (req.get("messagetype") or "edoc").strip().lower()
+        if kind not in ("edoc", "status"):
+            raise errors.UsageError(f"messagetype must be edoc or status, not {kind!r}")
+        return "document" if kind == "edoc" else "status"
+
+    # -- the operations ----------------------------------------------------------------------
+
+    async def send_edoc(req: Authenticated, body: bytes) -> Response:
+        expected = req.require("hash-file").lower()
+        signed = body
+        if hash_file(body) != expected:  # the SDK writes a CRLF after the file: it is not part of it
+            if body.endswith(b"\r\n") and hash_file(body[:-2]) == expected:
+                signed = body[:-2]
+            else:
+                raise errors.HashMismatch("the body's SHA-256 is not the hash-file sent with it")
+        m = gw.read_own(req.agency, signed)
+        if m.kind != kind_of(req):
+            raise errors.UsageError(f"messagetype says {req.get('messagetype') or 'edoc'}, the message is a {m.kind}")
+        sender = req.get("from").strip()
+        if sender and sender != m.sender.organ_id:
+            raise errors.HeaderMismatch(f"the from header names {sender!r}, the signed message {m.sender.organ_id!r}")
+        to = _codes(req.get("to"))
+        if to is not None and set(to) != set(m.recipient_ids):
+            raise errors.HeaderMismatch(f"the to header names {sorted(to)}, the signed message "
+                                        f"{sorted(m.recipient_ids)}")
+        with gw.upload(req.agency):
+            doc_id = await run_in_threadpool(gw.send, req.agency, signed, m)
+        return answer({"DocId": doc_id}, DocId=doc_id)
+
+    def received_list(req: Authenticated, _body: bytes) -> Response:
+        gw.pull(req.agency)
+        since, until = period(req)
+        kind = kind_of(req)
+        return answer([_received_item(r, req.agency, when) for r in
+                       mailbox.received(req.agency, kinds=(kind,), transfer=PENDING, since=since, until=until)])
+
+    def get_edoc(req: Authenticated, _body: bytes) -> Response:
+        doc_id = req.require("docid")
+        try:
+            data = mailbox.body(req.agency, doc_id)
+        except errors.NotFound:
+            gw.pull(req.agency)  # it may still wait in the broker inbox
+            data = mailbox.body(req.agency, doc_id)
+        return answer(base64.b64encode(data).decode())
+
+    def update_status(req: Authenticated, _body: bytes) -> Response:
+        doc_id, status = req.require("docid"), req.require("status").lower()
+        if status not in TRANSFER:
+            raise errors.UsageError(f"status must be one of {', '.join(TRANSFER)}, not {status!r}")
+        mailbox.set_transfer(req.agency, doc_id, TRANSFER[status])
+        return answer()
+
+    def sent_list(req: Authenticated, _body: bytes) -> Response:
+        gw.pull(req.agency)  # the receipts and statuses waiting in the inbox
+        since, until = period(req)
+        rows = [s for s in mailbox.sent(req.agency, kind_of(req))
+                if (since is None or s.sent >= since) and (until is None or s.sent < until)]
+        return answer([item for s in rows for item in _sent_items(s, req.agency, when)])
+
+    def agencies(_req: Authenticated, _body: bytes) -> Response:
+        return answer([{"id": ids[a.organ_id], "code": a.organ_id, "name": a.name, "mail": "", "pid": "0",
+                        "oldCode": ""} for a in gw.topology.agencies.values()])
+
+    def counter(kind: str) -> Callable[[Authenticated, bytes], Response]:
+        def count(req: Authenticated, _body: bytes) -> Response:
+            gw.pull(req.agency)
+            n = mailbox.count(req.agency, kind)
+            return answer({"count": n}, count=n)
+        return count
+
+    blocking: dict[str, Callable[[Authenticated, bytes], Response]] = {
+        "getReceivedEdocList": received_list, "getEdoc": get_edoc, "updateStatus": update_status,
+        "getSentEdocList": sent_list, "getAgenciesList": agencies,
+        "countReceiveEdoc": counter("document"), "countReceiveStatus": counter("status")}
+
+    @app.post(PREFIX + "/{operation}", include_in_schema=False)
+    async def serve(request: Request, operation: str) -> Response:
+        try:
+            if operation != "sendEdoc" and operation not in blocking:
+                raise errors.UnknownOperation(f"the protocol has no operation {operation!r}")
+            raw = {k.decode("latin-1").lower(): v for k, v in request.headers.raw}
+            req = authenticate(raw, book=book, agencies=gw.topology.agencies, now=datetime.now(UTC),
+                               window=window, zone=zone)
+            limit = gw.limit + 2 if operation == "sendEdoc" else SMALL_BODY
+            body = await bounded(request, limit, errors.TooLarge if operation == "sendEdoc" else errors.BodyTooLarge)
+            if not mailbox.first_use(req.replay_key(operation, body), keep_seconds=2 * window + 60):
+                raise errors.RequestReplayed("this exact signed request was already served")
+            if operation == "sendEdoc":
+                return await send_edoc(req, body)
+            return await run_in_threadpool(blocking[operation], req, body)
+        except errors.LienthongError as exc:
+            return failure(exc)
+
+
+def markdown() -> str:
+    """The ``ErrorCode`` table of docs/errors.md."""
+    lines = ["## ErrorCode in the national axis protocol (`/vxp`)", "",
+             "A call answered with `\"status\": \"FAIL\"` carries `ErrorCode` (below) and `ErrorDesc`",
+             "(`CODE: sentence`); success is `\"0\"`. A code not listed maps to its family: 200 for a",
+             "refused message, 399 otherwise.", "", "| code | ErrorCode |", "|---|---|"]
+    lines += [f"| `{code}` | {number} |" for code, number in sorted(ERROR_CODES.items(), key=lambda kv: int(kv[1]))]
+    return "\n".join(lines) + "\n"
+
+
+def secret_book(settings: Settings) -> SecretBook:
+    """The agencies' secrets for this protocol: ``<data>/vxp-secrets/<code>.secret``."""
+    return SecretBook(settings.data_dir / "vxp-secrets")
+
+
+def _codes(text: str) -> list[str] | None:
+    """The ``to`` header: a JSON array of agency codes, as a string (absent: None)."""
+    if not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise errors.UsageError("the to header is not a JSON array") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise errors.UsageError("the to header must be a JSON array of agency codes")
+    return value
+
+
+def _received_item(r: Received, agency: str, when: Callable[[float], str]) -> dict[str, str]:
+    status, desc = STATUS_OF[r.transfer]
+    return {"docId": r.message_id, "serviceType": "eDoc", "messageType": "edoc" if r.kind == "document" else "status",
+            "created_time": when(r.received), "updated_time": when(r.updated), "from": r.sender, "to": agency,
+            "status": status, "status_desc": desc}
+
+
+def _sent_items(s: Sent, agency: str, when: Callable[[float], str]) -> list[dict[str, str]]:
+    """One row per recipient: where the message is (hub receipts), what the recipient answered
+    (its latest business status)."""
+    rejected = next((r for r, _ in s.receipts if r.kind == "rejected"), None)
+    accepted = next(((r, at) for r, at in s.receipts if r.kind == "accepted"), None)
+    out = []
+    for to in s.recipients or ("",):
+        delivered = next(((r, at) for r, at in s.receipts if r.kind == "delivered" and to in r.recipients), None)
+        if rejected is not None:
+            send, desc = "rejected", f"{rejected.code}: {rejected.reason} (hub {rejected.hub})"
+        elif delivered is not None:
+            send, desc = "delivered", f"in the recipient's inbox (hub {delivered[0].hub}, {delivered[0].time})"
+        elif accepted is not None:
+            send, desc = "accepted", f"accepted by hub {accepted[0].hub}, on its way"
+        else:
+            send, desc = "sent", "handed to the relay; no receipt yet"
+        answers = [(code, at) for code, sender, at in s.statuses if sender == to]
+        code = answers[-1][0] if answers else ""
+        out.append({"senderDocId": s.message_id, "receiverDocId": s.message_id, "fromCode": agency, "toCode": to,
+                    "sendStatus": send, "sendStatusDesc": desc, "receiveStatus": code,
+                    "receiveStatusDesc": STATUS_CODES.get(code, ""), "title": s.title, "notation": s.notation,
+                    "sentTime": when(s.sent), "receivedTime": when(delivered[1]) if delivered else "",
+                    "serviceType": "eDoc", "messageType": "edoc" if s.kind == "document" else "status"})
+    return out
