@@ -1,18 +1,21 @@
-"""Gateway documents/s for 10 KB documents beside the SDK's, in the same run.
+"""Gateway documents/s for 10 KB documents beside the SDK's, in the same run: the REST route and
+the national axis protocol's sendEdoc.
 
     python bench/gateway_throughput.py [--count 1000] [--clients 4]
 
-Both push signed 10 KB documents into a hub's ingress (no hub workers run, so
-only the way in is measured): the SDK over one kept-open AMQP connection with
-publisher confirms; the gateway over HTTP keep-alive from ``--clients``
-concurrent clients, each request parsed, checked against its token and
-published with a confirm.  Needs RabbitMQ with management.
+Each pushes signed 10 KB documents into a hub's ingress (no hub workers run, so only the way in
+is measured): the SDK over one kept-open AMQP connection with publisher confirms; the gateway
+over HTTPS keep-alive from ``--clients`` concurrent clients, each request parsed, authenticated
+and published with a confirm: ``POST /v1/documents`` with a bearer token, and ``/vxp/sendEdoc``
+with HMAC-signed headers (each request from a new client object, its own timestamp), the
+replay check and hash-file.  Needs RabbitMQ with management.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import ssl
 import sys
 import tempfile
 import threading
@@ -24,9 +27,13 @@ sys.path.insert(0, str(ROOT))
 
 
 from adapters.gateway import create_app, issue_token  # noqa: E402
+from adapters.https import server_options  # noqa: E402
+from adapters.vxp import secret_book  # noqa: E402
 from broker import logs  # noqa: E402
+from broker.relay import devpki  # noqa: E402
 from tests import services  # noqa: E402
 from tests.relay import Relay, serve  # noqa: E402
+from tests.vxp_client import VxpClient, sdk_hash  # noqa: E402
 
 SENDER, RECIPIENT = "000.00.51.H41", "000.00.52.H41"
 
@@ -41,8 +48,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         relay = Relay(Path(tmp), amqp, mgmt, workers=0)
         try:
-            docs = [relay.document(SENDER, [RECIPIENT], size=5500, subject=f"g{i}") for i in range(2 * args.count)]
-            sdk_docs, gw_docs = docs[:args.count], docs[args.count:]
+            docs = [relay.document(SENDER, [RECIPIENT], size=5500, subject=f"g{i}") for i in range(3 * args.count)]
+            sdk_docs, rest_docs, vxp_docs = docs[:args.count], docs[args.count:2 * args.count], docs[2 * args.count:]
 
             client = relay.client(SENDER)
             start = time.perf_counter()
@@ -51,34 +58,62 @@ def main() -> None:
             sdk_rate = len(sdk_docs) / (time.perf_counter() - start)
             client.close()
 
-            port, server = serve(create_app(relay.settings, connect=relay.client))
+            tls = Path(tmp) / "tls"
+            ca = devpki.make_root("gateway CA")
+            tls.mkdir()
+            (tls / "ca.pem").write_bytes(devpki.pem_cert(ca.cert))
+            devpki.write_pair((tls / "key.pem", tls / "cert.pem"), devpki.issue_server(ca, ["127.0.0.1"]))
+            context = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+            port, server = serve(create_app(relay.settings, connect=relay.client),
+                                 **server_options(tls / "cert.pem", tls / "key.pem", None))
             token = issue_token(relay.settings, SENDER)
-            errors: list[int] = []
+            secret = secret_book(relay.settings).ensure(SENDER)
+            errors: list[str] = []
 
-            def push(part: list[bytes]) -> None:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            def rest(conn: http.client.HTTPSConnection, doc: bytes) -> None:
+                conn.request("POST", "/v1/documents", body=doc, headers={
+                    "Authorization": f"Bearer {token}", "Content-Type": "application/xml"})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 202:
+                    errors.append(str(resp.status))
+
+            def vxp(conn: http.client.HTTPSConnection, doc: bytes) -> None:
+                c = VxpClient(f"https://127.0.0.1:{port}/vxp", SENDER, secret)
+                url, headers, body = c.prepare("sendEdoc", doc + b"\r\n", **{
+                    "from": SENDER, "hash-file": sdk_hash(doc),
+                    "messagetype": "edoc"})
+                conn.request("POST", "/vxp/sendEdoc", body=body, headers=headers)
+                resp = conn.getresponse()
+                answer = resp.read()
+                if b'"ErrorCode": "0"' not in answer:
+                    errors.append(answer.decode()[:80])
+
+            def push(call: object, part: list[bytes]) -> None:
+                conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=context)
                 for d in part:
-                    conn.request("POST", "/v1/documents", body=d, headers={
-                        "Authorization": f"Bearer {token}", "Content-Type": "application/xml"})
-                    resp = conn.getresponse()
-                    resp.read()
-                    if resp.status != 202:
-                        errors.append(resp.status)
+                    call(conn, d)  # type: ignore[operator]
                 conn.close()
 
-            parts = [gw_docs[i::args.clients] for i in range(args.clients)]
-            threads = [threading.Thread(target=push, args=(p,)) for p in parts]
-            start = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            gw_rate = len(gw_docs) / (time.perf_counter() - start)
+            def rate(call: object, batch: list[bytes]) -> float:
+                parts = [batch[i::args.clients] for i in range(args.clients)]
+                threads = [threading.Thread(target=push, args=(call, p)) for p in parts]
+                start = time.perf_counter()
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                return len(batch) / (time.perf_counter() - start)
+
+            rest_rate, vxp_rate = rate(rest, rest_docs), rate(vxp, vxp_docs)
             server.should_exit = True
             size = len(docs[0])
-            print(f"{'way in':>8} {'docs/s':>8}   ({args.count} documents of {size / 1000:.1f} kB each)")
-            print(f"{'SDK':>8} {sdk_rate:8.0f}")
-            print(f"{'gateway':>8} {gw_rate:8.0f}   ({args.clients} HTTP clients; errors: {len(errors)})")
+            print(f"{'way in':>14} {'docs/s':>8}   ({args.count} documents of {size / 1000:.1f} kB each)")
+            print(f"{'SDK (AMQP)':>14} {sdk_rate:8.0f}")
+            print(f"{'REST':>14} {rest_rate:8.0f}   ({args.clients} HTTPS clients)")
+            print(f"{'VXP sendEdoc':>14} {vxp_rate:8.0f}   ({args.clients} HTTPS clients; "
+                  f"{vxp_rate / rest_rate:.0%} of REST)")
+            print(f"errors: {len(errors)} {errors[:3]}")
         finally:
             relay.close()
 
