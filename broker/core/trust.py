@@ -1,10 +1,9 @@
 """Trust store and certificate path validation: anchors, chains, validity, CRLs, key usage.
 
-A trust store is a directory that lienthong reads once: every top-level
-``*.pem`` / ``*.crt`` / ``*.crl`` file, each holding any number of
-certificates and CRLs (private-key blocks are ignored, never loaded).
-Self-signed CA certificates are the anchors; other CA certificates are
-intermediates offered for path building.  No default CA bundle, ever.
+A trust store is a directory that lienthong reads (and re-reads when a file changes): the
+certificates and CRLs its CAs publish, PEM or DER (``broker.core.cafiles``).  Self-signed CA
+certificates are the anchors; other CA certificates are intermediates offered for path building.
+No default CA bundle, ever.
 
 Path rules (RFC 5280, the parts a document signer needs): every issuer is a CA allowed to sign
 certificates, within its ``pathLenConstraint``; the signer is not a CA, may sign (key usage) and,
@@ -34,6 +33,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from broker.core.cafiles import is_ca, read_directory
+from broker.core.cafiles import stamp as _stamp
 from broker.core.errors import ConfigError, Expired, KeyUsage, RevocationUnknown, Revoked, Untrusted
 
 MAX_CHAIN = 6
@@ -59,13 +60,6 @@ def now() -> datetime:
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 of the DER certificate, lowercase hex."""
     return hashlib.sha256(cert.public_bytes(_DER)).hexdigest()
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
 
 
 def _label(cert: x509.Certificate) -> str:
@@ -175,11 +169,14 @@ class TrustStore:
         stamp = self._stamps()
         if stamp == self._stamp:
             return False
-        anchors, inter, crls = read_directory(self.source)
+        try:
+            anchors, inter, crls = read_directory(self.source)
+            if self.crl_cache is not None and self.crl_cache.is_dir():
+                crls += read_directory(self.crl_cache)[2]
+        except ConfigError:
+            return False  # a file being written (or a broken one): keep what we have, try again later
         if not anchors:
             return False  # a half-written directory: keep what we have, try again later
-        if self.crl_cache is not None and self.crl_cache.is_dir():
-            crls += read_directory(self.crl_cache)[2]
         with self._lock:
             self.anchors, self.intermediates, self.crls = anchors, inter, crls
             self._anchor_ders = {a.public_bytes(_DER) for a in anchors}
@@ -242,7 +239,7 @@ class TrustStore:
             issuer = self._find_issuer(current, candidates)
             if issuer is None:
                 raise Untrusted(f"certificate {_label(current)!r} does not chain to a trusted root")
-            if not _is_ca(issuer):
+            if not is_ca(issuer):
                 raise Untrusted(f"issuer {_label(issuer)!r} is not a CA")
             _check_issuer(issuer, cas_below=len(path) - 1)
             path.append(issuer)
@@ -308,7 +305,7 @@ def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.E
 
 def _check_signer(cert: x509.Certificate, at: datetime) -> None:
     """The signer itself: not a CA, allowed to sign, fit for documents, valid at ``at``."""
-    if _is_ca(cert):
+    if is_ca(cert):
         raise KeyUsage(f"certificate {_label(cert)!r} is a CA certificate: a CA does not sign documents")
     ku = _extension(cert, x509.KeyUsage)
     if isinstance(ku, x509.KeyUsage) and not (ku.digital_signature or ku.content_commitment):
@@ -332,50 +329,3 @@ def _check_issuer(issuer: x509.Certificate, *, cas_below: int) -> None:
     if isinstance(bc, x509.BasicConstraints) and bc.path_length is not None and cas_below > bc.path_length:
         raise Untrusted(f"issuer {_label(issuer)!r} allows {bc.path_length} CA(s) below it "
                         f"(path length), this chain has {cas_below}")
-
-
-def _pem_blocks(data: bytes, label: bytes) -> list[bytes]:
-    begin, end = b"-----BEGIN " + label + b"-----", b"-----END " + label + b"-----"
-    out, pos = [], 0
-    while (i := data.find(begin, pos)) != -1:
-        j = data.find(end, i)
-        if j == -1:
-            break
-        out.append(data[i:j + len(end)] + b"\n")
-        pos = j + len(end)
-    return out
-
-
-def read_directory(directory: str | Path) -> tuple[list[x509.Certificate], list[x509.Certificate],
-                                                   list[x509.CertificateRevocationList]]:
-    """(self-signed CA certificates, other CA certificates, CRLs) of a directory's PEM files."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise ConfigError(f"trust store {d} is not a directory")
-    anchors: list[x509.Certificate] = []
-    inter: list[x509.Certificate] = []
-    crls: list[x509.CertificateRevocationList] = []
-    for f in sorted(d.iterdir()):
-        if f.suffix.lower() not in (".pem", ".crt", ".crl") or not f.is_file():
-            continue
-        data = f.read_bytes()
-        try:
-            if b"-----BEGIN CERTIFICATE-----" in data:
-                for cert in x509.load_pem_x509_certificates(data):
-                    if not _is_ca(cert):
-                        continue
-                    (anchors if cert.issuer == cert.subject else inter).append(cert)
-            for block in _pem_blocks(data, b"X509 CRL"):
-                crls.append(x509.load_pem_x509_crl(block))
-        except ValueError as exc:
-            raise ConfigError(f"trust store file {f.name} is not valid PEM: {exc}") from None
-    return anchors, inter, crls
-
-
-def _stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
-    """What changes when a trust store file is written, added or removed: names, sizes, times."""
-    try:
-        return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in directory.iterdir()
-                            if f.is_file() and f.suffix.lower() in (".pem", ".crt", ".crl")))
-    except OSError:
-        return ()

@@ -27,11 +27,12 @@ from cryptography import x509
 
 from broker.core import receipts, wire
 from broker.core.auditlog import AuditRow, entry_hash
+from broker.core.cafiles import read_directory
 from broker.core.errors import AuditFailure, LienthongError, TraceInvalid
 from broker.core.hoprecords import HopRecord, parse_record, parse_time, verify_record
 from broker.core.parsing import parse
 from broker.core.topology import Topology, subject_uid
-from broker.core.trust import TrustStore, read_directory
+from broker.core.trust import TrustStore
 from broker.core.validation import check
 from broker.relay import timestamp
 from broker.relay.store import SqlStore

@@ -56,14 +56,16 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def new_key(kind: str = "rsa") -> PrivateKey:
+def new_key(kind: str = "rsa", bits: int = 2048) -> PrivateKey:
     if kind == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return rsa.generate_private_key(public_exponent=65537, key_size=bits)
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def make_root(name: str = "lienthong dev root CA", *, days: int = 3650, kind: str = "ec") -> Issued:
-    key = new_key(kind)
+def make_root(name: str = "lienthong dev root CA", *, days: int = 3650, kind: str = "ec",
+              bits: int = 2048) -> Issued:
+    """A self-signed root CA (``kind`` "rsa" with ``bits``, e.g. 4096 as the government CA's G2 root)."""
+    key = new_key(kind, bits)
     subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
                          x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = _now()

@@ -1,0 +1,93 @@
+"""What certificate authorities publish, read from a trust store directory: certificates and CRLs.
+
+Every top-level ``*.pem`` / ``*.crt`` / ``*.cer`` / ``*.der`` / ``*.crl`` file counts, in either
+form a CA publishes it: PEM (any number of certificates and CRLs; private-key blocks are ignored,
+never loaded) or DER (one certificate or one CRL: the government CA's root and its CRLs come so).
+The content says which, not the name: a ``.crt`` may be PEM, a ``.der`` a CRL.  A file that holds
+neither is a configuration error naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+
+from broker.core.errors import ConfigError
+
+SUFFIXES = (".pem", ".crt", ".cer", ".der", ".crl")
+"""The files of a trust store directory (read, and watched for changes)."""
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _pem_blocks(data: bytes, label: bytes) -> list[bytes]:
+    begin, end = b"-----BEGIN " + label + b"-----", b"-----END " + label + b"-----"
+    out, pos = [], 0
+    while (i := data.find(begin, pos)) != -1:
+        j = data.find(end, i)
+        if j == -1:
+            break
+        out.append(data[i:j + len(end)] + b"\n")
+        pos = j + len(end)
+    return out
+
+
+def read_directory(directory: str | Path) -> tuple[list[x509.Certificate], list[x509.Certificate],
+                                                   list[x509.CertificateRevocationList]]:
+    """(self-signed CA certificates, other CA certificates, CRLs) of a directory's files."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ConfigError(f"trust store {d} is not a directory")
+    anchors: list[x509.Certificate] = []
+    inter: list[x509.Certificate] = []
+    crls: list[x509.CertificateRevocationList] = []
+    for f in sorted(d.iterdir()):
+        if f.suffix.lower() not in SUFFIXES or not f.is_file():
+            continue
+        certs, found = read_file(f)
+        crls += found
+        for cert in certs:
+            if is_ca(cert):
+                (anchors if cert.issuer == cert.subject else inter).append(cert)
+    return anchors, inter, crls
+
+
+def read_file(f: Path) -> tuple[list[x509.Certificate], list[x509.CertificateRevocationList]]:
+    """The certificates and CRLs of one trust store file, PEM or DER, whatever its name says; a
+    file that holds neither is a ConfigError naming it."""
+    try:
+        data = f.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read trust store file {f.name}: {exc.strerror}") from None
+    if b"-----BEGIN " in data:
+        try:
+            certs = x509.load_pem_x509_certificates(data) if b"-----BEGIN CERTIFICATE-----" in data else []
+            crls = [x509.load_pem_x509_crl(block) for block in _pem_blocks(data, b"X509 CRL")]
+        except ValueError as exc:
+            raise ConfigError(f"trust store file {f.name} is not valid PEM: {exc}") from None
+        if not certs and not crls:
+            raise ConfigError(f"trust store file {f.name} holds no certificate and no CRL")
+        return certs, crls
+    try:
+        return [x509.load_der_x509_certificate(data)], []
+    except ValueError:
+        pass
+    try:
+        return [], [x509.load_der_x509_crl(data)]
+    except ValueError:
+        raise ConfigError(f"trust store file {f.name} is neither a certificate nor a CRL (PEM or DER)") from None
+
+
+def stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a trust store file is written, added or removed: names, sizes, times."""
+    try:
+        return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in directory.iterdir()
+                            if f.is_file() and f.suffix.lower() in SUFFIXES))
+    except OSError:
+        return ()
