@@ -60,9 +60,13 @@ def serve(app: Any, **options: Any) -> tuple[int, Any]:
 class Relay:
     def __init__(self, base: Path, amqp_url: str, mgmt_url: str, *, state_url: str | None = None,
                  workers: int = 1, env: dict[str, str] | None = None,
-                 settings: dict[str, object] | None = None) -> None:
+                 settings: dict[str, object] | None = None,
+                 agencies: dict[str, dict[str, object]] | None = None) -> None:
+        """``agencies``: fields added to agencies' directory entries (by code), e.g. a policy."""
         self.namespace = f"lt{uuid.uuid4().hex[:8]}"
         raw = yaml.safe_load((ROOT / "config" / "topology.yaml").read_text(encoding="utf-8"))
+        for entry in raw["agencies"]:
+            entry.update((agencies or {}).get(entry["organ_id"], {}))
         mgmt_node = urlsplit(mgmt_url)._replace(netloc=urlsplit(mgmt_url).netloc.rpartition("@")[2]).geturl()
         raw.update(namespace=self.namespace, amqp_url=amqp_url, management_url=mgmt_node)  # no secret here
         raw["settings"] = {**(raw.get("settings") or {}), **(settings or {})}

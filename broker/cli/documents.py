@@ -30,6 +30,8 @@ def _print(summary: dict[str, Any], as_json: bool, verdict: str) -> None:
                f"to {', '.join(summary['to'])}")
     if "signer" in summary:
         click.echo(f"  signed by {summary['signer']}")
+    for weak in summary.get("legacy_sha1", []):
+        click.echo(f"  SHA-1 accepted (legacy policy): {weak}")
     click.echo(f"  sha256 {summary['sha256']}")
 
 
@@ -67,7 +69,9 @@ def sign(file: str, key_path: str, cert_path: str, output: str) -> None:
               help="Agency directory binding signers to agency codes.")
 @click.option("--no-directory", is_flag=True, help="Skip the signer = From check (diagnostics only).")
 @click.option("--at", "at_time", default=None, help="Verify as of this ISO time (default: now).")
-@click.option("--allow-sha1", is_flag=True, help="Accept SHA-1 signatures from legacy senders.")
+@click.option("--allow-sha1", is_flag=True,
+              help="Accept SHA-1 (signature, digest, certificate chain) from any sender; without it, only "
+                   "agencies whose directory entry sets legacy_sha1.")
 @click.option("--no-crl", is_flag=True, help="Do not require a current CRL (diagnostics only).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def verify(file: str, trust_dir: str, topology_path: str, no_directory: bool, at_time: str | None,

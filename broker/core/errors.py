@@ -103,7 +103,7 @@ class SignatureProfile(SignatureError):
 
 
 class WeakAlgorithm(SignatureError):
-    """The signature uses an algorithm refused by policy (SHA-1, unknown URIs)."""
+    """The signature uses an algorithm refused by policy (unknown URIs; SHA-1 unless allowed for the sender)."""
 
     code = "SIG_ALGORITHM"
 
@@ -142,6 +142,12 @@ class RevocationUnknown(CertificateError):
     """No current CRL from the issuer is in the trust store, so revocation cannot be checked."""
 
     code = "CRL_UNAVAILABLE"
+
+
+class CertAlgorithm(CertificateError):
+    """A certificate of the chain is signed with SHA-1: accepted only where the sender's entry sets legacy_sha1."""
+
+    code = "CERT_ALGORITHM"
 
 
 class KeyUsage(CertificateError):

@@ -104,6 +104,9 @@ class Outcome:
     identity: tuple[str, str, str] | None = None
     """(sender, DocumentId, business type) of an accepted document: one document has one set of
     bytes, so a second message with this identity and other bytes is refused (``DOCUMENT_ID_REUSED``)."""
+    legacy: tuple[str, ...] = ()
+    """What of an accepted message used SHA-1, allowed only by its sender's ``legacy_sha1``
+    policy: the worker raises a ``sha1-accepted`` alert for it."""
 
 
 @dataclass
@@ -143,6 +146,8 @@ class Hop:
             trace = _trace(msg.headers)
             recipients = self._admit(origin, sender, m.recipient_ids, trace, digest)
             out = self._forward(msg.body, digest, document_id, sender, recipients, trace, "edxml", m.kind)
+            if checked.legacy:
+                out = replace(out, legacy=checked.legacy)
             if m.kind != "document":
                 return out
             return replace(out, identity=(sender, document_id, m.business.doc_type if m.business else "0"))

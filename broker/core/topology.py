@@ -46,6 +46,10 @@ class Agency:
     level: str = ""
     """The agency's tier for reports (``province``, ``department``, ``district``, ``commune``...);
     defaults to the tier of its hub."""
+    legacy_sha1: bool = False
+    """Accept SHA-1 from this agency (its signature, digest, or certificates of its chain: the
+    older government CA generation and its USB tokens); every hub alerts on each such document.
+    Only ever for this agency: another's SHA-1 stays refused."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,10 @@ class Topology:
                 raise ConfigError(f"{source}: agency {oid!r} names unknown hub {a.get('hub')!r}")
             pins = tuple(str(x).lower().replace(":", "") for x in a.get("cert_sha256", []) or [])
             level = str(a.get("level") or hubs[str(a["hub"])].tier)
-            agencies[oid] = Agency(oid, str(a.get("name", oid)), str(a["hub"]), pins, level)
+            legacy = a.get("legacy_sha1", False)
+            if not isinstance(legacy, bool):
+                raise ConfigError(f"{source}: agency {oid!r}: legacy_sha1 must be true or false, not {legacy!r}")
+            agencies[oid] = Agency(oid, str(a.get("name", oid)), str(a["hub"]), pins, level, legacy)
         topo = cls(hubs, agencies, dict(raw.get("settings", {}) or {}), str(raw.get("namespace", "lienthong")))
         topo._check_tree(source)
         return topo

@@ -5,6 +5,11 @@ certificates and CRLs its CAs publish, PEM or DER (``broker.core.cafiles``).  Se
 certificates are the anchors; other CA certificates are intermediates offered for path building.
 No default CA bundle, ever.
 
+SHA-1: a certificate of the path signed with SHA-1 (the older generation of the government CA,
+and its USB tokens) is refused with ``CERT_ALGORITHM`` unless the caller allows it for this
+sender (``allow_sha1``, from the agency's ``legacy_sha1`` in the directory); the anchor's own
+self-signature does not count.  An accepted path names what used SHA-1 (``ChainResult.legacy``).
+
 Path rules (RFC 5280, the parts a document signer needs): every issuer is a CA allowed to sign
 certificates, within its ``pathLenConstraint``; the signer is not a CA, may sign (key usage) and,
 when it names extended key usages, names one fit for documents.  KeyInfo carries at most a few
@@ -30,16 +35,27 @@ from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import SignatureAlgorithmOID
 
 from broker.core.cafiles import is_ca, read_directory
 from broker.core.cafiles import stamp as _stamp
-from broker.core.errors import ConfigError, Expired, KeyUsage, RevocationUnknown, Revoked, Untrusted
+from broker.core.errors import (
+    CertAlgorithm,
+    ConfigError,
+    Expired,
+    KeyUsage,
+    RevocationUnknown,
+    Revoked,
+    Untrusted,
+)
 
 MAX_CHAIN = 6
 FAILURE_SECONDS = 300.0
 _DER = Encoding.DER
+_SHA1_SIGNATURES = {SignatureAlgorithmOID.RSA_WITH_SHA1, SignatureAlgorithmOID.ECDSA_WITH_SHA1}
 DOCUMENT_SIGNING_EKUS = {
     "2.5.29.37.0",               # anyExtendedKeyUsage
     "1.3.6.1.5.5.7.3.4",         # emailProtection (S/MIME, the usual "signature" certificate)
@@ -115,6 +131,8 @@ class ChainResult:
     path: tuple[x509.Certificate, ...]
     valid_until: datetime
     """The first instant at which this answer may no longer hold."""
+    legacy: tuple[str, ...] = ()
+    """What in the path is signed with SHA-1 (accepted only when the caller allowed it)."""
 
 
 @dataclass
@@ -196,14 +214,19 @@ class TrustStore:
     # -- path validation -----------------------------------------------------
 
     def validate(self, leaf: x509.Certificate, extra: tuple[x509.Certificate, ...] = (),
-                 *, at: datetime | None = None, cache_key: bytes | None = None) -> ChainResult:
+                 *, at: datetime | None = None, cache_key: bytes | None = None,
+                 allow_sha1: bool = False) -> ChainResult:
         """Validate ``leaf`` for document signing at time ``at`` (default: now).
 
         ``cache_key`` identifies leaf and extras (their DER bytes) when the caller has them.
+        ``allow_sha1``: certificates signed with SHA-1 may be part of the path (a legacy sender's).
         """
         self.refresh()
         at = at or now()
+        # whether SHA-1 is allowed is part of the question: an answer for a legacy sender must
+        # never serve another one
         key = cache_key or b"".join(c.public_bytes(_DER) for c in (leaf, *extra))
+        key = (b"sha1:" if allow_sha1 else b"-:") + key
         current = abs((at - now()).total_seconds()) < 60  # refusals are cached for "now" only
         with self._lock:
             hit = self._cache.get(key)
@@ -213,8 +236,8 @@ class TrustStore:
         if failed is not None and failed[0] > time.monotonic():
             raise failed[1]
         try:
-            result = self._validate(leaf, extra, at)
-        except (Untrusted, KeyUsage, Expired, Revoked, RevocationUnknown) as exc:
+            result = self._validate(leaf, extra, at, allow_sha1)
+        except (Untrusted, CertAlgorithm, KeyUsage, Expired, Revoked, RevocationUnknown) as exc:
             if not current:
                 raise
             with self._lock:
@@ -229,16 +252,19 @@ class TrustStore:
         return result
 
     def _validate(self, leaf: x509.Certificate, extra: tuple[x509.Certificate, ...],
-                  at: datetime) -> ChainResult:
+                  at: datetime, allow_sha1: bool) -> ChainResult:
         path = [leaf]
         candidates = list(extra) + self.intermediates
+        legacy: list[str] = []
         while path[-1].public_bytes(_DER) not in self._anchor_ders:
             current = path[-1]
             if len(path) > MAX_CHAIN:
                 raise Untrusted("the certificate chain is too long")
-            issuer = self._find_issuer(current, candidates)
+            issuer = self._find_issuer(current, candidates, allow_sha1)
             if issuer is None:
                 raise Untrusted(f"certificate {_label(current)!r} does not chain to a trusted root")
+            if current.signature_algorithm_oid in _SHA1_SIGNATURES:
+                legacy.append(f"certificate {_label(current)!r} is signed with SHA-1")
             if not is_ca(issuer):
                 raise Untrusted(f"issuer {_label(issuer)!r} is not a CA")
             _check_issuer(issuer, cas_below=len(path) - 1)
@@ -254,15 +280,22 @@ class TrustStore:
             next_update = self._check_revocation(cert, issuer, at)
             if next_update is not None:
                 valid_until = min(valid_until, next_update)
-        return ChainResult(path=tuple(path), valid_until=valid_until)
+        return ChainResult(path=tuple(path), valid_until=valid_until, legacy=tuple(legacy))
 
-    def _find_issuer(self, cert: x509.Certificate,
-                     candidates: list[x509.Certificate]) -> x509.Certificate | None:
+    def _find_issuer(self, cert: x509.Certificate, candidates: list[x509.Certificate],
+                     allow_sha1: bool) -> x509.Certificate | None:
+        sha1 = cert.signature_algorithm_oid in _SHA1_SIGNATURES
         for issuer in [*self.anchors, *candidates]:
             if issuer.subject != cert.issuer:
                 continue
+            if sha1 and not allow_sha1:
+                raise CertAlgorithm(f"certificate {_label(cert)!r} is signed with SHA-1, which is accepted "
+                                    f"only from agencies the directory marks legacy_sha1; use a SHA-256 certificate")
             try:
-                cert.verify_directly_issued_by(issuer)
+                if sha1:
+                    _verify_sha1(cert, issuer)  # cryptography's own check no longer takes SHA-1
+                else:
+                    cert.verify_directly_issued_by(issuer)
             except (InvalidSignature, ValueError, TypeError):
                 continue
             return issuer
@@ -294,6 +327,17 @@ class TrustStore:
         if entry is not None and entry.revocation_date_utc <= at:
             raise Revoked(f"certificate {_label(cert)!r} was revoked on {entry.revocation_date_utc:%Y-%m-%d}")
         return self.policy.good_until(crl)
+
+
+def _verify_sha1(cert: x509.Certificate, issuer: x509.Certificate) -> None:
+    """Raise InvalidSignature unless ``issuer`` signed ``cert`` (RSA PKCS#1 v1.5 or ECDSA, SHA-1)."""
+    key, oid = issuer.public_key(), cert.signature_algorithm_oid
+    if isinstance(key, rsa.RSAPublicKey) and oid == SignatureAlgorithmOID.RSA_WITH_SHA1:
+        key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), hashes.SHA1())
+    elif isinstance(key, ec.EllipticCurvePublicKey) and oid == SignatureAlgorithmOID.ECDSA_WITH_SHA1:
+        key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA1()))
+    else:
+        raise InvalidSignature("the issuer's key does not fit the certificate's signature algorithm")
 
 
 def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.ExtensionType | None:

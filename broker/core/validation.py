@@ -6,7 +6,7 @@ message is judged the same way everywhere.  No broker, no database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +31,12 @@ class Checked:
     sender: Agency | None = None
     tree: etree._ElementTree | None = None
 
+    @property
+    def legacy(self) -> tuple[str, ...]:
+        """What was accepted only under the sender's SHA-1 policy (empty: nothing weak): the
+        hub raises a ``sha1-accepted`` alert for it."""
+        return self.signature.legacy if self.signature is not None else ()
+
 
 def check(data: bytes, *, trust: TrustStore | None = None, topology: Topology | None = None,
           limits: ParseLimits = DEFAULT_LIMITS, policy: VerifyPolicy = DEFAULT_POLICY,
@@ -38,13 +44,17 @@ def check(data: bytes, *, trust: TrustStore | None = None, topology: Topology | 
     """Judge one message; raise a :class:`~broker.core.errors.RejectedInput` subclass on the first failure.
 
     ``trust`` set: the signature is verified and chained to the store.
-    ``topology`` set: the signer must be bound to the ``From`` agency.
+    ``topology`` set: the signer must be bound to the ``From`` agency, and SHA-1 (signature,
+    digest, certificates of the chain) is accepted only if the agency's entry sets ``legacy_sha1``.
     """
     tree = parse(data, limits)
     schema.validate(tree.getroot())
     message = edxml.read(tree)
     signature = None
     sender = None
+    entry = topology.agencies.get(message.sender.organ_id) if topology is not None else None
+    if entry is not None and entry.legacy_sha1 and not policy.allow_sha1:
+        policy = replace(policy, allow_sha1=True)  # this sender's own policy, nobody else's
     if trust is not None or require_signature:
         signature = verify_tree(tree, trust, policy=policy, at=at)
     if topology is not None:
@@ -72,5 +82,7 @@ def summary(checked: Checked) -> dict[str, Any]:
     if checked.signature is not None:
         out["signer"] = checked.signature.signer.subject.rfc4514_string()
         out["chain"] = [c.subject.rfc4514_string() for c in checked.signature.chain.path]
+        if checked.legacy:
+            out["legacy_sha1"] = list(checked.legacy)
     return out
 

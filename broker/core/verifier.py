@@ -7,7 +7,9 @@ Order of checks (cheapest and most specific first):
    enveloped-signature and C14N transforms; no ``Object``.  Because the
    single reference covers the whole document, what policy and routing read
    from the tree is what was signed: signature wrapping has nowhere to hide.
-2. algorithms: known URIs; SHA-1 only when the policy allows it.
+2. algorithms: known URIs; SHA-1 only when the policy allows it (for this sender: the agency
+   directory's ``legacy_sha1``, see :func:`broker.core.validation.check`), and then named in
+   :attr:`VerifiedSignature.legacy`.
 3. digest of the canonical document, then the signature over ``SignedInfo``
    with the key of the first ``X509Certificate``.
 4. the certificate path to a pinned anchor (:mod:`broker.trust`).
@@ -58,7 +60,9 @@ class VerifyPolicy:
     """What a verifier accepts. Safe defaults; loosen only with a reason."""
 
     allow_sha1: bool = False
-    """Accept RSA-SHA1 / SHA-1 digests from legacy senders (``--allow-sha1``)."""
+    """Accept SHA-1 from a legacy sender: RSA-SHA1 / ECDSA-SHA1 signatures, SHA-1 digests, and
+    certificates of the chain signed with SHA-1 (``legacy_sha1`` in the sender's directory entry;
+    ``verify --allow-sha1``).  What used it is named in ``VerifiedSignature.legacy``."""
 
 
 DEFAULT_POLICY = VerifyPolicy()
@@ -73,6 +77,8 @@ class VerifiedSignature:
     signature_method: str
     digest_method: str
     reference_digest: bytes
+    legacy: tuple[str, ...] = ()
+    """What was accepted only because the policy allows SHA-1 (empty: nothing weak)."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +188,7 @@ def _parse_signature(root: etree._Element, policy: VerifyPolicy,
     if digest is None:
         raise WeakAlgorithm(f"digest method {dm_uri!r} is not accepted")
     if (digest.weak or method.weak) and not policy.allow_sha1:
-        raise WeakAlgorithm("SHA-1 is refused; sign with SHA-256 or stronger")
+        raise WeakAlgorithm("SHA-1 is refused for this sender; sign with SHA-256 or stronger")
     certs_els = sig.findall(DS + "KeyInfo/" + DS + "X509Data/" + DS + "X509Certificate")
     if not certs_els:
         raise SignatureProfile("KeyInfo carries no X509Certificate")
@@ -233,6 +239,9 @@ def verify_tree(tree: etree._ElementTree, trust: TrustStore | None, *,
     if trust is None:
         chain = ChainResult(path=p.certs, valid_until=p.certs[0].not_valid_after_utc)
     else:
-        chain = trust.validate(p.certs[0], p.certs[1:], at=at, cache_key=b"".join(p.ders))
+        chain = trust.validate(p.certs[0], p.certs[1:], at=at, cache_key=b"".join(p.ders),
+                               allow_sha1=policy.allow_sha1)
+    legacy = ((f"signature method {p.method.uri}",) if p.method.weak else ()) + \
+        ((f"digest method {p.digest.uri}",) if p.digest.weak else ()) + chain.legacy
     return VerifiedSignature(signer=p.certs[0], chain=chain, signature_method=p.method.uri,
-                             digest_method=p.digest.uri, reference_digest=p.digest_value)
+                             digest_method=p.digest.uri, reference_digest=p.digest_value, legacy=legacy)

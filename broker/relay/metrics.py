@@ -27,6 +27,9 @@ CRL_SECONDS = Gauge("lienthong_crl_seconds_left", "Seconds until the next CRL is
                     ["hub", "issuer"])
 QUEUE_MESSAGES = Gauge("lienthong_queue_messages", "Messages ready in a hub's queue", ["hub", "queue"])
 ALERT = Gauge("lienthong_alert", "1 while an alert holds, else 0", ["hub", "kind", "subject"])
+SHA1_ACCEPTED = Counter("lienthong_sha1_accepted_total",
+                        "Messages a hub accepted with SHA-1 (signature, digest or chain) under the sender's "
+                        "legacy_sha1 policy", ["hub", "agency"])
 ALERT_CERT_DAYS = 30
 
 

@@ -260,6 +260,11 @@ class HubWorker:
             self._consumer.ack(tag)  # type: ignore[union-attr]
             return
         self._count(outcome)
+        if outcome.legacy and outcome.verdict != "rejected":
+            # accepted only because the directory allows this agency SHA-1: someone must see it
+            metrics.SHA1_ACCEPTED.labels(self.hub, outcome.sender).inc()
+            self.log.warning("alert", kind="sha1-accepted", agency=outcome.sender, document_id=outcome.document_id,
+                             detail="; ".join(outcome.legacy))
         if outcome.verdict == "rejected":
             self.log.info("rejected", document_id=outcome.document_id, agency=outcome.sender,
                           code=outcome.code, reason=outcome.reason)
