@@ -63,6 +63,12 @@ class PkiLayout:
         d = self.root / "agencies" / organ_id
         return d / "key.pem", d / "cert.pem"
 
+    @staticmethod
+    def token_file(key_path: Path) -> Path:
+        """Beside a principal's ``key.pem``: ``key.pkcs11``, a file holding the PKCS#11 URI of its
+        key when the key stays on a token (used when ``key.pem`` is absent)."""
+        return key_path.with_name("key.pkcs11")
+
     def hub_account(self, hub_id: str, role: str) -> tuple[Path, Path]:
         """(private key, client certificate) of a hub's broker account: ``role`` "hub" (its own
         vhost) or "link" (publishing into its neighbours')."""

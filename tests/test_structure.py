@@ -11,8 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 450
 IO_LIBRARIES = {"pika", "psycopg", "sqlite3", "socket", "subprocess", "http", "urllib.request", "fastapi",
-                "uvicorn", "prometheus_client", "requests", "click"}
-SHARED = {"broker", "broker.settings", "broker.logs", "broker.sqlite", "broker.private"}
+                "uvicorn", "prometheus_client", "requests", "click", "pkcs11"}
+SHARED = {"broker", "broker.settings", "broker.logs", "broker.sqlite", "broker.private", "broker.pkcs11"}
 # room -> the rooms it may import from (besides itself and the shared modules)
 MAY_IMPORT = {
     "broker.core": set(),

@@ -12,8 +12,8 @@ from adapters.folder import FolderAdapter
 from broker.cli.app import main, settings
 from broker.cli.clients import agency_client
 from broker.core import errors
-from broker.core.signer import SigningKey
 from broker.core.topology import Topology
+from broker.relay.assemble import signing_key
 from broker.settings import Fault
 
 
@@ -149,7 +149,8 @@ def folder() -> None:
 @folder.command("run")
 @click.argument("agency")
 @click.option("--root", required=True, help="The agency's folder (outbox/, inbox/, sent/, failed/ ...).")
-@click.option("--key", "key_path", default=None, help="Sign unsigned files with this key...")
+@click.option("--key", "key_path", default=None,
+              help="Sign unsigned files with this key (a PEM file, or a PKCS#11 URI: pkcs11:...)...")
 @click.option("--cert", "cert_path", default=None, help="...and certificate.")
 @click.option("--once", is_flag=True, help="One round, then exit.")
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between rounds.")
@@ -158,7 +159,7 @@ def folder_run(agency: str, root: str, key_path: str | None, cert_path: str | No
     """Send what is dropped in ROOT/outbox, receive into ROOT/inbox, until stopped."""
     if bool(key_path) != bool(cert_path):
         raise errors.UsageError("--key and --cert go together")
-    key = SigningKey.load(key_path, cert_path) if key_path and cert_path else None
+    key = signing_key(key_path, cert_path) if key_path and cert_path else None
     s = settings()
     adapter = FolderAdapter(agency_client(s, agency), Path(root), key, fault=Fault.parse(s.tuning.fault))
     if once:

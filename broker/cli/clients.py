@@ -10,7 +10,7 @@ from broker.core.signer import SigningKey
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.relay import layout
-from broker.relay.assemble import hub_certificates
+from broker.relay.assemble import has_key, hub_certificates, principal_key
 from broker.settings import Settings
 
 
@@ -20,8 +20,8 @@ def agency_client(settings: Settings, organ_id: str) -> AgencyClient:
     topology = Topology.load(settings.topology)
     url = layout.account_url(topology, topology.agency(organ_id).hub, settings.keys.agency_account(organ_id),
                              settings.keys.broker_ca)
-    key_path, cert_path = settings.keys.agency(organ_id)
-    key = SigningKey.load(key_path, cert_path) if key_path.exists() else None  # its own key, if on this host
+    paths = settings.keys.agency(organ_id)
+    key = principal_key(paths) if has_key(paths) else None  # its own key (PEM or token), if on this host
     return AgencyClient(organ_id, url, handed=HandedOver(settings.data_dir / "agencies" / f"{organ_id}.sqlite3"),
                         check=delivery_check(settings, topology), key=key)
 
@@ -33,8 +33,8 @@ def delivery_check(settings: Settings, topology: Topology) -> DeliveryCheck:
 
 
 def agency_key(settings: Settings, organ_id: str) -> SigningKey:
-    return SigningKey.load(*settings.keys.agency(organ_id))
+    return principal_key(settings.keys.agency(organ_id))
 
 
 def hub_key(settings: Settings, hub_id: str) -> SigningKey:
-    return SigningKey.load(*settings.keys.hub(hub_id))
+    return principal_key(settings.keys.hub(hub_id))

@@ -14,12 +14,12 @@ from broker.cli.app import main, read_file
 from broker.core import errors
 from broker.core.edxml import Organ, build_document
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
-from broker.core.signer import SigningKey
 from broker.core.signer import sign as do_sign
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.core.validation import check, summary
 from broker.core.verifier import VerifyPolicy
+from broker.relay.assemble import signing_key
 
 
 def _print(summary: dict[str, Any], as_json: bool, verdict: str) -> None:
@@ -52,12 +52,13 @@ def validate(file: str, as_json: bool, max_bytes: int | None) -> None:
 
 @main.command()
 @click.argument("file")
-@click.option("--key", "key_path", required=True, help="PEM private key of the signing agency.")
+@click.option("--key", "key_path", required=True,
+              help="The signing agency's private key: a PEM file, or a PKCS#11 URI (pkcs11:...) of a key on a token.")
 @click.option("--cert", "cert_path", required=True, help="PEM certificate (then intermediates).")
 @click.option("-o", "--output", required=True, help="Where to write the signed message.")
 def sign(file: str, key_path: str, cert_path: str, output: str) -> None:
     """Sign FILE with an enveloped XMLDSig signature (RSA/ECDSA, SHA-256)."""
-    signed = do_sign(read_file(file), SigningKey.load(key_path, cert_path))
+    signed = do_sign(read_file(file), signing_key(key_path, cert_path))
     Path(output).write_bytes(signed)
     click.echo(f"signed {file} -> {output}")
 

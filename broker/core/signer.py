@@ -43,7 +43,11 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 @dataclass(frozen=True)
 class SigningKey:
-    """A private key with its certificate and the intermediates to send along."""
+    """A private key with its certificate and the intermediates to send along.
+
+    ``key`` is any object implementing cryptography's ``RSAPrivateKey`` or
+    ``EllipticCurvePrivateKey``: a key loaded from PEM, or one that stays on a PKCS#11 token
+    (``broker.pkcs11``), whose ``sign`` goes to the token."""
 
     key: PrivateKey
     cert: x509.Certificate
@@ -54,16 +58,19 @@ class SigningKey:
         """Load a PEM private key and a PEM certificate file (leaf first, then intermediates)."""
         try:
             key_pem = Path(key_path).read_bytes()
-            cert_pem = Path(cert_path).read_bytes()
         except OSError as exc:
             raise UsageError(f"cannot read key or certificate: {exc.strerror}: {exc.filename}") from None
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
-            certs = x509.load_pem_x509_certificates(cert_pem)
         except ValueError as exc:
             raise ConfigError(f"key or certificate is not valid PEM: {exc}") from None
         if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
             raise ConfigError("only RSA and ECDSA keys can sign edXML")
+        return cls.with_certificate(key, read_certificates(cert_path))
+
+    @classmethod
+    def with_certificate(cls, key: PrivateKey, certs: list[x509.Certificate]) -> SigningKey:
+        """``key`` with ``certs`` (leaf first, then intermediates), which must be its own."""
         spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         if certs[0].public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
             raise ConfigError("the certificate does not belong to the private key")
@@ -72,6 +79,16 @@ class SigningKey:
     @property
     def method(self) -> SignatureMethod:
         return RSA_SHA256 if isinstance(self.key, rsa.RSAPrivateKey) else ECDSA_SHA256
+
+
+def read_certificates(cert_path: str | Path) -> list[x509.Certificate]:
+    """A PEM certificate file: the signer's certificate, then any intermediates."""
+    try:
+        return x509.load_pem_x509_certificates(Path(cert_path).read_bytes())
+    except OSError as exc:
+        raise UsageError(f"cannot read key or certificate: {exc.strerror}: {exc.filename}") from None
+    except ValueError as exc:
+        raise ConfigError(f"key or certificate is not valid PEM: {exc}") from None
 
 
 def sign_value(key: PrivateKey, method: SignatureMethod, data: bytes) -> bytes:

@@ -1,4 +1,7 @@
-"""Assemble a hub from settings: topology, trust store, hub key, hub certificates, state store."""
+"""Assemble a hub from settings: topology, trust store, hub key, hub certificates, state store.
+
+Keys (a hub's, an agency's, ``--key``) are a PEM file or a PKCS#11 URI (``broker.pkcs11``): a
+principal whose ``key.pem`` is absent and whose ``key.pkcs11`` holds a URI signs on that token."""
 
 from __future__ import annotations
 
@@ -8,10 +11,11 @@ from pathlib import Path
 
 from cryptography import x509
 
+from broker import pkcs11
 from broker.core.errors import ConfigError, TransientError
 from broker.core.hop import Hop
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
-from broker.core.signer import SigningKey
+from broker.core.signer import SigningKey, read_certificates
 from broker.core.topology import Topology, subject_uid
 from broker.core.trust import RevocationPolicy, TrustStore
 from broker.logs import get_logger
@@ -45,10 +49,40 @@ def load_hop(settings: Settings, hub_id: str, topology: Topology | None = None) 
                             crl_cache=settings.data_dir / "crls",
                             status_source=OcspClient(revocation.get("ocsp_url") or None))
     return Hop(hub=hub_id, topology=topology, trust=trust,
-               key=SigningKey.load(*settings.keys.hub(hub_id)),
+               key=principal_key(settings.keys.hub(hub_id)),
                hub_certs=hub_certificates(settings.pki, topology, trust),
                limits=limits_of(topology),
                receipts=settings.tuning.receipts)  # off only to measure their cost (bench/)
+
+
+def signing_key(key: str | Path, cert: str | Path) -> SigningKey:
+    """A signing key from a PEM file, or from the token a PKCS#11 URI names (the key stays there;
+    it is checked to belong to ``cert``)."""
+    if not pkcs11.is_uri(str(key)):
+        return SigningKey.load(key, cert)
+    certs = read_certificates(cert)
+    try:
+        return SigningKey.with_certificate(pkcs11.open_key(str(key), certs[0].public_key()), certs)
+    except pkcs11.TokenError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def principal_key(paths: tuple[Path, Path]) -> SigningKey:
+    """A hub's or an agency's own signing key from its (``key.pem``, ``cert.pem``): the PEM key,
+    else the token that ``key.pkcs11`` beside it names."""
+    key, cert = paths
+    token = PkiLayout.token_file(key)
+    if key.exists() or not token.exists():
+        return signing_key(key, cert)
+    uri = token.read_text(encoding="utf-8").strip()
+    if not pkcs11.is_uri(uri):
+        raise ConfigError(f"{token} does not hold a PKCS#11 URI (pkcs11:...)")
+    return signing_key(uri, cert)
+
+
+def has_key(paths: tuple[Path, Path]) -> bool:
+    """Whether this host holds the principal's signing key (a PEM file or a token's URI)."""
+    return paths[0].exists() or PkiLayout.token_file(paths[0]).exists()
 
 
 def limits_of(topology: Topology) -> ParseLimits:

@@ -1,0 +1,361 @@
+"""Signing keys kept on a PKCS#11 token (an HSM, an agency's USB token; SoftHSM in the tests):
+the key never leaves the token, lienthong hands it digests to sign.
+
+A key is named by a PKCS#11 URI (RFC 7512)::
+
+    pkcs11:token=lienthong;object=hub-H41?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/lienthong/hub.pin
+
+The path chooses the token (``token``: its label, ``serial``, ``manufacturer``, ``model``,
+``slot-id``) and the private key on it (``object``: its label, and/or ``id``: its CKA_ID,
+percent-encoded; ``type=private`` may be said).  The query names the module (``module-path``)
+and the PIN (``pin-source``: a file readable by its owner only).  A PIN in the URI itself
+(``pin-value``) is refused: URIs end up in configuration files and process lists.
+
+:func:`open_key` returns an object implementing cryptography's ``RSAPrivateKey`` or
+``EllipticCurvePrivateKey``, so XMLDSig signatures, hop records and receipts are made by the same
+code as with a PEM key.  It hashes locally and has the token sign the digest (``CKM_RSA_PKCS``
+over a DigestInfo, ``CKM_ECDSA``): the mechanisms every token has.  ``private_bytes`` and
+``private_numbers`` raise :class:`TokenError`: the key is not there to give.  Opening a key
+signs a probe and checks it with the certificate's public key, so a URI naming the wrong key
+fails at start, not at the first message.  One logged-in session per token serves all its keys
+in a process, under a lock (a PKCS#11 session is not for concurrent use); a session the token
+dropped is opened again, once.
+
+A shared module (the relay loads hub keys with it, the CLI the folder drop's and ``sign``'s):
+it imports no other part of lienthong, and its errors are :class:`TokenError`, one sentence,
+which callers turn into configuration errors.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote_to_bytes
+
+import pkcs11
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
+from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+
+SCHEME = "pkcs11:"
+_TOKEN_ATTRS = ("token", "serial", "manufacturer", "model", "slot-id")
+_PATH_ATTRS = {*_TOKEN_ATTRS, "object", "id", "type"}
+_QUERY_ATTRS = {"module-path", "pin-source"}
+_DIGEST_INFO = {  # RFC 8017, 9.2 note 1: the DER prefix of each hash's DigestInfo
+    "sha1": bytes.fromhex("3021300906052b0e03021a05000414"),
+    "sha224": bytes.fromhex("302d300d06096086480165030402040500041c"),
+    "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
+    "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
+    "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),
+}
+_DROPPED = (pkcs11.SessionHandleInvalid, pkcs11.SessionClosed, pkcs11.UserNotLoggedIn, pkcs11.DeviceRemoved,
+            pkcs11.TokenNotPresent, pkcs11.ObjectHandleInvalid, pkcs11.KeyHandleInvalid)
+
+
+T = TypeVar("T")
+
+
+class TokenError(Exception):
+    """A key on a token cannot be used (module, token, PIN, key); the message is one sentence."""
+
+
+def is_uri(spec: str | os.PathLike[str]) -> bool:
+    """Whether a ``--key`` value (or a ``key.pkcs11`` file's content) is a PKCS#11 URI."""
+    return str(spec)[:len(SCHEME)].lower() == SCHEME
+
+
+@dataclass(frozen=True)
+class KeyUri:
+    """A parsed PKCS#11 URI naming one private key."""
+
+    module: str
+    pin_file: Path
+    token: tuple[tuple[str, str], ...]
+    """The token attributes given, in the order of ``_TOKEN_ATTRS``."""
+    label: str | None
+    key_id: bytes | None
+
+    @classmethod
+    def parse(cls, uri: str) -> KeyUri:
+        if not is_uri(uri):
+            raise TokenError(f"{uri[:40]!r} is not a PKCS#11 URI (pkcs11:...)")
+        path, _, query = uri.strip()[len(SCHEME):].partition("?")
+        attrs, params = _pairs(path, ";", "path"), _pairs(query, "&", "query")
+        if "pin-value" in params:
+            raise TokenError("a PIN in the PKCS#11 URI (pin-value) is refused: put it in a file readable by its "
+                             "owner only and name that file with pin-source")
+        unknown = sorted({*attrs} - _PATH_ATTRS) + sorted({*params} - _QUERY_ATTRS)
+        if unknown:
+            raise TokenError(f"the PKCS#11 URI has attribute(s) lienthong does not use: {', '.join(unknown)}")
+        if attrs.get("type", b"private") != b"private":
+            raise TokenError("the PKCS#11 URI must name a private key (type=private)")
+        if "object" not in attrs and "id" not in attrs:
+            raise TokenError("the PKCS#11 URI names no key: give object= (its label) or id=")
+        if "module-path" not in params:
+            raise TokenError("the PKCS#11 URI names no module: give module-path= (the token's PKCS#11 library)")
+        if "pin-source" not in params:
+            raise TokenError("the PKCS#11 URI names no PIN: give pin-source= (a file readable by its owner only)")
+        pin = _text(params["pin-source"])
+        return cls(module=_text(params["module-path"]),
+                   pin_file=Path(pin[len("file:"):] if pin.startswith("file:") else pin),
+                   token=tuple((a, _text(attrs[a])) for a in _TOKEN_ATTRS if a in attrs),
+                   label=_text(attrs["object"]) if "object" in attrs else None, key_id=attrs.get("id"))
+
+    @property
+    def key_name(self) -> str:
+        parts = ([f"label {self.label!r}"] if self.label is not None else []) + \
+            ([f"id {self.key_id.hex()}"] if self.key_id is not None else [])
+        return " and ".join(parts)
+
+    @property
+    def token_name(self) -> str:
+        return ", ".join(f"{a}={v}" for a, v in self.token) or "(any)"
+
+
+def _pairs(text: str, sep: str, part: str) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for item in filter(None, text.split(sep)):
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise TokenError(f"the PKCS#11 URI's {part} attribute {name!r} has no value")
+        if name in out:
+            raise TokenError(f"the PKCS#11 URI gives {name!r} twice")
+        out[name] = unquote_to_bytes(value)
+    return out
+
+
+def _text(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TokenError("a PKCS#11 URI attribute is not UTF-8 once percent-decoded") from None
+
+
+def read_pin(path: Path) -> str:
+    """The PIN in ``path``, which must be readable by its owner only (like an SSH key)."""
+    try:
+        if path.stat().st_mode & 0o077:
+            raise TokenError(f"the PIN file {path} is readable by others: make it private (chmod 600)")
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise TokenError(f"cannot read the PIN file {path}: {exc.strerror}") from None
+
+
+class _Token:
+    """One token of one module, logged in once for the process, used under a lock."""
+
+    def __init__(self, token: Any, pin: str, name: str) -> None:
+        self.token, self.pin, self.name = token, pin, name
+        self.lock = threading.Lock()
+        self._session: Any = None
+        self._keys: dict[tuple[str | None, bytes | None], Any] = {}
+
+    def open(self) -> Any:
+        if self._session is None:
+            try:
+                self._session = self.token.open(user_pin=self.pin)
+            except pkcs11.UserAlreadyLoggedIn:  # this process logged in already: sessions share it
+                self._session = self.token.open()
+            except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange):
+                raise TokenError(f"the PIN is not the user PIN of token {self.name!r} (wrong PIN)") from None
+            except pkcs11.PinLocked:
+                raise TokenError(f"the user PIN of token {self.name!r} is locked") from None
+            except pkcs11.PKCS11Error as exc:
+                raise TokenError(f"cannot log in to token {self.name!r}: {_why(exc)}") from None
+            self._keys.clear()
+        return self._session
+
+    def key(self, uri: KeyUri) -> Any:
+        """The private key object ``uri`` names (the caller holds the lock)."""
+        ref = (uri.label, uri.key_id)
+        if ref not in self._keys:
+            template: dict[Attribute, Any] = {Attribute.CLASS: ObjectClass.PRIVATE_KEY}
+            if uri.label is not None:
+                template[Attribute.LABEL] = uri.label
+            if uri.key_id is not None:
+                template[Attribute.ID] = uri.key_id
+            found = list(self.open().get_objects(template))
+            if not found:
+                raise TokenError(f"token {self.name!r} holds no private key with {uri.key_name}")
+            if len(found) > 1:
+                raise TokenError(f"token {self.name!r} holds {len(found)} private keys with {uri.key_name}; "
+                                 f"name the one to use by id as well")
+            self._keys[ref] = found[0]
+        return self._keys[ref]
+
+    def run(self, uri: KeyUri, operation: Callable[[Any], T]) -> T:
+        """``operation(key)`` under the lock; a session the token dropped is opened again, once."""
+        with self.lock:
+            for attempt in (1, 2):
+                try:
+                    return operation(self.key(uri))
+                except _DROPPED as exc:
+                    self._session = None
+                    self._keys.clear()
+                    if attempt == 2:
+                        raise TokenError(f"token {self.name!r} is not answering: {_why(exc)}") from None
+                except pkcs11.PKCS11Error as exc:
+                    raise TokenError(f"token {self.name!r} failed with the key with {uri.key_name}: "
+                                     f"{_why(exc)}") from None
+        raise AssertionError("unreachable")
+
+
+_TOKENS: dict[tuple[str, int], _Token] = {}
+_TOKENS_LOCK = threading.Lock()
+
+
+def _why(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _token(uri: KeyUri) -> _Token:
+    if not Path(uri.module).is_file():
+        raise TokenError(f"the PKCS#11 module {uri.module} does not exist (install the token's driver)")
+    wanted = dict(uri.token)
+    matches = []
+    try:
+        for slot in pkcs11.lib(uri.module).get_slots(token_present=True):
+            tok = slot.get_token()
+            serial = tok.serial.decode("ascii", "replace") if isinstance(tok.serial, bytes) else str(tok.serial)
+            have = {"token": tok.label, "serial": serial.strip(), "manufacturer": tok.manufacturer_id,
+                    "model": tok.model, "slot-id": str(slot.slot_id)}
+            if all(have[a] == v for a, v in wanted.items()):
+                matches.append((slot.slot_id, tok))
+    except pkcs11.PKCS11Error as exc:
+        raise TokenError(f"cannot use the PKCS#11 module {uri.module}: {_why(exc)}") from None
+    if not matches:
+        raise TokenError(f"no token matching {uri.token_name} is present in {uri.module}")
+    if len(matches) > 1:
+        raise TokenError(f"{len(matches)} tokens match {uri.token_name} in {uri.module}; name one by serial")
+    slot_id, tok = matches[0]
+    pin = read_pin(uri.pin_file)
+    with _TOKENS_LOCK:
+        known = _TOKENS.get((uri.module, slot_id))
+        if known is not None:
+            if known.pin != pin:  # logged in already: the token would not check this PIN, so we do
+                raise TokenError(f"token {known.name!r} is open in this process with another PIN (wrong PIN)")
+            return known
+        token = _Token(tok, pin, tok.label)
+        with token.lock:
+            token.open()  # logs in: a wrong PIN fails here, and such a token is not kept
+        _TOKENS[(uri.module, slot_id)] = token
+        return token
+
+
+def open_key(uri: str, public_key: object) -> TokenRSAKey | TokenECKey:
+    """The private key ``uri`` names, checked to belong to ``public_key`` (its certificate's)."""
+    parsed = KeyUri.parse(uri)
+    token = _token(parsed)
+    key_type = token.run(parsed, lambda k: k.key_type)
+    probe = b"lienthong: does this key belong to the certificate?"
+    try:
+        if key_type == KeyType.RSA and isinstance(public_key, rsa.RSAPublicKey):
+            rsa_key = TokenRSAKey(token, parsed, public_key)
+            public_key.verify(rsa_key.sign(probe, PKCS1v15(), hashes.SHA256()), probe, PKCS1v15(), hashes.SHA256())
+            return rsa_key
+        if key_type == KeyType.EC and isinstance(public_key, ec.EllipticCurvePublicKey):
+            ec_key = TokenECKey(token, parsed, public_key)
+            public_key.verify(ec_key.sign(probe, ec.ECDSA(hashes.SHA256())), probe, ec.ECDSA(hashes.SHA256()))
+            return ec_key
+    except InvalidSignature:
+        pass
+    raise TokenError(f"the key with {parsed.key_name} on token {token.name!r} does not belong to the certificate")
+
+
+def _digest(data: Any, algorithm: Any) -> tuple[bytes, hashes.HashAlgorithm]:
+    if isinstance(algorithm, utils.Prehashed):
+        return bytes(data), algorithm._algorithm
+    if not isinstance(algorithm, hashes.HashAlgorithm):
+        raise TokenError(f"a key on a token signs a hash, not {type(algorithm).__name__}")
+    h = hashes.Hash(algorithm)
+    h.update(bytes(data))
+    return h.finalize(), algorithm
+
+
+def _no_export() -> TokenError:
+    return TokenError("the private key stays on its token: it cannot be exported")
+
+
+class TokenRSAKey(rsa.RSAPrivateKey):
+    """An RSA key on a token: signs with PKCS#1 v1.5 (the XMLDSig RSA methods)."""
+
+    def __init__(self, token: _Token, uri: KeyUri, public: rsa.RSAPublicKey) -> None:
+        self._token, self._uri, self._public = token, uri, public
+
+    def sign(self, data: Any, padding: Any, algorithm: Any) -> bytes:
+        if not isinstance(padding, PKCS1v15):
+            raise TokenError("a key on a token signs with PKCS#1 v1.5 here")
+        digest, hash_algorithm = _digest(data, algorithm)
+        if hash_algorithm.name not in _DIGEST_INFO:
+            raise TokenError(f"a key on a token signs SHA-1 or SHA-2 digests, not {hash_algorithm.name}")
+        info = _DIGEST_INFO[hash_algorithm.name] + digest
+        return self._token.run(self._uri, lambda k: bytes(k.sign(info, mechanism=Mechanism.RSA_PKCS)))
+
+    def decrypt(self, ciphertext: bytes, padding: Any) -> bytes:
+        raise TokenError("lienthong uses a key on a token only to sign")
+
+    @property
+    def key_size(self) -> int:
+        return self._public.key_size
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self._public
+
+    def private_numbers(self) -> rsa.RSAPrivateNumbers:
+        raise _no_export()
+
+    def private_bytes(self, encoding: Any, format: Any, encryption_algorithm: Any) -> bytes:
+        raise _no_export()
+
+    def __copy__(self) -> TokenRSAKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[Any, Any]) -> TokenRSAKey:
+        return self
+
+
+class TokenECKey(ec.EllipticCurvePrivateKey):
+    """An elliptic-curve key on a token: signs with ECDSA (DER signature, as cryptography's keys)."""
+
+    def __init__(self, token: _Token, uri: KeyUri, public: ec.EllipticCurvePublicKey) -> None:
+        self._token, self._uri, self._public = token, uri, public
+
+    def sign(self, data: Any, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+        if not isinstance(signature_algorithm, ec.ECDSA):
+            raise TokenError("a key on a token signs with ECDSA here")
+        digest, _ = _digest(data, signature_algorithm.algorithm)
+        raw = self._token.run(self._uri, lambda k: bytes(k.sign(digest, mechanism=Mechanism.ECDSA)))
+        half = len(raw) // 2  # the token answers r || s
+        return utils.encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+
+    def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
+        raise TokenError("lienthong uses a key on a token only to sign")
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        return self._public.curve
+
+    @property
+    def key_size(self) -> int:
+        return self._public.curve.key_size
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._public
+
+    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
+        raise _no_export()
+
+    def private_bytes(self, encoding: Any, format: Any, encryption_algorithm: Any) -> bytes:
+        raise _no_export()
+
+    def __copy__(self) -> TokenECKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[Any, Any]) -> TokenECKey:
+        return self
