@@ -198,3 +198,33 @@ def test_one_set_of_bytes_per_document(store: SqlStore) -> None:
     assert store.record_verdict(hub, ok, identity[1], identity[0], accepted, identity) == accepted
     update = (identity[0], identity[1], "2")
     assert store.record_verdict(hub, uuid.uuid4().hex, identity[1], identity[0], accepted, update) == accepted
+
+
+def test_admit_records_verdicts_and_claims_in_one_transaction(store: SqlStore) -> None:
+    """One admit for a whole batch: each message's verdict is recorded and its copies claimed; a
+    copy of bytes refused before keeps the refusal and claims nothing, unless an operator replays it
+    (judged afresh), but never over DOCUMENT_ID_REUSED; audit entries of one batch chain in order."""
+    from broker.core.auditlog import AuditEntry, entry_hash
+    from broker.relay.store import Admit
+
+    hub = f"h-{uuid.uuid4().hex[:6]}"
+    good, bad, reused, first = (uuid.uuid4().hex for _ in range(4))
+    accepted, refused = Verdict("accepted", "", ""), Verdict("rejected", "SIG_DIGEST", "altered")
+    identity = ("A", f"DOC-{uuid.uuid4().hex[:6]}", "0")
+    assert store.record_verdict(hub, bad, "d", "A", refused) == refused
+    assert store.record_verdict(hub, first, identity[1], "A", accepted, identity) == accepted
+    out = store.admit([
+        Admit(hub, good, ["hub:B"], "w1", [AuditEntry("hop", "d1", "one")], b"bytes", accepted, "d1", "A"),
+        Admit(hub, bad, ["hub:B"], "w1", [AuditEntry("hop", "d2", "two")], None, accepted, "d2", "A"),
+        Admit(hub, uuid.uuid4().hex, ["parking"], "w1", [AuditEntry("hop", "d3", "three")], None, None),
+        Admit(hub, reused, ["hub:B"], "w1", (), None, accepted, identity[1], "A", identity, afresh=True),
+    ])
+    assert [a.claims for a in out] == [{"hub:B": "new"}, None, {"parking": "new"}, None]
+    assert out[0].standing == accepted and out[1].standing == refused and out[2].standing is None
+    assert out[3].standing is not None and out[3].standing.code == "DOCUMENT_ID_REUSED"
+    assert store.message(good) == b"bytes"
+    rows = store.audit_rows(hub=hub)
+    assert [r.body for r in rows] == ["one", "three"] and [r.seq for r in rows] == [1, 2]
+    assert rows[0].prev == "" and rows[1].prev == rows[0].hash and all(r.hash == entry_hash(r) for r in rows)
+    replay = store.admit([Admit(hub, bad, ["hub:B"], "w1", (), None, accepted, "d2", "A", afresh=True)])
+    assert replay[0].standing == refused and replay[0].claims == {"hub:B": "new"}

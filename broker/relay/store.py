@@ -88,6 +88,35 @@ class Verdict:
     reason: str
 
 
+@dataclass(frozen=True)
+class Admit:
+    """One judged message to admit: its verdict to record and the copies to claim."""
+
+    hub: str
+    digest: str
+    targets: Sequence[str]
+    owner: str
+    entries: Sequence[AuditEntry] = ()
+    message: bytes | None = None
+    verdict: Verdict | None = None
+    """The hop's verdict on these bytes, to record unless one stands already (None: record
+    nothing, for a refusal that depends on who handed the bytes in)."""
+    document_id: str = ""
+    sender: str = ""
+    identity: tuple[str, str, str] | None = None
+    afresh: bool = False
+    """An operator's replay: claim even where an earlier refusal stands (but not over
+    ``DOCUMENT_ID_REUSED``: other bytes hold this document's identity)."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    standing: Verdict | None
+    """The verdict that stands on these bytes here (None when nothing was recorded)."""
+    claims: dict[str, ClaimState] | None
+    """The claims, or None: an earlier refusal stands and nothing was claimed."""
+
+
 class SqlStore:
     """The state store over a DB-API connection (sqlite3 or psycopg)."""
 
@@ -164,49 +193,82 @@ class SqlStore:
         """Claim each target.  When something is new to publish, append ``entries`` to the audit
         log and keep ``message`` in the same transaction: a receipt and the state it attests are
         stored together, and a duplicate leaves no second entry."""
+        claims = self.admit([Admit(hub, digest, targets, owner, entries, message)])[0].claims
+        assert claims is not None  # no verdict asked for: nothing can stand against the claim
+        return claims
+
+    def admit(self, items: Sequence[Admit]) -> list[Admission]:
+        """Record each message's verdict and claim its copies, all in one transaction (the worker
+        admits every delivery of an I/O loop turn at once).  Per message: the first verdict on its
+        bytes stands (with its document identity, see :meth:`record_verdict`); if that is a
+        refusal and this copy passed, nothing is claimed (it keeps the refusal); otherwise its
+        targets are claimed as :meth:`claim` does."""
         now = time.time()
-        lease = now + self.lease_seconds
-        out: dict[str, ClaimState] = {}
+        out: list[Admission] = []
         with self._tx() as cur:
-            for target in targets:
-                cur.execute(self._q("INSERT INTO hops (hub, digest, target, state, owner, lease_until, updated) "
-                                    "VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING"),
-                            (hub, digest, target, owner, lease, now))
-                if cur.rowcount == 1:
-                    out[target] = "new"
-                    continue
-                cur.execute(self._q("SELECT state, owner, lease_until FROM hops "
-                                    "WHERE hub = ? AND digest = ? AND target = ?"), (hub, digest, target))
-                state, holder, until = cur.fetchone()
-                if state == "confirmed":
-                    out[target] = "done"
-                elif holder == owner or until < now:
-                    # our own earlier attempt (redelivered to us), or a dead holder's
-                    cur.execute(self._q("UPDATE hops SET owner = ?, lease_until = ?, updated = ? WHERE hub = ? "
-                                        "AND digest = ? AND target = ? AND owner = ? AND state = 'pending'"),
-                                (owner, lease, now, hub, digest, target, holder))
-                    out[target] = "takeover" if cur.rowcount == 1 else "busy"
-                else:
-                    out[target] = "busy"
-            if "new" in out.values() and "busy" not in out.values():
-                for entry in entries:
-                    self._append(cur, hub, digest, entry, now)
-                if message is not None:
-                    cur.execute(self._q("INSERT INTO messages (digest, data) VALUES (?, ?) ON CONFLICT DO NOTHING"),
-                                (digest, message))
+            heads: dict[str, tuple[int, str]] = {}
+            for item in items:
+                standing = None
+                if item.verdict is not None:
+                    standing = self._record_verdict(cur, item.hub, item.digest, item.document_id, item.sender,
+                                                    item.verdict, item.identity, now)
+                    refused = standing.verdict == "rejected" and item.verdict.verdict != "rejected"
+                    if refused and (not item.afresh or standing.code == DocumentIdReused.code):
+                        out.append(Admission(standing, None))
+                        continue
+                out.append(Admission(standing, self._claim(cur, item, now, heads)))
         return out
 
-    def _append(self, cur: Any, hub: str, digest: str, entry: AuditEntry, now: float) -> AuditRow:
-        if self._ph == "%s":  # PostgreSQL: serialize appends of one hub across hosts
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (hub,))
-        cur.execute(self._q("SELECT seq, hash FROM audit WHERE hub = ? ORDER BY seq DESC LIMIT 1"), (hub,))
-        last = cur.fetchone()
-        seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, "")
+    def _claim(self, cur: Any, item: Admit, now: float, heads: dict[str, tuple[int, str]]) -> dict[str, ClaimState]:
+        hub, digest, owner = item.hub, item.digest, item.owner
+        lease = now + self.lease_seconds
+        out: dict[str, ClaimState] = {}
+        for target in item.targets:
+            cur.execute(self._q("INSERT INTO hops (hub, digest, target, state, owner, lease_until, updated) "
+                                "VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING"),
+                        (hub, digest, target, owner, lease, now))
+            if cur.rowcount == 1:
+                out[target] = "new"
+                continue
+            cur.execute(self._q("SELECT state, owner, lease_until FROM hops "
+                                "WHERE hub = ? AND digest = ? AND target = ?"), (hub, digest, target))
+            state, holder, until = cur.fetchone()
+            if state == "confirmed":
+                out[target] = "done"
+            elif holder == owner or until < now:
+                # our own earlier attempt (redelivered to us), or a dead holder's
+                cur.execute(self._q("UPDATE hops SET owner = ?, lease_until = ?, updated = ? WHERE hub = ? "
+                                    "AND digest = ? AND target = ? AND owner = ? AND state = 'pending'"),
+                            (owner, lease, now, hub, digest, target, holder))
+                out[target] = "takeover" if cur.rowcount == 1 else "busy"
+            else:
+                out[target] = "busy"
+        if "new" in out.values() and "busy" not in out.values():
+            for entry in item.entries:
+                self._append(cur, hub, digest, entry, now, heads)
+            if item.message is not None:
+                cur.execute(self._q("INSERT INTO messages (digest, data) VALUES (?, ?) ON CONFLICT DO NOTHING"),
+                            (digest, item.message))
+        return out
+
+    def _append(self, cur: Any, hub: str, digest: str, entry: AuditEntry, now: float,
+                heads: dict[str, tuple[int, str]] | None = None) -> AuditRow:
+        """Append one entry to ``hub``'s chained log; ``heads`` carries the log's head from one
+        append to the next within a transaction (read once, under the transaction's lock)."""
+        heads = {} if heads is None else heads
+        if hub not in heads:
+            if self._ph == "%s":  # PostgreSQL: serialize appends of one hub across hosts
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (hub,))
+            cur.execute(self._q("SELECT seq, hash FROM audit WHERE hub = ? ORDER BY seq DESC LIMIT 1"), (hub,))
+            last = cur.fetchone()
+            heads[hub] = (int(last[0]), str(last[1])) if last else (0, "")
+        seq, prev = heads[hub][0] + 1, heads[hub][1]
         row = AuditRow(hub, seq, now, entry.kind, entry.document_id, digest, entry.body, prev, "")
         row = AuditRow(**{**row.__dict__, "hash": entry_hash(row)})
         cur.execute(self._q("INSERT INTO audit (hub, seq, at, kind, document_id, digest, body, prev, hash) "
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                     (row.hub, row.seq, row.at, row.kind, row.document_id, row.digest, row.body, row.prev, row.hash))
+        heads[hub] = (seq, row.hash)
         return row
 
     def append(self, hub: str, digest: str, entry: AuditEntry) -> AuditRow:
@@ -284,10 +346,14 @@ class SqlStore:
         these bytes: if other bytes hold it already, the verdict that stands is a refusal,
         ``DOCUMENT_ID_REUSED``."""
         with self._tx() as cur:
-            if identity is not None and verdict.verdict == "accepted":
-                cur.execute(self._q("INSERT INTO documents (hub, sender, document_id, business, digest, at) "
-                                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
-                            (hub, *identity, digest, time.time()))
+            return self._record_verdict(cur, hub, digest, document_id, sender, verdict, identity, time.time())
+
+    def _record_verdict(self, cur: Any, hub: str, digest: str, document_id: str, sender: str, verdict: Verdict,
+                        identity: tuple[str, str, str] | None, now: float) -> Verdict:
+        if identity is not None and verdict.verdict == "accepted":
+            cur.execute(self._q("INSERT INTO documents (hub, sender, document_id, business, digest, at) "
+                                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"), (hub, *identity, digest, now))
+            if cur.rowcount != 1:  # the identity was held already: by these bytes, or by others?
                 cur.execute(self._q("SELECT digest FROM documents WHERE hub = ? AND sender = ? AND document_id = ? "
                                     "AND business = ?"), (hub, *identity))
                 holder = str(cur.fetchone()[0])
@@ -295,13 +361,13 @@ class SqlStore:
                     exc = DocumentIdReused(f"document {identity[1]!r} of {identity[0]} (business type {identity[2]}) "
                                            f"was already accepted as other bytes ({holder[:16]}...)")
                     verdict = Verdict("rejected", exc.code, exc.message)
-            cur.execute(self._q("INSERT INTO verdicts (hub, digest, document_id, sender, verdict, code, reason, at) "
-                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
-                        (hub, digest, document_id, sender, verdict.verdict, verdict.code, verdict.reason, time.time()))
-            cur.execute(self._q("SELECT verdict, code, reason FROM verdicts WHERE hub = ? AND digest = ?"),
-                        (hub, digest))
-            row = cur.fetchone()
-        return Verdict(*row)
+        cur.execute(self._q("INSERT INTO verdicts (hub, digest, document_id, sender, verdict, code, reason, at) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+                    (hub, digest, document_id, sender, verdict.verdict, verdict.code, verdict.reason, now))
+        if cur.rowcount == 1:  # the first verdict on these bytes: it stands
+            return verdict
+        cur.execute(self._q("SELECT verdict, code, reason FROM verdicts WHERE hub = ? AND digest = ?"), (hub, digest))
+        return Verdict(*cur.fetchone())
 
     def verdict(self, hub: str, digest: str) -> Verdict | None:
         with self._tx() as cur:

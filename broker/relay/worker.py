@@ -38,11 +38,24 @@ from broker.core.topology import Topology
 from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY, trusted_headers
 from broker.relay import checkpoints, layout, metrics, timestamp, transport
 from broker.relay.revocation import CrlFetcher
-from broker.relay.store import SqlStore, Verdict
+from broker.relay.store import Admission, Admit, SqlStore, Verdict
 from broker.relay.watch import QueueWatch
 from broker.settings import Fault, PkiLayout, Tuning
 
 log = structlog.get_logger("lienthong.worker")
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """A delivery the hop has judged, waiting for the store to admit it."""
+
+    delivery: transport.Received
+    headers: dict[str, Any]
+    inbound: Inbound
+    outcome: Outcome
+    admit: Admit
+    reserved: set[tuple[str, str]]
+    """The (digest, claim) keys held in ``_in_flight`` until the claims are known."""
 
 
 @dataclass
@@ -74,6 +87,7 @@ class HubWorker:
         self._links: dict[str, transport.Link] = {}
         self._consumer: transport.Consumer | None = None
         self._in_flight: set[tuple[str, str]] = set()
+        self._arrived: list[transport.Received] = []
         self._started: dict[int, float] = {}
         self._confirmed: list[tuple[int, Outcome, list[str]]] = []
         self.tuning = tuning or Tuning()
@@ -130,6 +144,7 @@ class HubWorker:
     def _session(self) -> None:
         self._ioloop = transport.new_ioloop()
         self._in_flight.clear()
+        self._arrived = []
         self._started.clear()
         self._confirmed = []
         self._links = {}
@@ -210,46 +225,82 @@ class HubWorker:
     # -- one message -------------------------------------------------------------------
 
     def _on_message(self, d: transport.Received) -> None:
-        tag, body = d.delivery_tag, d.body
+        """pika hands over each delivery as it reads it: gather those of this I/O loop turn and
+        handle them together, with one store transaction (:meth:`_handle_arrived`)."""
+        self._arrived.append(d)
+        if len(self._arrived) == 1 and self._ioloop is not None:
+            self._ioloop.add_callback(self._handle_arrived)
+
+    def _handle_arrived(self) -> None:
+        batch, self._arrived = self._arrived, []
+        judged = [j for d in batch if (j := self._judge(d)) is not None]
+        if not judged:
+            return
+        try:
+            admissions = self.store.admit([j.admit for j in judged])
+        except TransientError as exc:
+            for j in judged:
+                self._in_flight.difference_update(j.reserved)
+                self._retry(j.delivery, j.headers, exc)
+            return
+        for j, admission in zip(judged, admissions, strict=True):
+            self._act(j, admission)
+
+    def _judge(self, d: transport.Received) -> _Judged | None:
+        """Run the hop on one delivery; None when it needs no store work (it was answered here)."""
+        tag = d.delivery_tag
         headers = trusted_headers(d.exchange, d.headers)
         self.stats.received += 1
         self._started[tag] = time.perf_counter()
+        inbound = Inbound(d.body, headers, d.exchange)
         try:
-            inbound = Inbound(body, headers, d.exchange)
             outcome = self.hop.process(inbound)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the hub; the delivery limit parks it
             self.log.error("hop failed", error=repr(exc))
             self._started.pop(tag, None)
             self._consumer.requeue(tag)  # type: ignore[union-attr]
-            return
+            return None
         if outcome.verdict == "witnessed":
             self._keep_witness(tag, outcome)
-            return
-        claims_keys = [c.claim for c in outcome.copies]
+            return None
+        keys = {(outcome.digest, c.claim) for c in outcome.copies}
+        if keys & self._in_flight:  # a copy of a message this worker is publishing right now
+            self._retry(d, headers, TransientError("the same message is already being published by this worker"))
+            return None
+        self._in_flight.update(keys)  # reserved until its claims are known (a twin in this batch waits)
+        verdict = None
+        if outcome.standing:
+            verdict = Verdict("rejected" if outcome.verdict == "rejected" else "accepted", outcome.code, outcome.reason)
+        admit = Admit(self.hub, outcome.digest, [c.claim for c in outcome.copies], self.owner, outcome.entries,
+                      outcome.message, verdict, outcome.document_id, outcome.sender, outcome.identity,
+                      afresh=bool(headers.get(H_REPLAY)))  # an operator's deliberate replay is judged afresh
+        return _Judged(d, headers, inbound, outcome, admit, keys)
+
+    def _act(self, j: _Judged, admission: Admission) -> None:
+        """Publish what the claims say is new; ack what needs nothing more."""
+        tag, outcome, claims = j.delivery.delivery_tag, j.outcome, admission.claims
+        self._in_flight.difference_update(j.reserved)
         try:
-            if any((outcome.digest, k) in self._in_flight for k in claims_keys):
-                raise TransientError("the same message is already being published by this worker")
-            replayed = bool(headers.get(H_REPLAY))  # an operator's deliberate replay is judged afresh
-            earlier = self._earlier_refusal(outcome) if outcome.standing else None
-            if earlier is not None and earlier.code == DocumentIdReused.code:
-                # other bytes hold this document's identity: refused (parked, the sender told), even
-                # on an operator's replay; a later copy of these bytes finds the refusal's claims done
-                outcome = self.hop.refuse(inbound, outcome, DocumentIdReused(earlier.reason))
-                claims_keys = [c.claim for c in outcome.copies]
-            elif earlier is not None and not replayed:
-                # the same bytes failed here before: they keep that failure, never a positive receipt
-                self.stats.duplicates += 1
-                self.log.info("duplicate of a rejected message", document_id=outcome.document_id,
-                              agency=outcome.sender, code=earlier.code)
-                self._started.pop(tag, None)
-                self._consumer.ack(tag)  # type: ignore[union-attr]
-                return
-            claims = self.store.claim(self.hub, outcome.digest, claims_keys, self.owner,
-                                      outcome.entries, outcome.message)
+            if claims is None:
+                earlier = admission.standing
+                assert earlier is not None
+                if earlier.code != DocumentIdReused.code:
+                    # the same bytes failed here before: they keep that failure, never a positive receipt
+                    self.stats.duplicates += 1
+                    self.log.info("duplicate of a rejected message", document_id=outcome.document_id,
+                                  agency=outcome.sender, code=earlier.code)
+                    self._started.pop(tag, None)
+                    self._consumer.ack(tag)  # type: ignore[union-attr]
+                    return
+                # other bytes hold this document's identity: refused (parked, the sender told), even on
+                # an operator's replay; a later copy of these bytes finds the refusal's claims done
+                outcome = self.hop.refuse(j.inbound, outcome, DocumentIdReused(earlier.reason))
+                claims = self.store.claim(self.hub, outcome.digest, [c.claim for c in outcome.copies], self.owner,
+                                          outcome.entries, outcome.message)
             if "busy" in claims.values():
                 raise TransientError("another worker holds this message")
         except TransientError as exc:
-            self._retry(d, headers, exc)
+            self._retry(j.delivery, j.headers, exc)
             return
         todo = [c for c in outcome.copies if claims[c.claim] in ("new", "takeover")]
         if not todo:
@@ -282,15 +333,6 @@ class HubWorker:
             self._consumer.requeue(tag)  # type: ignore[union-attr]
             return
         self._consumer.ack(tag)  # type: ignore[union-attr]
-
-    def _earlier_refusal(self, outcome: Outcome) -> Verdict | None:
-        """Record this verdict on the bytes unless one stands already.  Return the earlier refusal
-        if these bytes were refused here before and this copy would pass: it keeps that refusal."""
-        standing = self.store.record_verdict(
-            self.hub, outcome.digest, outcome.document_id, outcome.sender,
-            Verdict("rejected" if outcome.verdict == "rejected" else "accepted", outcome.code, outcome.reason),
-            outcome.identity)
-        return standing if standing.verdict == "rejected" and outcome.verdict != "rejected" else None
 
     def _publish_all(self, tag: int, outcome: Outcome, todo: list[Copy]) -> None:
         remaining = len(todo)
