@@ -26,6 +26,7 @@ from lxml import etree
 
 from broker.core import errors, receipts, wire
 from broker.core.algorithms import DIGESTS, DS, SIGNATURE_METHODS
+from broker.core.cafiles import read_directory
 from broker.core.edxml import Organ, build_document
 from broker.core.hop import PARKING, Hop, Inbound, Outcome
 from broker.core.parsing import parse
@@ -185,6 +186,26 @@ def test_a_running_store_sees_new_der_files_and_survives_a_broken_one(gov: govpk
     (trust / "half-written.crl").write_bytes(b"\x30\x82\x01")
     assert not store.refresh(every=0)
     assert len(store.anchors) == 3  # G2, G1, dev root: not the new one, nothing lost
+
+
+def test_an_evidence_bundle_carries_the_cas_der_files(gov: govpki.GovPki, dev_pki: Path, tmp_path: Path) -> None:
+    """``audit export`` ships the trust store's CA files whatever their form: the DER subordinate
+    CA and DER CRLs go into the bundle's trust/ folder, where verify-bundle reads them."""
+    from broker.core.auditlog import AuditRow
+    from broker.ops.audit import Trail, export_bundle
+
+    pki = tmp_path / "pki"
+    shutil.copytree(dev_pki, pki)
+    for f in gov.directory.iterdir():
+        shutil.copy(f, pki / f.name)
+    row = AuditRow("H41", 1, 0.0, "witness", "doc-1", "00" * 32, "{}", "", "")
+    bundle = export_bundle(Trail("doc-1", [row]), [], pki, Topology.load(ROOT / "config" / "topology.yaml"),
+                           tmp_path / "bundle")
+    shipped = {f.name for f in (bundle / "trust").iterdir()}
+    assert {"RootCA-G2.cer", "RootCA-G2.crl", "CA-G2.der", "CA-G2.crl", "RootCA-G1.crl"} <= shipped
+    _, intermediates, crls = read_directory(bundle / "trust")
+    assert [c.subject for c in intermediates] == [gov.ca.cert.subject]
+    assert {c.issuer for c in crls} >= {gov.g2.cert.subject, gov.ca.cert.subject}
 
 
 # --- SHA-1: only where the directory says so ------------------------------------------------------

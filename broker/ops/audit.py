@@ -27,7 +27,7 @@ from cryptography import x509
 
 from broker.core import receipts, wire
 from broker.core.auditlog import AuditRow, entry_hash
-from broker.core.cafiles import read_directory
+from broker.core.cafiles import SUFFIXES, read_directory
 from broker.core.errors import AuditFailure, LienthongError, TraceInvalid
 from broker.core.hoprecords import HopRecord, parse_record, parse_time, verify_record
 from broker.core.parsing import parse
@@ -177,7 +177,7 @@ def export_bundle(trail: Trail, stores: Sequence[SqlStore], pki: Path, topology:
         name = f"{row.kind}s/{row.hub}-{row.seq:08d}"
         files[name + (".xml" if row.kind == "receipt" else ".json")] = row.body.encode()
     for f in sorted(pki.iterdir()):
-        if f.is_file() and f.suffix in (".pem", ".crt", ".crl"):
+        if f.is_file() and f.suffix.lower() in SUFFIXES:  # the CA files as the trust store reads them
             files[f"trust/{f.name}"] = f.read_bytes()
     for hub in topology.hubs:
         files[f"hubs/{hub}.pem"] = PkiLayout(pki).hub(hub)[1].read_bytes()
