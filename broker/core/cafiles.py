@@ -1,8 +1,9 @@
 """What certificate authorities publish, read from a trust store directory: certificates and CRLs.
 
 Every top-level ``*.pem`` / ``*.crt`` / ``*.cer`` / ``*.der`` / ``*.crl`` file counts, in either
-form a CA publishes it: PEM (any number of certificates and CRLs; private-key blocks are ignored,
-never loaded) or DER (one certificate or one CRL: the government CA's root and its CRLs come so).
+form a CA publishes it: PEM (any number of certificates and CRLs; a private-key block beside them
+is ignored, never loaded) or DER (one certificate or one CRL: the government CA's root and its CRLs
+come so).
 The content says which, not the name: a ``.crt`` may be PEM, a ``.der`` a CRL.  A file that holds
 neither is a configuration error naming it.
 """
