@@ -43,7 +43,7 @@ from broker.core.hoprecords import (
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
 from broker.core.routing import Target, next_hops
 from broker.core.signer import SigningKey
-from broker.core.topology import Topology
+from broker.core.topology import Topology, subject_uid
 from broker.core.trust import TrustStore
 from broker.core.validation import check
 from broker.core.verifier import DEFAULT_POLICY, VerifyPolicy
@@ -51,6 +51,7 @@ from broker.core.wire import (
     EX_INGRESS,
     H_CODE,
     H_HUB,
+    H_ISSUED,
     H_KIND,
     H_ORIGIN,
     H_REASON,
@@ -104,6 +105,9 @@ class Outcome:
     identity: tuple[str, str, str] | None = None
     """(sender, DocumentId, business type) of an accepted document: one document has one set of
     bytes, so a second message with this identity and other bytes is refused (``DOCUMENT_ID_REUSED``)."""
+    exactly_once: bool = True
+    """Publish through claims in the state store.  False for a receipt on its way through this hub
+    (the hub that puts it into an inbox claims it there, so a twin on the way does no harm)."""
     legacy: tuple[str, ...] = ()
     """What of an accepted message used SHA-1, allowed only by its sender's ``legacy_sha1``
     policy: the worker raises a ``sha1-accepted`` alert for it."""
@@ -242,8 +246,11 @@ class Hop:
                        recipients=recipients, entries=tuple(entries), message=body if keep else None)
 
     def _to_agency(self, agency: str, receipt: bytes, label: str) -> list[Copy]:
-        """Copies of a hub receipt on their way to ``agency``'s inbox (here, or up/down the tree)."""
-        return [Copy(target, receipt, {H_KIND: "receipt", H_TO: agency}, f"{label}>{target}")
+        """Copies of a hub receipt on their way to ``agency``'s inbox (here, or up/down the tree),
+        with this hub's signed record of it: what the hubs on the way check (:meth:`_relay_receipt`)."""
+        issued = sign_record(HopRecord(hub=self.hub, at=utc_now(), digest=message_id(receipt), document_id="",
+                                       verdict="receipt", recipients=(agency,)), self.key)
+        return [Copy(target, receipt, {H_KIND: "receipt", H_TO: agency, H_ISSUED: issued}, f"{label}>{target}")
                 for target in next_hops(self.topology, self.hub, (agency,))]
 
     def _reject(self, msg: Inbound, digest: str, document_id: str, sender: str,
@@ -298,13 +305,37 @@ class Hop:
                        entries=(AuditEntry("witness", "", body),))
 
     def _relay_receipt(self, msg: Inbound, digest: str, origin: str) -> Outcome:
+        """A hub receipt from a neighbour.  On its way through, the issuing hub's signed record
+        (``lt-issued``) is checked: about these bytes, for an agency of the directory, signed by
+        that hub.  The hub that delivers it to the agency's inbox also checks the receipt's own
+        XML signature (chain to the trust store, signer = the hub it names, for that agency), as
+        the agency will.  A receipt without the record (from a hub before it) is checked whole."""
         if not origin.startswith("link:"):
             raise SenderNotAllowed("only hubs may send receipts")
-        verified = receipts.verify(msg.body, self.trust)
-        r = verified.receipt
-        hops = next_hops(self.topology, self.hub, (r.sender,))
-        copies = tuple(Copy(t, msg.body, {H_KIND: "receipt", H_TO: r.sender}, str(t)) for t in hops)
-        return Outcome(digest, r.document_id, "forwarded", copies, sender=r.hub)
+        issued = msg.headers.get(H_ISSUED)
+        if issued is None:
+            whole = receipts.verify(msg.body, self.trust).receipt
+            agency, issuer, issuing_hub = whole.sender, None, whole.hub
+        else:
+            token = issued.decode("utf-8", "replace") if isinstance(issued, bytes) else str(issued)
+            issuer = self.hub_certs.get(parse_record(token).hub)
+            if issuer is None:
+                raise TraceInvalid("the receipt's record names a hub the topology does not know")
+            rec = verify_record(token, issuer)
+            if rec.verdict != "receipt" or rec.digest != digest or len(rec.recipients) != 1:
+                raise TraceInvalid("the receipt's record is not about this receipt")
+            agency, issuing_hub = rec.recipients[0], rec.hub
+        hops = next_hops(self.topology, self.hub, (agency,))
+        document_id = ""
+        if issuer is not None and any(t.kind == "inbox" for t in hops):  # the last hub: check it whole
+            r = receipts.verify(msg.body, self.trust).receipt
+            if r.sender != agency or subject_uid(issuer) != f"hub:{r.hub}":
+                raise TraceInvalid("the receipt's record and the receipt disagree (agency or hub)")
+            document_id = r.document_id
+        headers = {H_KIND: "receipt", H_TO: agency} | ({H_ISSUED: issued} if issued is not None else {})
+        copies = tuple(Copy(t, msg.body, dict(headers), str(t)) for t in hops)
+        return Outcome(digest, document_id, "forwarded", copies, sender=issuing_hub,
+                       exactly_once=any(t.kind == "inbox" for t in hops))
 
 
 def _trace(headers: Mapping[str, Any]) -> list[str]:

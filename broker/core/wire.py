@@ -24,6 +24,7 @@ H_CODE = "lt-code"
 H_REASON = "lt-reason"
 H_HUB = "lt-hub"
 H_TO = "lt-to"              # receipts: the agency to notify
+H_ISSUED = "lt-issued"      # receipts: the issuing hub's signed record of it (its digest, the agency it is for)
 H_REPLAY = "lt-replay"      # set by `lienthong dlq replay`: an operator re-submits a parked message
 H_ATTEMPT = "lt-attempt"    # retry tier count, set by the hub when it sends a message to a retry queue
 

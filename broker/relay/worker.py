@@ -263,6 +263,10 @@ class HubWorker:
         if outcome.verdict == "witnessed":
             self._keep_witness(tag, outcome)
             return None
+        if not outcome.exactly_once:  # a receipt on its way: forwarded, claimed where it is delivered
+            self._count(outcome)
+            self._publish_all(tag, outcome, list(outcome.copies), claimed=False)
+            return None
         keys = {(outcome.digest, c.claim) for c in outcome.copies}
         if keys & self._in_flight:  # a copy of a message this worker is publishing right now
             self._retry(d, headers, TransientError("the same message is already being published by this worker"))
@@ -334,10 +338,12 @@ class HubWorker:
             return
         self._consumer.ack(tag)  # type: ignore[union-attr]
 
-    def _publish_all(self, tag: int, outcome: Outcome, todo: list[Copy]) -> None:
+    def _publish_all(self, tag: int, outcome: Outcome, todo: list[Copy], *, claimed: bool = True) -> None:
+        """Publish ``todo``; once the broker confirmed every copy, mark their claims (``claimed``)
+        and ack the delivery."""
         remaining = len(todo)
         failed = False
-        keys = [(outcome.digest, c.claim) for c in todo]
+        keys = [(outcome.digest, c.claim) for c in todo] if claimed else []
         self._in_flight.update(keys)
 
         def confirmed(ok: bool) -> None:
@@ -353,7 +359,7 @@ class HubWorker:
                 if self._consumer is not None:
                     self._consumer.requeue(tag)
                 return
-            self._confirmed.append((tag, outcome, [c.claim for c in todo]))
+            self._confirmed.append((tag, outcome, [c.claim for c in todo] if claimed else []))
             if len(self._confirmed) == 1 and self._ioloop is not None:
                 self._ioloop.add_callback(self._flush_confirmed)
 
@@ -373,7 +379,9 @@ class HubWorker:
             return
         self._fault.maybe_die("after-publish")
         try:
-            self.store.confirm_many([(self.hub, o.digest, claims) for _, o, claims in batch])
+            marks = [(self.hub, o.digest, claims) for _, o, claims in batch if claims]
+            if marks:
+                self.store.confirm_many(marks)
         except TransientError as exc:
             # the copies are out; the claims stay pending and the redelivery takes them over
             self.log.warning("could not confirm claims", error=str(exc), messages=len(batch))

@@ -1,0 +1,115 @@
+"""A hub receipt on its way back, with no broker: the hubs in between check the issuing hub's signed
+record of it (lt-issued) and forward it without claims; the hub that puts it into the sender's
+inbox also checks the receipt's own XML signature, and claims it there (exactly once)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from broker.core import receipts, wire
+from broker.core.edxml import Organ, build_document
+from broker.core.hop import Copy, Hop, Inbound, Outcome
+from broker.core.hoprecords import HopRecord, sign_record, utc_now
+from broker.core.signer import SigningKey, sign
+from broker.core.topology import Topology
+from broker.core.trust import TrustStore
+from broker.relay import devpki
+from broker.relay.assemble import hub_certificates
+
+ROOT = Path(__file__).resolve().parents[1]
+SENDER, RECIPIENT = "000.00.51.H41", "001.00.31.H14"
+ROUTE = ("H41", "national", "H14", "H14-D31")
+
+
+@pytest.fixture(scope="module")
+def hops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Hop], Path]]:
+    topology = Topology.load(ROOT / "config" / "topology.yaml")
+    pki = devpki.init(tmp_path_factory.mktemp("receipts") / "pki", topology)
+    trust = TrustStore.load(pki)
+    certs = hub_certificates(pki, topology, trust)
+    yield {h: Hop(hub=h, topology=topology, trust=trust, hub_certs=certs,
+                  key=SigningKey.load(pki / "hubs" / h / "key.pem", pki / "hubs" / h / "cert.pem"))
+           for h in topology.hubs}, pki
+
+
+def _delivered_receipt(hops: dict[str, Hop], pki: Path) -> Copy:
+    """Carry a document along the route; return the delivered receipt the last hub sends back."""
+    key = SigningKey.load(pki / "agencies" / SENDER / "key.pem", pki / "agencies" / SENDER / "cert.pem")
+    doc = sign(build_document(Organ(SENDER, "A"), [Organ(RECIPIENT, "B")], subject="biên nhận",
+                              attachments=[("a.pdf", "application/pdf", os.urandom(500))]), key)
+    inbound = Inbound(doc, {}, wire.agency_exchange(SENDER))
+    for i, hub in enumerate(ROUTE):
+        out = hops[hub].process(inbound)
+        assert out.verdict in ("forwarded", "delivered"), out.reason
+        if i + 1 < len(ROUTE):
+            onward = next(c for c in out.copies if c.headers[wire.H_KIND] == "edxml")
+            inbound = Inbound(onward.body, onward.headers, wire.link_exchange(hub))
+    return next(c for c in out.copies if c.headers[wire.H_KIND] == "receipt" and c.target.kind == "hub")
+
+
+def _through(hop: Hop, copy: Copy, came_from: str) -> Outcome:
+    return hop.process(Inbound(copy.body, copy.headers, wire.link_exchange(came_from)))
+
+
+def test_the_delivered_receipt_goes_back_claimed_only_where_it_is_delivered(
+        hops: tuple[dict[str, Hop], Path]) -> None:
+    """H14 and national forward the receipt (no claims: exactly_once False); H41 puts it into the
+    sender's inbox through a claim, after checking it whole; it arrives with its signed record."""
+    hop, pki = hops
+    copy = _delivered_receipt(hop, pki)
+    assert copy.target.name == "H14" and wire.H_ISSUED in copy.headers
+    via_h14 = _through(hop["H14"], copy, "H14-D31")
+    assert (via_h14.verdict, via_h14.exactly_once, [str(c.target) for c in via_h14.copies]) == (
+        "forwarded", False, ["hub:national"])
+    via_national = _through(hop["national"], via_h14.copies[0], "H14")
+    assert (via_national.exactly_once, [str(c.target) for c in via_national.copies]) == (False, ["hub:H41"])
+    at_h41 = _through(hop["H41"], via_national.copies[0], "national")
+    assert at_h41.exactly_once and [str(c.target) for c in at_h41.copies] == [f"inbox:{SENDER}"]
+    assert at_h41.copies[0].body == copy.body and at_h41.document_id
+    r = receipts.verify(at_h41.copies[0].body, hop["H41"].trust).receipt
+    assert (r.kind, r.hub, r.sender) == ("delivered", "H14-D31", SENDER)
+
+
+def test_altered_or_forged_receipts_are_refused_on_the_way(hops: tuple[dict[str, Hop], Path]) -> None:
+    """Bytes changed after the record was signed, a record signed with another hub's key, a record
+    about another agency than the receipt: each is refused TRACE_INVALID (parked) where it shows."""
+    hop, pki = hops
+    copy = _delivered_receipt(hop, pki)
+    altered = replace(copy, body=copy.body.replace(b"delivered", b"accepted"))
+    out = _through(hop["H14"], altered, "H14-D31")
+    assert (out.verdict, out.code) == ("rejected", "TRACE_INVALID")
+
+    record = HopRecord(hub="H14-D31", at=utc_now(), digest=wire.message_id(copy.body), document_id="",
+                       verdict="receipt", recipients=(SENDER,))
+    forged = replace(copy, headers={**copy.headers, wire.H_ISSUED: sign_record(record, hop["H14"].key)})
+    out = _through(hop["H14"], forged, "H14-D31")
+    assert (out.verdict, out.code) == ("rejected", "TRACE_INVALID")
+
+    other = "000.00.52.H41"  # an agency of the same hub: the record would deliver it to the wrong inbox
+    rerouted = replace(copy, headers={**copy.headers, wire.H_ISSUED: sign_record(
+        replace(record, recipients=(other,)), hop["H14-D31"].key)})
+    out = _through(hop["H41"], _through(hop["national"], _through(hop["H14"], rerouted, "H14-D31").copies[0],
+                                        "H14").copies[0], "national")
+    assert (out.verdict, out.code) == ("rejected", "TRACE_INVALID") and "disagree" in out.reason
+
+
+def test_a_receipt_without_its_record_is_checked_whole(hops: tuple[dict[str, Hop], Path]) -> None:
+    """From a hub that does not send the record yet: the XML signature is checked at every hub, as
+    before, and the receipt still arrives; an agency's account can never hand in a receipt."""
+    hop, pki = hops
+    copy = _delivered_receipt(hop, pki)
+    bare = replace(copy, headers={k: v for k, v in copy.headers.items() if k != wire.H_ISSUED})
+    out = _through(hop["H14"], bare, "H14-D31")
+    assert out.verdict == "forwarded" and not out.exactly_once
+    out = _through(hop["H41"], _through(hop["national"], out.copies[0], "H14").copies[0], "national")
+    assert out.exactly_once and [str(c.target) for c in out.copies] == [f"inbox:{SENDER}"]
+    broken = replace(bare, body=bare.body.replace(b"delivered", b"accepted"))
+    out = _through(hop["H14"], broken, "H14-D31")
+    assert (out.verdict, out.code) == ("rejected", "SIG_DIGEST")
+    by_agency = hop["H41"].process(Inbound(copy.body, copy.headers, wire.agency_exchange(SENDER)))
+    assert (by_agency.verdict, by_agency.code) == ("rejected", "SENDER_NOT_ALLOWED")
