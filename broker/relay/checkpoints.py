@@ -3,10 +3,16 @@ at stop, so a cut or a rewrite before a checkpoint is detected (``lienthong audi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
+from broker.core import wire
+from broker.core.errors import LienthongError
 from broker.core.hoprecords import HopRecord, sign_record
 from broker.core.signer import SigningKey
+from broker.core.topology import Topology
+from broker.relay import timestamp, transport
 from broker.relay.store import SqlStore
 
 
@@ -21,3 +27,29 @@ def checkpoint(store: SqlStore, hub: str, key: SigningKey) -> tuple[int, str, st
                                   verdict="checkpoint", extra={"seq": str(head.seq)}), key)
     store.add_checkpoint(hub, head.seq, head.hash, at, token)
     return head.seq, head.hash, token
+
+
+def hand_to_neighbours(links: Mapping[str, transport.Link], topology: Topology, hub: str, seq: int, token: str,
+                       log: Any) -> None:
+    """Publish a signed checkpoint to every neighbour, which witnesses it (``Hop._witness``)."""
+    body = token.encode()
+    props = transport.props(message_id=wire.message_id(body), user_id=wire.names(topology).link_user(hub),
+                            headers={wire.H_KIND: "checkpoint"})
+
+    def confirmed(neighbour: str) -> Callable[[bool], None]:
+        def done(ok: bool) -> None:
+            if not ok:
+                log.warning("checkpoint not handed to a neighbour", neighbour=neighbour, seq=seq)
+        return done
+
+    for n in topology.neighbours(hub):
+        links[n].publish(wire.link_exchange(hub), "", body, props, confirmed(n))
+
+
+def time_stamp(store: SqlStore, hub: str, url: str, seq: int, token: str, log: Any) -> None:
+    """Have the RFC 3161 authority at ``url`` stamp a checkpoint and keep its answer (run off the
+    message loop: an authority's answer must not hold it)."""
+    try:
+        store.add_timestamp(hub, seq, timestamp.stamp(url, token.encode()))
+    except LienthongError as exc:
+        log.warning("alert", kind="time-stamp-failed", subject=url, detail=exc.message, seq=seq)

@@ -197,15 +197,18 @@ class SqlStore:
         assert claims is not None  # no verdict asked for: nothing can stand against the claim
         return claims
 
-    def admit(self, items: Sequence[Admit]) -> list[Admission]:
+    def admit(self, items: Sequence[Admit], *,
+              confirmed: Sequence[tuple[str, str, Sequence[str]]] = ()) -> list[Admission]:
         """Record each message's verdict and claim its copies, all in one transaction (the worker
         admits every delivery of an I/O loop turn at once).  Per message: the first verdict on its
         bytes stands (with its document identity, see :meth:`record_verdict`); if that is a
         refusal and this copy passed, nothing is claimed (it keeps the refusal); otherwise its
-        targets are claimed as :meth:`claim` does."""
+        targets are claimed as :meth:`claim` does.  ``confirmed``: claims to mark confirmed in the
+        same transaction (as :meth:`confirm_many`), those of messages published meanwhile."""
         now = time.time()
         out: list[Admission] = []
         with self._tx() as cur:
+            self._confirm(cur, confirmed, now)
             heads: dict[str, tuple[int, str]] = {}
             for item in items:
                 standing = None
@@ -331,13 +334,15 @@ class SqlStore:
         self.confirm_many([(hub, digest, targets)])
 
     def confirm_many(self, items: Sequence[tuple[str, str, Sequence[str]]]) -> None:
-        """Mark many claims confirmed in one transaction (the worker batches per I/O loop turn)."""
-        now = time.time()
+        """Mark many claims confirmed in one transaction."""
         with self._tx() as cur:
-            for hub, digest, targets in items:
-                for target in targets:
-                    cur.execute(self._q("UPDATE hops SET state = 'confirmed', updated = ? "
-                                        "WHERE hub = ? AND digest = ? AND target = ?"), (now, hub, digest, target))
+            self._confirm(cur, items, time.time())
+
+    def _confirm(self, cur: Any, items: Sequence[tuple[str, str, Sequence[str]]], now: float) -> None:
+        for hub, digest, targets in items:
+            for target in targets:
+                cur.execute(self._q("UPDATE hops SET state = 'confirmed', updated = ? "
+                                    "WHERE hub = ? AND digest = ? AND target = ?"), (now, hub, digest, target))
 
     def record_verdict(self, hub: str, digest: str, document_id: str, sender: str, verdict: Verdict,
                        identity: tuple[str, str, str] | None = None) -> Verdict:

@@ -24,25 +24,30 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from broker.core import wire
-from broker.core.errors import DocumentIdReused, LienthongError, RetriesExhausted, TransientError
+from broker.core.errors import DocumentIdReused, RetriesExhausted, TransientError
 from broker.core.hop import PARKING, Copy, Hop, Inbound, Outcome
 from broker.core.routing import Target
 from broker.core.topology import Topology
 from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY, trusted_headers
-from broker.relay import checkpoints, layout, metrics, timestamp, transport
+from broker.relay import checkpoints, layout, metrics, transport
 from broker.relay.revocation import CrlFetcher
 from broker.relay.store import Admission, Admit, SqlStore, Verdict
 from broker.relay.watch import QueueWatch
 from broker.settings import Fault, PkiLayout, Tuning
 
 log = structlog.get_logger("lienthong.worker")
+
+MARK_DELAY = 0.05
+"""Seconds a message whose copies the broker confirmed may wait for its claims to be marked (and
+for its ack): the next admission carries the marks in its own transaction, so under steady
+traffic marking costs no transaction of its own.  The copies are out already, so no document
+waits for this."""
 
 
 @dataclass(frozen=True)
@@ -167,37 +172,16 @@ class HubWorker:
             head = checkpoints.checkpoint(self.store, self.hub, self.hop.key)
             if head and head[0] != self._witnessed_seq:
                 self.log.debug("audit checkpoint", seq=head[0])
-                self._send_checkpoint(head[0], head[2])
+                checkpoints.hand_to_neighbours(self._links, self.topology, self.hub, head[0], head[2], self.log)
+                self._witnessed_seq = head[0]
                 tsa = (self.topology.settings.get("audit") or {}).get("tsa_url")
                 if tsa:  # its own thread: an authority's answer must not hold the message loop
-                    threading.Thread(target=self._time_stamp, args=(str(tsa), head[0], head[2]),
-                                     name="time-stamp", daemon=True).start()
+                    threading.Thread(target=checkpoints.time_stamp, name="time-stamp", daemon=True,
+                                     args=(self.store, self.hub, str(tsa), head[0], head[2], self.log)).start()
         except TransientError as exc:
             self.log.warning("audit checkpoint failed", error=str(exc))
         if self._ioloop is not None and not self._stopping:
             self._ioloop.call_later(self.tuning.checkpoint_seconds, self._checkpoint)
-
-    def _send_checkpoint(self, seq: int, token: str) -> None:
-        """Hand the signed checkpoint to every neighbour, which witnesses it (``Hop._witness``)."""
-        body = token.encode()
-        props = transport.props(message_id=wire.message_id(body), user_id=self.names.link_user(self.hub),
-                                headers={wire.H_KIND: "checkpoint"})
-
-        def confirmed(neighbour: str) -> Callable[[bool], None]:
-            def done(ok: bool) -> None:
-                if not ok:
-                    self.log.warning("checkpoint not handed to a neighbour", neighbour=neighbour, seq=seq)
-            return done
-
-        for n in self.topology.neighbours(self.hub):
-            self._links[n].publish(wire.link_exchange(self.hub), "", body, props, confirmed(n))
-        self._witnessed_seq = seq
-
-    def _time_stamp(self, url: str, seq: int, token: str) -> None:
-        try:
-            self.store.add_timestamp(self.hub, seq, timestamp.stamp(url, token.encode()))
-        except LienthongError as exc:
-            self.log.warning("alert", kind="time-stamp-failed", subject=url, detail=exc.message, seq=seq)
 
     def _alerts(self) -> None:
         for kind, sentence in metrics.trust_alerts(self.hub, self.hop.key.cert, self.hop.trust):
@@ -232,17 +216,24 @@ class HubWorker:
             self._ioloop.add_callback(self._handle_arrived)
 
     def _handle_arrived(self) -> None:
+        """Judge the deliveries of this turn, then admit them in one transaction that also marks
+        the claims of the messages confirmed since the last one (which are acked after it)."""
         batch, self._arrived = self._arrived, []
         judged = [j for d in batch if (j := self._judge(d)) is not None]
-        if not judged:
+        carried, self._confirmed = self._confirmed, []
+        if not judged and not carried:
             return
+        if carried:
+            self._fault.maybe_die("after-publish")
         try:
-            admissions = self.store.admit([j.admit for j in judged])
+            admissions = self.store.admit([j.admit for j in judged], confirmed=self._marks(carried))
         except TransientError as exc:
+            self._confirmed = carried + self._confirmed  # marked (or acked regardless) by the timer
             for j in judged:
                 self._in_flight.difference_update(j.reserved)
                 self._retry(j.delivery, j.headers, exc)
             return
+        self._acked(carried)
         for j, admission in zip(judged, admissions, strict=True):
             self._act(j, admission)
 
@@ -359,9 +350,12 @@ class HubWorker:
                 if self._consumer is not None:
                     self._consumer.requeue(tag)
                 return
+            started = self._started.pop(tag, None)
+            if started is not None:
+                metrics.HOP_SECONDS.labels(self.hub).observe(time.perf_counter() - started)
             self._confirmed.append((tag, outcome, [c.claim for c in todo] if claimed else []))
             if len(self._confirmed) == 1 and self._ioloop is not None:
-                self._ioloop.add_callback(self._flush_confirmed)
+                self._ioloop.call_later(MARK_DELAY, self._flush_confirmed)
 
         for copy in todo:
             link, exchange, key, user = self._route(copy.target)
@@ -370,7 +364,8 @@ class HubWorker:
                          transport.props(message_id=message_id, user_id=user, headers=copy.headers), confirmed)
 
     def _flush_confirmed(self) -> None:
-        """Once per I/O loop turn: mark every fully confirmed message's claims in one transaction, then ack.
+        """:data:`MARK_DELAY` after a message's copies were confirmed, if no admission carried its
+        claims meanwhile: mark them confirmed in one transaction, then ack.
 
         A message stays in ``_in_flight`` until then: a copy of it arriving meanwhile would find
         its claims still pending under this worker's name and publish it again."""
@@ -379,21 +374,25 @@ class HubWorker:
             return
         self._fault.maybe_die("after-publish")
         try:
-            marks = [(self.hub, o.digest, claims) for _, o, claims in batch if claims]
+            marks = self._marks(batch)
             if marks:
                 self.store.confirm_many(marks)
         except TransientError as exc:
             # the copies are out; the claims stay pending and the redelivery takes them over
             self.log.warning("could not confirm claims", error=str(exc), messages=len(batch))
+        self._acked(batch)
+
+    def _marks(self, batch: list[tuple[int, Outcome, list[str]]]) -> list[tuple[str, str, list[str]]]:
+        return [(self.hub, o.digest, claims) for _, o, claims in batch if claims]
+
+    def _acked(self, batch: list[tuple[int, Outcome, list[str]]]) -> None:
+        """Ack messages whose copies are out and whose claims are marked."""
         self._in_flight.difference_update((o.digest, c) for _, o, claims in batch for c in claims)
-        self._fault.maybe_die("before-ack")
-        now = time.perf_counter()
+        if batch:
+            self._fault.maybe_die("before-ack")
         for tag, outcome, claims in batch:
             if self._consumer is not None:
                 self._consumer.ack(tag)
-            started = self._started.pop(tag, None)
-            if started is not None:
-                metrics.HOP_SECONDS.labels(self.hub).observe(now - started)
             self.log.debug(outcome.verdict, document_id=outcome.document_id, agency=outcome.sender,
                            targets=claims)
 
