@@ -43,7 +43,7 @@ from broker.core.hoprecords import (
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
 from broker.core.routing import Target, next_hops
 from broker.core.signer import SigningKey
-from broker.core.topology import Topology, subject_uid
+from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.core.validation import check
 from broker.core.verifier import DEFAULT_POLICY, VerifyPolicy
@@ -246,12 +246,17 @@ class Hop:
                        recipients=recipients, entries=tuple(entries), message=body if keep else None)
 
     def _to_agency(self, agency: str, receipt: bytes, label: str) -> list[Copy]:
-        """Copies of a hub receipt on their way to ``agency``'s inbox (here, or up/down the tree),
-        with this hub's signed record of it: what the hubs on the way check (:meth:`_relay_receipt`)."""
-        issued = sign_record(HopRecord(hub=self.hub, at=utc_now(), digest=message_id(receipt), document_id="",
-                                       verdict="receipt", recipients=(agency,)), self.key)
-        return [Copy(target, receipt, {H_KIND: "receipt", H_TO: agency, H_ISSUED: issued}, f"{label}>{target}")
-                for target in next_hops(self.topology, self.hub, (agency,))]
+        """Copies of a hub receipt on their way to ``agency``'s inbox: here, or up/down the tree
+        with this hub's signed record of it, what the hubs on the way check (:meth:`_relay_receipt`)."""
+        copies = []
+        for target in next_hops(self.topology, self.hub, (agency,)):
+            headers: dict[str, Any] = {H_KIND: "receipt", H_TO: agency}
+            if target.kind == "hub":
+                headers[H_ISSUED] = sign_record(HopRecord(hub=self.hub, at=utc_now(), digest=message_id(receipt),
+                                                          document_id="", verdict="receipt", recipients=(agency,)),
+                                                self.key)
+            copies.append(Copy(target, receipt, headers, f"{label}>{target}"))
+        return copies
 
     def _reject(self, msg: Inbound, digest: str, document_id: str, sender: str,
                 recipients: tuple[str, ...], exc: RejectedInput) -> Outcome:
@@ -306,32 +311,36 @@ class Hop:
 
     def _relay_receipt(self, msg: Inbound, digest: str, origin: str) -> Outcome:
         """A hub receipt from a neighbour.  On its way through, the issuing hub's signed record
-        (``lt-issued``) is checked: about these bytes, for an agency of the directory, signed by
-        that hub.  The hub that delivers it to the agency's inbox also checks the receipt's own
-        XML signature (chain to the trust store, signer = the hub it names, for that agency), as
-        the agency will.  A receipt without the record (from a hub before it) is checked whole."""
+        (``lt-issued``) is checked: about these bytes, for one agency, signed by that hub.  The hub
+        that delivers it into the agency's inbox checks the receipt's own XML signature instead
+        (chain to the trust store, signer = the hub it names), as the agency will, and that it
+        says what the record says.  A receipt without the record (from an older hub) is checked
+        whole at every hub."""
         if not origin.startswith("link:"):
             raise SenderNotAllowed("only hubs may send receipts")
         issued = msg.headers.get(H_ISSUED)
         if issued is None:
             whole = receipts.verify(msg.body, self.trust).receipt
-            agency, issuer, issuing_hub = whole.sender, None, whole.hub
+            agency, issuing_hub, document_id = whole.sender, whole.hub, whole.document_id
+            hops = next_hops(self.topology, self.hub, (agency,))
         else:
             token = issued.decode("utf-8", "replace") if isinstance(issued, bytes) else str(issued)
-            issuer = self.hub_certs.get(parse_record(token).hub)
-            if issuer is None:
-                raise TraceInvalid("the receipt's record names a hub the topology does not know")
-            rec = verify_record(token, issuer)
+            rec = parse_record(token)
             if rec.verdict != "receipt" or rec.digest != digest or len(rec.recipients) != 1:
                 raise TraceInvalid("the receipt's record is not about this receipt")
             agency, issuing_hub = rec.recipients[0], rec.hub
-        hops = next_hops(self.topology, self.hub, (agency,))
-        document_id = ""
-        if issuer is not None and any(t.kind == "inbox" for t in hops):  # the last hub: check it whole
-            r = receipts.verify(msg.body, self.trust).receipt
-            if r.sender != agency or subject_uid(issuer) != f"hub:{r.hub}":
-                raise TraceInvalid("the receipt's record and the receipt disagree (agency or hub)")
-            document_id = r.document_id
+            hops = next_hops(self.topology, self.hub, (agency,))
+            if any(t.kind == "inbox" for t in hops):  # the last hub: the receipt's own signature decides
+                whole = receipts.verify(msg.body, self.trust).receipt
+                if (whole.sender, whole.hub) != (agency, issuing_hub):
+                    raise TraceInvalid("the receipt's record and the receipt disagree (agency or hub)")
+                document_id = whole.document_id
+            else:  # on the way: the issuing hub's signature over its record of these bytes
+                issuer = self.hub_certs.get(issuing_hub)
+                if issuer is None:
+                    raise TraceInvalid("the receipt's record names a hub the topology does not know")
+                verify_record(token, issuer)
+                document_id = ""
         headers = {H_KIND: "receipt", H_TO: agency} | ({H_ISSUED: issued} if issued is not None else {})
         copies = tuple(Copy(t, msg.body, dict(headers), str(t)) for t in hops)
         return Outcome(digest, document_id, "forwarded", copies, sender=issuing_hub,
