@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ class HopRecord:
 
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 def utc_now() -> str:
@@ -58,7 +60,9 @@ def utc_now() -> str:
 
 def parse_time(text: str) -> datetime:
     """A record's (or receipt's) ``at`` as an aware UTC datetime; ValueError if it is not one."""
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
+    if not _TIME.fullmatch(text):  # exactly TIME_FORMAT: 2026-11-22T15:02:07.221973Z
+        raise ValueError(f"{text!r} is not a UTC time like 2026-11-22T15:02:07.221973Z")
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)  # strptime is ten times slower
 
 
 def _b64u(data: bytes) -> str:

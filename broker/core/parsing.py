@@ -67,6 +67,8 @@ def text_of(el: etree._Element) -> str:
     the text nodes (XPath's string-value) reads exactly what was signed, whatever comments were
     added; a processing instruction is signed but carries no text, so it is left out too.  We
     read rather than refuse comments: the national axis' own samples carry them."""
+    if not len(el):  # no child nodes (comments and PIs are children in lxml): the text is all there is
+        return el.text or ""
     return "".join(el.itertext())
 
 
