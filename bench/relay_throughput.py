@@ -14,10 +14,12 @@ For each size it runs, in the same broker and the same run:
   broker's admin account: lienthong's own accounts cannot log in without TLS), beside raw over
   TLS with client certificates: what TLS costs the hubs' connections.
 
-Throughput: documents pushed as fast as one publisher with confirms allows, until all arrive.
-Latency: p50/p99 from publish to arrival in the inbox, at half the measured throughput, with the
-CPU the hub processes and the broker used meanwhile (percent of one core; the machine has two) and
-the worker CPU per document.
+Throughput: documents pushed as fast as one publisher allows, until all arrive.  Latency: p50/p99
+from publish to arrival in the inbox, with every relay loaded at the same rate, half of lienthong's
+own flat-out rate, and the CPU the hub processes and the broker used meanwhile (percent of one
+core; the machine has two) and the hubs' CPU per document.  The last line gives the ratios the
+relay's speed goals are stated in: lienthong's throughput over raw's, its p99 over raw's at the
+same rate, and its hub CPU per document (receipts and audit on).
 Needs a RabbitMQ with management (scripts/ensure-rabbitmq.sh); uses its own namespace.
 """
 
@@ -183,18 +185,23 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
-def measure(relay: Relay, docs: list[bytes], hub_pids: list[int]) -> tuple[float, float, float, int, float, float]:
-    """Flat out on two thirds of ``docs``, then the last third (new documents) at half that rate.
-    Returns docs/s, p50, p99, n, and the hubs' and the broker's CPU (% of one core) at half rate."""
-    split = len(docs) * 2 // 3
-    flat, _ = run_load(relay, docs[:split], None)
+def at_rate(relay: Relay, docs: list[bytes], rate: float, hub_pids: list[int]) -> tuple[list[float], float, float]:
+    """Publish ``docs`` at ``rate``; return the latencies, the hubs' and the broker's CPU seconds."""
     brokers = broker_pids()
-    t0, hubs0, broker0 = time.perf_counter(), cpu_seconds(hub_pids), cpu_seconds(brokers)
-    _, lat = run_load(relay, docs[split:], flat / 2)
-    wall = time.perf_counter() - t0
-    hubs_cpu = 100 * (cpu_seconds(hub_pids) - hubs0) / wall
-    broker_cpu = 100 * (cpu_seconds(brokers) - broker0) / wall
-    return flat, pct(lat, 50), pct(lat, 99), len(lat), hubs_cpu, broker_cpu
+    hubs0, broker0 = cpu_seconds(hub_pids), cpu_seconds(brokers)
+    _, lat = run_load(relay, docs, rate)
+    return lat, cpu_seconds(hub_pids) - hubs0, cpu_seconds(brokers) - broker0
+
+
+def start(kind: str, base: Path, amqp: str, mgmt: str) -> tuple[Relay, list[subprocess.Popen[bytes]]]:
+    """A relay of ``kind`` in its own namespace: lienthong's workers, or the raw forwarders."""
+    env = {"LIENTHONG_RECEIPTS": "off"} if kind == "no-receipts" else {}
+    raw = kind.startswith("raw")
+    relay = Relay(base, amqp, mgmt, workers=0 if raw else 1, env=env)
+    procs = [subprocess.Popen([sys.executable, __file__, "--raw-worker", hub, str(relay.settings.topology),
+                               str(relay.settings.data_dir), "plain" if kind == "raw-plain" else "tls"], env=relay.env)
+             for hub in ((*ROUTE, LAST) if raw else ())]
+    return relay, procs
 
 
 def main() -> None:
@@ -210,34 +217,42 @@ def main() -> None:
         return
     logs.configure(level="WARNING")
     amqp, mgmt = services.broker_urls()
-    print(f"{'size':>7} {'relay':>12} {'docs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'n':>6} "
-          f"{'hubs CPU%':>9} {'broker CPU%':>11} {'hub ms/doc':>10}")
+    kinds = args.relays.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
-            count = (args.count if size <= 20_000 else max(300, args.count // 4)) * 3 // 2
-            for kind in args.relays.split(","):
-                env = {"LIENTHONG_RECEIPTS": "off"} if kind == "no-receipts" else {}
-                raw = kind.startswith("raw")
-                relay = Relay(Path(tmp) / f"{kind}-{size}", amqp, mgmt, workers=0 if raw else 1, env=env)
-                raw_procs = []
-                if raw:
-                    for hub in (*ROUTE, LAST):
-                        raw_procs.append(subprocess.Popen(
-                            [sys.executable, __file__, "--raw-worker", hub, str(relay.settings.topology),
-                             str(relay.settings.data_dir), "plain" if kind == "raw-plain" else "tls"],
-                            env=relay.env))
-                try:
-                    time.sleep(2)
-                    raw_size = max(100, (size - 2600) * 3 // 4)  # base64 grows by 4/3; ~2.6 kB of header
-                    docs = [relay.document(SENDER, [RECIPIENT], size=raw_size, subject=f"bench {i}")
-                            for i in range(count)]
-                    pids = [p.pid for p in raw_procs] + [p.pid for ps in relay.procs.values() for p in ps]
-                    tput, p50, p99, n, hubs_cpu, broker_cpu = measure(relay, docs, pids)
-                    per_doc = 10 * hubs_cpu / (tput / 2)  # ms of hub CPU per document at half rate
-                    print(f"{size // 1000:>5}KB {kind:>12} {tput:8.0f} {p50:8.1f} {p99:8.1f} {n:6d} "
-                          f"{hubs_cpu:9.0f} {broker_cpu:11.0f} {per_doc:10.1f}", flush=True)
-                finally:
-                    for p in raw_procs:
+            count = args.count if size <= 20_000 else max(200, args.count // 4)
+            raw_size = max(100, (size - 2600) * 3 // 4)  # base64 grows by 4/3; ~2.6 kB of header
+            relays = {k: start(k, Path(tmp) / f"{k}-{size}", amqp, mgmt) for k in kinds}
+            try:
+                time.sleep(2)
+                docs = {k: [r.document(SENDER, [RECIPIENT], size=raw_size, subject=f"bench {k} {i}")
+                            for i in range(count + count // 2)] for k, (r, _) in relays.items()}
+                flat = {}
+                for k, (r, _) in relays.items():
+                    flat[k] = run_load(r, docs[k][:count], None)[0]
+                    r.wait_idle(timeout=300)  # receipts still on their way must not load the next relay
+                # the common rate: half of lienthong's own flat-out rate (of the slowest relay without it)
+                rate = (flat["lienthong"] if "lienthong" in flat else min(flat.values())) / 2
+                print(f"{size // 1000} KB documents, four hubs; latency and CPU at {rate:.0f} docs/s for every relay")
+                print(f"{'relay':>12} {'flat docs/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'hubs CPU%':>9} "
+                      f"{'broker CPU%':>11} {'hub ms/doc':>10}")
+                rows = {}
+                for k, (relay, procs) in relays.items():
+                    pids = [p.pid for p in procs] + [p.pid for ps in relay.procs.values() for p in ps]
+                    t0 = time.perf_counter()
+                    lat, hubs, broker = at_rate(relay, docs[k][count:], rate, pids)
+                    wall = time.perf_counter() - t0
+                    relay.wait_idle(timeout=300)
+                    rows[k] = (pct(lat, 50), pct(lat, 99), 1000 * hubs / max(1, len(lat)))
+                    print(f"{k:>12} {flat[k]:11.0f} {rows[k][0]:8.1f} {rows[k][1]:8.1f} {100 * hubs / wall:9.0f} "
+                          f"{100 * broker / wall:11.0f} {rows[k][2]:10.1f}", flush=True)
+                if "raw" in flat and "lienthong" in flat:
+                    print(f"lienthong / raw: throughput {flat['lienthong'] / flat['raw']:.0%}, "
+                          f"p99 {rows['lienthong'][1] / rows['raw'][1]:.1f}x; "
+                          f"lienthong hub CPU {rows['lienthong'][2]:.1f} ms per document", flush=True)
+            finally:
+                for relay, procs in relays.values():
+                    for p in procs:
                         p.terminate()
                     relay.close()
 
