@@ -1,7 +1,6 @@
-"""The only module that imports pika: AMQP connections, declarations, publishing, consuming.
-
-pika errors are turned into :class:`~broker.core.errors.TransientError` at this
-boundary.  Two styles:
+"""The module that owns pika (with :mod:`broker.relay.coalesce`): connections, declarations,
+publishing, consuming.  pika errors become :class:`~broker.core.errors.TransientError` here.
+Two styles:
 
 - blocking helpers (:func:`declare`, :func:`publish`, :func:`fetch`) for the
   CLI, setup and the SDK: simple, one call at a time;
@@ -26,46 +25,13 @@ from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic, BasicProperties
 
 from broker.core.errors import AccessRefused, ConfigError, TransientError
+from broker.relay import coalesce
 from broker.relay.layout import Binding, Exchange, Queue
 from broker.relay.tls import client_context, split_tls
 
 AMQP_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
 
-
-def _coalesce_writes() -> None:
-    """Have pika send what one I/O loop turn queued on a connection in one write, not one write
-    per frame.
-
-    pika queues each frame of a publish (method, header, body) and each ack as its own buffer and
-    sends them one ``send`` each: over TLS, a record and a system call per frame, the largest
-    single cost of a hub's message loop.  Joining the queued buffers before sending leaves the
-    bytes and their order as they were.  A buffer that a TLS write left half-done (the socket
-    wanted to wait) is sent again alone, as OpenSSL requires; the joining resumes after it.
-    ``tests/test_transport.py`` holds pika to this."""
-    from pika.adapters.utils.io_services_utils import _AsyncTransportBase
-
-    produce = _AsyncTransportBase._produce
-    if getattr(produce, "coalesced", False):
-        return
-
-    def coalescing_produce(self: Any) -> None:
-        buffers = self._tx_buffers
-        if len(buffers) > 1 and not getattr(self, "_lt_retrying", False):
-            joined = b"".join(buffers)
-            buffers.clear()
-            buffers.append(joined)
-        try:
-            produce(self)
-        except BaseException:
-            self._lt_retrying = bool(buffers)  # the first buffer must be retried as it is
-            raise
-        self._lt_retrying = False
-
-    coalescing_produce.coalesced = True  # type: ignore[attr-defined]
-    _AsyncTransportBase._produce = coalescing_produce
-
-
-_coalesce_writes()
+coalesce.install()
 
 
 def parameters(url: str, *, heartbeat: int = 30) -> list[pika.URLParameters]:

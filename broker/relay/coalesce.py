@@ -1,0 +1,42 @@
+"""pika's write path, made to send what a connection queued in one I/O loop turn in one write.
+
+Part of the transport (:mod:`broker.relay.transport` installs it on import): the only other place
+that touches pika, and the only one that touches its internals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def install() -> None:
+    """Have pika send what one I/O loop turn queued on a connection in one write (idempotent).
+
+    pika queues each frame of a publish (method, header, body) and each ack as its own buffer and
+    sends them one ``send`` each: over TLS, a record and a system call per frame.  Joining the
+    queued buffers before sending leaves the bytes and their order as they were.  A buffer that a
+    TLS write left half-done (the socket wanted to wait) is sent again alone, as OpenSSL
+    requires; the joining resumes after it.
+    ``tests/test_transport.py`` holds pika to this."""
+    from pika.adapters.utils.io_services_utils import _AsyncTransportBase
+
+    produce = _AsyncTransportBase._produce
+    if getattr(produce, "coalesced", False):
+        return
+
+    def coalescing_produce(self: Any) -> None:
+        buffers = self._tx_buffers
+        if len(buffers) > 1 and not getattr(self, "_lt_retrying", False):
+            joined = b"".join(buffers)
+            buffers.clear()
+            buffers.append(joined)
+        try:
+            produce(self)
+        except BaseException:
+            self._lt_retrying = bool(buffers)  # the first buffer must be retried as it is
+            raise
+        self._lt_retrying = False
+
+    coalescing_produce.coalesced = True  # type: ignore[attr-defined]
+    _AsyncTransportBase._produce = coalescing_produce
+
