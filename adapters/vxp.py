@@ -165,8 +165,8 @@ def mount(app: FastAPI, gw: Gateway) -> None:
         return answer([item for s in rows for item in _sent_items(s, req.agency, when)])
 
     def agencies(_req: Authenticated, _body: bytes) -> Response:
-        return answer([{"id": ids[a.organ_id], "code": a.organ_id, "name": a.name, "mail": "", "pid": "0",
-                        "oldCode": ""} for a in gw.topology.agencies.values()])
+        return answer([{"id": ids[a.organ_id], "code": a.organ_id, "name": a.name, "mail": a.mail,
+                        "pid": ids.get(a.parent, "0"), "oldCode": a.old_code} for a in gw.topology.agencies.values()])
 
     def counter(kind: str) -> Callable[[Authenticated, bytes], Response]:
         def count(req: Authenticated, _body: bytes) -> Response:

@@ -120,6 +120,10 @@ def test_full_cycle(relay: Relay, client: Callable[..., VxpClient]) -> None:
     a = client(A)
     listed = {x["code"]: x for x in _ok(a.agencies())}
     assert set(listed) == set(relay.topology.agencies) and listed[B]["name"] == relay.topology.agencies[B].name
+    province = listed["000.00.00.H41"]  # the directory's mail, parent and former code, as the axis lists them
+    assert province["mail"] == "vanthu@nghean.gov.vn" and province["pid"] == "0"
+    assert (listed[A]["pid"], listed[A]["oldCode"]) == (province["id"], "000.12.51.H41")
+    assert len({x["id"] for x in listed.values()}) == len(listed)
 
 
 def test_the_relay_underneath_judges_what_comes_in(relay: Relay, client: Callable[..., VxpClient]) -> None:

@@ -50,6 +50,12 @@ class Agency:
     """Accept SHA-1 from this agency (its signature, digest, or certificates of its chain: the
     older government CA generation and its USB tokens); every hub alerts on each such document.
     Only ever for this agency: another's SHA-1 stays refused."""
+    mail: str = ""
+    """The agency's official mail address, as the directory publishes it."""
+    parent: str = ""
+    """The code of the agency it reports to (a commune's district or province committee), if any."""
+    old_code: str = ""
+    """Its code before a reorganisation (the district tier went in 2025), for systems that still use it."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,11 @@ class Topology:
             legacy = a.get("legacy_sha1", False)
             if not isinstance(legacy, bool):
                 raise ConfigError(f"{source}: agency {oid!r}: legacy_sha1 must be true or false, not {legacy!r}")
-            agencies[oid] = Agency(oid, str(a.get("name", oid)), str(a["hub"]), pins, level, legacy)
+            agencies[oid] = Agency(oid, str(a.get("name", oid)), str(a["hub"]), pins, level, legacy,
+                                   str(a.get("mail") or ""), str(a.get("parent") or ""), str(a.get("old_code") or ""))
+        for a in agencies.values():
+            if a.parent and a.parent not in agencies:
+                raise ConfigError(f"{source}: agency {a.organ_id!r} names unknown parent agency {a.parent!r}")
         topo = cls(hubs, agencies, dict(raw.get("settings", {}) or {}), str(raw.get("namespace", "lienthong")))
         topo._check_tree(source)
         return topo
