@@ -228,3 +228,35 @@ def test_admit_records_verdicts_and_claims_in_one_transaction(store: SqlStore) -
     assert rows[0].prev == "" and rows[1].prev == rows[0].hash and all(r.hash == entry_hash(r) for r in rows)
     replay = store.admit([Admit(hub, bad, ["hub:B"], "w1", (), None, accepted, "d2", "A", afresh=True)])
     assert replay[0].standing == refused and replay[0].claims == {"hub:B": "new"}
+
+
+def test_a_workers_checkpoints_run_beside_it(tmp_path: Path) -> None:
+    """A hub worker's store never checkpoints in a commit: written alone, 5 MB stay in the write-ahead
+    log and the database file keeps its first pages.  With its checkpoint thread, the database file
+    itself holds them within seconds (nothing here runs a checkpoint)."""
+    from broker import sqlite
+
+    def sizes(path: Path) -> tuple[int, int]:
+        return path.stat().st_size, Path(str(path) + "-wal").stat().st_size
+
+    alone = tmp_path / "alone.sqlite3"
+    plain = sqlite.connect(alone, checkpoint_here=False)
+    plain.execute("CREATE TABLE t (x BLOB)")
+    for _ in range(300):
+        plain.execute("INSERT INTO t VALUES (?)", (b"x" * 16000,))
+        plain.commit()
+    db, wal = sizes(alone)
+    assert db < 100_000 and wal > 4_800_000, (db, wal)
+    plain.close()
+
+    hub = tmp_path / "hub.sqlite3"
+    store = sqlite_store(hub, background_checkpoints=True)
+    try:
+        for _ in range(300):
+            store.claim("H", uuid.uuid4().hex, ["t"], "w", message=b"x" * 16000)
+        deadline = time.monotonic() + 10
+        while sizes(hub)[0] < 4_800_000 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sizes(hub)[0] >= 4_800_000, sizes(hub)
+    finally:
+        store.close()

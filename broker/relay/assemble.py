@@ -117,7 +117,7 @@ def start_hub(settings: Settings, hub_id: str, *, sleep: Callable[[float], None]
     while True:
         try:
             hop = load_hop(settings, hub_id)
-            return hop, hub_store(settings, hub_id)
+            return hop, open_store(settings.state_url, hub=hub_id, tuning=settings.tuning, worker=True)
         except TransientError as exc:
             log.warning("start failed; retrying", error=str(exc), attempt=attempt, in_seconds=delay)
             sleep(delay)

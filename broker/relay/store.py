@@ -21,7 +21,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +130,7 @@ class SqlStore:
         self._lock = threading.Lock()
         self._conn: Any = None
         self._blob = blob
+        self._closing: list[Callable[[], None]] = []
         self.schema_version = self.migrate(MIGRATIONS)
 
     def migrate(self, migrations: Sequence[tuple[int, str, Sequence[str]]]) -> int:
@@ -381,18 +382,30 @@ class SqlStore:
             row = cur.fetchone()
         return Verdict(*row) if row else None
 
+    def on_close(self, call: Callable[[], None]) -> None:
+        self._closing.append(call)
+
     def close(self) -> None:
+        for call in self._closing:
+            call()
+        self._closing.clear()
         with self._lock:
             self._drop()
 
 
-def sqlite_store(path: str | Path, *, timeout: float = 10.0, lease_seconds: float = 15.0) -> SqlStore:
+def sqlite_store(path: str | Path, *, timeout: float = 10.0, lease_seconds: float = 15.0,
+                 background_checkpoints: bool = False) -> SqlStore:
+    """A SQLite store; ``background_checkpoints`` (a hub worker's): the log is copied back into the
+    database by a thread of its own, never in a commit (:class:`broker.sqlite.Checkpointer`)."""
     p = Path(path)
 
     def connect() -> sqlite3.Connection:
-        return sqlite.connect(p, timeout=timeout)
+        return sqlite.connect(p, timeout=timeout, checkpoint_here=not background_checkpoints)
 
-    return SqlStore(connect, "?", (sqlite3.OperationalError,), lease_seconds=lease_seconds)
+    store = SqlStore(connect, "?", (sqlite3.OperationalError,), lease_seconds=lease_seconds)
+    if background_checkpoints:
+        store.on_close(sqlite.Checkpointer(p, timeout=timeout).start().stop)
+    return store
 
 
 def postgres_store(url: str, *, lease_seconds: float = 15.0) -> SqlStore:
@@ -405,13 +418,15 @@ def postgres_store(url: str, *, lease_seconds: float = 15.0) -> SqlStore:
                     lease_seconds=lease_seconds)
 
 
-def open_store(url_or_path: str, *, hub: str | None = None, tuning: Tuning | None = None) -> SqlStore:
-    """``postgresql://...`` opens PostgreSQL; anything else is a data directory for SQLite."""
+def open_store(url_or_path: str, *, hub: str | None = None, tuning: Tuning | None = None,
+               worker: bool = False) -> SqlStore:
+    """``postgresql://...`` opens PostgreSQL; anything else is a data directory for SQLite (for a
+    hub ``worker``, with checkpoints in a thread of their own)."""
     t = tuning or Tuning()
     if url_or_path.startswith(("postgresql://", "postgres://")):
         return postgres_store(url_or_path, lease_seconds=t.lease_seconds)
     if "://" in url_or_path:
         raise ConfigError(f"state store {url_or_path!r}: use a postgresql:// URL or a directory")
     return sqlite_store(Path(url_or_path) / f"{hub or 'lienthong'}.sqlite3", timeout=t.sqlite_timeout,
-                        lease_seconds=t.lease_seconds)
+                        lease_seconds=t.lease_seconds, background_checkpoints=worker)
 
