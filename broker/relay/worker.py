@@ -198,6 +198,7 @@ class HubWorker:
         self._teardown()
 
     def _teardown(self) -> None:
+        self._flush_confirmed()  # marks of copies already out: a redelivery then finds them done
         if self._consumer is not None:
             self._consumer.close()
         for link in self._links.values():
