@@ -36,7 +36,8 @@ def gateway() -> None:
 @click.option("--max-uploads", default=4, show_default=True, help="Uploads in progress per agency.")
 def gateway_run(host: str, port: int, cert: str | None, key: str | None, client_ca: str | None,
                 insecure_http: bool, metrics_port: int | None, max_uploads: int) -> None:
-    """Serve the REST gateway over HTTPS (OpenAPI at /openapi.json, with a token)."""
+    """Serve the REST gateway over HTTPS (OpenAPI at /openapi.json, with a token), and the national
+    axis protocol under /vxp (secrets: 'lienthong vxp secret')."""
     import uvicorn
 
     from adapters.gateway import create_app
