@@ -86,15 +86,27 @@ class Gateway:
         return message_id
 
 
-async def bounded(request: Request, limit: int, too_large: type[errors.LienthongError]) -> bytes:
-    """The request body, read as it streams and refused as soon as it passes ``limit`` bytes."""
+async def bounded(request: Request, limit: int, too_large: type[errors.LienthongError], *,
+                  drain: int = 0) -> bytes:
+    """The request body, read as it streams and refused as soon as it passes ``limit`` bytes.
+
+    ``drain``: before refusing, read and drop the rest of a body up to that many bytes in all, so
+    a client that writes its whole body before it reads (the national axis' SDK does) gets the
+    answer instead of a broken connection; a larger body is cut off."""
     declared = int(request.headers.get("content-length") or 0)
     if declared > limit:
+        if declared <= drain:
+            async for _ in request.stream():
+                pass
         raise too_large(f"the body is {declared} bytes; the limit is {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():  # never more than the limit in memory
         size += len(chunk)
         if size > limit:
-            raise too_large(f"the body exceeds the limit of {limit} bytes")
+            if size > drain:
+                break
+            continue  # dropped: only read to the end
         chunks.append(chunk)
+    if size > limit:
+        raise too_large(f"the body exceeds the limit of {limit} bytes")
     return b"".join(chunks)

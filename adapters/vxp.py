@@ -189,7 +189,8 @@ def mount(app: FastAPI, gw: Gateway) -> None:
             req = authenticate(raw, book=book, agencies=gw.topology.agencies, now=datetime.now(UTC),
                                window=window, zone=zone)
             limit = gw.limit + 2 if operation == "sendEdoc" else SMALL_BODY
-            body = await bounded(request, limit, errors.TooLarge if operation == "sendEdoc" else errors.BodyTooLarge)
+            body = await bounded(request, limit, errors.TooLarge if operation == "sendEdoc" else errors.BodyTooLarge,
+                                 drain=2 * limit)  # the SDK sends its whole body before it reads
             if not mailbox.first_use(req.replay_key(operation, body), keep_seconds=2 * window + 60):
                 raise errors.RequestReplayed("this exact signed request was already served")
             if operation == "sendEdoc":

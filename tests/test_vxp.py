@@ -210,6 +210,10 @@ def test_bodies_are_bounded(relay: Relay, client: Callable[..., VxpClient]) -> N
     with more than 64 KiB of body is BODY_TOO_LARGE; the answer comes without the whole body read."""
     big = relay.document(A, [B], size=300_000)
     _fails(client(A).send_edoc(big), "XML_TOO_LARGE")
+    c = client(A)  # the same, streamed without a length (chunked): read to its end, then refused
+    url, headers, _ = c.prepare("sendEdoc", b"", **{"from": A, "hash-file": sdk_hash(big), "messagetype": "edoc"})
+    chunks = iter([big[i:i + 65536] for i in range(0, len(big), 65536)])
+    _fails(c.post(url, headers, chunks), "XML_TOO_LARGE")
     _fails(client(A).call("getAgenciesList", b"{" + b" " * 70_000 + b"}"), "BODY_TOO_LARGE")
     _fails(client(A).call("noSuchCall", b"{}"), "OPERATION_UNKNOWN")
 

@@ -15,6 +15,7 @@ import hmac
 import json
 import ssl
 import urllib.request
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -59,8 +60,9 @@ class VxpClient:
         wire["Content-Type"] = "application/octet-stream" if operation == "sendEdoc" else "application/json"
         return f"{self.endpoint}/{operation}", wire, body
 
-    def post(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-        self.last_request = (url, dict(headers), body)
+    def post(self, url: str, headers: dict[str, str], body: bytes | Iterator[bytes]) -> dict[str, Any]:
+        if isinstance(body, bytes):
+            self.last_request = (url, dict(headers), body)
         req = urllib.request.Request(url, data=body, method="POST", headers=headers)
         with urllib.request.urlopen(req, timeout=60, context=self.context) as resp:
             raw = resp.read()
