@@ -118,11 +118,14 @@ def test_a_certificate_from_another_ca_is_refused(relay: Relay, tmp_path: Path) 
     assert transport.queue_depth(relay.agency_url(SENDER), wire.inbox_queue(SENDER)) == 0
 
 
-def test_a_hub_runs_with_only_its_own_material(relay: Relay, tmp_path: Path) -> None:
-    """`lienthong pki issue hub H41` writes that hub's keys and public files alone (no CA key, no
-    other principal's key); a worker of H41 started with only that directory relays a document."""
+@pytest.mark.parametrize("how", ["issue", "export"])
+def test_a_hub_runs_with_only_its_own_material(relay: Relay, tmp_path: Path, how: str) -> None:
+    """`lienthong pki issue hub H41` (new keys) and `pki export hub H41` (the keys `init` made, as
+    docker-compose hands each hub container) write that hub's keys and public files alone (no CA
+    key, no other principal's key); a worker of H41 started with only that directory relays a
+    document."""
     out = tmp_path / "h41-host"
-    done = relay.cli("pki", "issue", "hub", "H41", "--ca", str(relay.settings.pki), "--out", str(out),
+    done = relay.cli("pki", how, "hub", "H41", "--ca", str(relay.settings.pki), "--out", str(out),
                      "--topology", str(relay.settings.topology))
     assert done.returncode == 0, done.stderr
     keys = sorted(str(p.relative_to(out)) for p in out.rglob("*key*"))

@@ -51,6 +51,23 @@ def pki_issue(kind: str, principal: str, ca_dir: str, out: str, topology_path: s
     click.echo(f"{kind} {principal}: material in {dest}")
 
 
+@pki.command("export")
+@click.argument("kind", type=click.Choice(["hub", "agency"]))
+@click.argument("principal")
+@click.option("--ca", "ca_dir", required=True, help="The dev PKI made by 'pki init'.")
+@click.option("--out", "out", required=True, help="Where to copy this one principal's material.")
+@click.option("--topology", "topology_path", default="config/topology.yaml", show_default=True)
+@click.option("--transport-ca", "transport", default=None, help="The broker TLS CA's directory (see init).")
+def pki_export(kind: str, principal: str, ca_dir: str, out: str, topology_path: str, transport: str | None) -> None:
+    """Copy one hub's or one agency's existing material alone into OUT (an empty directory), with
+    the public files beside it, issuing nothing new (so every host keeps the others' current
+    certificates). No CA key and no other principal's key is written to OUT."""
+    topo = Topology.load(topology_path)
+    src = PkiLayout(Path(ca_dir), Path(transport) if transport else settings().transport_ca)
+    dest = devpki.export_one(src, PkiLayout(Path(out), Path(out) / "transport"), topo, kind, principal)
+    click.echo(f"{kind} {principal}: material in {dest}")
+
+
 @pki.command("broker-tls")
 @click.argument("directory")
 @click.option("--host", "hosts", multiple=True, default=("localhost", "127.0.0.1"), show_default=True,

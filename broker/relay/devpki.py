@@ -185,20 +185,45 @@ def issue_agency(keys: PkiLayout, topology: Topology, organ_id: str, root: Issue
 def issue_one(src: PkiLayout, dest: PkiLayout, topology: Topology, kind: str, principal: str) -> Path:
     """One principal's material in ``dest`` (empty or absent), issued by the CAs of ``src``, with
     the public files a host needs beside it; no CA key goes to ``dest``."""
-    if dest.root.exists() and any(dest.root.iterdir()):
-        from broker.core.errors import UsageError
-
-        raise UsageError(f"{dest.root} is not empty; choose a new directory for {kind} {principal}'s material")
+    _empty(dest, kind, principal)
     root, tca = load_root(src.root), transport_ca(src.transport_ca)
     (issue_hub if kind == "hub" else issue_agency)(dest, topology, principal, root, tca)
     own_cert = (dest.hub(principal) if kind == "hub" else dest.agency(principal))[1]
     _write((src.hub(principal) if kind == "hub" else src.agency(principal))[1], own_cert.read_bytes())
-    publics = [src.anchor, src.root / "root-ca.crl.pem", *(src.hub(h)[1] for h in topology.hubs if h != principal)]
-    for public in publics:  # what every host reads: the anchor, the CRL, the hubs' certificates
+    _publics(src, dest, topology, principal)
+    return dest.root
+
+
+def export_one(src: PkiLayout, dest: PkiLayout, topology: Topology, kind: str, principal: str) -> Path:
+    """One principal's existing material (from ``init``) copied alone into ``dest`` (empty or
+    absent), keys private as they were, with the public files a host needs; no CA key, no other
+    principal's key.  Unlike :func:`issue_one` nothing is issued anew, so hosts exported one after
+    the other all hold every hub's current certificate."""
+    _empty(dest, kind, principal)
+    own = (src.hub(principal) if kind == "hub" else src.agency(principal))[0].parent
+    if not own.is_dir():
+        from broker.core.errors import UsageError
+
+        raise UsageError(f"{own} does not exist: no {kind} {principal} in this PKI")
+    for f in sorted(own.iterdir()):
+        _write(dest.root / f.relative_to(src.root), f.read_bytes(), private="key" in f.name)
+    _publics(src, dest, topology, principal)
+    return dest.root
+
+
+def _empty(dest: PkiLayout, kind: str, principal: str) -> None:
+    if dest.root.exists() and any(dest.root.iterdir()):
+        from broker.core.errors import UsageError
+
+        raise UsageError(f"{dest.root} is not empty; choose a new directory for {kind} {principal}'s material")
+
+
+def _publics(src: PkiLayout, dest: PkiLayout, topology: Topology, principal: str) -> None:
+    """What every host reads: the anchor, the CRL, the hubs' certificates, the broker's CA."""
+    for public in [src.anchor, src.root / "root-ca.crl.pem", *(src.hub(h)[1] for h in topology.hubs if h != principal)]:
         if public.exists():
             _write(dest.root / public.relative_to(src.root), public.read_bytes())
     _write(dest.broker_ca, src.broker_ca.read_bytes())
-    return dest.root
 
 
 # -- transport: the broker's TLS certificates and the accounts' client certificates ----------------
