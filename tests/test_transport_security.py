@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 import pika
 import pytest
+from cryptography import x509
 
 from broker.core import errors, wire
 from broker.core.topology import Topology
@@ -73,6 +74,24 @@ def test_every_connection_lienthong_up_makes_is_tls(relay: Relay, tmp_path: Path
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=30)
+
+
+def test_up_on_a_new_machine_issues_accounts_the_broker_trusts(relay: Relay) -> None:
+    """`lienthong up --demo` with no PKI yet (the README's run command on a new machine) makes the
+    dev PKI with the broker's own transport CA, so the broker accepts every account's certificate
+    and the demonstration document arrives unchanged."""
+    import shutil
+
+    shutil.rmtree(relay.settings.pki)
+    done = subprocess.run([sys.executable, "-m", "broker.cli", "up", "--demo", "--exit-after-demo"], env=relay.env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "created dev PKI" in done.stdout and "bytes unchanged: True" in done.stdout, done.stdout
+    assert not (relay.settings.pki / "transport" / "ca.key").exists()  # no second transport CA was made
+    broker_ca = x509.load_pem_x509_certificate(relay.settings.keys.broker_ca.read_bytes())
+    for hub in relay.topology.hubs:  # signed by the CA the broker verifies client certificates with
+        account = x509.load_pem_x509_certificate(relay.settings.keys.hub_account(hub, "hub")[1].read_bytes())
+        account.verify_directly_issued_by(broker_ca)
 
 
 def test_no_account_can_log_in_over_plain_amqp(relay: Relay) -> None:

@@ -45,7 +45,7 @@ def up(workers: int, demo: bool, exit_after_demo: bool) -> None:
 def ensure_pki(settings: Settings, topology: Topology) -> None:
     if not settings.keys.anchor.exists():
         click.secho("WARNING: " + devpki.WARNING, fg="red", bold=True, err=True)
-        devpki.init(settings.pki, topology)
+        devpki.init(settings.pki, topology, settings.transport_ca)  # accounts the broker's CA vouches for
         click.echo(f"created dev PKI in {settings.pki}")
 
 
