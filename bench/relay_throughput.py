@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from broker import logs  # noqa: E402
 from broker.core import wire  # noqa: E402
-from broker.relay import layout, transport  # noqa: E402
+from broker.relay import layout, links, transport  # noqa: E402
 from tests import services  # noqa: E402
 from tests.relay import Relay  # noqa: E402
 
@@ -59,7 +59,7 @@ def raw_worker(hub: str, topology_path: str, data_dir: str, plain: bool = False)
     topo = Topology.load(topology_path)
     names = wire.names(topo)
     keys = Settings.from_env(data_dir=data_dir).keys
-    ioloop = transport.new_ioloop()
+    ioloop = links.new_ioloop()
     own = layout.account_url(topo, hub, keys.hub_account(hub, "hub"), keys.broker_ca)
     if hub == LAST:
         out_url, exchange, key, user = own, wire.EX_INBOX, RECIPIENT, names.hub_user(hub)
@@ -91,8 +91,8 @@ def raw_worker(hub: str, topology_path: str, data_dir: str, plain: bool = False)
         parts["link"].publish(exchange, key, r.body, transport.props(  # type: ignore[attr-defined]
             message_id=r.message_id, user_id=user, headers=r.headers), confirmed)
 
-    parts["link"] = transport.Link("out", out_url, ioloop, ready, lost)
-    parts["consumer"] = transport.Consumer(own, wire.Q_INGRESS, 256, ioloop, on_message, ready, lost)
+    parts["link"] = links.Link("out", out_url, ioloop, ready, lost)
+    parts["consumer"] = links.Consumer(own, wire.Q_INGRESS, 256, ioloop, on_message, ready, lost)
     ioloop.start()
 
 

@@ -68,3 +68,31 @@ def test_a_write_the_socket_deferred_is_retried_alone() -> None:
     t._tx_buffered_byte_count += 4
     t.produce()
     assert sock.sent[-1] == b"c1c2"
+
+
+def test_a_connection_still_opening_closes_cleanly() -> None:
+    """A hub tears down its other connections when one is lost, often while they are still being
+    opened: closing one then raises nothing and reports no loss; it ends when its opening does
+    (here the peer, which never speaks AMQP, hangs up)."""
+    import socket
+    import threading
+
+    from broker.relay import links
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def hang_up() -> None:
+            peer, _ = listener.accept()
+            threading.Timer(0.4, peer.close).start()
+
+        threading.Thread(target=hang_up, daemon=True).start()
+        ioloop = links.new_ioloop()
+        lost: list[str] = []
+        link = links.Link("x", f"amqp://u:p@127.0.0.1:{listener.getsockname()[1]}/", ioloop,
+                          lambda _l: None, lambda _l, why: lost.append(why))
+        ioloop.call_later(0.2, link.close)
+        ioloop.call_later(1.5, ioloop.stop)
+        ioloop.start()
+        assert link.connection.is_closed and not link.ready and lost == []

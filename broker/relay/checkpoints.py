@@ -12,7 +12,7 @@ from broker.core.errors import LienthongError
 from broker.core.hoprecords import HopRecord, sign_record
 from broker.core.signer import SigningKey
 from broker.core.topology import Topology
-from broker.relay import timestamp, transport
+from broker.relay import links, timestamp, transport
 from broker.relay.store import SqlStore
 
 
@@ -29,7 +29,7 @@ def checkpoint(store: SqlStore, hub: str, key: SigningKey) -> tuple[int, str, st
     return head.seq, head.hash, token
 
 
-def hand_to_neighbours(links: Mapping[str, transport.Link], topology: Topology, hub: str, seq: int, token: str,
+def hand_to_neighbours(links: Mapping[str, links.Link], topology: Topology, hub: str, seq: int, token: str,
                        log: Any) -> None:
     """Publish a signed checkpoint to every neighbour, which witnesses it (``Hop._witness``)."""
     body = token.encode()

@@ -1,16 +1,12 @@
-"""The module that owns pika (with :mod:`broker.relay.coalesce`): connections, declarations,
-publishing, consuming.  pika errors become :class:`~broker.core.errors.TransientError` here.
-Two styles:
-
-- blocking helpers (:func:`declare`, :func:`publish`, :func:`fetch`) for the
-  CLI, setup and the SDK: simple, one call at a time;
-- :class:`Link`, an asynchronous publisher on a shared ``IOLoop`` that keeps
-  a window of publisher confirms in flight, used by the hub worker.
+"""The module that owns pika: connection parameters (TLS, client certificates, cluster nodes) and
+the blocking helpers (:func:`declare`, :func:`publish`, :class:`Publisher`, :func:`fetch`) the
+CLI, setup and the SDK use, one call at a time.  pika errors become
+:class:`~broker.core.errors.TransientError` here.  The hub worker's asynchronous connections are
+in :mod:`broker.relay.links`; how pika writes, in :mod:`broker.relay.coalesce`.
 """
 
 from __future__ import annotations
 
-import collections
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,8 +17,7 @@ from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions
-from pika.adapters.select_connection import IOLoop
-from pika.spec import Basic, BasicProperties
+from pika.spec import BasicProperties
 
 from broker.core.errors import AccessRefused, ConfigError, TransientError
 from broker.relay import coalesce
@@ -86,14 +81,14 @@ def blocking(url: str) -> Iterator[pika.adapters.blocking_connection.BlockingCha
     try:
         conn = _connect(url)
     except AMQP_ERRORS as exc:
-        raise TransientError(f"cannot connect to the broker: {_describe(exc)}") from None
+        raise TransientError(f"cannot connect to the broker: {describe(exc)}") from None
     try:
         yield conn.channel()
     except pika.exceptions.ChannelClosedByBroker as exc:
         _refused(exc)
-        raise TransientError(f"broker error: {_describe(exc)}") from None
+        raise TransientError(f"broker error: {describe(exc)}") from None
     except AMQP_ERRORS as exc:
-        raise TransientError(f"broker error: {_describe(exc)}") from None
+        raise TransientError(f"broker error: {describe(exc)}") from None
     finally:
         try:
             conn.close()
@@ -106,7 +101,7 @@ def _connect(url: str) -> pika.BlockingConnection:
     try:
         return pika.BlockingConnection(parameters(url))
     except (pika.exceptions.ProbableAccessDeniedError, pika.exceptions.ProbableAuthenticationError) as exc:
-        raise AccessRefused(f"the broker refused the login or the vhost: {_describe(exc)}") from None
+        raise AccessRefused(f"the broker refused the login or the vhost: {describe(exc)}") from None
 
 
 def _refused(exc: pika.exceptions.ChannelClosedByBroker) -> None:
@@ -115,7 +110,7 @@ def _refused(exc: pika.exceptions.ChannelClosedByBroker) -> None:
         raise AccessRefused(f"access refused: {exc.reply_text}") from None
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, pika.exceptions.ProbableAuthenticationError):
         return "authentication refused"
@@ -197,7 +192,7 @@ class Publisher:
                 error = exc
             if attempt < self.retries:
                 time.sleep(min(0.2 * 2 ** attempt, 2.0))
-        raise TransientError(f"could not publish after {self.retries + 1} attempts: {_describe(error)}")
+        raise TransientError(f"could not publish after {self.retries + 1} attempts: {describe(error)}")
 
     def close(self) -> None:
         try:
@@ -290,160 +285,3 @@ def head_ages(url: str, queues: Sequence[str], *, now: float | None = None) -> d
             ch.basic_nack(method.delivery_tag, requeue=True)
             out[name] = max(0.0, now - properties.timestamp) if properties.timestamp else None
     return out
-
-
-# --- asynchronous publishing with a window of confirms ------------------------------
-
-
-ConfirmCallback = Callable[[bool], None]
-
-
-class Link:
-    """One connection and one confirm-mode channel on a shared IOLoop.
-
-    ``publish`` never waits: the callback runs when the broker confirms
-    (True) or nacks (False), or with False if the connection is lost first.
-    """
-
-    def __init__(self, name: str, url: str, ioloop: IOLoop, on_ready: Callable[[Link], None],
-                 on_lost: Callable[[Link, str], None]) -> None:
-        self.name = name
-        self._ioloop = ioloop
-        self._on_ready = on_ready
-        self._on_lost = on_lost
-        self._channel: Any = None
-        self._seq = 0
-        self._pending: collections.OrderedDict[int, ConfirmCallback] = collections.OrderedDict()
-        self.ready = False
-        self._closing = False
-        self.connection = pika.SelectConnection(
-            reachable(url), on_open_callback=self._opened, on_open_error_callback=self._open_failed,
-            on_close_callback=self._closed, custom_ioloop=ioloop)
-
-    # connection life cycle
-    def _opened(self, conn: Any) -> None:
-        conn.channel(on_open_callback=self._channel_opened)
-
-    def _open_failed(self, conn: Any, exc: BaseException) -> None:
-        self._lost(f"cannot connect: {_describe(exc)}")
-
-    def _closed(self, conn: Any, exc: BaseException) -> None:
-        self._lost(f"connection closed: {_describe(exc)}")
-
-    def _channel_opened(self, channel: Any) -> None:
-        self._channel = channel
-        channel.add_on_close_callback(self._channel_closed)
-        channel.confirm_delivery(self._confirmed, callback=self._confirm_mode_on)
-
-    def _confirm_mode_on(self, _frame: Any) -> None:
-        self.ready = True
-        self._on_ready(self)
-
-    def _channel_closed(self, channel: Any, exc: BaseException) -> None:
-        if not self._closing and self.connection.is_open:
-            self.connection.close()
-        self._lost(f"channel closed: {_describe(exc)}")
-
-    def _lost(self, why: str) -> None:
-        self.ready = False
-        pending, self._pending = self._pending, collections.OrderedDict()
-        for cb in pending.values():
-            cb(False)
-        if not self._closing:
-            self._on_lost(self, why)
-
-    # publishing
-    def publish(self, exchange: str, routing_key: str, body: bytes, properties: BasicProperties,
-                callback: ConfirmCallback) -> None:
-        if not self.ready:
-            callback(False)
-            return
-        self._seq += 1
-        self._pending[self._seq] = callback
-        self._channel.basic_publish(exchange, routing_key, body, properties)
-
-    def _confirmed(self, frame: Any) -> None:
-        method = frame.method
-        ok = isinstance(method, Basic.Ack)
-        tag = method.delivery_tag
-        if method.multiple:
-            while self._pending:
-                first = next(iter(self._pending))
-                if first > tag:
-                    break
-                self._pending.popitem(last=False)[1](ok)
-        else:
-            cb = self._pending.pop(tag, None)
-            if cb is not None:
-                cb(ok)
-
-    def close(self) -> None:
-        self._closing = True
-        self.ready = False
-        if self.connection.is_open or self.connection.is_opening:
-            try:
-                self.connection.close()
-            except AMQP_ERRORS:
-                pass
-
-
-class Consumer:
-    """A consumer connection with manual acks and bounded prefetch, on a shared IOLoop."""
-
-    def __init__(self, url: str, queue: str, prefetch: int, ioloop: IOLoop,
-                 on_message: Callable[[Received], None],
-                 on_ready: Callable[[Consumer], None], on_lost: Callable[[Consumer, str], None]) -> None:
-        self.queue = queue
-        self.prefetch = prefetch
-        self._on_message = on_message
-        self._on_ready = on_ready
-        self._on_lost = on_lost
-        self._closing = False
-        self.channel: Any = None
-        self.ready = False
-        self.connection = pika.SelectConnection(
-            reachable(url), on_open_callback=lambda c: c.channel(on_open_callback=self._channel_opened),
-            on_open_error_callback=lambda c, e: self._lost(f"cannot connect: {_describe(e)}"),
-            on_close_callback=lambda c, e: self._lost(f"connection closed: {_describe(e)}"),
-            custom_ioloop=ioloop)
-
-    def _channel_opened(self, channel: Any) -> None:
-        self.channel = channel
-        channel.add_on_close_callback(lambda ch, e: self._lost(f"channel closed: {_describe(e)}"))
-        channel.basic_qos(prefetch_count=self.prefetch, callback=lambda _f: self._qos_set())
-
-    def _qos_set(self) -> None:
-        self.ready = True
-        self._on_ready(self)
-
-    def start(self) -> None:
-        self.channel.basic_consume(self.queue, self._deliver, auto_ack=False)
-
-    def _deliver(self, _channel: Any, method: Basic.Deliver, props: BasicProperties, body: bytes) -> None:
-        self._on_message(Received(body, str(props.message_id or ""), dict(props.headers or {}),
-                                  int(method.delivery_tag), bool(method.redelivered), str(method.exchange)))
-
-    def ack(self, delivery_tag: int) -> None:
-        if self.channel is not None and self.channel.is_open:
-            self.channel.basic_ack(delivery_tag)
-
-    def requeue(self, delivery_tag: int) -> None:
-        if self.channel is not None and self.channel.is_open:
-            self.channel.basic_nack(delivery_tag, requeue=True)
-
-    def _lost(self, why: str) -> None:
-        self.ready = False
-        if not self._closing:
-            self._on_lost(self, why)
-
-    def close(self) -> None:
-        self._closing = True
-        if self.connection.is_open or self.connection.is_opening:
-            try:
-                self.connection.close()
-            except AMQP_ERRORS:
-                pass
-
-
-def new_ioloop() -> IOLoop:
-    return IOLoop()

@@ -35,7 +35,7 @@ from broker.core.hop import PARKING, Copy, Hop, Inbound, Outcome
 from broker.core.routing import Target
 from broker.core.topology import Topology
 from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY, trusted_headers
-from broker.relay import checkpoints, layout, metrics, transport
+from broker.relay import checkpoints, layout, links, metrics, transport
 from broker.relay.revocation import CrlFetcher
 from broker.relay.store import Admission, Admit, SqlStore, Verdict
 from broker.relay.watch import QueueWatch
@@ -90,8 +90,8 @@ class HubWorker:
         self._stopping = False
         self._stopped = threading.Event()
         self._ioloop: Any = None
-        self._links: dict[str, transport.Link] = {}
-        self._consumer: transport.Consumer | None = None
+        self._links: dict[str, links.Link] = {}
+        self._consumer: links.Consumer | None = None
         self._in_flight: set[tuple[str, str]] = set()
         self._arrived: list[transport.Received] = []
         self._started: dict[int, float] = {}
@@ -148,17 +148,17 @@ class HubWorker:
                                   self.keys.broker_ca)
 
     def _session(self) -> None:
-        self._ioloop = transport.new_ioloop()
+        self._ioloop = links.new_ioloop()
         self._in_flight.clear()
         self._arrived = []
         self._started.clear()
         self._confirmed = []
         self._links = {}
         own = self._url(self.hub, "hub")
-        self._links["."] = transport.Link("local", own, self._ioloop, self._ready, self._lost)
+        self._links["."] = links.Link("local", own, self._ioloop, self._ready, self._lost)
         for n in self.topology.neighbours(self.hub):
-            self._links[n] = transport.Link(f"link:{n}", self._url(n, "link"), self._ioloop, self._ready, self._lost)
-        self._consumer = transport.Consumer(own, wire.Q_INGRESS, self.prefetch, self._ioloop,
+            self._links[n] = links.Link(f"link:{n}", self._url(n, "link"), self._ioloop, self._ready, self._lost)
+        self._consumer = links.Consumer(own, wire.Q_INGRESS, self.prefetch, self._ioloop,
                                             self._on_message, self._ready, self._lost)
         self._ioloop.call_later(self.tuning.checkpoint_seconds, self._checkpoint)
         self._alerts()
@@ -398,7 +398,7 @@ class HubWorker:
             self.log.debug(outcome.verdict, document_id=outcome.document_id, agency=outcome.sender,
                            targets=claims)
 
-    def _route(self, target: Target) -> tuple[transport.Link, str, str, str]:
+    def _route(self, target: Target) -> tuple[links.Link, str, str, str]:
         if target.kind == "hub":
             return self._links[target.name], wire.link_exchange(self.hub), "", self.names.link_user(self.hub)
         if target.kind == "inbox":

@@ -1,0 +1,180 @@
+"""The hub worker's asynchronous connections, all on one pika ``IOLoop``: :class:`Link`, a
+publisher that keeps a window of publisher confirms in flight, and :class:`Consumer`, manual acks
+with bounded prefetch.  Part of the transport (:mod:`broker.relay.transport`): parameters, error
+descriptions and the delivery type come from there."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Any
+
+import pika
+from pika.adapters.select_connection import IOLoop
+from pika.spec import Basic, BasicProperties
+
+from broker.relay.transport import AMQP_ERRORS, Received, describe, reachable
+
+ConfirmCallback = Callable[[bool], None]
+
+
+class Link:
+    """One connection and one confirm-mode channel on a shared IOLoop.
+
+    ``publish`` never waits: the callback runs when the broker confirms
+    (True) or nacks (False), or with False if the connection is lost first.
+    """
+
+    def __init__(self, name: str, url: str, ioloop: IOLoop, on_ready: Callable[[Link], None],
+                 on_lost: Callable[[Link, str], None]) -> None:
+        self.name = name
+        self._ioloop = ioloop
+        self._on_ready = on_ready
+        self._on_lost = on_lost
+        self._channel: Any = None
+        self._seq = 0
+        self._pending: collections.OrderedDict[int, ConfirmCallback] = collections.OrderedDict()
+        self.ready = False
+        self._closing = False
+        self.connection = pika.SelectConnection(
+            reachable(url), on_open_callback=self._opened, on_open_error_callback=self._open_failed,
+            on_close_callback=self._closed, custom_ioloop=ioloop)
+
+    # connection life cycle
+    def _opened(self, conn: Any) -> None:
+        if self._closing:  # closed while it was opening (see _close)
+            conn.close()
+            return
+        conn.channel(on_open_callback=self._channel_opened)
+
+    def _open_failed(self, conn: Any, exc: BaseException) -> None:
+        self._lost(f"cannot connect: {describe(exc)}")
+
+    def _closed(self, conn: Any, exc: BaseException) -> None:
+        self._lost(f"connection closed: {describe(exc)}")
+
+    def _channel_opened(self, channel: Any) -> None:
+        self._channel = channel
+        channel.add_on_close_callback(self._channel_closed)
+        channel.confirm_delivery(self._confirmed, callback=self._confirm_mode_on)
+
+    def _confirm_mode_on(self, _frame: Any) -> None:
+        self.ready = True
+        self._on_ready(self)
+
+    def _channel_closed(self, channel: Any, exc: BaseException) -> None:
+        if not self._closing and self.connection.is_open:
+            self.connection.close()
+        self._lost(f"channel closed: {describe(exc)}")
+
+    def _lost(self, why: str) -> None:
+        self.ready = False
+        pending, self._pending = self._pending, collections.OrderedDict()
+        for cb in pending.values():
+            cb(False)
+        if not self._closing:
+            self._on_lost(self, why)
+
+    # publishing
+    def publish(self, exchange: str, routing_key: str, body: bytes, properties: BasicProperties,
+                callback: ConfirmCallback) -> None:
+        if not self.ready:
+            callback(False)
+            return
+        self._seq += 1
+        self._pending[self._seq] = callback
+        self._channel.basic_publish(exchange, routing_key, body, properties)
+
+    def _confirmed(self, frame: Any) -> None:
+        method = frame.method
+        ok = isinstance(method, Basic.Ack)
+        tag = method.delivery_tag
+        if method.multiple:
+            while self._pending:
+                first = next(iter(self._pending))
+                if first > tag:
+                    break
+                self._pending.popitem(last=False)[1](ok)
+        else:
+            cb = self._pending.pop(tag, None)
+            if cb is not None:
+                cb(ok)
+
+    def close(self) -> None:
+        self._closing = True
+        self.ready = False
+        _close(self.connection)
+
+
+class Consumer:
+    """A consumer connection with manual acks and bounded prefetch, on a shared IOLoop."""
+
+    def __init__(self, url: str, queue: str, prefetch: int, ioloop: IOLoop,
+                 on_message: Callable[[Received], None],
+                 on_ready: Callable[[Consumer], None], on_lost: Callable[[Consumer, str], None]) -> None:
+        self.queue = queue
+        self.prefetch = prefetch
+        self._on_message = on_message
+        self._on_ready = on_ready
+        self._on_lost = on_lost
+        self._closing = False
+        self.channel: Any = None
+        self.ready = False
+        self.connection = pika.SelectConnection(
+            reachable(url), on_open_callback=self._opened,
+            on_open_error_callback=lambda c, e: self._lost(f"cannot connect: {describe(e)}"),
+            on_close_callback=lambda c, e: self._lost(f"connection closed: {describe(e)}"),
+            custom_ioloop=ioloop)
+
+    def _opened(self, conn: Any) -> None:
+        if self._closing:  # closed while it was opening (see _close)
+            conn.close()
+            return
+        conn.channel(on_open_callback=self._channel_opened)
+
+    def _channel_opened(self, channel: Any) -> None:
+        self.channel = channel
+        channel.add_on_close_callback(lambda ch, e: self._lost(f"channel closed: {describe(e)}"))
+        channel.basic_qos(prefetch_count=self.prefetch, callback=lambda _f: self._qos_set())
+
+    def _qos_set(self) -> None:
+        self.ready = True
+        self._on_ready(self)
+
+    def start(self) -> None:
+        self.channel.basic_consume(self.queue, self._deliver, auto_ack=False)
+
+    def _deliver(self, _channel: Any, method: Basic.Deliver, props: BasicProperties, body: bytes) -> None:
+        self._on_message(Received(body, str(props.message_id or ""), dict(props.headers or {}),
+                                  int(method.delivery_tag), bool(method.redelivered), str(method.exchange)))
+
+    def ack(self, delivery_tag: int) -> None:
+        if self.channel is not None and self.channel.is_open:
+            self.channel.basic_ack(delivery_tag)
+
+    def requeue(self, delivery_tag: int) -> None:
+        if self.channel is not None and self.channel.is_open:
+            self.channel.basic_nack(delivery_tag, requeue=True)
+
+    def _lost(self, why: str) -> None:
+        self.ready = False
+        if not self._closing:
+            self._on_lost(self, why)
+
+    def close(self) -> None:
+        self._closing = True
+        _close(self.connection)
+
+
+def _close(connection: Any) -> None:
+    """Close an open connection.  One still opening is closed by its own open callback once it
+    opens (or it fails): pika cannot abort its handshake without tripping over itself."""
+    if connection.is_open:
+        try:
+            connection.close()
+        except AMQP_ERRORS:
+            pass
+
+
+def new_ioloop() -> IOLoop:
+    return IOLoop()
