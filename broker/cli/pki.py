@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -33,39 +35,44 @@ def pki_init(directory: str, topology_path: str, transport: str | None) -> None:
                f"{len(topo.hubs)} hubs, {len(topo.agencies)} agencies")
 
 
+def _one_principal(command: Callable[..., None]) -> Callable[..., None]:
+    """The arguments of 'issue' and 'export': which principal, from which PKI, into which directory."""
+    for option in reversed((
+            click.argument("kind", type=click.Choice(["hub", "agency"])),
+            click.argument("principal"),
+            click.option("--ca", "ca_dir", required=True, help="The dev PKI made by 'pki init' (with the CA keys)."),
+            click.option("--out", "out", required=True, help="Where to write this one principal's material."),
+            click.option("--topology", "topology_path", default="config/topology.yaml", show_default=True),
+            click.option("--transport-ca", "transport", default=None,
+                         help="The broker TLS CA's directory (see init)."))):
+        command = option(command)
+    return command
+
+
+def _one(make: Callable[..., Path], kind: str, principal: str, ca_dir: str, out: str, topology_path: str,
+         transport: str | None) -> None:
+    src = PkiLayout(Path(ca_dir), Path(transport) if transport else settings().transport_ca)
+    dest = make(src, PkiLayout(Path(out), Path(out) / "transport"), Topology.load(topology_path), kind, principal)
+    click.echo(f"{kind} {principal}: material in {dest}")
+
+
 @pki.command("issue")
-@click.argument("kind", type=click.Choice(["hub", "agency"]))
-@click.argument("principal")
-@click.option("--ca", "ca_dir", required=True, help="The dev PKI holding the CA keys (made by 'pki init').")
-@click.option("--out", "out", required=True, help="Where to write this one principal's material.")
-@click.option("--topology", "topology_path", default="config/topology.yaml", show_default=True)
-@click.option("--transport-ca", "transport", default=None, help="The broker TLS CA's directory (see init).")
-def pki_issue(kind: str, principal: str, ca_dir: str, out: str, topology_path: str, transport: str | None) -> None:
+@_one_principal
+def pki_issue(**args: Any) -> None:
     """Issue one hub's or one agency's material alone into OUT (an empty directory), to copy to
     that host: its signing pair, its broker account(s), the trust anchor, the CRL and the broker
     CA's certificate. No CA key is written to OUT."""
-    topo = Topology.load(topology_path)
     click.secho("WARNING: " + devpki.WARNING, fg="red", bold=True, err=True)
-    src = PkiLayout(Path(ca_dir), Path(transport) if transport else settings().transport_ca)
-    dest = devpki.issue_one(src, PkiLayout(Path(out), Path(out) / "transport"), topo, kind, principal)
-    click.echo(f"{kind} {principal}: material in {dest}")
+    _one(devpki.issue_one, **args)
 
 
 @pki.command("export")
-@click.argument("kind", type=click.Choice(["hub", "agency"]))
-@click.argument("principal")
-@click.option("--ca", "ca_dir", required=True, help="The dev PKI made by 'pki init'.")
-@click.option("--out", "out", required=True, help="Where to copy this one principal's material.")
-@click.option("--topology", "topology_path", default="config/topology.yaml", show_default=True)
-@click.option("--transport-ca", "transport", default=None, help="The broker TLS CA's directory (see init).")
-def pki_export(kind: str, principal: str, ca_dir: str, out: str, topology_path: str, transport: str | None) -> None:
+@_one_principal
+def pki_export(**args: Any) -> None:
     """Copy one hub's or one agency's existing material alone into OUT (an empty directory), with
     the public files beside it, issuing nothing new (so every host keeps the others' current
     certificates). No CA key and no other principal's key is written to OUT."""
-    topo = Topology.load(topology_path)
-    src = PkiLayout(Path(ca_dir), Path(transport) if transport else settings().transport_ca)
-    dest = devpki.export_one(src, PkiLayout(Path(out), Path(out) / "transport"), topo, kind, principal)
-    click.echo(f"{kind} {principal}: material in {dest}")
+    _one(devpki.export_one, **args)
 
 
 @pki.command("broker-tls")
