@@ -96,3 +96,107 @@ def test_a_connection_still_opening_closes_cleanly() -> None:
         ioloop.call_later(1.5, ioloop.stop)
         ioloop.start()
         assert link.connection.is_closed and not link.ready and lost == []
+
+
+# -- the worker's I/O loop (broker.relay.links.Loop) --------------------------------------------
+
+def _counting_turns(ioloop: Any) -> list[int]:
+    """Count the loop's turns (one ``poll`` each); returns the one-element counter."""
+    turns = [0]
+    poll = ioloop._poller.poll
+
+    def counted() -> None:
+        turns[0] += 1
+        poll()
+
+    ioloop._poller.poll = counted
+    return turns
+
+
+def test_callbacks_from_the_loop_itself_do_not_wake_it_and_run_in_the_same_turn() -> None:
+    """A callback the loop's own thread adds is queued without a wake-up through the interrupt
+    socket, and runs in the same turn as the code that queued it; a callback from another thread
+    still wakes the loop (it would otherwise wait for its next timer)."""
+    import threading
+
+    from pika.adapters.select_connection import PollPoller
+
+    from broker.relay import links
+
+    ioloop = links.new_ioloop()
+    assert isinstance(ioloop._poller, PollPoller)
+    wakes = [0]
+    wake = ioloop._poller.wake_threadsafe
+
+    def counted_wake() -> None:
+        wakes[0] += 1
+        wake()
+
+    ioloop._poller.wake_threadsafe = counted_wake
+    turns = _counting_turns(ioloop)
+    ran: dict[str, tuple[int, int]] = {}  # name -> (turn, wakes so far)
+
+    def second() -> None:
+        ran["second"] = (turns[0], wakes[0])
+        threading.Thread(target=lambda: ioloop.add_callback_threadsafe(from_thread)).start()
+
+    def first() -> None:
+        ran["first"] = (turns[0], wakes[0])
+        ioloop.add_callback(second)
+
+    def from_thread() -> None:
+        ran["thread"] = (turns[0], wakes[0])
+        ioloop.stop()
+
+    ioloop.call_later(0.05, first)
+    ioloop.call_later(5, ioloop.stop)  # the test fails rather than hangs
+    ioloop.start()
+    ioloop.close()
+    assert ran["first"][0] == ran["second"][0]  # same turn
+    assert ran["first"][1] == ran["second"][1] == 0  # no wake-ups from the loop's own thread
+    assert ran["thread"][1] == 1  # the other thread's woke it, once
+
+
+def test_a_publish_is_sent_in_the_turn_that_made_it(tmp_path: Any, rabbitmq_urls: tuple[str, str]) -> None:
+    """Over TLS to the real broker, the frames of a publish leave in the loop turn that published,
+    not in the next one (after a ``poll`` has reported the socket writable), and are confirmed."""
+    from broker.core import wire
+    from broker.relay import links, transport
+    from tests.relay import Relay
+
+    relay = Relay(tmp_path, *rabbitmq_urls, workers=0)
+    try:
+        agency = "000.00.51.H41"
+        ioloop = links.new_ioloop()
+        turns = _counting_turns(ioloop)
+        sent_at: list[int] = []
+        published_at: list[int] = []
+        confirmed: list[bool] = []
+
+        def ready(link: links.Link) -> None:
+            tr = link.connection._transport
+            send = tr._sigint_safe_send
+
+            def counted_send(sock: Any, data: bytes) -> int:
+                sent_at.append(turns[0])
+                return int(send(sock, data))
+
+            tr._sigint_safe_send = counted_send
+            ioloop.call_later(0.05, publish)
+
+        def publish() -> None:
+            published_at.append(turns[0])
+            body = relay.document(agency, ["001.00.31.H14"], subject="eager")
+            link.publish(wire.agency_exchange(agency), "", body,
+                         transport.props(message_id=wire.message_id(body), user_id=relay.names.agency_user(agency),
+                                         headers={"lt-kind": "edxml"}),
+                         lambda ok: (confirmed.append(ok), ioloop.stop()))
+
+        link = links.Link("eager", relay.client(agency).url, ioloop, ready, lambda _l, why: ioloop.stop())
+        ioloop.call_later(20, ioloop.stop)
+        ioloop.start()
+        link.close()
+        assert confirmed == [True]
+        assert sent_at and sent_at[0] == published_at[0]
+    finally:
+        relay.close()

@@ -1,4 +1,5 @@
-"""pika's write path, made to send what a connection queued in one I/O loop turn in one write.
+"""pika's write path, made to send what a connection queued in one I/O loop turn in one write,
+at the end of that turn.
 
 Part of the transport (:mod:`broker.relay.transport` installs it on import): the only other place
 that touches pika, and the only one that touches its internals.
@@ -18,11 +19,12 @@ def install() -> None:
     TLS write left half-done (the socket wanted to wait) is sent again alone, as OpenSSL
     requires; the joining resumes after it.
     ``tests/test_transport.py`` holds pika to this."""
-    from pika.adapters.utils.io_services_utils import _AsyncTransportBase
+    from pika.adapters.utils.io_services_utils import _AsyncSSLTransport, _AsyncTransportBase
 
     produce = _AsyncTransportBase._produce
     if getattr(produce, "coalesced", False):
         return
+    _AsyncSSLTransport.write = _eager(_AsyncSSLTransport.write)
 
     def coalescing_produce(self: Any) -> None:
         buffers = self._tx_buffers
@@ -40,3 +42,21 @@ def install() -> None:
     coalescing_produce.coalesced = True  # type: ignore[attr-defined]
     _AsyncTransportBase._produce = coalescing_produce
 
+
+
+def _eager(write: Any) -> Any:
+    """A TLS connection's ``write`` that sends at the end of the current loop turn.
+
+    pika turns on the socket's write interest and sends when the next ``poll`` reports it
+    writable: a loop turn of its own (a ``poll``, its dispatch, the interest turned off again)
+    for every burst of frames.  A loopback or LAN socket is nearly always writable, so the send
+    is tried from a callback queued behind what this turn still does (which the joining above
+    then sends with it); only if TLS has to wait does the write interest take over, as before."""
+
+    def eager_write(self: Any, data: bytes) -> None:
+        idle = self._ssl_writable_action is None and not self._tx_buffers
+        write(self, data)
+        if idle and self._ssl_writable_action is not None:
+            self._nbio.add_callback_threadsafe(self._on_socket_writable)
+
+    return eager_write
