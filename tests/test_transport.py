@@ -100,17 +100,22 @@ def test_a_connection_still_opening_closes_cleanly() -> None:
 
 # -- the worker's I/O loop (broker.relay.links.Loop) --------------------------------------------
 
+def _counting(obj: Any, method: str) -> list[int]:
+    """Count the calls of ``obj.method`` (still made); returns the one-element counter."""
+    calls = [0]
+    real = getattr(obj, method)
+
+    def counted(*args: Any) -> Any:
+        calls[0] += 1
+        return real(*args)
+
+    setattr(obj, method, counted)
+    return calls
+
+
 def _counting_turns(ioloop: Any) -> list[int]:
-    """Count the loop's turns (one ``poll`` each); returns the one-element counter."""
-    turns = [0]
-    poll = ioloop._poller.poll
-
-    def counted() -> None:
-        turns[0] += 1
-        poll()
-
-    ioloop._poller.poll = counted
-    return turns
+    """Count the loop's turns (one ``poll`` each)."""
+    return _counting(ioloop._poller, "poll")
 
 
 def test_callbacks_from_the_loop_itself_do_not_wake_it_and_run_in_the_same_turn() -> None:
@@ -125,14 +130,7 @@ def test_callbacks_from_the_loop_itself_do_not_wake_it_and_run_in_the_same_turn(
 
     ioloop = links.new_ioloop()
     assert isinstance(ioloop._poller, PollPoller)
-    wakes = [0]
-    wake = ioloop._poller.wake_threadsafe
-
-    def counted_wake() -> None:
-        wakes[0] += 1
-        wake()
-
-    ioloop._poller.wake_threadsafe = counted_wake
+    wakes = _counting(ioloop._poller, "wake_threadsafe")
     turns = _counting_turns(ioloop)
     ran: dict[str, tuple[int, int]] = {}  # name -> (turn, wakes so far)
 
@@ -177,11 +175,11 @@ def test_a_publish_is_sent_in_the_turn_that_made_it(tmp_path: Any, rabbitmq_urls
             tr = link.connection._transport
             send = tr._sigint_safe_send
 
-            def counted_send(sock: Any, data: bytes) -> int:
+            def noted_send(sock: Any, data: bytes) -> int:
                 sent_at.append(turns[0])
                 return int(send(sock, data))
 
-            tr._sigint_safe_send = counted_send
+            tr._sigint_safe_send = noted_send
             ioloop.call_later(0.05, publish)
 
         def publish() -> None:
@@ -200,3 +198,30 @@ def test_a_publish_is_sent_in_the_turn_that_made_it(tmp_path: Any, rabbitmq_urls
         assert sent_at and sent_at[0] == published_at[0]
     finally:
         relay.close()
+
+
+def test_a_callback_from_a_signal_handler_wakes_the_waiting_loop() -> None:
+    """A hub stops from its SIGTERM handler, which runs on the loop's own thread while ``poll``
+    waits: the callback it adds must end the wait, not sit until the loop's next timer."""
+    import signal
+    import time
+
+    from broker.relay import links
+
+    ioloop = links.new_ioloop()
+    ran: list[float] = []
+
+    def on_alarm(*_: object) -> None:
+        ioloop.add_callback_threadsafe(lambda: (ran.append(time.monotonic()), ioloop.stop()))
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        ioloop.call_later(10, ioloop.stop)  # the only timer: without a wake-up the callback waits for it
+        started = time.monotonic()
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        ioloop.start()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        ioloop.close()
+    assert ran and ran[0] - started < 2

@@ -197,8 +197,8 @@ class Loop(IOLoop):  # type: ignore[misc]  # pika ships no types for it
         self._thread: int | None = None
 
     @staticmethod
-    def _get_poller(get_wait_seconds: Callable[[], float | None], process_timeouts: Callable[[], None]) -> PollPoller:
-        return PollPoller(get_wait_seconds=get_wait_seconds, process_timeouts=process_timeouts)
+    def _get_poller(get_wait_seconds: Callable[[], float | None], process_timeouts: Callable[[], None]) -> _Poller:
+        return _Poller(get_wait_seconds=get_wait_seconds, process_timeouts=process_timeouts)
 
     def start(self) -> None:
         self._thread = threading.get_ident()
@@ -208,7 +208,8 @@ class Loop(IOLoop):  # type: ignore[misc]  # pika ships no types for it
             self._thread = None
 
     def add_callback_threadsafe(self, callback: Callable[[], None]) -> None:
-        if self._thread == threading.get_ident():
+        # a signal handler runs on the loop's thread too, while ``poll`` waits: that must wake it
+        if self._thread == threading.get_ident() and not self._poller.waiting:
             self._callbacks.append(callback)
         else:
             super().add_callback_threadsafe(callback)
@@ -219,6 +220,21 @@ class Loop(IOLoop):  # type: ignore[misc]  # pika ships no types for it
         super().process_timeouts()
         for _ in range(len(self._callbacks)):  # one more round: a callback that re-queues itself waits
             self._callbacks.popleft()()
+
+
+class _Poller(PollPoller):  # type: ignore[misc]  # pika ships no types for it
+    """pika's ``poll`` poller that knows when it is waiting in the system call: from the wait's
+    timeout being taken until the events are dispatched, only a wake-up reaches the loop."""
+
+    waiting = False
+
+    def _get_max_wait(self) -> float:
+        self.waiting = True
+        return float(super()._get_max_wait())
+
+    def _dispatch_fd_events(self, fd_event_map: dict[int, int]) -> None:
+        self.waiting = False
+        super()._dispatch_fd_events(fd_event_map)
 
 
 def new_ioloop() -> IOLoop:
