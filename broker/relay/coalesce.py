@@ -43,7 +43,6 @@ def install() -> None:
     _AsyncTransportBase._produce = coalescing_produce
 
 
-
 def _eager(write: Any) -> Any:
     """A TLS connection's ``write`` that sends at the end of the current loop turn.
 
@@ -51,12 +50,15 @@ def _eager(write: Any) -> Any:
     writable: a loop turn of its own (a ``poll``, its dispatch, the interest turned off again)
     for every burst of frames.  A loopback or LAN socket is nearly always writable, so the send
     is tried from a callback queued behind what this turn still does (which the joining above
-    then sends with it); only if TLS has to wait does the write interest take over, as before."""
+    then sends with it); only if TLS has to wait does the write interest take over, as before.
+    Only on a loop that queues its own callbacks without a wake-up (``sends_eagerly``, the
+    worker's :class:`broker.relay.links.Loop`): on pika's own loop, a blocking client's, the
+    callback would cost the wake-up the send saves."""
 
     def eager_write(self: Any, data: bytes) -> None:
         idle = self._ssl_writable_action is None and not self._tx_buffers
         write(self, data)
-        if idle and self._ssl_writable_action is not None:
+        if idle and self._ssl_writable_action is not None and getattr(self._nbio._loop, "sends_eagerly", False):
             self._nbio.add_callback_threadsafe(self._on_socket_writable)
 
     return eager_write

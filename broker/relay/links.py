@@ -183,7 +183,8 @@ class Loop(IOLoop):  # type: ignore[misc]  # pika ships no types for it
     - A callback added from the loop's own thread (pika adds one after every read, the worker
       one per batch of deliveries) is queued without waking the poller through its interrupt
       socket (a ``send``, then a ``poll`` that returns at once and a ``recv``): the loop looks for
-      queued callbacks before it waits, on this same thread.  Other threads still wake it.
+      queued callbacks before it waits, on this same thread.  Other threads, and a signal
+      handler that runs while ``poll`` waits, still wake it.
     - ``poll`` rather than ``epoll``: turning a socket's write interest on and off, twice per
       write, is a dictionary update instead of an ``epoll_ctl`` system call; with the handful of
       sockets a worker has, ``poll`` itself costs no more.
@@ -191,6 +192,9 @@ class Loop(IOLoop):  # type: ignore[misc]  # pika ships no types for it
       :func:`broker.relay.coalesce.install`) runs in the same turn, once, not after another
       ``poll``.
     """
+
+    sends_eagerly = True
+    """Read by :mod:`broker.relay.coalesce`: a write may be tried from a callback, which is free here."""
 
     def __init__(self) -> None:
         super().__init__()
