@@ -1,6 +1,7 @@
 """A hub receipt on its way back, with no broker: the hubs in between check the issuing hub's signed
 record of it (lt-issued) and forward it without claims; the hub that puts it into the sender's
-inbox also checks the receipt's own XML signature, and claims it there (exactly once)."""
+inbox also checks the receipt's own XML signature, and claims it there (exactly once).  Receipts
+issued together travel as one bundle, checked the same way."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from broker.core import receipts, wire
 from broker.core.edxml import Organ, build_document
 from broker.core.hop import Copy, Hop, Inbound, Outcome
 from broker.core.hoprecords import HopRecord, sign_record, utc_now
+from broker.core.routing import Target
 from broker.core.signer import SigningKey, sign
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
@@ -112,4 +114,80 @@ def test_a_receipt_without_its_record_is_checked_whole(hops: tuple[dict[str, Hop
     out = _through(hop["H14"], broken, "H14-D31")
     assert (out.verdict, out.code) == ("rejected", "SIG_DIGEST")
     by_agency = hop["H41"].process(Inbound(copy.body, copy.headers, wire.agency_exchange(SENDER)))
+    assert (by_agency.verdict, by_agency.code) == ("rejected", "SENDER_NOT_ALLOWED")
+
+
+def _bundle(hop: Hop, home: str, items: list[receipts.Bundled]) -> Copy:
+    """A bundle of ``items`` for ``home`` with a record signed by ``hop`` (valid or not inside)."""
+    body = receipts.pack(home, items)
+    token = sign_record(HopRecord(hub=hop.hub, at=utc_now(), digest=wire.message_id(body), document_id="",
+                                  verdict="receipts", recipients=tuple(sorted({i.to for i in items}))), hop.key)
+    return Copy(Target("hub", "H14"), body, {wire.H_KIND: receipts.BUNDLE, wire.H_ISSUED: token}, "hub:H14")
+
+
+def _item(copy: Copy) -> receipts.Bundled:
+    return receipts.Bundled(copy.headers[wire.H_TO], copy.headers[wire.H_ISSUED], copy.body)
+
+
+def test_receipts_issued_in_one_turn_go_back_as_one_bundle(hops: tuple[dict[str, Hop], Path]) -> None:
+    """Two delivered receipts for the same sender leave the last hub as one message; the hubs on
+    the way forward it whole without claims; the sender's hub takes it apart and puts each receipt,
+    its exact bytes with its own signed record, into the inbox, all claimed under the bundle."""
+    hop, pki = hops
+    first, second = _delivered_receipt(hop, pki), _delivered_receipt(hop, pki)
+    [(bundle, members)] = hop["H14-D31"].bundle([first, second])
+    assert members == [0, 1] and str(bundle.target) == "hub:H14" and bundle.headers[wire.H_KIND] == "receipts"
+    via_h14 = _through(hop["H14"], bundle, "H14-D31")
+    assert (via_h14.verdict, via_h14.exactly_once, [str(c.target) for c in via_h14.copies]) == (
+        "forwarded", False, ["hub:national"])
+    assert via_h14.copies[0].body == bundle.body
+    via_national = _through(hop["national"], via_h14.copies[0], "H14")
+    assert [str(c.target) for c in via_national.copies] == ["hub:H41"] and not via_national.exactly_once
+    at_h41 = _through(hop["H41"], via_national.copies[0], "national")
+    assert at_h41.exactly_once and at_h41.digest == wire.message_id(bundle.body)
+    assert [(str(c.target), c.body, c.headers[wire.H_ISSUED]) for c in at_h41.copies] == [
+        (f"inbox:{SENDER}", first.body, first.headers[wire.H_ISSUED]),
+        (f"inbox:{SENDER}", second.body, second.headers[wire.H_ISSUED])]
+    assert len({c.claim for c in at_h41.copies}) == 2
+    for c in at_h41.copies:
+        assert receipts.verify(c.body, hop["H41"].trust).receipt.kind == "delivered"
+
+
+def test_a_turn_with_more_receipts_than_a_bundle_holds_sends_several(hops: tuple[dict[str, Hop], Path]) -> None:
+    hop, pki = hops
+    copy = _delivered_receipt(hop, pki)
+    bundles = hop["H14-D31"].bundle([copy] * (receipts.MAX_BUNDLED + 1))
+    assert [len(m) for _, m in bundles] == [receipts.MAX_BUNDLED, 1]
+    assert [i for _, m in bundles for i in m] == list(range(receipts.MAX_BUNDLED + 1))
+
+
+def test_altered_or_forged_bundles_are_refused(hops: tuple[dict[str, Hop], Path]) -> None:
+    """Bytes changed after the bundle was signed, a record signed by another hub in the bundling
+    hub's name, receipts for agencies of two hubs, a receipt broken inside a well-signed bundle or
+    addressed to another agency than its own: each is refused (parked) where it shows; an agency's
+    account cannot hand in a bundle."""
+    hop, pki = hops
+    copy = _delivered_receipt(hop, pki)
+    [(bundle, _)] = hop["H14-D31"].bundle([copy])
+    altered = replace(bundle, body=bundle.body.replace(b'"hub":"H41"', b'"hub":"H14"'))
+    assert (_through(hop["H14"], altered, "H14-D31").code) == "TRACE_INVALID"
+
+    forged = _bundle(hop["H14"], "H41", [_item(copy)])
+    token = forged.headers[wire.H_ISSUED].replace('"hub":"H14"', '"hub":"H14-D31"')
+    out = _through(hop["H14"], replace(forged, headers={**forged.headers, wire.H_ISSUED: token}), "H14-D31")
+    assert (out.verdict, out.code) == ("rejected", "TRACE_INVALID")
+
+    other_hub = receipts.Bundled("000.00.00.H14", copy.headers[wire.H_ISSUED], copy.body)
+    out = _through(hop["H14"], _bundle(hop["H14-D31"], "H41", [_item(copy), other_hub]), "H14-D31")
+    assert (out.code, "agencies of the hub" in out.reason) == ("TRACE_INVALID", True)
+
+    broken = receipts.Bundled(SENDER, copy.headers[wire.H_ISSUED], copy.body.replace(b"delivered", b"accepted"))
+    out = _through(hop["H41"], _bundle(hop["H14-D31"], "H41", [_item(copy), broken]), "national")
+    assert (out.verdict, out.code) == ("rejected", "SIG_DIGEST")
+
+    misaddressed = receipts.Bundled("000.00.52.H41", copy.headers[wire.H_ISSUED], copy.body)
+    out = _through(hop["H41"], _bundle(hop["H14-D31"], "H41", [misaddressed]), "national")
+    assert (out.code, "disagree" in out.reason) == ("TRACE_INVALID", True)
+
+    by_agency = hop["H41"].process(Inbound(bundle.body, bundle.headers, wire.agency_exchange(SENDER)))
     assert (by_agency.verdict, by_agency.code) == ("rejected", "SENDER_NOT_ALLOWED")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -117,6 +117,46 @@ def test_accepted_and_delivered_receipts(relay: Relay) -> None:
     assert set(got) == {"accepted", "delivered"}
     assert got["accepted"].hub == "H41" and got["delivered"].hub == "H14-D31"
     assert got["delivered"].recipients == (C_COMMUNE,)
+
+
+def test_receipts_of_a_burst_go_back_bundled_each_once(relay: Relay) -> None:
+    """The recipient's hub takes a burst of documents in a few I/O loop turns: their delivered
+    receipts go back as fewer messages than receipts (bundles, held here at H14 while its worker
+    is down), and once H14 runs again the sender gets every receipt exactly once."""
+    relay.wait_idle()
+    relay.stop_workers("H14-D31")
+    docs = [relay.document(N_COMMUNE, [C_COMMUNE], subject=f"loạt {i}", size=300) for i in range(30)]
+    client = relay.client(N_COMMUNE)
+    for d in docs:
+        client.send(d)
+    _until(lambda: relay.depth("H14-D31", wire.Q_INGRESS) == len(docs))
+    relay.stop_workers("H14")
+    relay.start_worker("H14-D31")
+    try:
+        assert sorted(i.body for i in relay.take(C_COMMUNE, len(docs), timeout=60)) == sorted(docs)
+        _until(lambda: relay.depth("H14-D31", wire.Q_INGRESS) == 0)
+        bundles = relay.depth("H14", wire.Q_INGRESS)
+        assert 0 < bundles < len(docs), f"{bundles} messages carry {len(docs)} delivered receipts"
+    finally:
+        relay.start_worker("H14")
+    digests = {hashlib.sha256(d).hexdigest() for d in docs}
+    trust = TrustStore.load(relay.settings.pki)
+
+    def about_these(item: object) -> bool:
+        return item.kind == "receipt" and receipts.verify(item.body, trust).receipt.document_sha256 in digests
+
+    got = [receipts.verify(i.body, trust).receipt for i in relay.take(N_COMMUNE, 2 * len(docs), accept=about_these)]
+    assert sorted((r.document_sha256, r.kind) for r in got) == sorted(
+        (d, k) for d in digests for k in ("accepted", "delivered"))
+    relay.wait_idle()
+    assert relay.take(N_COMMUNE, 1, timeout=2, accept=about_these) == []
+
+
+def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
 
 
 def test_tampered_document_rejected_with_signed_receipt(relay: Relay) -> None:

@@ -18,7 +18,7 @@ broker account may publish only to its own entry exchange (``broker.relay.layout
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -41,7 +41,7 @@ from broker.core.hoprecords import (
     verify_trace,
 )
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
-from broker.core.routing import Target, next_hops
+from broker.core.routing import Target, next_hop, next_hops
 from broker.core.signer import SigningKey
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
@@ -143,6 +143,8 @@ class Hop:
                 return self._witness(msg, digest, origin)
             if msg.headers.get(H_KIND) == "receipt":
                 return self._relay_receipt(msg, digest, origin)
+            if msg.headers.get(H_KIND) == receipts.BUNDLE:
+                return self._relay_bundle(msg, digest, origin)
             checked = check(msg.body, trust=self.trust, topology=self.topology,
                             limits=self.limits, policy=self.policy, at=self._entry_time(origin, msg.headers))
             m = checked.message
@@ -258,6 +260,27 @@ class Hop:
             copies.append(Copy(target, receipt, headers, f"{label}>{target}"))
         return copies
 
+    def bundle(self, copies: Sequence[Copy]) -> list[tuple[Copy, list[int]]]:
+        """Receipts this hub issued for agencies of other hubs (:meth:`_to_agency` copies to a
+        neighbour), as bundles: one message per neighbour and home hub of the agencies, carrying
+        this hub's signed record of its bytes (``lt-issued``, verdict ``receipts``).  Each bundle
+        comes with the indexes of the copies it carries (:meth:`_relay_bundle` takes it apart)."""
+        groups: dict[tuple[Target, str], list[int]] = {}
+        for i, c in enumerate(copies):
+            groups.setdefault((c.target, self.topology.agency(str(c.headers[H_TO])).hub), []).append(i)
+        out = []
+        for (target, home), members in groups.items():
+            for start in range(0, len(members), receipts.MAX_BUNDLED):
+                chunk = members[start:start + receipts.MAX_BUNDLED]
+                items = [receipts.Bundled(str(copies[i].headers[H_TO]), str(copies[i].headers[H_ISSUED]),
+                                          copies[i].body) for i in chunk]
+                body = receipts.pack(home, items)
+                token = sign_record(HopRecord(hub=self.hub, at=utc_now(), digest=message_id(body), document_id="",
+                                              verdict="receipts", recipients=tuple(sorted({i.to for i in items}))),
+                                    self.key)
+                out.append((Copy(target, body, {H_KIND: receipts.BUNDLE, H_ISSUED: token}, str(target)), chunk))
+        return out
+
     def _reject(self, msg: Inbound, digest: str, document_id: str, sender: str,
                 recipients: tuple[str, ...], exc: RejectedInput) -> Outcome:
         # an operator's replay that fails again is a new event: parked and reported again
@@ -345,6 +368,42 @@ class Hop:
         copies = tuple(Copy(t, msg.body, dict(headers), str(t)) for t in hops)
         return Outcome(digest, document_id, "forwarded", copies, sender=issuing_hub,
                        exactly_once=any(t.kind == "inbox" for t in hops))
+
+    def _relay_bundle(self, msg: Inbound, digest: str, origin: str) -> Outcome:
+        """A bundle of receipts from a neighbour (:meth:`bundle`).  Every hub checks the bundling
+        hub's signature over its record of these bytes, and that the agencies are all of the hub
+        the bundle names; the hubs on the way forward it whole, without claims.  That hub checks
+        each receipt as its agency will (the XML signature, by the bundling hub, for that agency;
+        the record the agency gets with it about these bytes) and puts each into its inbox, all
+        claimed under the bundle's digest: a redelivered bundle is delivered once."""
+        if not origin.startswith("link:"):
+            raise SenderNotAllowed("only hubs may send receipts")
+        issued = msg.headers.get(H_ISSUED)
+        token = issued.decode("utf-8", "replace") if isinstance(issued, bytes) else str(issued or "")
+        rec = parse_record(token)
+        issuer = self.hub_certs.get(rec.hub)
+        if rec.verdict != "receipts" or rec.digest != digest or issuer is None:
+            raise TraceInvalid("the bundle's record is not a known hub's record of this bundle")
+        verify_record(token, issuer)
+        home, items = receipts.unpack(msg.body)
+        if (any(self.topology.agency(i.to).hub != home for i in items)
+                or tuple(sorted({i.to for i in items})) != rec.recipients):
+            raise TraceInvalid("the bundle's receipts are not all for the agencies of the hub it names")
+        if home != self.hub:  # on the way
+            onward = Copy(next_hop(self.topology, self.hub, home), msg.body, {H_KIND: receipts.BUNDLE, H_ISSUED: token},
+                          f"hub:{home}")
+            return Outcome(digest, "", "forwarded", (onward,), sender=rec.hub, exactly_once=False)
+        copies = []
+        for i in items:
+            whole = receipts.verify(i.receipt, self.trust).receipt
+            about, receipt_digest = parse_record(i.issued), message_id(i.receipt)
+            if ((whole.sender, whole.hub) != (i.to, rec.hub)
+                    or (about.hub, about.verdict, about.digest, about.recipients) != (rec.hub, "receipt",
+                                                                                     receipt_digest, (i.to,))):
+                raise TraceInvalid("a bundled receipt and its record disagree (agency, hub or bytes)")
+            copies.append(Copy(Target("inbox", i.to), i.receipt, {H_KIND: "receipt", H_TO: i.to, H_ISSUED: i.issued},
+                               f"inbox:{i.to}#{receipt_digest[:16]}"))
+        return Outcome(digest, "", "forwarded", tuple(copies), sender=rec.hub)
 
 
 def _trace(headers: Mapping[str, Any]) -> list[str]:

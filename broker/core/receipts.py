@@ -8,16 +8,23 @@ Kinds: ``accepted`` (at the sender's hub), ``delivered`` (into the
 recipient's inbox), ``rejected`` (with a code and a reason).  A receipt is
 addressed to the agency that sent the document and travels back to its
 inbox through the hubs, each of which verifies the hub signature.
+
+Receipts a hub issues in one I/O loop turn for the agencies of another hub travel as one
+*bundle* (:func:`pack`): the hubs on the way check and forward one message, not one per receipt,
+and the agencies' own hub takes the receipts out, checks each, and puts each into its inbox.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from lxml import etree
 
-from broker.core.errors import SchemaViolation, SignatureError
+from broker.core.errors import SchemaViolation, SignatureError, TraceInvalid
 from broker.core.hoprecords import utc_now
 from broker.core.parsing import DEFAULT_LIMITS, parse, text_of
 from broker.core.signer import SigningKey, sign_tree
@@ -28,6 +35,11 @@ from broker.core.verifier import VerifiedSignature, verify_tree
 RECEIPT_NS = "urn:lienthong:receipt:1"
 R = "{" + RECEIPT_NS + "}"
 KINDS = ("accepted", "delivered", "rejected")
+BUNDLE = "receipts"
+"""``lt-kind`` of a bundle of receipts."""
+MAX_BUNDLED = 128
+"""Receipts in one bundle at most (a turn's deliveries are bounded by the prefetch; larger
+turns leave as several bundles)."""
 FIELDS = ("Kind", "Hub", "Time", "DocumentId", "DocumentSha256", "From", "To", "Code", "Reason")
 
 
@@ -105,3 +117,38 @@ def verify(data: bytes, trust: TrustStore, *, at: datetime | None = None) -> Ver
 def read_bytes(data: bytes) -> Receipt:
     """Read a receipt's fields without verifying it (use :func:`verify` for that)."""
     return read(parse(data, DEFAULT_LIMITS))
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """One receipt of a bundle, as it goes into its agency's inbox."""
+
+    to: str
+    """The agency it is addressed to (``lt-to``)."""
+    issued: str
+    """The issuing hub's signed record of the receipt (``lt-issued``)."""
+    receipt: bytes
+
+
+def pack(home: str, items: Sequence[Bundled]) -> bytes:
+    """The body of a bundle for agencies of hub ``home``: canonical JSON, receipts in base64
+    (their exact signed bytes)."""
+    if not 0 < len(items) <= MAX_BUNDLED:
+        raise ValueError(f"a bundle holds 1 to {MAX_BUNDLED} receipts, not {len(items)}")
+    return json.dumps({"hub": home, "receipts": [
+        {"to": i.to, "issued": i.issued, "receipt": base64.b64encode(i.receipt).decode()} for i in items]},
+        sort_keys=True, separators=(",", ":")).encode()
+
+
+def unpack(body: bytes) -> tuple[str, list[Bundled]]:
+    """The home hub and the receipts of a bundle; TRACE_INVALID if it is not one."""
+    try:
+        d = json.loads(body)
+        items = [Bundled(str(r["to"]), str(r["issued"]), base64.b64decode(r["receipt"], validate=True))
+                 for r in d["receipts"]]
+        home = d["hub"]
+    except (ValueError, TypeError, KeyError) as exc:  # binascii.Error is a ValueError
+        raise TraceInvalid(f"a receipt bundle is malformed: {exc}") from None
+    if not isinstance(home, str) or not 0 < len(items) <= MAX_BUNDLED:
+        raise TraceInvalid(f"a receipt bundle names one hub and holds 1 to {MAX_BUNDLED} receipts")
+    return home, items

@@ -16,7 +16,7 @@ from broker.core.topology import Topology
 
 # -- headers ---------------------------------------------------------------------------------------
 
-H_KIND = "lt-kind"          # "edxml" (default) or "receipt"
+H_KIND = "lt-kind"          # "edxml" (default), "receipt"; between hubs also "receipts" (a bundle), "checkpoint"
 H_TRACE = "lt-trace"        # list of signed hop record tokens
 H_RECIPIENTS = "lt-recipients"  # the recipients this copy serves (informative; the signed record rules)
 H_ORIGIN = "lt-origin"      # "agency:<code>" / "link:<hub>": original entry, kept across our retry tier

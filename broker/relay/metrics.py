@@ -8,13 +8,14 @@ shipper or Prometheus rules can page someone.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
 from prometheus_client import Counter, Gauge, Histogram
 
+from broker.core.hop import Outcome
 from broker.core.trust import TrustStore
 
 MESSAGES = Counter("lienthong_messages_total", "Messages handled by a hub, by outcome and error code",
@@ -111,3 +112,28 @@ def trust_alerts(hub: str, cert: x509.Certificate, trust: TrustStore,
         if left < 0:
             alerts.append(("crl-out-of-date", f"the CRL of {name} was due {-left / 3600:.0f} h ago"))
     return alerts
+
+
+@dataclass
+class Stats:
+    """A worker's counts since it started (logged when it stops)."""
+
+    received: int = 0
+    forwarded: int = 0
+    delivered: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    retried: int = 0
+    parked: int = 0
+    by_code: dict[str, int] = field(default_factory=dict)
+
+    def count(self, hub: str, outcome: Outcome) -> None:
+        """One message handled with ``outcome``, here and in :data:`MESSAGES`."""
+        MESSAGES.labels(hub, outcome.verdict, outcome.code).inc()
+        if outcome.verdict == "rejected":
+            self.rejected += 1
+            self.by_code[outcome.code] = self.by_code.get(outcome.code, 0) + 1
+        elif outcome.verdict == "delivered":
+            self.delivered += 1
+        else:
+            self.forwarded += 1

@@ -24,7 +24,8 @@ import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -36,6 +37,7 @@ from broker.core.routing import Target
 from broker.core.topology import Topology
 from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY, trusted_headers
 from broker.relay import checkpoints, layout, links, metrics, transport
+from broker.relay.metrics import Stats
 from broker.relay.revocation import CrlFetcher
 from broker.relay.store import Admission, Admit, SqlStore, Verdict
 from broker.relay.watch import QueueWatch
@@ -64,18 +66,6 @@ class _Judged:
     """The (digest, claim) keys held in ``_in_flight`` until the claims are known."""
 
 
-@dataclass
-class Stats:
-    received: int = 0
-    forwarded: int = 0
-    delivered: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    retried: int = 0
-    parked: int = 0
-    by_code: dict[str, int] = field(default_factory=dict)
-
-
 class HubWorker:
     def __init__(self, hub_id: str, topology: Topology, hop: Hop, store: SqlStore, keys: PkiLayout,
                  *, prefetch: int = 256, tuning: Tuning | None = None) -> None:
@@ -96,6 +86,7 @@ class HubWorker:
         self._arrived: list[transport.Received] = []
         self._started: dict[int, float] = {}
         self._confirmed: list[tuple[int, Outcome, list[str]]] = []
+        self._held: list[tuple[Copy, Callable[[bool], None]]] = []
         self.tuning = tuning or Tuning()
         self._fault = Fault.parse(self.tuning.fault)
         self._witnessed_seq = 0
@@ -153,6 +144,7 @@ class HubWorker:
         self._arrived = []
         self._started.clear()
         self._confirmed = []
+        self._held = []
         self._links = {}
         own = self._url(self.hub, "hub")
         self._links["."] = links.Link("local", own, self._ioloop, self._ready, self._lost)
@@ -238,6 +230,7 @@ class HubWorker:
         self._acked(carried)
         for j, admission in zip(judged, admissions, strict=True):
             self._act(j, admission)
+        self._send_held()
 
     def _judge(self, d: transport.Received) -> _Judged | None:
         """Run the hop on one delivery; None when it needs no store work (it was answered here)."""
@@ -257,7 +250,7 @@ class HubWorker:
             self._keep_witness(tag, outcome)
             return None
         if not outcome.exactly_once:  # a receipt on its way: forwarded, claimed where it is delivered
-            self._count(outcome)
+            self.stats.count(self.hub, outcome)
             self._publish_all(tag, outcome, list(outcome.copies), claimed=False)
             return None
         keys = {(outcome.digest, c.claim) for c in outcome.copies}
@@ -307,7 +300,7 @@ class HubWorker:
             self.log.info("duplicate suppressed", document_id=outcome.document_id, agency=outcome.sender)
             self._consumer.ack(tag)  # type: ignore[union-attr]
             return
-        self._count(outcome)
+        self.stats.count(self.hub, outcome)
         if outcome.legacy and outcome.verdict != "rejected":
             # accepted only because the directory allows this agency SHA-1: someone must see it
             metrics.SHA1_ACCEPTED.labels(self.hub, outcome.sender).inc()
@@ -360,10 +353,22 @@ class HubWorker:
                 self._ioloop.call_later(MARK_DELAY, self._flush_confirmed)
 
         for copy in todo:
-            link, exchange, key, user = self._route(copy.target)
-            message_id = outcome.digest if copy.headers.get(wire.H_KIND) != "receipt" else wire.message_id(copy.body)
-            link.publish(exchange, key, copy.body,
-                         transport.props(message_id=message_id, user_id=user, headers=copy.headers), confirmed)
+            if claimed and copy.target.kind == "hub" and copy.headers.get(wire.H_KIND) == "receipt":
+                self._held.append((copy, confirmed))  # issued here: leaves bundled at the end of the turn
+            else:
+                self._send(copy, "" if copy.headers.get(wire.H_KIND) == "receipt" else outcome.digest, confirmed)
+
+    def _send_held(self) -> None:
+        """The receipts this turn issued for other hubs' agencies leave as bundles (:meth:`Hop.bundle`),
+        one message per neighbour and home hub; each receipt's message hears the bundle's confirm."""
+        held, self._held = self._held, []
+        for bundle, members in self.hop.bundle([copy for copy, _ in held]) if held else ():
+            self._send(bundle, "", _each([held[i][1] for i in members]))
+
+    def _send(self, copy: Copy, message_id: str, confirmed: Callable[[bool], None]) -> None:
+        link, exchange, key, user = self._route(copy.target)
+        link.publish(exchange, key, copy.body, transport.props(message_id=message_id or wire.message_id(copy.body),
+                                                               user_id=user, headers=copy.headers), confirmed)
 
     def _flush_confirmed(self) -> None:
         """:data:`MARK_DELAY` after a message's copies were confirmed, if no admission carried its
@@ -436,12 +441,9 @@ class HubWorker:
                                                           user_id=self.names.hub_user(self.hub), headers=keep),
                       confirmed)
 
-    def _count(self, outcome: Outcome) -> None:
-        metrics.MESSAGES.labels(self.hub, outcome.verdict, outcome.code).inc()
-        if outcome.verdict == "rejected":
-            self.stats.rejected += 1
-            self.stats.by_code[outcome.code] = self.stats.by_code.get(outcome.code, 0) + 1
-        elif outcome.verdict == "delivered":
-            self.stats.delivered += 1
-        else:
-            self.stats.forwarded += 1
+
+def _each(callbacks: list[Callable[[bool], None]]) -> Callable[[bool], None]:
+    def confirmed(ok: bool) -> None:
+        for callback in callbacks:
+            callback(ok)
+    return confirmed
