@@ -16,8 +16,8 @@ For each size it runs, in the same broker and the same run:
 
 Throughput: documents pushed as fast as one publisher allows, until all arrive.  Latency: p50/p99
 from publish to arrival in the inbox, with every relay loaded at the same rate, half of lienthong's
-own flat-out rate, and the CPU the hub processes and the broker used meanwhile (percent of one
-core; the machine has two) and the hubs' CPU per document.  The last line gives the ratios the
+own flat-out rate (or ``--rate``), and the CPU the hub processes and the broker used meanwhile
+(percent of one core; the machine has two) and the hubs' CPU per document.  The last line gives the ratios the
 relay's speed goals are stated in: lienthong's throughput over raw's, its p99 over raw's at the
 same rate, and its hub CPU per document (receipts and audit on).
 Needs a RabbitMQ with management (scripts/ensure-rabbitmq.sh); uses its own namespace.
@@ -210,6 +210,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--relays", default="raw,no-receipts,lienthong",
                     help="raw: pika forwarders; no-receipts: lienthong without receipts and audit; lienthong: all")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="the common rate in docs/s (default: half of lienthong's flat-out rate in this run); "
+                         "fixed, it compares CPU per document between runs")
     ap.add_argument("--raw-worker", nargs=4, metavar=("HUB", "TOPOLOGY", "DATA", "PLAIN"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.raw_worker:
@@ -232,7 +235,7 @@ def main() -> None:
                     flat[k] = run_load(r, docs[k][:count], None)[0]
                     r.wait_idle(timeout=300)  # receipts still on their way must not load the next relay
                 # the common rate: half of lienthong's own flat-out rate (of the slowest relay without it)
-                rate = (flat["lienthong"] if "lienthong" in flat else min(flat.values())) / 2
+                rate = args.rate or (flat["lienthong"] if "lienthong" in flat else min(flat.values())) / 2
                 print(f"{size // 1000} KB documents, four hubs; latency and CPU at {rate:.0f} docs/s for every relay")
                 print(f"{'relay':>12} {'flat docs/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'hubs CPU%':>9} "
                       f"{'broker CPU%':>11} {'hub ms/doc':>10}")
