@@ -140,15 +140,8 @@ def _rss_mb(pid: int) -> float:
 
 
 def _broker_rss_mb() -> float:
-    """RSS of the RabbitMQ node(s) on this machine (every beam.smp process)."""
-    total = 0.0
-    for d in Path("/proc").iterdir():
-        try:
-            if d.name.isdigit() and (d / "comm").read_text().strip() == "beam.smp":
-                total += _rss_mb(int(d.name))
-        except OSError:
-            continue
-    return total
+    """RSS of the RabbitMQ node(s) on this machine."""
+    return sum(_rss_mb(pid) for pid in services.broker_node_pids())
 
 
 class Suite:

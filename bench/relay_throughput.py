@@ -166,18 +166,6 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def broker_pids() -> list[int]:
-    return [int(d.name) for d in Path("/proc").iterdir()
-            if d.name.isdigit() and _comm(d) == "beam.smp"]
-
-
-def _comm(d: Path) -> str:
-    try:
-        return (d / "comm").read_text().strip()
-    except OSError:
-        return ""
-
-
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -187,7 +175,7 @@ def pct(values: list[float], p: float) -> float:
 
 def at_rate(relay: Relay, docs: list[bytes], rate: float, hub_pids: list[int]) -> tuple[list[float], float, float]:
     """Publish ``docs`` at ``rate``; return the latencies, the hubs' and the broker's CPU seconds."""
-    brokers = broker_pids()
+    brokers = services.broker_node_pids()
     hubs0, broker0 = cpu_seconds(hub_pids), cpu_seconds(brokers)
     _, lat = run_load(relay, docs, rate)
     return lat, cpu_seconds(hub_pids) - hubs0, cpu_seconds(brokers) - broker0

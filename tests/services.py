@@ -58,6 +58,19 @@ def transport_ca() -> Path:
     return Path(os.environ.get("LIENTHONG_TRANSPORT_CA", DEFAULT_TRANSPORT_CA))
 
 
+def broker_node_pids() -> list[int]:
+    """The local RabbitMQ server nodes (an Erlang VM booting ``rabbit``), not the VMs of
+    ``rabbitmqctl`` or ``rabbitmq-diagnostics`` that come and go (the benchmarks measure these)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and b"\0-s\0rabbit\0boot\0" in (d / "cmdline").read_bytes():
+                pids.append(int(d.name))
+        except OSError:
+            continue
+    return pids
+
+
 def broker_urls() -> tuple[str, str]:
     """(AMQP URL, management URL) of this machine's broker as scripts/ensure-rabbitmq.sh leaves it:
     from the environment, else the admin account it wrote (for bench/ scripts run by hand)."""
