@@ -14,12 +14,15 @@ For each size it runs, in the same broker and the same run:
   broker's admin account: lienthong's own accounts cannot log in without TLS), beside raw over
   TLS with client certificates: what TLS costs the hubs' connections.
 
-Throughput: documents pushed as fast as one publisher allows, until all arrive.  Latency: p50/p99
-from publish to arrival in the inbox, with every relay loaded at the same rate, half of lienthong's
-own flat-out rate (or ``--rate``), and the CPU the hub processes and the broker used meanwhile
-(percent of one core; the machine has two) and the hubs' CPU per document.  The last line gives the ratios the
-relay's speed goals are stated in: lienthong's throughput over raw's, its p99 over raw's at the
-same rate, and its hub CPU per document (receipts and audit on).
+Throughput: documents pushed as fast as one publisher allows, until all arrive, with the CPU the
+hubs and the broker spent per document meanwhile and until the relay was idle again (what the
+documents caused: receipts, acks).  Latency: p50/p99 from publish to arrival in the inbox, with
+every relay loaded at the same rate, half of lienthong's own flat-out rate (or ``--rate``), and
+the CPU the hub processes and the broker used meanwhile (percent of one core; the machine has
+two) and the hubs' CPU per document.  Before each measurement it waits for the broker to be
+quiet.  The last line gives the ratios the relay's speed goals are stated in: lienthong's
+throughput over raw's, its p99 over raw's at the same rate, and its hub CPU per document
+(receipts and audit on).
 Needs a RabbitMQ with management (scripts/ensure-rabbitmq.sh); uses its own namespace.
 """
 
@@ -166,6 +169,17 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def settle(timeout: float = 30.0) -> None:
+    """Wait until the broker is quiet (under 10% of a core over a second): declaring a relay's
+    queues, or deleting the last one's, keeps it busy for seconds, which must not load a measurement."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds(services.broker_node_pids())
+        time.sleep(1.0)
+        if cpu_seconds(services.broker_node_pids()) - before < 0.1:
+            return
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -215,28 +229,36 @@ def main() -> None:
             raw_size = max(100, (size - 2600) * 3 // 4)  # base64 grows by 4/3; ~2.6 kB of header
             relays = {k: start(k, Path(tmp) / f"{k}-{size}", amqp, mgmt) for k in kinds}
             try:
-                time.sleep(2)
+                time.sleep(2)  # the workers connect
                 docs = {k: [r.document(SENDER, [RECIPIENT], size=raw_size, subject=f"bench {k} {i}")
                             for i in range(count + count // 2)] for k, (r, _) in relays.items()}
-                flat = {}
-                for k, (r, _) in relays.items():
+                flat, flat_cpu = {}, {}
+                for k, (r, procs) in relays.items():
+                    pids = [p.pid for p in procs] + [p.pid for ps in r.procs.values() for p in ps]
+                    settle()
+                    hubs0, broker0 = cpu_seconds(pids), cpu_seconds(services.broker_node_pids())
                     flat[k] = run_load(r, docs[k][:count], None)[0]
                     r.wait_idle(timeout=300)  # receipts still on their way must not load the next relay
+                    # CPU per document flat out, everything it caused included (receipts, acks)
+                    flat_cpu[k] = (1000 * (cpu_seconds(pids) - hubs0) / count,
+                                   1000 * (cpu_seconds(services.broker_node_pids()) - broker0) / count)
                 # the common rate: half of lienthong's own flat-out rate (of the slowest relay without it)
                 rate = args.rate or (flat["lienthong"] if "lienthong" in flat else min(flat.values())) / 2
                 print(f"{size // 1000} KB documents, four hubs; latency and CPU at {rate:.0f} docs/s for every relay")
-                print(f"{'relay':>12} {'flat docs/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'hubs CPU%':>9} "
-                      f"{'broker CPU%':>11} {'hub ms/doc':>10}")
+                print(f"{'relay':>12} {'flat docs/s':>11} {'hub/broker ms/doc':>17} {'p50 ms':>8} {'p99 ms':>8} "
+                      f"{'hubs CPU%':>9} {'broker CPU%':>11} {'hub ms/doc':>10}")
                 rows = {}
                 for k, (relay, procs) in relays.items():
                     pids = [p.pid for p in procs] + [p.pid for ps in relay.procs.values() for p in ps]
+                    settle()
                     t0 = time.perf_counter()
                     lat, hubs, broker = at_rate(relay, docs[k][count:], rate, pids)
                     wall = time.perf_counter() - t0
                     relay.wait_idle(timeout=300)
                     rows[k] = (pct(lat, 50), pct(lat, 99), 1000 * hubs / max(1, len(lat)))
-                    print(f"{k:>12} {flat[k]:11.0f} {rows[k][0]:8.1f} {rows[k][1]:8.1f} {100 * hubs / wall:9.0f} "
-                          f"{100 * broker / wall:11.0f} {rows[k][2]:10.1f}", flush=True)
+                    cpu = f"{flat_cpu[k][0]:.1f} / {flat_cpu[k][1]:.1f}"
+                    print(f"{k:>12} {flat[k]:11.0f} {cpu:>17} {rows[k][0]:8.1f} {rows[k][1]:8.1f} "
+                          f"{100 * hubs / wall:9.0f} {100 * broker / wall:11.0f} {rows[k][2]:10.1f}", flush=True)
                 if "raw" in flat and "lienthong" in flat:
                     print(f"lienthong / raw: throughput {flat['lienthong'] / flat['raw']:.0%}, "
                           f"p99 {rows['lienthong'][1] / rows['raw'][1]:.1f}x; "
