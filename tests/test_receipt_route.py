@@ -15,7 +15,7 @@ import pytest
 from broker.core import receipts, wire
 from broker.core.edxml import Organ, build_document
 from broker.core.hop import Copy, Hop, Inbound, Outcome
-from broker.core.hoprecords import HopRecord, sign_record, utc_now
+from broker.core.hoprecords import HopRecord, parse_record, sign_record, utc_now
 from broker.core.routing import Target
 from broker.core.signer import SigningKey, sign
 from broker.core.topology import Topology
@@ -154,11 +154,17 @@ def test_receipts_issued_in_one_turn_go_back_as_one_bundle(hops: tuple[dict[str,
 
 
 def test_a_turn_with_more_receipts_than_a_bundle_holds_sends_several(hops: tuple[dict[str, Hop], Path]) -> None:
+    """Bundles of at most MAX_BUNDLED; a receipt left alone goes as a single receipt, as one
+    issued alone in its turn does."""
     hop, pki = hops
     copy = _delivered_receipt(hop, pki)
+    bundles = hop["H14-D31"].bundle([copy] * (receipts.MAX_BUNDLED + 2))
+    assert [len(m) for _, m in bundles] == [receipts.MAX_BUNDLED, 2]
     bundles = hop["H14-D31"].bundle([copy] * (receipts.MAX_BUNDLED + 1))
     assert [len(m) for _, m in bundles] == [receipts.MAX_BUNDLED, 1]
     assert [i for _, m in bundles for i in m] == list(range(receipts.MAX_BUNDLED + 1))
+    assert bundles[0][0].headers[wire.H_KIND] == "receipts" and bundles[1][0] == copy
+    assert hop["H14-D31"].bundle([copy]) == [(copy, [0])]
 
 
 def test_altered_or_forged_bundles_are_refused(hops: tuple[dict[str, Hop], Path]) -> None:
@@ -168,7 +174,7 @@ def test_altered_or_forged_bundles_are_refused(hops: tuple[dict[str, Hop], Path]
     account cannot hand in a bundle."""
     hop, pki = hops
     copy = _delivered_receipt(hop, pki)
-    [(bundle, _)] = hop["H14-D31"].bundle([copy])
+    [(bundle, _)] = hop["H14-D31"].bundle([copy, _delivered_receipt(hop, pki)])
     altered = replace(bundle, body=bundle.body.replace(b'"hub":"H41"', b'"hub":"H14"'))
     assert (_through(hop["H14"], altered, "H14-D31").code) == "TRACE_INVALID"
 
@@ -179,7 +185,13 @@ def test_altered_or_forged_bundles_are_refused(hops: tuple[dict[str, Hop], Path]
 
     other_hub = receipts.Bundled("000.00.00.H14", copy.headers[wire.H_ISSUED], copy.body)
     out = _through(hop["H14"], _bundle(hop["H14-D31"], "H41", [_item(copy), other_hub]), "H14-D31")
-    assert (out.code, "agencies of the hub" in out.reason) == ("TRACE_INVALID", True)
+    assert (out.code, "agencies of one hub" in out.reason) == ("TRACE_INVALID", True)
+
+    unnamed = _bundle(hop["H14-D31"], "H41", [_item(copy)])  # the record names another agency of H41
+    token = sign_record(replace(parse_record(unnamed.headers[wire.H_ISSUED]), recipients=("000.00.52.H41",)),
+                        hop["H14-D31"].key)
+    out = _through(hop["H41"], replace(unnamed, headers={**unnamed.headers, wire.H_ISSUED: token}), "national")
+    assert (out.code, "record names" in out.reason) == ("TRACE_INVALID", True)
 
     broken = receipts.Bundled(SENDER, copy.headers[wire.H_ISSUED], copy.body.replace(b"delivered", b"accepted"))
     out = _through(hop["H41"], _bundle(hop["H14-D31"], "H41", [_item(copy), broken]), "national")

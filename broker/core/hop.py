@@ -264,7 +264,8 @@ class Hop:
         """Receipts this hub issued for agencies of other hubs (:meth:`_to_agency` copies to a
         neighbour), as bundles: one message per neighbour and home hub of the agencies, carrying
         this hub's signed record of its bytes (``lt-issued``, verdict ``receipts``).  Each bundle
-        comes with the indexes of the copies it carries (:meth:`_relay_bundle` takes it apart)."""
+        comes with the indexes of the copies it carries (:meth:`_relay_bundle` takes it apart).
+        A receipt alone in its group stays as it is: a bundle of one would cost more than it saves."""
         groups: dict[tuple[Target, str], list[int]] = {}
         for i, c in enumerate(copies):
             groups.setdefault((c.target, self.topology.agency(str(c.headers[H_TO])).hub), []).append(i)
@@ -272,6 +273,9 @@ class Hop:
         for (target, home), members in groups.items():
             for start in range(0, len(members), receipts.MAX_BUNDLED):
                 chunk = members[start:start + receipts.MAX_BUNDLED]
+                if len(chunk) == 1:
+                    out.append((copies[chunk[0]], chunk))
+                    continue
                 items = [receipts.Bundled(str(copies[i].headers[H_TO]), str(copies[i].headers[H_ISSUED]),
                                           copies[i].body) for i in chunk]
                 body = receipts.pack(home, items)
@@ -371,11 +375,11 @@ class Hop:
 
     def _relay_bundle(self, msg: Inbound, digest: str, origin: str) -> Outcome:
         """A bundle of receipts from a neighbour (:meth:`bundle`).  Every hub checks the bundling
-        hub's signature over its record of these bytes, and that the agencies are all of the hub
-        the bundle names; the hubs on the way forward it whole, without claims.  That hub checks
-        each receipt as its agency will (the XML signature, by the bundling hub, for that agency;
-        the record the agency gets with it about these bytes) and puts each into its inbox, all
-        claimed under the bundle's digest: a redelivered bundle is delivered once."""
+        hub's signature over its record of these bytes, and that the agencies it names are all of
+        one hub; the hubs on the way forward it whole, without claims or opening it.  That hub
+        checks each receipt as its agency will (the XML signature, by the bundling hub, for that
+        agency; the record the agency gets with it about these bytes) and puts each into its inbox,
+        all claimed under the bundle's digest: a redelivered bundle is delivered once."""
         if not origin.startswith("link:"):
             raise SenderNotAllowed("only hubs may send receipts")
         issued = msg.headers.get(H_ISSUED)
@@ -385,14 +389,17 @@ class Hop:
         if rec.verdict != "receipts" or rec.digest != digest or issuer is None:
             raise TraceInvalid("the bundle's record is not a known hub's record of this bundle")
         verify_record(token, issuer)
-        home, items = receipts.unpack(msg.body)
-        if (any(self.topology.agency(i.to).hub != home for i in items)
-                or tuple(sorted({i.to for i in items})) != rec.recipients):
-            raise TraceInvalid("the bundle's receipts are not all for the agencies of the hub it names")
+        homes = {self.topology.agency(a).hub for a in rec.recipients}
+        if len(homes) != 1:
+            raise TraceInvalid("the bundle's receipts are not all for the agencies of one hub")
+        home = homes.pop()
         if home != self.hub:  # on the way
             onward = Copy(next_hop(self.topology, self.hub, home), msg.body, {H_KIND: receipts.BUNDLE, H_ISSUED: token},
                           f"hub:{home}")
             return Outcome(digest, "", "forwarded", (onward,), sender=rec.hub, exactly_once=False)
+        named, items = receipts.unpack(msg.body)
+        if named != home or tuple(sorted({i.to for i in items})) != rec.recipients:
+            raise TraceInvalid("the bundle's receipts are not those its record names")
         copies = []
         for i in items:
             whole = receipts.verify(i.receipt, self.trust).receipt
