@@ -1,4 +1,5 @@
-"""Trust alerts: certificates about to expire and CRLs out of date become log events and gauges."""
+"""Trust alerts: certificates about to expire and CRLs out of date become log events and gauges;
+queue alerts are raised once and cleared only when they stop holding."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from broker.core.trust import TrustStore
 from broker.relay import devpki
 from broker.relay.metrics import CERT_DAYS, trust_alerts
+from broker.relay.watch import Alerts
 
 
 def test_no_alert_on_fresh_material(dev_pki: Path) -> None:
@@ -29,3 +31,17 @@ def test_alerts_for_expiring_certificate_and_overdue_crl(dev_pki: Path, tmp_path
     (tmp_path / "root.crl.pem").write_bytes(old.public_bytes(Encoding.PEM))
     kinds = [k for k, _ in trust_alerts("H14", hub.cert, TrustStore.load(tmp_path, require_crl=False))]
     assert kinds == ["certificate-expiring", "crl-out-of-date"]
+
+
+def test_a_queue_alert_is_raised_once_and_cleared_after_two_checks_without_it() -> None:
+    """One check that misses an alert (a queue's ready count dips while ``lienthong status`` looks at
+    its head) neither clears it nor raises it again; two in a row clear it; it can then be raised again."""
+    backlog, parked = ("inbox-backlog", "inbox.000.00.02.H41"), ("parked", "parking")
+    alerts = Alerts()
+    assert alerts.update([backlog]) == ([backlog], [])
+    assert alerts.update([backlog, parked]) == ([parked], [])
+    assert alerts.update([parked]) == ([], [])  # the dip: backlog unseen once
+    assert alerts.update([backlog, parked]) == ([], [])  # still held: not raised again
+    assert alerts.update([]) == ([], [])
+    assert alerts.update([]) == ([], [backlog, parked])
+    assert alerts.update([backlog]) == ([backlog], [])

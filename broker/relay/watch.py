@@ -1,10 +1,12 @@
 """The queue watch of a hub worker: every so often, queue depths as gauges, and an ``alert`` log
-event when a threshold (``settings.alerts``) is crossed, ``alert cleared`` when it no longer holds.
+event when a threshold (``settings.alerts``) is crossed, ``alert cleared`` when it has not held
+for two checks in a row.
 Its own connection and thread, so a slow broker answer never stalls the message loop."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
 import structlog
 
@@ -12,6 +14,32 @@ from broker.core import wire
 from broker.core.errors import LienthongError
 from broker.core.topology import Topology
 from broker.relay import metrics, transport
+
+CLEAR_AFTER = 2
+"""Checks in a row without an alert before it is cleared.  A queue's count of ready messages dips
+for a moment when ``lienthong status`` looks at its head (a get, then a requeue), or when one
+passive declare fails; an alert must not be cleared and raised again by that."""
+
+
+class Alerts:
+    """The queue alerts that hold, from one check to the next."""
+
+    def __init__(self) -> None:
+        self._missed: dict[tuple[str, str], int] = {}
+        """(kind, subject) of each alert that holds -> checks in a row that did not see it."""
+
+    def update(self, seen: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """The alerts one check saw: returns those raised now (not held before) and those cleared
+        (unseen for :data:`CLEAR_AFTER` checks)."""
+        now = set(seen)
+        raised = sorted(now - self._missed.keys())
+        for key in self._missed.keys() - now:
+            self._missed[key] += 1
+        cleared = sorted(k for k, missed in self._missed.items() if missed >= CLEAR_AFTER)
+        for key in cleared:
+            del self._missed[key]
+        self._missed.update((key, 0) for key in now)
+        return raised, cleared
 
 
 class QueueWatch:
@@ -25,7 +53,7 @@ class QueueWatch:
 
     def run(self) -> None:
         """Watch until ``stopped`` is set."""
-        active: set[tuple[str, str]] = set()
+        alerts = Alerts()
         while True:
             try:
                 depths = transport.depths(self.url, self.queues)
@@ -34,10 +62,10 @@ class QueueWatch:
             else:
                 now = {(kind, subject): what
                        for kind, subject, what in metrics.queue_alerts(self.hub, depths, self.limits)}
-                for kind, subject in sorted(now.keys() - active):
+                raised, cleared = alerts.update(now)
+                for kind, subject in raised:
                     self.log.warning("alert", kind=kind, subject=subject, detail=now[(kind, subject)])
-                for kind, subject in sorted(active - now.keys()):
+                for kind, subject in cleared:
                     self.log.info("alert cleared", kind=kind, subject=subject)
-                active = set(now)
             if self.stopped.wait(self.every):
                 return
