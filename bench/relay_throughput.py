@@ -35,7 +35,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +48,8 @@ from broker.core import wire  # noqa: E402
 from broker.relay import layout, links, transport  # noqa: E402
 from tests import services  # noqa: E402
 from tests.relay import Relay  # noqa: E402
+
+T = TypeVar("T")
 
 SENDER, RECIPIENT = "000.00.51.H41", "001.00.31.H14"
 ROUTE = {"H41": "national", "national": "H14", "H14": "H14-D31"}
@@ -187,12 +191,29 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
-def at_rate(relay: Relay, docs: list[bytes], rate: float, hub_pids: list[int]) -> tuple[list[float], float, float]:
-    """Publish ``docs`` at ``rate``; return the latencies, the hubs' and the broker's CPU seconds."""
+def hub_pids(relay: Relay, procs: list[subprocess.Popen[bytes]]) -> list[int]:
+    """The hub processes of a relay: lienthong's workers or the raw forwarders."""
+    return [p.pid for p in procs] + [p.pid for ps in relay.procs.values() for p in ps]
+
+
+def with_cpu(pids: list[int], work: Callable[..., T], *args: Any) -> tuple[T, float, float]:
+    """Run ``work(*args)``; return its result and the CPU seconds ``pids`` and the broker used meanwhile."""
     brokers = services.broker_node_pids()
-    hubs0, broker0 = cpu_seconds(hub_pids), cpu_seconds(brokers)
-    _, lat = run_load(relay, docs, rate)
-    return lat, cpu_seconds(hub_pids) - hubs0, cpu_seconds(brokers) - broker0
+    hubs0, broker0 = cpu_seconds(pids), cpu_seconds(brokers)
+    result = work(*args)
+    return result, cpu_seconds(pids) - hubs0, cpu_seconds(brokers) - broker0
+
+
+def flat_out(relay: Relay, docs: list[bytes]) -> float:
+    """Throughput flat out; returns once the relay is idle again (receipts still on their way
+    must not load the next measurement)."""
+    throughput = run_load(relay, docs, None)[0]
+    relay.wait_idle(timeout=300)
+    return throughput
+
+
+def latencies(relay: Relay, docs: list[bytes], rate: float) -> list[float]:
+    return run_load(relay, docs, rate)[1]
 
 
 def start(kind: str, base: Path, amqp: str, mgmt: str) -> tuple[Relay, list[subprocess.Popen[bytes]]]:
@@ -234,14 +255,10 @@ def main() -> None:
                             for i in range(count + count // 2)] for k, (r, _) in relays.items()}
                 flat, flat_cpu = {}, {}
                 for k, (r, procs) in relays.items():
-                    pids = [p.pid for p in procs] + [p.pid for ps in r.procs.values() for p in ps]
                     settle()
-                    hubs0, broker0 = cpu_seconds(pids), cpu_seconds(services.broker_node_pids())
-                    flat[k] = run_load(r, docs[k][:count], None)[0]
-                    r.wait_idle(timeout=300)  # receipts still on their way must not load the next relay
                     # CPU per document flat out, everything it caused included (receipts, acks)
-                    flat_cpu[k] = (1000 * (cpu_seconds(pids) - hubs0) / count,
-                                   1000 * (cpu_seconds(services.broker_node_pids()) - broker0) / count)
+                    flat[k], hubs, broker = with_cpu(hub_pids(r, procs), flat_out, r, docs[k][:count])
+                    flat_cpu[k] = (1000 * hubs / count, 1000 * broker / count)
                 # the common rate: half of lienthong's own flat-out rate (of the slowest relay without it)
                 rate = args.rate or (flat["lienthong"] if "lienthong" in flat else min(flat.values())) / 2
                 print(f"{size // 1000} KB documents, four hubs; latency and CPU at {rate:.0f} docs/s for every relay")
@@ -249,10 +266,9 @@ def main() -> None:
                       f"{'hubs CPU%':>9} {'broker CPU%':>11} {'hub ms/doc':>10}")
                 rows = {}
                 for k, (relay, procs) in relays.items():
-                    pids = [p.pid for p in procs] + [p.pid for ps in relay.procs.values() for p in ps]
                     settle()
                     t0 = time.perf_counter()
-                    lat, hubs, broker = at_rate(relay, docs[k][count:], rate, pids)
+                    lat, hubs, broker = with_cpu(hub_pids(relay, procs), latencies, relay, docs[k][count:], rate)
                     wall = time.perf_counter() - t0
                     relay.wait_idle(timeout=300)
                     rows[k] = (pct(lat, 50), pct(lat, 99), 1000 * hubs / max(1, len(lat)))
