@@ -1,5 +1,6 @@
-"""pika's write path, made to send what a connection queued in one I/O loop turn in one write,
-at the end of that turn.
+"""pika's socket handling, changed in two ways: what a connection queued in one I/O loop turn goes
+out in one write, at the end of that turn; and a TLS connection is ended with TLS's ``close_notify``
+before its socket is closed.
 
 Part of the transport (:mod:`broker.relay.transport` installs it on import): the only other place
 that touches pika, and the only one that touches its internals.
@@ -7,11 +8,18 @@ that touches pika, and the only one that touches its internals.
 
 from __future__ import annotations
 
+import ssl
+import time
 from typing import Any
+
+CLOSE_WAIT_SECONDS = 0.5
+"""How long closing a TLS connection waits for the peer to answer our ``close_notify``: RabbitMQ
+ends the connection at once, a peer that is gone fails at once; only a silent one takes this long."""
 
 
 def install() -> None:
-    """Have pika send what one I/O loop turn queued on a connection in one write (idempotent).
+    """Have pika send what one I/O loop turn queued on a connection in one write, and end TLS
+    connections with ``close_notify`` (:func:`_quiet_close`); idempotent.
 
     pika queues each frame of a publish (method, header, body) and each ack as its own buffer and
     sends them one ``send`` each: over TLS, a record and a system call per frame.  Joining the
@@ -25,6 +33,7 @@ def install() -> None:
     if getattr(produce, "coalesced", False):
         return
     _AsyncSSLTransport.write = _eager(_AsyncSSLTransport.write)
+    _AsyncTransportBase._close_and_finalize = _quiet_close(_AsyncTransportBase._close_and_finalize)
 
     def coalescing_produce(self: Any) -> None:
         buffers = self._tx_buffers
@@ -62,3 +71,38 @@ def _eager(write: Any) -> Any:
             self._nbio.add_callback_threadsafe(self._on_socket_writable)
 
     return eager_write
+
+
+def _quiet_close(close: Any) -> Any:
+    """A transport's close that ends a TLS connection with ``close_notify`` before the socket.
+
+    pika closes a TLS connection's socket after ``Close-Ok`` without ``close_notify``: a bare FIN.
+    RabbitMQ 3.10 on Erlang/OTP 25 sometimes never closes its side after that FIN (seen on one of
+    the four connections of every other ``broker setup``); 15 s later its heartbeat reaches our
+    closed socket, our kernel answers with a reset, and the VM spins a core on the dead socket
+    (cf. erlang/otp#10791) until the heartbeat timeout ends the connection 15-20 s later.  Any
+    short-lived connection (``broker setup``, the queue watch, the CLI, the SDK) could set it off.
+    With ``close_notify`` first, as TLS asks, the broker ends the connection at once.  Plain
+    connections, and a socket already broken, close as before."""
+
+    def close_and_finalize(self: Any) -> None:
+        sock = self._sock
+        if self._state != self._STATE_COMPLETED and isinstance(sock, ssl.SSLSocket):
+            drain(sock, time.monotonic() + CLOSE_WAIT_SECONDS)
+        close(self)
+
+    return close_and_finalize
+
+
+def drain(sock: Any, deadline: float) -> None:
+    """End the TLS session of ``sock`` (our ``close_notify``), then read and drop what it still
+    receives, until the peer ends the stream, the socket fails, or ``deadline`` passes."""
+    try:
+        sock.settimeout(max(0.0, deadline - time.monotonic()))
+        sock.unwrap()
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(65536):
+                return
+    except (OSError, ValueError):  # reset, timed out, TLS already shut down or never set up
+        return
