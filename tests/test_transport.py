@@ -265,7 +265,7 @@ def test_the_broker_ends_a_tls_connection_we_close(tmp_path: Any, rabbitmq_urls:
 
 
 class _Receiving:
-    """A socket for :func:`coalesce.drain`: hands out ``chunks`` in turn, then keeps sending."""
+    """A socket for :func:`coalesce.end_tls`: hands out ``chunks`` in turn, then keeps sending."""
 
     def __init__(self, chunks: list[bytes | OSError]) -> None:
         self.chunks = chunks
@@ -285,16 +285,16 @@ class _Receiving:
         return item
 
 
-def test_draining_stops_at_the_end_of_the_stream_an_error_or_the_deadline() -> None:
+def test_ending_tls_stops_at_the_end_of_the_stream_an_error_or_the_deadline() -> None:
     import time
 
     ended = _Receiving([b"alert", b""])
-    coalesce.drain(ended, time.monotonic() + 5)
+    coalesce.end_tls(ended, time.monotonic() + 5)
     assert ended.reads == 2
     broken = _Receiving([ConnectionResetError(104, "reset")])
-    coalesce.drain(broken, time.monotonic() + 5)
+    coalesce.end_tls(broken, time.monotonic() + 5)
     assert broken.reads == 1
     chatty = _Receiving([])  # a peer that never stops sending
     started = time.monotonic()
-    coalesce.drain(chatty, started + 0.1)
+    coalesce.end_tls(chatty, started + 0.1)
     assert chatty.reads > 1 and time.monotonic() - started < 1

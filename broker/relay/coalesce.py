@@ -88,13 +88,13 @@ def _quiet_close(close: Any) -> Any:
     def close_and_finalize(self: Any) -> None:
         sock = self._sock
         if self._state != self._STATE_COMPLETED and isinstance(sock, ssl.SSLSocket):
-            drain(sock, time.monotonic() + CLOSE_WAIT_SECONDS)
+            end_tls(sock, time.monotonic() + CLOSE_WAIT_SECONDS)
         close(self)
 
     return close_and_finalize
 
 
-def drain(sock: Any, deadline: float) -> None:
+def end_tls(sock: Any, deadline: float) -> None:
     """End the TLS session of ``sock`` (our ``close_notify``), then read and drop what it still
     receives, until the peer ends the stream, the socket fails, or ``deadline`` passes."""
     try:
