@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
+import random
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
 from broker.core import errors, schema
-from broker.core.edxml import Business, E, Organ, ResponseFor, build_document, build_status, read
+from broker.core.edxml import Business, E, Organ, ResponseFor, build_document, build_status, is_base64, read
 from broker.core.parsing import parse
 from tests.samples import MALFORMED, digest, pinned, sample, sample_names, samples_dir
 
@@ -149,6 +152,44 @@ def test_manifest_mismatch() -> None:
         with pytest.raises(errors.ManifestMismatch) as info:
             read(_edit("edoc_update.edxml", change))
         assert words in info.value.message
+
+
+def _decodes(text: str) -> bool:
+    """The rule attachments are held to: base64 once whitespace is removed, as the decoder reads it."""
+    try:
+        base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def test_attachment_base64_check_agrees_with_the_decoder() -> None:
+    """The check that does not decode says what decoding says, on the edges and on noise."""
+    quad = "QUJD"
+    edges = [quad * (n // 4) + quad[: n % 4] + "=" * p for n in range(9) for p in range(4)]
+    edges += ["", " ", "=", "==", "QUJD\n", "QU\nJD", "QU JD\t", "QQ==\n", "QQ=\n=", "Q=Q=", "QUJD=QUJD",
+              "QUJD==\n==", "QQ==QQ==", "QUJD\x1c", "QUJD\u00a0", "QUJD\u2028", "Q\u00e9JD", "QUJ-", "QUJ_",
+              "QUJD\x00", base64.encodebytes(bytes(range(256)) * 40).decode()]
+    rng = random.Random(102)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    noise = [alphabet, alphabet + "=", alphabet + "= \n", alphabet + "=\n-_*\u00a0\x0b"]
+    edges += ["".join(rng.choice(rng.choice(noise)) for _ in range(rng.randrange(0, 24))) for _ in range(20000)]
+    edges += [base64.b64encode(rng.randbytes(rng.randrange(0, 40))).decode() for _ in range(2000)]
+    assert sum(map(_decodes, edges)) > 2000  # both answers occur, many times
+    for text in edges:
+        assert is_base64(text) == _decodes(text), repr(text)
+
+
+def test_attachment_base64_check_does_not_decode_usual_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Line-broken or one-line base64 with its padding is answered without the decoder."""
+    def no_decoding(*_: object, **__: object) -> bytes:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(base64, "b64decode", no_decoding)
+    for size in (0, 1, 2, 3, 7000):
+        data = random.Random(size).randbytes(size)
+        assert is_base64(base64.encodebytes(data).decode())
+        assert is_base64(base64.b64encode(data).decode())
 
 
 def test_build_document_round_trip() -> None:
