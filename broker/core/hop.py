@@ -146,7 +146,8 @@ class Hop:
             if msg.headers.get(H_KIND) == receipts.BUNDLE:
                 return self._relay_bundle(msg, digest, origin)
             checked = check(msg.body, trust=self.trust, topology=self.topology,
-                            limits=self.limits, policy=self.policy, at=self._entry_time(origin, msg.headers))
+                            limits=self.limits, policy=self.policy, at=self._entry_time(origin, msg.headers),
+                            digest=digest)
             m = checked.message
             document_id, sender = m.document_id, m.sender.organ_id
             trace = _trace(msg.headers)

@@ -40,12 +40,13 @@ class Checked:
 
 def check(data: bytes, *, trust: TrustStore | None = None, topology: Topology | None = None,
           limits: ParseLimits = DEFAULT_LIMITS, policy: VerifyPolicy = DEFAULT_POLICY,
-          at: datetime | None = None, require_signature: bool = True) -> Checked:
+          at: datetime | None = None, require_signature: bool = True, digest: str | None = None) -> Checked:
     """Judge one message; raise a :class:`~broker.core.errors.RejectedInput` subclass on the first failure.
 
     ``trust`` set: the signature is verified and chained to the store.
     ``topology`` set: the signer must be bound to the ``From`` agency, and SHA-1 (signature,
     digest, certificates of the chain) is accepted only if the agency's entry sets ``legacy_sha1``.
+    ``digest``: the bytes' SHA-256 (hex) when the caller has it already (a hub hashes them once).
     """
     tree = parse(data, limits)
     schema.validate(tree.getroot())
@@ -61,7 +62,7 @@ def check(data: bytes, *, trust: TrustStore | None = None, topology: Topology | 
         sender = topology.agency(message.sender.organ_id)
         if signature is not None:
             check_signer(topology, message.sender.organ_id, signature.signer)
-    return Checked(message=message, sha256=message_id(data), signature=signature,
+    return Checked(message=message, sha256=digest or message_id(data), signature=signature,
                    sender=sender, tree=tree)
 
 
