@@ -15,6 +15,7 @@ environment at import.
 | ``LIENTHONG_LEASE_SECONDS`` | 15 | how long a worker's claim on a message keeps other workers off |
 | ``LIENTHONG_SQLITE_TIMEOUT`` | 10 | seconds a SQLite store waits for a lock |
 | ``LIENTHONG_CRL_FETCH_SECONDS`` | 3600 | how often a hub fetches CRLs from their distribution points (0: never) |
+| ``LIENTHONG_RECEIPT_HOLD_SECONDS`` | 0.25 | how long receipts for other hubs' agencies wait to leave together |
 | ``LIENTHONG_RECEIPTS`` | on | ``off`` only to measure what receipts cost (bench/) |
 | ``LIENTHONG_FAULT`` | | ``<point>:<n>``: die (exit 137) the n-th time ``<point>`` is reached (reliability tests) |
 """
@@ -115,6 +116,7 @@ class Tuning:
     receipts: bool = True
     fault: str = ""
     crl_fetch_seconds: float = 3600.0
+    receipt_hold_seconds: float = 0.25
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Tuning:
@@ -124,7 +126,8 @@ class Tuning:
                    sqlite_timeout=float(env.get("LIENTHONG_SQLITE_TIMEOUT", "10")),
                    receipts=env.get("LIENTHONG_RECEIPTS", "on") != "off",
                    fault=env.get("LIENTHONG_FAULT", ""),
-                   crl_fetch_seconds=float(env.get("LIENTHONG_CRL_FETCH_SECONDS", "3600")))
+                   crl_fetch_seconds=float(env.get("LIENTHONG_CRL_FETCH_SECONDS", "3600")),
+                   receipt_hold_seconds=float(env.get("LIENTHONG_RECEIPT_HOLD_SECONDS", "0.25")))
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -150,6 +151,43 @@ def test_receipts_of_a_burst_go_back_bundled_each_once(relay: Relay) -> None:
         (d, k) for d in digests for k in ("accepted", "delivered"))
     relay.wait_idle()
     assert relay.take(N_COMMUNE, 1, timeout=2, accept=about_these) == []
+
+
+def test_receipts_issued_apart_go_back_in_one_bundle(relay: Relay) -> None:
+    """Receipts a hub issues for another hub's agencies wait for more (the hold, here 1.5 s): the
+    delivered receipts of two documents that reached the recipient's hub one after the other, in
+    turns of their own, go back as one bundle (H41 claims both under that bundle's digest), and
+    the sender gets each receipt once."""
+    relay.wait_idle()
+    relay.stop_workers("H14-D31")
+    relay.start_worker("H14-D31", LIENTHONG_RECEIPT_HOLD_SECONDS="1.5")
+    try:
+        docs = [relay.document(N_COMMUNE, [C_COMMUNE], subject=f"cách nhau {i}", size=300) for i in range(2)]
+        client = relay.client(N_COMMUNE)
+        for d in docs:  # the second leaves once the first is in the recipient's inbox
+            client.send(d)
+            assert [i.body for i in relay.take(C_COMMUNE, 1)] == [d]
+        digests = {hashlib.sha256(d).hexdigest() for d in docs}
+        trust = TrustStore.load(relay.settings.pki)
+
+        def delivered(item: object) -> bool:
+            if item.kind != "receipt":
+                return False
+            r = receipts.verify(item.body, trust).receipt
+            return r.kind == "delivered" and r.document_sha256 in digests
+
+        got = relay.take(N_COMMUNE, 2, accept=delivered)
+        assert len(got) == 2
+        claims = [f"inbox:{N_COMMUNE}#{hashlib.sha256(i.body).hexdigest()[:16]}" for i in got]
+        with sqlite3.connect(Path(relay.settings.state_url) / "H41.sqlite3", timeout=10) as conn:
+            rows = conn.execute("SELECT DISTINCT digest FROM hops WHERE hub = 'H41' AND target IN (?, ?)",
+                                claims).fetchall()
+        assert len(rows) == 1, f"the two delivered receipts came back in {len(rows)} bundles"
+        relay.wait_idle()
+        assert relay.take(N_COMMUNE, 1, timeout=2, accept=delivered) == []
+    finally:
+        relay.stop_workers("H14-D31")
+        relay.start_worker("H14-D31")
 
 
 def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
