@@ -30,13 +30,14 @@ from typing import Any
 
 import structlog
 
-from broker.core import receipts, wire
+from broker.core import wire
 from broker.core.errors import DocumentIdReused, RetriesExhausted, TransientError
 from broker.core.hop import PARKING, Copy, Hop, Inbound, Outcome
 from broker.core.routing import Target
 from broker.core.topology import Topology
 from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY, trusted_headers
 from broker.relay import checkpoints, layout, links, metrics, transport
+from broker.relay.held import HeldReceipts
 from broker.relay.metrics import Stats
 from broker.relay.revocation import CrlFetcher
 from broker.relay.store import Admission, Admit, SqlStore, Verdict
@@ -86,9 +87,8 @@ class HubWorker:
         self._arrived: list[transport.Received] = []
         self._started: dict[int, float] = {}
         self._confirmed: list[tuple[int, Outcome, list[str]]] = []
-        self._held: list[tuple[Copy, Callable[[bool], None]]] = []
-        self._held_timer: Any = None
         self.tuning = tuning or Tuning()
+        self._held = HeldReceipts(hop.bundle, self._send, self.tuning.receipt_hold_seconds)
         self._fault = Fault.parse(self.tuning.fault)
         self._witnessed_seq = 0
         self.log = log.bind(hub=hub_id)
@@ -145,8 +145,7 @@ class HubWorker:
         self._arrived = []
         self._started.clear()
         self._confirmed = []
-        self._held = []
-        self._held_timer = None
+        self._held.reset(self._ioloop)
         self._links = {}
         own = self._url(self.hub, "hub")
         self._links["."] = links.Link("local", own, self._ioloop, self._ready, self._lost)
@@ -193,7 +192,7 @@ class HubWorker:
         self._teardown()
 
     def _teardown(self) -> None:
-        self._send_held()  # a stop does not wait out the hold (lost links refuse them: requeued)
+        self._held.flush()  # a stop does not wait out the hold (lost links refuse them: requeued)
         self._flush_confirmed()  # marks of copies already out: a redelivery then finds them done
         if self._consumer is not None:
             self._consumer.close()
@@ -233,7 +232,7 @@ class HubWorker:
         self._acked(carried)
         for j, admission in zip(judged, admissions, strict=True):
             self._act(j, admission)
-        self._hold_receipts()
+        self._held.settle()
 
     def _judge(self, d: transport.Received) -> _Judged | None:
         """Run the hop on one delivery; None when it needs no store work (it was answered here)."""
@@ -357,35 +356,9 @@ class HubWorker:
 
         for copy in todo:
             if claimed and copy.target.kind == "hub" and copy.headers.get(wire.H_KIND) == "receipt":
-                self._held.append((copy, confirmed))  # issued here: leaves bundled (_hold_receipts)
+                self._held.add(copy, confirmed)  # issued here: leaves bundled (HeldReceipts)
             else:
                 self._send(copy, "" if copy.headers.get(wire.H_KIND) == "receipt" else outcome.digest, confirmed)
-
-    def _hold_receipts(self) -> None:
-        """Receipts issued for other hubs' agencies wait up to ``tuning.receipt_hold_seconds`` for
-        more, so that they go back as few bundles: each message sent costs every hub on the way
-        back a pass, and the broker a quorum-queue write, whatever it carries.  Their documents
-        wait with them (acked once the bundle is confirmed), so nothing is acked before its
-        receipt is out.  A full bundle's worth leaves at once."""
-        hold = self.tuning.receipt_hold_seconds
-        if hold <= 0 or len(self._held) >= receipts.MAX_BUNDLED or self._ioloop is None:
-            self._send_held()
-        elif self._held and self._held_timer is None:
-            self._held_timer = self._ioloop.call_later(hold, self._held_out)
-
-    def _held_out(self) -> None:
-        self._held_timer = None
-        self._send_held()
-
-    def _send_held(self) -> None:
-        """The held receipts leave as bundles (:meth:`Hop.bundle`), one message per neighbour and
-        home hub; each receipt's message hears the bundle's confirm."""
-        if self._held_timer is not None and self._ioloop is not None:
-            self._ioloop.remove_timeout(self._held_timer)
-        self._held_timer = None
-        held, self._held = self._held, []
-        for bundle, members in self.hop.bundle([copy for copy, _ in held]) if held else ():
-            self._send(bundle, "", _each([held[i][1] for i in members]))
 
     def _send(self, copy: Copy, message_id: str, confirmed: Callable[[bool], None]) -> None:
         link, exchange, key, user = self._route(copy.target)
@@ -463,9 +436,3 @@ class HubWorker:
                                                           user_id=self.names.hub_user(self.hub), headers=keep),
                       confirmed)
 
-
-def _each(callbacks: list[Callable[[bool], None]]) -> Callable[[bool], None]:
-    def confirmed(ok: bool) -> None:
-        for callback in callbacks:
-            callback(ok)
-    return confirmed
