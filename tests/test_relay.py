@@ -190,6 +190,38 @@ def test_receipts_issued_apart_go_back_in_one_bundle(relay: Relay) -> None:
         relay.start_worker("H14-D31")
 
 
+def test_a_hub_killed_while_its_receipt_is_held_sends_the_document_once(relay: Relay) -> None:
+    """The recipient's hub is SIGKILLed while the delivered receipt waits (hold 3 s): the inbox
+    copy's claim was marked when the broker confirmed it, so the worker that takes the message
+    over sends only the receipt.  The inbox queue holds the document once, and the sender still
+    gets its delivered receipt."""
+    relay.wait_idle()
+    relay.stop_workers("H14-D31")
+    worker = relay.start_worker("H14-D31", LIENTHONG_RECEIPT_HOLD_SECONDS="3")
+    inbox = wire.inbox_queue(C_COMMUNE)
+    doc = relay.document(N_COMMUNE, [C_COMMUNE], subject="biên nhận đang giữ", size=300)
+    relay.client(N_COMMUNE).send(doc)
+    _until(lambda: relay.depth("H14-D31", inbox) > 0)
+    time.sleep(0.5)  # the claim is marked at most MARK_DELAY after the confirm; the receipt is still held
+    worker.kill()
+    worker.wait(timeout=15)
+    relay.procs["H14-D31"].remove(worker)
+    relay.start_worker("H14-D31")
+    trust = TrustStore.load(relay.settings.pki)
+    digest = hashlib.sha256(doc).hexdigest()
+
+    def delivered(item: object) -> bool:
+        if item.kind != "receipt":
+            return False
+        r = receipts.verify(item.body, trust).receipt
+        return r.kind == "delivered" and r.document_sha256 == digest
+
+    assert len(relay.take(N_COMMUNE, 1, timeout=60, accept=delivered)) == 1
+    relay.wait_idle()
+    copies = [r for r in relay.drain("H14-D31", inbox, count=50, timeout=3) if r.body == doc]
+    assert len(copies) == 1, f"the recipient's inbox got the document {len(copies)} times"
+
+
 def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

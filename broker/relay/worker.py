@@ -327,12 +327,14 @@ class HubWorker:
         self._consumer.ack(tag)  # type: ignore[union-attr]
 
     def _publish_all(self, tag: int, outcome: Outcome, todo: list[Copy], *, claimed: bool = True) -> None:
-        """Publish ``todo``; once the broker confirmed every copy, mark their claims (``claimed``)
-        and ack the delivery."""
-        remaining = len(todo)
-        failed = False
+        """Publish ``todo``; once the broker confirmed every copy, mark their claims (``claimed``) and
+        ack the delivery.  While receipts for other hubs' agencies are held (:class:`HeldReceipts`),
+        the other copies' claims are marked: a worker killed then leaves only the receipt to resend."""
         keys = [(outcome.digest, c.claim) for c in todo] if claimed else []
         self._in_flight.update(keys)
+        held = [c for c in todo if claimed and c.target.kind == "hub" and c.headers.get(wire.H_KIND) == "receipt"]
+        direct = [c for c in todo if all(c is not h for h in held)]
+        remaining, unsent, failed, early = len(todo), len(direct), False, set[str]()
 
         def confirmed(ok: bool) -> None:
             nonlocal remaining, failed
@@ -350,15 +352,26 @@ class HubWorker:
             started = self._started.pop(tag, None)
             if started is not None:
                 metrics.HOP_SECONDS.labels(self.hub).observe(time.perf_counter() - started)
-            self._confirmed.append((tag, outcome, [c.claim for c in todo] if claimed else []))
-            if len(self._confirmed) == 1 and self._ioloop is not None:
-                self._ioloop.call_later(MARK_DELAY, self._flush_confirmed)
+            self._to_mark((tag, outcome, [c.claim for c in todo if c.claim not in early] if claimed else []))
 
-        for copy in todo:
-            if claimed and copy.target.kind == "hub" and copy.headers.get(wire.H_KIND) == "receipt":
-                self._held.add(copy, confirmed)  # issued here: leaves bundled (HeldReceipts)
-            else:
-                self._send(copy, "" if copy.headers.get(wire.H_KIND) == "receipt" else outcome.digest, confirmed)
+        def sent(ok: bool) -> None:
+            nonlocal unsent
+            unsent -= 1
+            confirmed(ok)
+            if not unsent and remaining and not failed:  # only held receipts left: mark the rest now
+                early.update(c.claim for c in direct)
+                self._to_mark((0, outcome, sorted(early)))
+
+        for copy in held:
+            self._held.add(copy, confirmed)  # issued here: leaves bundled
+        for copy in direct:
+            self._send(copy, "" if copy.headers.get(wire.H_KIND) == "receipt" else outcome.digest, sent)
+
+    def _to_mark(self, entry: tuple[int, Outcome, list[str]]) -> None:
+        """Mark the claims, then ack the tag (0: none), with the next admission or after :data:`MARK_DELAY`."""
+        self._confirmed.append(entry)
+        if len(self._confirmed) == 1 and self._ioloop is not None:
+            self._ioloop.call_later(MARK_DELAY, self._flush_confirmed)
 
     def _send(self, copy: Copy, message_id: str, confirmed: Callable[[bool], None]) -> None:
         link, exchange, key, user = self._route(copy.target)
@@ -376,8 +389,7 @@ class HubWorker:
             return
         self._fault.maybe_die("after-publish")
         try:
-            marks = self._marks(batch)
-            if marks:
+            if marks := self._marks(batch):
                 self.store.confirm_many(marks)
         except TransientError as exc:
             # the copies are out; the claims stay pending and the redelivery takes them over
@@ -390,10 +402,10 @@ class HubWorker:
     def _acked(self, batch: list[tuple[int, Outcome, list[str]]]) -> None:
         """Ack messages whose copies are out and whose claims are marked."""
         self._in_flight.difference_update((o.digest, c) for _, o, claims in batch for c in claims)
-        if batch:
+        if any(tag for tag, _, _ in batch):
             self._fault.maybe_die("before-ack")
         for tag, outcome, claims in batch:
-            if self._consumer is not None:
+            if tag and self._consumer is not None:  # tag 0: marked while its receipts are held
                 self._consumer.ack(tag)
             self.log.debug(outcome.verdict, document_id=outcome.document_id, agency=outcome.sender,
                            targets=claims)
