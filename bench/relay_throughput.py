@@ -9,6 +9,8 @@ For each size it runs, in the same broker and the same run:
 - raw: one process per hub that moves the same bytes through the same queues with the same
   publisher confirms and acks, and does no XML, signature, store or evidence work;
 - no-receipts: lienthong with transport receipts and the audit log switched off
+- no-hold (asked for with --relays): lienthong whose receipts leave at the end of each loop turn
+  (LIENTHONG_RECEIPT_HOLD_SECONDS=0), as before receipts were held to fill bundles
   (LIENTHONG_RECEIPTS=off), to show what receipts and audit cost;
 - raw-plain (asked for with --relays): the raw forwarders over plain AMQP on loopback (the
   broker's admin account: lienthong's own accounts cannot log in without TLS), beside raw over
@@ -218,7 +220,8 @@ def latencies(relay: Relay, docs: list[bytes], rate: float) -> list[float]:
 
 def start(kind: str, base: Path, amqp: str, mgmt: str) -> tuple[Relay, list[subprocess.Popen[bytes]]]:
     """A relay of ``kind`` in its own namespace: lienthong's workers, or the raw forwarders."""
-    env = {"LIENTHONG_RECEIPTS": "off"} if kind == "no-receipts" else {}
+    env = {"no-receipts": {"LIENTHONG_RECEIPTS": "off"},
+           "no-hold": {"LIENTHONG_RECEIPT_HOLD_SECONDS": "0"}}.get(kind, {})
     raw = kind.startswith("raw")
     relay = Relay(base, amqp, mgmt, workers=0 if raw else 1, env=env)
     procs = [subprocess.Popen([sys.executable, __file__, "--raw-worker", hub, str(relay.settings.topology),
@@ -232,7 +235,8 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=2000)
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--relays", default="raw,no-receipts,lienthong",
-                    help="raw: pika forwarders; no-receipts: lienthong without receipts and audit; lienthong: all")
+                    help="raw: pika forwarders; no-receipts: lienthong without receipts and audit; "
+                         "no-hold: lienthong with receipts bundled per loop turn only; lienthong: all")
     ap.add_argument("--rate", type=float, default=0.0,
                     help="the common rate in docs/s (default: half of lienthong's flat-out rate in this run); "
                          "fixed, it compares CPU per document between runs")
