@@ -9,9 +9,9 @@ For each size it runs, in the same broker and the same run:
 - raw: one process per hub that moves the same bytes through the same queues with the same
   publisher confirms and acks, and does no XML, signature, store or evidence work;
 - no-receipts: lienthong with transport receipts and the audit log switched off
-- no-hold (asked for with --relays): lienthong whose receipts leave at the end of each loop turn
-  (LIENTHONG_RECEIPT_HOLD_SECONDS=0), as before receipts were held to fill bundles
   (LIENTHONG_RECEIPTS=off), to show what receipts and audit cost;
+- no-hold (asked for with --relays): lienthong whose receipts leave at the end of each loop turn
+  (LIENTHONG_RECEIPT_HOLD_SECONDS=0), as before receipts were held to fill bundles;
 - raw-plain (asked for with --relays): the raw forwarders over plain AMQP on loopback (the
   broker's admin account: lienthong's own accounts cannot log in without TLS), beside raw over
   TLS with client certificates: what TLS costs the hubs' connections.
