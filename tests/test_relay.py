@@ -15,6 +15,7 @@ from broker.core.hoprecords import verify_trace
 from broker.core.trust import TrustStore
 from broker.core.validation import check
 from broker.relay.assemble import hub_certificates
+from broker.relay.provision import Management
 from tests.relay import Relay
 
 pytestmark = pytest.mark.broker
@@ -363,11 +364,11 @@ def test_worker_reconnects_when_broker_drops_connections(relay: Relay) -> None:
     assert "reconnecting" in relay.log_text()
 
 
-def _gone(m: object, path: str) -> bool:
+def _gone(m: Management, path: str) -> bool:
     """The management API no longer knows ``path`` (404); any other error is raised."""
     from broker.core.errors import ConfigError
     try:
-        m.get(path)  # type: ignore[attr-defined]
+        m.get(path)
     except ConfigError as exc:
         if "HTTP 404" in exc.message:
             return True
