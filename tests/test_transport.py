@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import ssl
+import time
 from typing import Any
 
 import pytest
@@ -198,6 +199,57 @@ def test_a_publish_is_sent_in_the_turn_that_made_it(tmp_path: Any, rabbitmq_urls
         link.close()
         assert confirmed == [True]
         assert sent_at and sent_at[0] == published_at[0]
+    finally:
+        relay.close()
+
+
+def test_a_batch_of_acks_settles_together_what_is_older_than_every_other_delivery(
+        tmp_path: Any, rabbitmq_urls: tuple[str, str]) -> None:
+    """On the real broker: acking deliveries 1, 2, 3 and 5 of five unsettled ones sends one
+    ``multiple`` ack up to 3 and a single one for 5, and leaves 4 unsettled (the broker hands it
+    back when the channel closes).  A delivery requeued meanwhile no longer splits a batch."""
+    from broker.core import wire
+    from broker.relay import links
+    from tests.relay import Relay
+
+    relay = Relay(tmp_path, *rabbitmq_urls, workers=0)
+    try:
+        agency = "000.00.51.H41"
+        client = relay.client(agency)
+        sent = [client.send(relay.document(agency, ["001.00.31.H14"], subject=f"ack {i}")) for i in range(7)]
+        client.close()
+        for _ in range(100):
+            if relay.depth("H41", wire.Q_INGRESS) == len(sent):
+                break
+            time.sleep(0.1)
+        ioloop = links.new_ioloop()
+        got: list[str] = []
+        frames: list[tuple[int, bool]] = []
+
+        def arrived(r: Any) -> None:
+            got.append(r.message_id)
+            if len(got) == 7:
+                ioloop.add_callback(settle)
+
+        def settle() -> None:
+            real = consumer.channel.basic_ack
+            consumer.channel.basic_ack = lambda tag, multiple=False: (frames.append((tag, multiple)),
+                                                                     real(tag, multiple=multiple))
+            consumer.ack_all([5, 1, 3, 2])
+            consumer.requeue(6)
+            consumer.ack_all([7])  # 6 was requeued: only 4 is older, so 7 goes alone
+            consumer.close()
+            ioloop.call_later(0.5, ioloop.stop)
+
+        consumer = links.Consumer(relay.hub_url("H41"), wire.Q_INGRESS, 10, ioloop, arrived,
+                                  lambda c: c.start(), lambda _c, why: None)
+        ioloop.call_later(20, ioloop.stop)
+        ioloop.start()
+        assert got == sent
+        assert frames == [(3, True), (5, False), (7, False)]
+        left = relay.drain("H41", wire.Q_INGRESS, count=2)
+        assert sorted(r.message_id for r in left) == sorted([sent[3], sent[5]])
+        assert relay.depth("H41", wire.Q_INGRESS) == 0
     finally:
         relay.close()
 

@@ -402,11 +402,11 @@ class HubWorker:
     def _acked(self, batch: list[tuple[int, Outcome, list[str]]]) -> None:
         """Ack messages whose copies are out and whose claims are marked."""
         self._in_flight.difference_update((o.digest, c) for _, o, claims in batch for c in claims)
-        if any(tag for tag, _, _ in batch):
+        if tags := [tag for tag, _, _ in batch if tag]:  # tag 0: marked while its receipts are held
             self._fault.maybe_die("before-ack")
-        for tag, outcome, claims in batch:
-            if tag and self._consumer is not None:  # tag 0: marked while its receipts are held
-                self._consumer.ack(tag)
+            if self._consumer is not None:
+                self._consumer.ack_all(tags)
+        for _, outcome, claims in batch:
             self.log.debug(outcome.verdict, document_id=outcome.document_id, agency=outcome.sender,
                            targets=claims)
 
