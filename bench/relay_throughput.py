@@ -22,9 +22,10 @@ documents caused: receipts, acks).  Latency: p50/p99 from publish to arrival in 
 every relay loaded at the same rate, half of lienthong's own flat-out rate (or ``--rate``), and
 the CPU the hub processes and the broker used meanwhile (percent of one core; the machine has
 two) and the hubs' CPU per document.  Before each measurement it waits for the broker to be
-quiet.  The last line gives the ratios the relay's speed goals are stated in: lienthong's
-throughput over raw's, its p99 over raw's at the same rate, and its hub CPU per document
-(receipts and audit on).
+quiet.  Then each hub's CPU per document at the common rate, relay by relay (what a hop
+costs beside what forwarding alone costs there).  The last line gives the ratios the relay's
+speed goals are stated in: lienthong's throughput over raw's, its p99 over raw's at the same
+rate, and its hub CPU per document (receipts and audit on).
 Needs a RabbitMQ with management (scripts/ensure-rabbitmq.sh); uses its own namespace.
 """
 
@@ -195,7 +196,14 @@ def pct(values: list[float], p: float) -> float:
 
 def hub_pids(relay: Relay, procs: list[subprocess.Popen[bytes]]) -> list[int]:
     """The hub processes of a relay: lienthong's workers or the raw forwarders."""
-    return [p.pid for p in procs] + [p.pid for ps in relay.procs.values() for p in ps]
+    return [pid for pids in pids_by_hub(relay, procs).values() for pid in pids]
+
+
+def pids_by_hub(relay: Relay, procs: list[subprocess.Popen[bytes]]) -> dict[str, list[int]]:
+    """The processes of each hub, in the order a document crosses them."""
+    if procs:
+        return {hub: [p.pid] for hub, p in zip((*ROUTE, LAST), procs, strict=True)}
+    return {hub: [p.pid for p in relay.procs.get(hub, [])] for hub in (*ROUTE, LAST)}
 
 
 def with_cpu(pids: list[int], work: Callable[..., T], *args: Any) -> tuple[T, float, float]:
@@ -268,17 +276,23 @@ def main() -> None:
                 print(f"{size // 1000} KB documents, four hubs; latency and CPU at {rate:.0f} docs/s for every relay")
                 print(f"{'relay':>12} {'flat docs/s':>11} {'hub/broker ms/doc':>17} {'p50 ms':>8} {'p99 ms':>8} "
                       f"{'hubs CPU%':>9} {'broker CPU%':>11} {'hub ms/doc':>10}")
-                rows = {}
+                rows, per_hub = {}, {}
                 for k, (relay, procs) in relays.items():
                     settle()
                     t0 = time.perf_counter()
+                    by_hub = pids_by_hub(relay, procs)
+                    each0 = {hub: cpu_seconds(pids) for hub, pids in by_hub.items()}
                     lat, hubs, broker = with_cpu(hub_pids(relay, procs), latencies, relay, docs[k][count:], rate)
                     wall = time.perf_counter() - t0
+                    per_hub[k] = {hub: 1000 * (cpu_seconds(pids) - each0[hub]) / max(1, len(lat))
+                                  for hub, pids in by_hub.items()}
                     relay.wait_idle(timeout=300)
                     rows[k] = (pct(lat, 50), pct(lat, 99), 1000 * hubs / max(1, len(lat)))
                     cpu = f"{flat_cpu[k][0]:.1f} / {flat_cpu[k][1]:.1f}"
                     print(f"{k:>12} {flat[k]:11.0f} {cpu:>17} {rows[k][0]:8.1f} {rows[k][1]:8.1f} "
                           f"{100 * hubs / wall:9.0f} {100 * broker / wall:11.0f} {rows[k][2]:10.1f}", flush=True)
+                print("hub CPU ms/doc at that rate, per hub: " + "; ".join(
+                    f"{k} " + " ".join(f"{hub} {ms:.2f}" for hub, ms in per_hub[k].items()) for k in per_hub))
                 if "raw" in flat and "lienthong" in flat:
                     print(f"lienthong / raw: throughput {flat['lienthong'] / flat['raw']:.0%}, "
                           f"p99 {rows['lienthong'][1] / rows['raw'][1]:.1f}x; "
