@@ -10,6 +10,7 @@ cut in the middle.  The signed document itself is never touched.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -119,7 +120,11 @@ def check_path(records: Sequence[HopRecord], neighbours: Callable[[str], Sequenc
     return tuple(sorted(allowed or ()))
 
 
+@functools.lru_cache(maxsize=256)
 def parse_record(token: str) -> HopRecord:
+    """A record token's fields (not its signature: :func:`verify_record`).  A hop reads a record
+    two or three times (the entry time, the trace check, the routing), so the last few hundred
+    are remembered; a record is immutable, and a malformed one is not remembered."""
     try:
         payload, _, _sig = token.rpartition(".")
         d = json.loads(payload)
