@@ -118,44 +118,65 @@ def _ns(tag: object) -> str:
     return t[1:].partition("}")[0] if t.startswith("{") else ""
 
 
-def _text(el: etree._Element | None, path: str) -> str:
-    if el is None:
-        return ""
-    found = el.find(path)
-    return text_of(found).strip() if found is not None else ""
+Children = dict[str, list[etree._Element]]
 
 
-def _one(parent: etree._Element, name: str, where: str) -> etree._Element:
-    found = parent.findall(E + name)
+def _children(el: etree._Element) -> Children:
+    """``el``'s child elements by tag, in document order.  Reading a message takes a dozen fields
+    from a few elements: one walk over each, then dictionary lookups, instead of a ``find`` (a walk
+    of the children, and a path to parse) per field."""
+    kids: Children = {}
+    for c in el:
+        if isinstance(c.tag, str):  # comments and processing instructions are not elements
+            kids.setdefault(c.tag, []).append(c)
+    return kids
+
+
+def _text(kids: Children, name: str, inner: str = "") -> str:
+    """The stripped text of the first ``name`` child, or of the first ``inner`` child of a
+    ``name`` child (the path ``name/inner``); '' if there is none."""
+    for el in kids.get(E + name, ()):
+        if not inner:
+            return text_of(el).strip()
+        for c in el:
+            if c.tag == E + inner:
+                return text_of(c).strip()
+    return ""
+
+
+def _one(kids: Children, name: str, where: str) -> etree._Element:
+    found = kids.get(E + name, [])
     if len(found) != 1:
         raise SchemaViolation(f"{where} must have exactly one {name}, found {len(found)}")
     return found[0]
 
 
 def _organ(el: etree._Element, where: str) -> Organ:
-    organ_id = _text(el, E + "OrganId")
+    kids = _children(el)
+    organ_id = _text(kids, "OrganId")
     if not organ_id:
         raise SchemaViolation(f"{where}/OrganId is missing or empty")
-    return Organ(organ_id, _text(el, E + "OrganName"))
+    return Organ(organ_id, _text(kids, "OrganName"))
 
 
 def read(tree: etree._ElementTree | etree._Element) -> Message:
     """Read a schema-valid edXML message into a :class:`Message`."""
     root = tree.getroot() if isinstance(tree, etree._ElementTree) else tree
-    header = header_of(root)
-    mh = _one(header, "MessageHeader", "edXMLHeader")
+    header = _children(header_of(root))
+    mh_el = _one(header, "MessageHeader", "edXMLHeader")
+    mh = _children(mh_el)
     sender = _organ(_one(mh, "From", "MessageHeader"), "From")
-    status_code = _text(mh, E + "StatusCode") or None
-    rf_el = mh.find(E + "ResponseFor")
+    status_code = _text(mh, "StatusCode") or None
     response_for = None
-    if rf_el is not None and _text(rf_el, E + "OrganId"):
-        response_for = ResponseFor(_text(rf_el, E + "OrganId"), _text(rf_el, E + "DocumentId"),
-                                   _text(rf_el, E + "Code"))
+    if E + "ResponseFor" in mh:
+        rf = _children(mh[E + "ResponseFor"][0])
+        if _text(rf, "OrganId"):
+            response_for = ResponseFor(_text(rf, "OrganId"), _text(rf, "DocumentId"), _text(rf, "Code"))
     business = None
-    b_el = header.find(E + "TraceHeaderList/" + E + "Bussiness")
+    b_el = next((c for t in header.get(E + "TraceHeaderList", ()) for c in t if c.tag == E + "Bussiness"), None)
     if b_el is not None:
-        business = Business(_text(b_el, E + "BussinessDocType"), _text(b_el, E + "DocumentId"),
-                            _text(b_el, E + "BussinessDocReason"))
+        b = _children(b_el)
+        business = Business(_text(b, "BussinessDocType"), _text(b, "DocumentId"), _text(b, "BussinessDocReason"))
 
     if status_code is not None:
         _one(mh, "StatusCode", "MessageHeader")
@@ -165,9 +186,9 @@ def read(tree: etree._ElementTree | etree._Element) -> Message:
         return Message(kind="status", sender=sender, recipients=(Organ(response_for.organ_id),),
                        document_id=response_for.document_id, status_code=status_code,
                        response_for=response_for, business=business,
-                       timestamp=_text(mh, E + "Timestamp"))
+                       timestamp=_text(mh, "Timestamp"))
 
-    recipients = tuple(_organ(to, "To") for to in mh.findall(E + "To"))
+    recipients = tuple(_organ(to, "To") for to in mh.get(E + "To", ()))
     if not recipients:
         raise SchemaViolation("a document needs at least one To agency")
     if len({r.organ_id for r in recipients}) != len(recipients):
@@ -175,10 +196,9 @@ def read(tree: etree._ElementTree | etree._Element) -> Message:
     document_id = text_of(_one(mh, "DocumentId", "MessageHeader"))
     if not document_id.strip():
         raise SchemaViolation("DocumentId is empty")
-    code = "/".join(x for x in (_text(mh, E + "Code/" + E + "CodeNumber"),
-                                _text(mh, E + "Code/" + E + "CodeNotation")) if x)
+    code = "/".join(x for x in (_text(mh, "Code", "CodeNumber"), _text(mh, "Code", "CodeNotation")) if x)
     return Message(kind="document", sender=sender, recipients=recipients,
-                   document_id=document_id.strip(), subject=_text(mh, E + "Subject"), code=code,
+                   document_id=document_id.strip(), subject=_text(mh, "Subject"), code=code,
                    response_for=response_for, business=business,
                    attachments=_attachments(root))
 
@@ -216,17 +236,18 @@ def is_base64(text: str) -> bool:
 
 
 def _attachments(root: etree._Element) -> tuple[Attachment, ...]:
-    refs = [(_text(r, E + "ContentId")) for r in
+    refs = [_text(_children(r), "ContentId") for r in
             root.iterfind(E + "edXMLEnvelope/" + E + "edXMLBody/" + E + "edXMLManifest/" + E + "Reference")]
     found: dict[str, Attachment] = {}
     for a in root.iterfind(E + "AttachmentEncoded/" + E + "Attachment"):
-        cid = _text(a, E + "ContentId")
+        kids = _children(a)
+        cid = _text(kids, "ContentId")
         if cid in found:
             raise ManifestMismatch(f"two attachments share ContentId {cid!r}")
-        encoded = _text(a, E + "ContentTransferEncoded")
+        encoded = _text(kids, "ContentTransferEncoded")
         if not is_base64(encoded):
             raise ManifestMismatch(f"attachment {cid!r} is not valid base64")
-        found[cid] = Attachment(cid, _text(a, E + "AttachmentName"), _text(a, E + "ContentType"), encoded)
+        found[cid] = Attachment(cid, _text(kids, "AttachmentName"), _text(kids, "ContentType"), encoded)
     if len(set(refs)) != len(refs):
         raise ManifestMismatch("the manifest lists the same ContentId twice")
     missing = [c for c in refs if c not in found]
