@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from broker.core import errors
+from broker.core import errors, receipts
+from broker.core.algorithms import EXC_C14N
+from broker.core.canon import canonicalize
 from broker.core.edxml import E, Organ, build_document
-from broker.core.signer import SigningKey, sign
+from broker.core.signer import SigningKey, sign, sign_tree
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.core.validation import check
@@ -133,3 +135,52 @@ def test_signer_binding_is_lienthongs_own_check(dev_pki: Path, topology: Topolog
     assert xmlsec_verify(dev_pki, signed, tmp_path).returncode == 0
     with pytest.raises(errors.SignerMismatch):
         check(signed, trust=TrustStore.load(dev_pki), topology=topology)
+
+
+def _receipt_as_a_tree(receipt: receipts.Receipt, key: SigningKey) -> bytes:
+    """The same receipt built as a tree and signed by the general signer: the reference for
+    :func:`receipts.build`, which writes it as text."""
+    root = etree.Element(receipts.R + "Receipt", nsmap={"lt": receipts.RECEIPT_NS})
+    root.set("version", "1")
+    values = {"Kind": receipt.kind, "Hub": receipt.hub, "Time": receipt.time, "DocumentId": receipt.document_id,
+              "DocumentSha256": receipt.document_sha256, "From": receipt.sender, "Code": receipt.code,
+              "Reason": receipt.reason}
+    for name in receipts.FIELDS:
+        for value in (receipt.recipients if name == "To" else (values[name],)):
+            etree.SubElement(root, receipts.R + name).text = value
+    tree = etree.ElementTree(root)
+    sign_tree(tree, key, parent=root)
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
+
+
+def _unsigned(data: bytes) -> bytes:
+    """The exclusive canonical form of a receipt with its signature value left out."""
+    root = etree.fromstring(data)
+    root.find(f"{{{DS}}}Signature/{{{DS}}}SignatureValue").text = ""
+    return canonicalize(etree.ElementTree(root), EXC_C14N)
+
+
+@pytest.mark.parametrize("kind", ["ec", "rsa"])
+def test_receipts_written_as_text_are_what_the_signer_writes_and_verify(dev_pki: Path, tmp_path: Path,
+                                                                        kind: str) -> None:
+    """A receipt with every character that needs escaping (and one that only the canonical form
+    escapes, ``\\r``), Vietnamese text, empty fields and two recipients: xmlsec1 and lienthong
+    verify it, it reads back as written, and it is the tree the general signer makes, but for the
+    signature value (ECDSA's differs every time)."""
+    hub = devpki.issue(devpki.load_root(dev_pki), "hub for receipts", uid="hub:H41", kind=kind)
+    key = SigningKey(hub.key, hub.cert)
+    for receipt in (
+        receipts.Receipt(kind="rejected", hub="H41", time="2026-12-06T01:02:03.000004Z",
+                         document_id='a&b<c>d"e\'f', document_sha256="ab" * 32, sender=G22, recipients=(H41, G22),
+                         code="SIG_DIGEST", reason="Văn bản bị sửa\r\nsau khi ký:\t<x> & ]]>"),
+        receipts.Receipt(kind="accepted", hub="H41", time="2026-12-06T01:02:03.000004Z", document_id="DOC-1",
+                         document_sha256="cd" * 32, sender=G22),
+    ):
+        written = receipts.build(receipt, key)
+        assert _unsigned(written) == _unsigned(_receipt_as_a_tree(receipt, key))
+        assert receipts.verify(written, TrustStore.load(dev_pki)).receipt == receipt
+        result = xmlsec_verify(dev_pki, written, tmp_path)
+        assert result.returncode == 0, result.stderr
+    with pytest.raises(ValueError, match="XML compatible"):
+        receipts.build(receipts.Receipt(kind="accepted", hub="H41", time="", document_id="x\x01",
+                                        document_sha256="", sender=G22), key)
