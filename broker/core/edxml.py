@@ -19,7 +19,7 @@ from typing import Literal
 from lxml import etree
 
 from broker.core.errors import ManifestMismatch, SchemaViolation, WrongNamespace
-from broker.core.parsing import text_of
+from broker.core.parsing import Children, children, text_of
 
 EDXML_NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
 E = "{" + EDXML_NS + "}"
@@ -118,20 +118,6 @@ def _ns(tag: object) -> str:
     return t[1:].partition("}")[0] if t.startswith("{") else ""
 
 
-Children = dict[str, list[etree._Element]]
-
-
-def _children(el: etree._Element) -> Children:
-    """``el``'s child elements by tag, in document order.  Reading a message takes a dozen fields
-    from a few elements: one walk over each, then dictionary lookups, instead of a ``find`` (a walk
-    of the children, and a path to parse) per field."""
-    kids: Children = {}
-    for c in el:
-        if isinstance(c.tag, str):  # comments and processing instructions are not elements
-            kids.setdefault(c.tag, []).append(c)
-    return kids
-
-
 def _text(kids: Children, name: str, inner: str = "") -> str:
     """The stripped text of the first ``name`` child, or of the first ``inner`` child of a
     ``name`` child (the path ``name/inner``); '' if there is none."""
@@ -152,7 +138,7 @@ def _one(kids: Children, name: str, where: str) -> etree._Element:
 
 
 def _organ(el: etree._Element, where: str) -> Organ:
-    kids = _children(el)
+    kids = children(el)
     organ_id = _text(kids, "OrganId")
     if not organ_id:
         raise SchemaViolation(f"{where}/OrganId is missing or empty")
@@ -162,20 +148,20 @@ def _organ(el: etree._Element, where: str) -> Organ:
 def read(tree: etree._ElementTree | etree._Element) -> Message:
     """Read a schema-valid edXML message into a :class:`Message`."""
     root = tree.getroot() if isinstance(tree, etree._ElementTree) else tree
-    header = _children(header_of(root))
+    header = children(header_of(root))
     mh_el = _one(header, "MessageHeader", "edXMLHeader")
-    mh = _children(mh_el)
+    mh = children(mh_el)
     sender = _organ(_one(mh, "From", "MessageHeader"), "From")
     status_code = _text(mh, "StatusCode") or None
     response_for = None
     if E + "ResponseFor" in mh:
-        rf = _children(mh[E + "ResponseFor"][0])
+        rf = children(mh[E + "ResponseFor"][0])
         if _text(rf, "OrganId"):
             response_for = ResponseFor(_text(rf, "OrganId"), _text(rf, "DocumentId"), _text(rf, "Code"))
     business = None
     b_el = next((c for t in header.get(E + "TraceHeaderList", ()) for c in t if c.tag == E + "Bussiness"), None)
     if b_el is not None:
-        b = _children(b_el)
+        b = children(b_el)
         business = Business(_text(b, "BussinessDocType"), _text(b, "DocumentId"), _text(b, "BussinessDocReason"))
 
     if status_code is not None:
@@ -236,11 +222,11 @@ def is_base64(text: str) -> bool:
 
 
 def _attachments(root: etree._Element) -> tuple[Attachment, ...]:
-    refs = [_text(_children(r), "ContentId") for r in
+    refs = [_text(children(r), "ContentId") for r in
             root.iterfind(E + "edXMLEnvelope/" + E + "edXMLBody/" + E + "edXMLManifest/" + E + "Reference")]
     found: dict[str, Attachment] = {}
     for a in root.iterfind(E + "AttachmentEncoded/" + E + "Attachment"):
-        kids = _children(a)
+        kids = children(a)
         cid = _text(kids, "ContentId")
         if cid in found:
             raise ManifestMismatch(f"two attachments share ContentId {cid!r}")

@@ -27,7 +27,7 @@ from lxml import etree
 
 from broker.core.errors import SchemaViolation, SignatureError, TraceInvalid
 from broker.core.hoprecords import utc_now
-from broker.core.parsing import DEFAULT_LIMITS, parse, text_of
+from broker.core.parsing import DEFAULT_LIMITS, children, parse, text_of
 from broker.core.signer import SigningKey, enveloped_signature
 from broker.core.topology import subject_uid
 from broker.core.trust import TrustStore
@@ -93,8 +93,10 @@ def read(tree: etree._ElementTree) -> Receipt:
     if root.tag != R + "Receipt":
         raise SchemaViolation("not a lienthong receipt")
 
+    kids = children(root)
+
     def one(name: str) -> str:
-        found = root.findall(R + name)
+        found = kids.get(R + name, [])
         if len(found) != 1:
             raise SchemaViolation(f"receipt must have exactly one {name}")
         return text_of(found[0])
@@ -104,7 +106,7 @@ def read(tree: etree._ElementTree) -> Receipt:
         raise SchemaViolation(f"receipt kind {kind!r} is unknown")
     return Receipt(kind=kind, hub=one("Hub"), time=one("Time"), document_id=one("DocumentId"),
                    document_sha256=one("DocumentSha256"), sender=one("From"),
-                   recipients=tuple(text_of(e) for e in root.findall(R + "To")),
+                   recipients=tuple(text_of(e) for e in kids.get(R + "To", ())),
                    code=one("Code"), reason=one("Reason"))
 
 
