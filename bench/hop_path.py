@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,31 +31,15 @@ sys.path.insert(0, str(ROOT))
 from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa  # noqa: E402
 
+from bench.trace_check import FAR, PATH, SENDER, Hubs, per_call_us  # noqa: E402
 from broker.core import receipts, schema, wire  # noqa: E402
 from broker.core.algorithms import DS, EXC_C14N  # noqa: E402
 from broker.core.canon import canonicalize  # noqa: E402
-from broker.core.edxml import Organ, build_document  # noqa: E402
-from broker.core.hop import Hop, Inbound  # noqa: E402
+from broker.core.hop import Inbound  # noqa: E402
 from broker.core.hoprecords import utc_now  # noqa: E402
 from broker.core.parsing import parse  # noqa: E402
-from broker.core.signer import SigningKey, sign  # noqa: E402
-from broker.core.topology import Topology  # noqa: E402
-from broker.core.trust import TrustStore  # noqa: E402
-from broker.relay import devpki  # noqa: E402
-from broker.relay.assemble import hub_certificates  # noqa: E402
+from broker.core.signer import SigningKey  # noqa: E402
 from broker.settings import PkiLayout  # noqa: E402
-
-SENDER, FAR = "000.00.51.H41", "001.00.31.H14"
-PATH = ("H41", "national", "H14", "H14-D31")
-
-
-def per_call_us(fn: Callable[[], object], seconds: float) -> float:
-    fn()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        fn()
-        n += 1
-    return (time.perf_counter() - start) / n * 1e6
 
 
 def main() -> None:
@@ -65,19 +47,14 @@ def main() -> None:
     ap.add_argument("--bundle", type=int, default=8, help="documents whose delivered receipts share a bundle")
     ap.add_argument("--seconds", type=float, default=3.0, help="time per figure")
     a = ap.parse_args()
-    topology = Topology.load(ROOT / "config" / "topology.yaml")
     with tempfile.TemporaryDirectory() as tmp:
-        pki = devpki.init(Path(tmp) / "pki", topology)
-        trust = TrustStore.load(pki)
-        certs = hub_certificates(pki, topology, trust)
-        keys = {h: SigningKey.load(*PkiLayout(pki).hub(h)) for h in PATH}
-        hops = {h: Hop(hub=h, topology=topology, trust=trust, key=keys[h], hub_certs=certs) for h in PATH}
-        agency = SigningKey.load(*PkiLayout(pki).agency(SENDER))
+        hubs = Hubs.make(Path(tmp))
+        hops = hubs.hops
+        keys = {h: hop.key for h, hop in hops.items()}
+        agency = SigningKey.load(*PkiLayout(hubs.pki).agency(SENDER))
 
         def documents() -> list[bytes]:
-            return [sign(build_document(Organ(SENDER, "xã"), [Organ(FAR, "xã")], subject=f"đo {i}",
-                                        attachments=[("a.bin", "application/octet-stream", os.urandom(7000))]),
-                         agency) for i in range(a.bundle)]
+            return [hubs.document(f"đo {i}") for i in range(a.bundle)]
 
         spent = dict.fromkeys(PATH, 0.0)
         rounds = [0]

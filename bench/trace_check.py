@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,20 +49,40 @@ def per_call_us(fn: Callable[[], object], seconds: float) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
+@dataclass(frozen=True)
+class Hubs:
+    """The four hubs of :data:`PATH` with a dev PKI, as their workers would hold them."""
+
+    topology: Topology
+    pki: Path
+    hops: dict[str, Hop]
+
+    @classmethod
+    def make(cls, where: Path) -> Hubs:
+        topology = Topology.load(ROOT / "config" / "topology.yaml")
+        pki = devpki.init(where / "pki", topology)
+        trust = TrustStore.load(pki)
+        certs = hub_certificates(pki, topology, trust)
+        return cls(topology, pki, {h: Hop(hub=h, topology=topology, trust=trust,
+                                          key=SigningKey.load(*PkiLayout(pki).hub(h)), hub_certs=certs)
+                                   for h in PATH})
+
+    def document(self, subject: str = "đo") -> bytes:
+        """A signed 10 KB document from a commune of Nghệ An to a commune of Cao Bằng."""
+        return sign(build_document(Organ(SENDER, "xã"), [Organ(FAR, "xã")], subject=subject,
+                                   attachments=[("a.bin", "application/octet-stream", os.urandom(7000))]),
+                    SigningKey.load(*PkiLayout(self.pki).agency(SENDER)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=2.0)
     a = ap.parse_args()
-    topology = Topology.load(ROOT / "config" / "topology.yaml")
     with tempfile.TemporaryDirectory() as tmp:
-        pki = devpki.init(Path(tmp) / "pki", topology)
-        trust = TrustStore.load(pki)
-        certs = hub_certificates(pki, topology, trust)
-        hops = {h: Hop(hub=h, topology=topology, trust=trust, key=SigningKey.load(*PkiLayout(pki).hub(h)),
-                       hub_certs=certs) for h in PATH}
-        body = sign(build_document(Organ(SENDER, "xã"), [Organ(FAR, "xã")], subject="đo",
-                                   attachments=[("a.bin", "application/octet-stream", os.urandom(7000))]),
-                    SigningKey.load(*PkiLayout(pki).agency(SENDER)))
+        hubs = Hubs.make(Path(tmp))
+        topology, hops = hubs.topology, hubs.hops
+        certs = next(iter(hops.values())).hub_certs
+        body = hubs.document()
         digest = hashlib.sha256(body).hexdigest()
         inbound = Inbound(body, {}, wire.agency_exchange(SENDER))
         print(f"{'hub (records in)':22} {'last, us':>10} {'full, us':>10} {'extra, us':>10} {'whole hop, us':>14}")
