@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from broker import logs  # noqa: E402
 from broker.core import wire  # noqa: E402
 from broker.relay import layout, links, transport  # noqa: E402
+from broker.relay.provision import Management  # noqa: E402
 from tests import services  # noqa: E402
 from tests.relay import Relay  # noqa: E402
 
@@ -238,6 +240,51 @@ def start(kind: str, base: Path, amqp: str, mgmt: str) -> tuple[Relay, list[subp
     return relay, procs
 
 
+Ratios = tuple[float, float, float]
+"""lienthong over raw: flat-out throughput, p99 at the common rate; lienthong's hub ms/doc there."""
+
+
+def measure(relays: dict[str, tuple[Relay, list[subprocess.Popen[bytes]]]], size: int, count: int, raw_size: int,
+            fixed_rate: float, tag: str) -> Ratios | None:
+    """One round over ``relays`` in the order given: each flat out, then each at the common rate.
+    Prints the round's table; returns its ratios when it measured raw and lienthong."""
+    docs = {k: [r.document(SENDER, [RECIPIENT], size=raw_size, subject=f"bench {k} {tag} {i}")
+                for i in range(count + count // 2)] for k, (r, _) in relays.items()}
+    flat, flat_cpu = {}, {}
+    for k, (r, procs) in relays.items():
+        settle()
+        # CPU per document flat out, everything it caused included (receipts, acks)
+        flat[k], hubs, broker = with_cpu(hub_pids(r, procs), flat_out, r, docs[k][:count])
+        flat_cpu[k] = (1000 * hubs / count, 1000 * broker / count)
+    # the common rate: half of lienthong's own flat-out rate (of the slowest relay without it)
+    rate = fixed_rate or (flat["lienthong"] if "lienthong" in flat else min(flat.values())) / 2
+    print(f"{size // 1000} KB documents, four hubs; latency and CPU at {rate:.0f} docs/s for every relay")
+    print(f"{'relay':>12} {'flat docs/s':>11} {'hub/broker ms/doc':>17} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'hubs CPU%':>9} {'broker CPU%':>11} {'hub ms/doc':>10}")
+    rows, per_hub = {}, {}
+    for k, (relay, procs) in relays.items():
+        settle()
+        t0 = time.perf_counter()
+        by_hub = pids_by_hub(relay, procs)
+        each0 = {hub: cpu_seconds(pids) for hub, pids in by_hub.items()}
+        lat, hubs, broker = with_cpu(hub_pids(relay, procs), latencies, relay, docs[k][count:], rate)
+        wall = time.perf_counter() - t0
+        per_hub[k] = {hub: 1000 * (cpu_seconds(pids) - each0[hub]) / max(1, len(lat)) for hub, pids in by_hub.items()}
+        relay.wait_idle(timeout=300)
+        rows[k] = (pct(lat, 50), pct(lat, 99), 1000 * hubs / max(1, len(lat)))
+        cpu = f"{flat_cpu[k][0]:.1f} / {flat_cpu[k][1]:.1f}"
+        print(f"{k:>12} {flat[k]:11.0f} {cpu:>17} {rows[k][0]:8.1f} {rows[k][1]:8.1f} "
+              f"{100 * hubs / wall:9.0f} {100 * broker / wall:11.0f} {rows[k][2]:10.1f}", flush=True)
+    print("hub CPU ms/doc at that rate, per hub: " + "; ".join(
+        f"{k} " + " ".join(f"{hub} {ms:.2f}" for hub, ms in per_hub[k].items()) for k in per_hub))
+    if "raw" not in flat or "lienthong" not in flat:
+        return None
+    ratios = (flat["lienthong"] / flat["raw"], rows["lienthong"][1] / rows["raw"][1], rows["lienthong"][2])
+    print(f"lienthong / raw: throughput {ratios[0]:.0%}, p99 {ratios[1]:.1f}x; "
+          f"lienthong hub CPU {ratios[2]:.1f} ms per document", flush=True)
+    return ratios
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--count", type=int, default=2000)
@@ -248,6 +295,10 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=0.0,
                     help="the common rate in docs/s (default: half of lienthong's flat-out rate in this run); "
                          "fixed, it compares CPU per document between runs")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds on the same relays, every other one in the reverse order (the relay measured "
+                         "second tends to meet a slower broker), each with the sender's inbox emptied of the "
+                         "last round's receipts; the medians of the ratios close the output")
     ap.add_argument("--raw-worker", nargs=4, metavar=("HUB", "TOPOLOGY", "DATA", "PLAIN"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.raw_worker:
@@ -263,40 +314,21 @@ def main() -> None:
             relays = {k: start(k, Path(tmp) / f"{k}-{size}", amqp, mgmt) for k in kinds}
             try:
                 time.sleep(2)  # the workers connect
-                docs = {k: [r.document(SENDER, [RECIPIENT], size=raw_size, subject=f"bench {k} {i}")
-                            for i in range(count + count // 2)] for k, (r, _) in relays.items()}
-                flat, flat_cpu = {}, {}
-                for k, (r, procs) in relays.items():
-                    settle()
-                    # CPU per document flat out, everything it caused included (receipts, acks)
-                    flat[k], hubs, broker = with_cpu(hub_pids(r, procs), flat_out, r, docs[k][:count])
-                    flat_cpu[k] = (1000 * hubs / count, 1000 * broker / count)
-                # the common rate: half of lienthong's own flat-out rate (of the slowest relay without it)
-                rate = args.rate or (flat["lienthong"] if "lienthong" in flat else min(flat.values())) / 2
-                print(f"{size // 1000} KB documents, four hubs; latency and CPU at {rate:.0f} docs/s for every relay")
-                print(f"{'relay':>12} {'flat docs/s':>11} {'hub/broker ms/doc':>17} {'p50 ms':>8} {'p99 ms':>8} "
-                      f"{'hubs CPU%':>9} {'broker CPU%':>11} {'hub ms/doc':>10}")
-                rows, per_hub = {}, {}
-                for k, (relay, procs) in relays.items():
-                    settle()
-                    t0 = time.perf_counter()
-                    by_hub = pids_by_hub(relay, procs)
-                    each0 = {hub: cpu_seconds(pids) for hub, pids in by_hub.items()}
-                    lat, hubs, broker = with_cpu(hub_pids(relay, procs), latencies, relay, docs[k][count:], rate)
-                    wall = time.perf_counter() - t0
-                    per_hub[k] = {hub: 1000 * (cpu_seconds(pids) - each0[hub]) / max(1, len(lat))
-                                  for hub, pids in by_hub.items()}
-                    relay.wait_idle(timeout=300)
-                    rows[k] = (pct(lat, 50), pct(lat, 99), 1000 * hubs / max(1, len(lat)))
-                    cpu = f"{flat_cpu[k][0]:.1f} / {flat_cpu[k][1]:.1f}"
-                    print(f"{k:>12} {flat[k]:11.0f} {cpu:>17} {rows[k][0]:8.1f} {rows[k][1]:8.1f} "
-                          f"{100 * hubs / wall:9.0f} {100 * broker / wall:11.0f} {rows[k][2]:10.1f}", flush=True)
-                print("hub CPU ms/doc at that rate, per hub: " + "; ".join(
-                    f"{k} " + " ".join(f"{hub} {ms:.2f}" for hub, ms in per_hub[k].items()) for k in per_hub))
-                if "raw" in flat and "lienthong" in flat:
-                    print(f"lienthong / raw: throughput {flat['lienthong'] / flat['raw']:.0%}, "
-                          f"p99 {rows['lienthong'][1] / rows['raw'][1]:.1f}x; "
-                          f"lienthong hub CPU {rows['lienthong'][2]:.1f} ms per document", flush=True)
+                found = []
+                for round_ in range(args.repeat):
+                    order = kinds if round_ % 2 == 0 else kinds[::-1]
+                    if round_:  # the receipts the last round left in the sender's inbox: this one starts empty
+                        for relay, _ in relays.values():
+                            vhost = quote(relay.names.vhost(relay.topology.agency(SENDER).hub), safe="")
+                            Management(mgmt).request("DELETE", f"/api/queues/{vhost}/"
+                                                     f"{quote(wire.inbox_queue(SENDER), safe='')}/contents")
+                    ratios = measure({k: relays[k] for k in order}, size, count, raw_size, args.rate, str(round_))
+                    if ratios is not None:
+                        found.append(ratios)
+                if len(found) > 1:
+                    med = [statistics.median(r[i] for r in found) for i in range(3)]
+                    print(f"median of {len(found)} rounds: lienthong / raw: throughput {med[0]:.0%}, "
+                          f"p99 {med[1]:.1f}x; lienthong hub CPU {med[2]:.1f} ms per document", flush=True)
             finally:
                 for relay, procs in relays.values():
                     for p in procs:
