@@ -158,21 +158,24 @@ def enveloped_signature(canonical: bytes, key: SigningKey) -> bytes:
     For documents lienthong writes itself (receipts), whose canonical form it writes directly:
     no tree to build and canonicalize twice.  SignedInfo is signed in the exclusive canonical form
     its text below has (the ``ds`` declaration on it, no other namespace used in it, empty
-    elements written out); ``tests/test_receipt_route.py`` holds the result to sign_tree's."""
+    elements written out); ``tests/test_interop_xmlsec.py`` holds the result to sign_tree's."""
     digest = base64.b64encode(hashlib.sha256(canonical).digest()).decode()
     algorithms = (("CanonicalizationMethod", EXC_C14N.uri), ("SignatureMethod", key.method.uri))
     transforms = (("Transform", ENVELOPED), ("Transform", EXC_C14N.uri))
 
-    def signed_info(decl: str, empty: str) -> str:
+    def signed_info(as_signed: bool) -> str:
+        """As signed (canonical: its own ``ds`` declaration, empty elements written out), or as
+        sent inside ``ds:Signature``."""
         def step(tag: str, uri: str) -> str:
-            return f'<ds:{tag} Algorithm="{uri}"' + (f"></ds:{tag}>" if empty else "/>")
-        return (f"<ds:SignedInfo{decl}>" + "".join(step(*a) for a in algorithms) + '<ds:Reference URI="">'
+            return f'<ds:{tag} Algorithm="{uri}"' + (f"></ds:{tag}>" if as_signed else "/>")
+        declared = f' xmlns:ds="{DS_NS}"' if as_signed else ""
+        return (f"<ds:SignedInfo{declared}>" + "".join(step(*a) for a in algorithms) + '<ds:Reference URI="">'
                 + "<ds:Transforms>" + "".join(step(*t) for t in transforms) + "</ds:Transforms>"
                 + step("DigestMethod", SHA256.uri) + f"<ds:DigestValue>{digest}</ds:DigestValue>"
                 + "</ds:Reference></ds:SignedInfo>")
 
-    value = sign_value(key.key, key.method, signed_info(f' xmlns:ds="{DS_NS}"', "empty").encode())
-    return (f'<ds:Signature xmlns:ds="{DS_NS}">' + signed_info("", "")
+    value = sign_value(key.key, key.method, signed_info(as_signed=True).encode())
+    return (f'<ds:Signature xmlns:ds="{DS_NS}">' + signed_info(as_signed=False)
             + f"<ds:SignatureValue>{base64.b64encode(value).decode()}</ds:SignatureValue>"
             + key.key_info + "</ds:Signature>").encode()
 
