@@ -168,8 +168,10 @@ class Consumer:
         if not tags or self.channel is None or not self.channel.is_open:
             return
         self._unsettled.difference_update(tags)
-        oldest_other = min(self._unsettled, default=None)
-        together = len(tags) if oldest_other is None else bisect.bisect_left(tags, oldest_other)
+        together = 0
+        if len(tags) > 1:  # one tag goes alone: no need to look at the others
+            oldest_other = min(self._unsettled, default=None)
+            together = len(tags) if oldest_other is None else bisect.bisect_left(tags, oldest_other)
         if together > 1:
             self.channel.basic_ack(tags[together - 1], multiple=True)
             tags = tags[together:]
