@@ -12,6 +12,8 @@ For each size it runs, in the same broker and the same run:
   (LIENTHONG_RECEIPTS=off), to show what receipts and audit cost;
 - no-hold (asked for with --relays): lienthong whose receipts leave at the end of each loop turn
   (LIENTHONG_RECEIPT_HOLD_SECONDS=0), as before receipts were held to fill bundles;
+- no-gather (asked for with --relays): lienthong whose entry hub judges each document an agency
+  hands in as it comes (LIENTHONG_ENTRY_BATCH_SECONDS=0), not gathered with others for up to 20 ms;
 - raw-plain (asked for with --relays): the raw forwarders over plain AMQP on loopback (the
   broker's admin account: lienthong's own accounts cannot log in without TLS), beside raw over
   TLS with client certificates: what TLS costs the hubs' connections.
@@ -231,7 +233,8 @@ def latencies(relay: Relay, docs: list[bytes], rate: float) -> list[float]:
 def start(kind: str, base: Path, amqp: str, mgmt: str) -> tuple[Relay, list[subprocess.Popen[bytes]]]:
     """A relay of ``kind`` in its own namespace: lienthong's workers, or the raw forwarders."""
     env = {"no-receipts": {"LIENTHONG_RECEIPTS": "off"},
-           "no-hold": {"LIENTHONG_RECEIPT_HOLD_SECONDS": "0"}}.get(kind, {})
+           "no-hold": {"LIENTHONG_RECEIPT_HOLD_SECONDS": "0"},
+           "no-gather": {"LIENTHONG_ENTRY_BATCH_SECONDS": "0"}}.get(kind, {})
     raw = kind.startswith("raw")
     relay = Relay(base, amqp, mgmt, workers=0 if raw else 1, env=env)
     procs = [subprocess.Popen([sys.executable, __file__, "--raw-worker", hub, str(relay.settings.topology),
@@ -291,7 +294,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--relays", default="raw,no-receipts,lienthong",
                     help="raw: pika forwarders; no-receipts: lienthong without receipts and audit; "
-                         "no-hold: lienthong with receipts bundled per loop turn only; lienthong: all")
+                         "no-hold: lienthong with receipts bundled per loop turn only; no-gather: lienthong "
+                         "judging each agency document as it comes; lienthong: all")
     ap.add_argument("--rate", type=float, default=0.0,
                     help="the common rate in docs/s (default: half of lienthong's flat-out rate in this run); "
                          "fixed, it compares CPU per document between runs")

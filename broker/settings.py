@@ -16,6 +16,7 @@ environment at import.
 | ``LIENTHONG_SQLITE_TIMEOUT`` | 10 | seconds a SQLite store waits for a lock |
 | ``LIENTHONG_CRL_FETCH_SECONDS`` | 3600 | how often a hub fetches CRLs from their distribution points (0: never) |
 | ``LIENTHONG_RECEIPT_HOLD_SECONDS`` | 0.25 | how long receipts for other hubs' agencies wait to leave together |
+| ``LIENTHONG_ENTRY_BATCH_SECONDS`` | 0.02 | how long a document an agency hands in may wait to be judged with others |
 | ``LIENTHONG_RECEIPTS`` | on | ``off`` only to measure what receipts cost (bench/) |
 | ``LIENTHONG_FAULT`` | | ``<point>:<n>``: die (exit 137) the n-th time ``<point>`` is reached (reliability tests) |
 """
@@ -117,6 +118,7 @@ class Tuning:
     fault: str = ""
     crl_fetch_seconds: float = 3600.0
     receipt_hold_seconds: float = 0.25
+    entry_batch_seconds: float = 0.02
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Tuning:
@@ -127,7 +129,8 @@ class Tuning:
                    receipts=env.get("LIENTHONG_RECEIPTS", "on") != "off",
                    fault=env.get("LIENTHONG_FAULT", ""),
                    crl_fetch_seconds=float(env.get("LIENTHONG_CRL_FETCH_SECONDS", "3600")),
-                   receipt_hold_seconds=float(env.get("LIENTHONG_RECEIPT_HOLD_SECONDS", "0.25")))
+                   receipt_hold_seconds=float(env.get("LIENTHONG_RECEIPT_HOLD_SECONDS", "0.25")),
+                   entry_batch_seconds=float(env.get("LIENTHONG_ENTRY_BATCH_SECONDS", "0.02")))
 
 
 @dataclass(frozen=True)

@@ -206,6 +206,78 @@ def test_a_hub_killed_while_its_receipt_is_held_sends_the_document_once(relay: R
     assert len(copies) == 1, f"the recipient's inbox got the document {len(copies)} times"
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _batches(port: int, hub: str) -> dict[float, float]:
+    """The worker's ``lienthong_batch_size`` histogram: cumulative count of batches per bucket bound."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    prefix = f'lienthong_batch_size_bucket{{hub="{hub}",le="'
+    return {float(line[len(prefix):].split('"')[0].replace("+Inf", "inf")): float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line.startswith(prefix)}
+
+
+def _batches_or_none(port: int, hub: str) -> dict[float, float] | None:
+    try:
+        return _batches(port, hub) or None
+    except OSError:
+        return None
+
+
+def test_documents_an_agency_hands_in_are_judged_together_up_to_a_batch(relay: Relay) -> None:
+    """The entry hub gathers what its agencies hand in (here for up to 30 s), up to ENTRY_BATCH_MAX
+    documents: that many, sent one by one, are judged as one batch at once, long before the wait
+    is over, and each reaches the recipient once."""
+    from broker.relay.batches import ENTRY_BATCH_MAX
+    relay.wait_idle()
+    relay.stop_workers("H41")
+    port = _free_port()
+    relay.start_worker("H41", "--metrics-port", str(port), LIENTHONG_ENTRY_BATCH_SECONDS="30")
+    try:
+        docs = [relay.document(N_COMMUNE, [C_COMMUNE], subject=f"gom {i}", size=300) for i in range(ENTRY_BATCH_MAX)]
+        _until(lambda: _batches_or_none(port, "H41") is not None)  # the worker is up
+        client = relay.client(N_COMMUNE)
+        start = time.monotonic()
+        for d in docs:
+            client.send(d)
+        assert sorted(i.body for i in relay.take(C_COMMUNE, len(docs), timeout=20)) == sorted(docs)
+        assert time.monotonic() - start < 25, "the documents waited out the gathering time"
+        counts = _batches(port, "H41")
+        assert counts[ENTRY_BATCH_MAX] - counts[ENTRY_BATCH_MAX / 2] == 1, counts
+    finally:
+        relay.stop_workers("H41")
+        relay.start_worker("H41")
+    relay.wait_idle()
+    assert relay.take(C_COMMUNE, 1, timeout=2) == []
+
+
+def test_an_agency_document_waits_for_others_until_a_hub_hands_one_in(relay: Relay) -> None:
+    """At the recipients' hub (gathering for 30 s), a document one of its agencies sends another
+    waits for more; a document forwarded by a neighbouring hub does not wait, and ends the wait of
+    the one gathered before it: both are delivered long before the 30 s."""
+    relay.wait_idle()
+    relay.stop_workers("H14-D31")
+    relay.start_worker("H14-D31", LIENTHONG_ENTRY_BATCH_SECONDS="30")
+    try:
+        local = relay.document(C_COMMUNE, [C_COMMUNE_2], subject="chờ gom", size=300)
+        relay.client(C_COMMUNE).send(local)
+        assert relay.take(C_COMMUNE_2, 1, timeout=4) == [], "an agency's document did not wait for others"
+        start = time.monotonic()
+        forwarded = relay.document(N_COMMUNE, [C_COMMUNE], subject="qua bốn hub", size=300)
+        relay.client(N_COMMUNE).send(forwarded)
+        assert [i.body for i in relay.take(C_COMMUNE, 1, timeout=20)] == [forwarded]
+        assert [i.body for i in relay.take(C_COMMUNE_2, 1, timeout=5)] == [local]
+        assert time.monotonic() - start < 20
+    finally:
+        relay.stop_workers("H14-D31")
+        relay.start_worker("H14-D31")
+
+
 def _delivered_receipt(relay: Relay, docs: list[bytes]) -> Callable[[object], bool]:
     """Accepts an inbox item that is a hub's verified "delivered" receipt about one of ``docs``."""
     digests = {hashlib.sha256(d).hexdigest() for d in docs}

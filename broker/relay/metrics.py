@@ -22,6 +22,8 @@ MESSAGES = Counter("lienthong_messages_total", "Messages handled by a hub, by ou
                    ["hub", "outcome", "code"])
 HOP_SECONDS = Histogram("lienthong_hop_seconds", "From delivery to ack at a hub", ["hub"],
                         buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+BATCH_SIZE = Histogram("lienthong_batch_size", "Deliveries a hub judged and admitted together", ["hub"],
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 RETRIES = Counter("lienthong_retries_total", "Messages sent to a retry tier or parked after the last", ["hub", "to"])
 CERT_DAYS = Gauge("lienthong_certificate_days_left", "Days until the hub's certificate expires", ["hub"])
 CRL_SECONDS = Gauge("lienthong_crl_seconds_left", "Seconds until the next CRL is due (negative: overdue)",

@@ -37,6 +37,7 @@ from broker.core.routing import Target
 from broker.core.topology import Topology
 from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY, trusted_headers
 from broker.relay import checkpoints, layout, links, metrics, transport
+from broker.relay.batches import Batches
 from broker.relay.held import HeldReceipts
 from broker.relay.metrics import Stats
 from broker.relay.revocation import CrlFetcher
@@ -84,11 +85,11 @@ class HubWorker:
         self._links: dict[str, links.Link] = {}
         self._consumer: links.Consumer | None = None
         self._in_flight: set[tuple[str, str]] = set()
-        self._arrived: list[transport.Received] = []
         self._started: dict[int, float] = {}
         self._confirmed: list[tuple[int, Outcome, list[str]]] = []
         self.tuning = tuning or Tuning()
         self._held = HeldReceipts(hop.bundle, self._send, self.tuning.receipt_hold_seconds)
+        self._batches = Batches(hub_id, self._handle_arrived, self.tuning.entry_batch_seconds)
         self._fault = Fault.parse(self.tuning.fault)
         self._witnessed_seq = 0
         self.log = log.bind(hub=hub_id)
@@ -142,17 +143,17 @@ class HubWorker:
     def _session(self) -> None:
         self._ioloop = links.new_ioloop()
         self._in_flight.clear()
-        self._arrived = []
         self._started.clear()
         self._confirmed = []
         self._held.reset(self._ioloop)
+        self._batches.reset(self._ioloop)
         self._links = {}
         own = self._url(self.hub, "hub")
         self._links["."] = links.Link("local", own, self._ioloop, self._ready, self._lost)
         for n in self.topology.neighbours(self.hub):
             self._links[n] = links.Link(f"link:{n}", self._url(n, "link"), self._ioloop, self._ready, self._lost)
         self._consumer = links.Consumer(own, wire.Q_INGRESS, self.prefetch, self._ioloop,
-                                            self._on_message, self._ready, self._lost)
+                                        self._batches.add, self._ready, self._lost)
         self._ioloop.call_later(self.tuning.checkpoint_seconds, self._checkpoint)
         self._alerts()
         self._ioloop.start()
@@ -192,6 +193,7 @@ class HubWorker:
         self._teardown()
 
     def _teardown(self) -> None:
+        self._batches.drop()
         self._held.flush()  # a stop does not wait out the hold (lost links refuse them: requeued)
         self._flush_confirmed()  # marks of copies already out: a redelivery then finds them done
         if self._consumer is not None:
@@ -204,17 +206,9 @@ class HubWorker:
 
     # -- one message -------------------------------------------------------------------
 
-    def _on_message(self, d: transport.Received) -> None:
-        """pika hands over each delivery as it reads it: gather those of this I/O loop turn and
-        handle them together, with one store transaction (:meth:`_handle_arrived`)."""
-        self._arrived.append(d)
-        if len(self._arrived) == 1 and self._ioloop is not None:
-            self._ioloop.add_callback(self._handle_arrived)
-
-    def _handle_arrived(self) -> None:
-        """Judge the deliveries of this turn, then admit them in one transaction that also marks
-        the claims of the messages confirmed since the last one (which are acked after it)."""
-        batch, self._arrived = self._arrived, []
+    def _handle_arrived(self, batch: list[transport.Received]) -> None:
+        """Judge a batch of deliveries (:class:`Batches`), then admit them in one transaction that
+        also marks the claims of the messages confirmed since the last one (acked after it)."""
         judged = [j for d in batch if (j := self._judge(d)) is not None]
         carried, self._confirmed = self._confirmed, []
         if not judged and not carried:

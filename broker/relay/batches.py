@@ -1,0 +1,67 @@
+"""How a hub worker groups its deliveries into batches, each judged and admitted together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from broker.core import wire
+from broker.relay import metrics
+from broker.relay.transport import Received
+
+ENTRY_BATCH_MAX = 32
+"""Documents handed in by agencies that, once waiting together, are judged at once."""
+
+
+class Batches:
+    """The deliveries of one I/O loop turn make one batch: one store transaction, one burst of
+    publishes, one ``multiple`` ack (:meth:`broker.relay.worker.HubWorker._handle_arrived`).
+
+    A batch whose first delivery an agency handed in (its entry exchange ``in.<agency>``) waits up
+    to ``seconds`` for more, or until :data:`ENTRY_BATCH_MAX` wait: an agency's documents come one
+    at a time, and each batch of one costs this hub, and every hub after it, and the broker at
+    each queue, the same turn's work as a full one (``bench/relay_throughput.py`` shows what
+    gathering saves against ``no-gather``).  A document waits so once, at its entry hub: a
+    delivery from a hub, the retry tier or anything else ends the wait, since a neighbour's
+    forwarded documents already come in the bursts of its own batches.  ``seconds`` 0: no wait."""
+
+    def __init__(self, hub: str, handle: Callable[[list[Received]], None], seconds: float) -> None:
+        self._handle = handle
+        self.seconds = seconds
+        self._size = metrics.BATCH_SIZE.labels(hub)
+        self._ioloop: Any = None
+        self._waiting: list[Received] = []
+        self._timer: Any = None
+
+    def reset(self, ioloop: Any) -> None:
+        """A new session on ``ioloop``.  Deliveries still waiting from the last one were never acked:
+        they went back to the queue with its connection."""
+        self._ioloop, self._waiting, self._timer = ioloop, [], None
+
+    def drop(self) -> None:
+        """The session ends: nothing waiting is handled (unacked, the broker hands it out again)."""
+        if self._timer is not None and self._ioloop is not None:
+            self._ioloop.remove_timeout(self._timer)
+        self._waiting, self._timer = [], None
+
+    def add(self, d: Received) -> None:
+        """pika hands over each delivery as it reads it."""
+        self._waiting.append(d)
+        if self._ioloop is None:
+            return
+        waits = self.seconds > 0 and wire.origin_of(d.exchange).startswith("agency:")
+        if len(self._waiting) == 1:
+            if waits:
+                self._timer = self._ioloop.call_later(self.seconds, self._flush)
+            else:
+                self._ioloop.add_callback(self._flush)
+        elif self._timer is not None and (not waits or len(self._waiting) >= ENTRY_BATCH_MAX):
+            self._ioloop.remove_timeout(self._timer)
+            self._timer = None
+            self._ioloop.add_callback(self._flush)
+
+    def _flush(self) -> None:
+        batch, self._waiting, self._timer = self._waiting, [], None
+        if batch:
+            self._size.observe(len(batch))
+            self._handle(batch)
