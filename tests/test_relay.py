@@ -259,11 +259,14 @@ def test_documents_an_agency_hands_in_are_judged_together_up_to_a_batch(relay: R
 def test_an_agency_document_waits_for_others_until_a_hub_hands_one_in(relay: Relay) -> None:
     """At the recipients' hub (gathering for 30 s), a document one of its agencies sends another
     waits for more; a document forwarded by a neighbouring hub does not wait, and ends the wait of
-    the one gathered before it: both are delivered long before the 30 s."""
+    the one gathered before it: both are delivered long before the 30 s.  The hub's hop time
+    (``lienthong_hop_seconds``) counts the wait."""
     relay.wait_idle()
     relay.stop_workers("H14-D31")
-    relay.start_worker("H14-D31", LIENTHONG_ENTRY_BATCH_SECONDS="30")
+    port = _free_port()
+    relay.start_worker("H14-D31", "--metrics-port", str(port), LIENTHONG_ENTRY_BATCH_SECONDS="30")
     try:
+        _until(lambda: _batches_or_none(port, "H14-D31") is not None)
         local = relay.document(C_COMMUNE, [C_COMMUNE_2], subject="chờ gom", size=300)
         relay.client(C_COMMUNE).send(local)
         assert relay.take(C_COMMUNE_2, 1, timeout=4) == [], "an agency's document did not wait for others"
@@ -273,6 +276,11 @@ def test_an_agency_document_waits_for_others_until_a_hub_hands_one_in(relay: Rel
         assert [i.body for i in relay.take(C_COMMUNE, 1, timeout=20)] == [forwarded]
         assert [i.body for i in relay.take(C_COMMUNE_2, 1, timeout=5)] == [local]
         assert time.monotonic() - start < 20
+        import urllib.request
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        [spent] = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith('lienthong_hop_seconds_sum{hub="H14-D31"}')]
+        assert spent >= 4, f"the hops at H14-D31 took {spent:.3f} s in all, the wait not counted"
     finally:
         relay.stop_workers("H14-D31")
         relay.start_worker("H14-D31")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,12 +26,13 @@ class Batches:
     delivery from a hub, the retry tier or anything else ends the wait, since a neighbour's
     forwarded documents already come in the bursts of its own batches.  ``seconds`` 0: no wait."""
 
-    def __init__(self, hub: str, handle: Callable[[list[Received]], None], seconds: float) -> None:
+    def __init__(self, hub: str, handle: Callable[[list[tuple[Received, float]]], None], seconds: float) -> None:
+        """``handle`` gets each batch: the deliveries with the ``time.perf_counter()`` of their arrival."""
         self._handle = handle
         self.seconds = seconds
         self._size = metrics.BATCH_SIZE.labels(hub)
         self._ioloop: Any = None
-        self._waiting: list[Received] = []
+        self._waiting: list[tuple[Received, float]] = []
         self._timer: Any = None
 
     def reset(self, ioloop: Any) -> None:
@@ -46,7 +48,7 @@ class Batches:
 
     def add(self, d: Received) -> None:
         """pika hands over each delivery as it reads it."""
-        self._waiting.append(d)
+        self._waiting.append((d, time.perf_counter()))
         if self._ioloop is None:
             return
         waits = self.seconds > 0 and wire.origin_of(d.exchange).startswith("agency:")

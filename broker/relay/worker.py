@@ -206,10 +206,10 @@ class HubWorker:
 
     # -- one message -------------------------------------------------------------------
 
-    def _handle_arrived(self, batch: list[transport.Received]) -> None:
+    def _handle_arrived(self, batch: list[tuple[transport.Received, float]]) -> None:
         """Judge a batch of deliveries (:class:`Batches`), then admit them in one transaction that
         also marks the claims of the messages confirmed since the last one (acked after it)."""
-        judged = [j for d in batch if (j := self._judge(d)) is not None]
+        judged = [j for d, arrived in batch if (j := self._judge(d, arrived)) is not None]
         carried, self._confirmed = self._confirmed, []
         if not judged and not carried:
             return
@@ -228,12 +228,12 @@ class HubWorker:
             self._act(j, admission)
         self._held.settle()
 
-    def _judge(self, d: transport.Received) -> _Judged | None:
+    def _judge(self, d: transport.Received, arrived: float) -> _Judged | None:
         """Run the hop on one delivery; None when it needs no store work (it was answered here)."""
         tag = d.delivery_tag
         headers = trusted_headers(d.exchange, d.headers)
         self.stats.received += 1
-        self._started[tag] = time.perf_counter()
+        self._started[tag] = arrived  # the hop's time (HOP_SECONDS) counts the wait for its batch
         inbound = Inbound(d.body, headers, d.exchange)
         try:
             outcome = self.hop.process(inbound)
