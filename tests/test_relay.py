@@ -230,18 +230,23 @@ def _batches_or_none(port: int, hub: str) -> dict[float, float] | None:
 
 
 def test_documents_an_agency_hands_in_are_judged_together_up_to_a_batch(relay: Relay) -> None:
-    """The entry hub gathers what its agencies hand in (here for up to 30 s), up to ENTRY_BATCH_MAX
-    documents: that many, sent one by one, are judged as one batch at once, long before the wait
-    is over, and each reaches the recipient once."""
+    """The entry hub gathers what its agencies hand in under load (here for up to 30 s): a
+    document that comes alone is judged at once; ENTRY_BATCH_MAX documents sent one by one right
+    after it are judged as one batch as soon as that many wait, long before the 30 s, and each
+    reaches the recipient once."""
     from broker.relay.batches import ENTRY_BATCH_MAX
     relay.wait_idle()
     relay.stop_workers("H41")
     port = _free_port()
     relay.start_worker("H41", "--metrics-port", str(port), LIENTHONG_ENTRY_BATCH_SECONDS="30")
     try:
-        docs = [relay.document(N_COMMUNE, [C_COMMUNE], subject=f"gom {i}", size=300) for i in range(ENTRY_BATCH_MAX)]
         _until(lambda: _batches_or_none(port, "H41") is not None)  # the worker is up
         client = relay.client(N_COMMUNE)
+        alone = relay.document(N_COMMUNE, [C_COMMUNE], subject="một mình", size=300)
+        client.send(alone)
+        assert [i.body for i in relay.take(C_COMMUNE, 1, timeout=10)] == [alone], "a lone document waited"
+        relay.wait_idle()  # its receipts are back: nothing from a hub ends the next wait
+        docs = [relay.document(N_COMMUNE, [C_COMMUNE], subject=f"gom {i}", size=300) for i in range(ENTRY_BATCH_MAX)]
         start = time.monotonic()
         for d in docs:
             client.send(d)
@@ -258,16 +263,18 @@ def test_documents_an_agency_hands_in_are_judged_together_up_to_a_batch(relay: R
 
 def test_an_agency_document_waits_for_others_until_a_hub_hands_one_in(relay: Relay) -> None:
     """At the recipients' hub (gathering for 30 s), a document one of its agencies sends another
-    waits for more; a document forwarded by a neighbouring hub does not wait, and ends the wait of
-    the one gathered before it: both are delivered long before the 30 s.  The hub's hop time
-    (``lienthong_hop_seconds``) counts the wait."""
+    right after a first one waits for more; a document forwarded by a neighbouring hub does not
+    wait, and ends the wait of the one gathered before it: both are delivered long before the
+    30 s.  The hub's hop time (``lienthong_hop_seconds``) counts the wait."""
     relay.wait_idle()
     relay.stop_workers("H14-D31")
     port = _free_port()
     relay.start_worker("H14-D31", "--metrics-port", str(port), LIENTHONG_ENTRY_BATCH_SECONDS="30")
     try:
         _until(lambda: _batches_or_none(port, "H14-D31") is not None)
-        local = relay.document(C_COMMUNE, [C_COMMUNE_2], subject="chờ gom", size=300)
+        first, local = (relay.document(C_COMMUNE, [C_COMMUNE_2], subject=f"chờ gom {i}", size=300) for i in (1, 2))
+        relay.client(C_COMMUNE).send(first)
+        assert [i.body for i in relay.take(C_COMMUNE_2, 1, timeout=10)] == [first], "a lone document waited"
         relay.client(C_COMMUNE).send(local)
         assert relay.take(C_COMMUNE_2, 1, timeout=4) == [], "an agency's document did not wait for others"
         start = time.monotonic()

@@ -18,11 +18,13 @@ class Batches:
     """The deliveries of one I/O loop turn make one batch: one store transaction, one burst of
     publishes, one ``multiple`` ack (:meth:`broker.relay.worker.HubWorker._handle_arrived`).
 
-    A batch whose first delivery an agency handed in (its entry exchange ``in.<agency>``) waits up
-    to ``seconds`` for more, or until :data:`ENTRY_BATCH_MAX` wait: an agency's documents come one
-    at a time, and each batch of one costs this hub, and every hub after it, and the broker at
-    each queue, the same turn's work as a full one (``bench/relay_throughput.py`` shows what
-    gathering saves against ``no-gather``).  A document waits so once, at its entry hub: a
+    Under load, a batch whose first delivery an agency handed in (its entry exchange
+    ``in.<agency>``) waits up to ``seconds`` for more, or until :data:`ENTRY_BATCH_MAX` wait:
+    agencies' documents come one at a time, and each batch of one costs this hub, every hub after
+    it and the broker at each queue the same turn's work as a full one (``bench/relay_throughput.py``
+    shows what gathering saves against ``no-gather``).  "Under load": the agency document before
+    it arrived less than ``seconds`` earlier; a document that comes alone is judged at once, so
+    a trickle of documents waits for nothing.  A document waits at most once, at its entry hub: a
     delivery from a hub, the retry tier or anything else ends the wait, since a neighbour's
     forwarded documents already come in the bursts of its own batches.  ``seconds`` 0: no wait."""
 
@@ -34,6 +36,8 @@ class Batches:
         self._ioloop: Any = None
         self._waiting: list[tuple[Received, float]] = []
         self._timer: Any = None
+        self._last_agency = float("-inf")
+        """When the last delivery an agency handed in arrived."""
 
     def reset(self, ioloop: Any) -> None:
         """A new session on ``ioloop``.  Deliveries still waiting from the last one were never acked:
@@ -48,10 +52,13 @@ class Batches:
 
     def add(self, d: Received) -> None:
         """pika hands over each delivery as it reads it."""
-        self._waiting.append((d, time.perf_counter()))
+        now = time.perf_counter()
+        self._waiting.append((d, now))
         if self._ioloop is None:
             return
-        waits = self.seconds > 0 and wire.origin_of(d.exchange).startswith("agency:")
+        waits = False
+        if self.seconds > 0 and wire.origin_of(d.exchange).startswith("agency:"):
+            waits, self._last_agency = now - self._last_agency < self.seconds, now
         if len(self._waiting) == 1:
             if waits:
                 self._timer = self._ioloop.call_later(self.seconds, self._flush)
