@@ -13,7 +13,7 @@ For each size it runs, in the same broker and the same run:
 - no-hold (asked for with --relays): lienthong whose receipts leave at the end of each loop turn
   (LIENTHONG_RECEIPT_HOLD_SECONDS=0), as before receipts were held to fill bundles;
 - no-gather (asked for with --relays): lienthong whose entry hub judges each document an agency
-  hands in as it comes (LIENTHONG_ENTRY_BATCH_SECONDS=0), not gathered with others for up to 20 ms;
+  hands in as it comes, even under load (LIENTHONG_ENTRY_BATCH_SECONDS=0: no batches gathered);
 - raw-plain (asked for with --relays): the raw forwarders over plain AMQP on loopback (the
   broker's admin account: lienthong's own accounts cannot log in without TLS), beside raw over
   TLS with client certificates: what TLS costs the hubs' connections.

@@ -16,7 +16,7 @@ environment at import.
 | ``LIENTHONG_SQLITE_TIMEOUT`` | 10 | seconds a SQLite store waits for a lock |
 | ``LIENTHONG_CRL_FETCH_SECONDS`` | 3600 | how often a hub fetches CRLs from their distribution points (0: never) |
 | ``LIENTHONG_RECEIPT_HOLD_SECONDS`` | 0.25 | how long receipts for other hubs' agencies wait to leave together |
-| ``LIENTHONG_ENTRY_BATCH_SECONDS`` | 0.02 | how long a document an agency hands in may wait to be judged with others |
+| ``LIENTHONG_ENTRY_BATCH_SECONDS`` | 0.02 | under load, how long an agency's document may wait for others (batches) |
 | ``LIENTHONG_RECEIPTS`` | on | ``off`` only to measure what receipts cost (bench/) |
 | ``LIENTHONG_FAULT`` | | ``<point>:<n>``: die (exit 137) the n-th time ``<point>`` is reached (reliability tests) |
 """
