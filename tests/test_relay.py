@@ -213,10 +213,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _metrics(port: int) -> str:
+    """What a worker started with ``--metrics-port`` serves."""
+    import urllib.request
+    return str(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode())
+
+
 def _batches(port: int, hub: str) -> dict[float, float]:
     """The worker's ``lienthong_batch_size`` histogram: cumulative count of batches per bucket bound."""
-    import urllib.request
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    text = _metrics(port)
     prefix = f'lienthong_batch_size_bucket{{hub="{hub}",le="'
     return {float(line[len(prefix):].split('"')[0].replace("+Inf", "inf")): float(line.rsplit(" ", 1)[1])
             for line in text.splitlines() if line.startswith(prefix)}
@@ -283,9 +288,7 @@ def test_an_agency_document_waits_for_others_until_a_hub_hands_one_in(relay: Rel
         assert [i.body for i in relay.take(C_COMMUNE, 1, timeout=20)] == [forwarded]
         assert [i.body for i in relay.take(C_COMMUNE_2, 1, timeout=5)] == [local]
         assert time.monotonic() - start < 20
-        import urllib.request
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        [spent] = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+        [spent] = [float(line.rsplit(" ", 1)[1]) for line in _metrics(port).splitlines()
                    if line.startswith('lienthong_hop_seconds_sum{hub="H14-D31"}')]
         assert spent >= 4, f"the hops at H14-D31 took {spent:.3f} s in all, the wait not counted"
     finally:
