@@ -25,9 +25,10 @@ every relay loaded at the same rate, half of lienthong's own flat-out rate (or `
 the CPU the hub processes and the broker used meanwhile (percent of one core; the machine has
 two) and the hubs' CPU per document.  Before each measurement it waits for the broker to be
 quiet.  Then each hub's CPU per document at the common rate, relay by relay (what a hop
-costs beside what forwarding alone costs there).  The last line gives the ratios the relay's
-speed goals are stated in: lienthong's throughput over raw's, its p99 over raw's at the same
-rate, and its hub CPU per document (receipts and audit on).
+costs beside what forwarding alone costs there).  Then the ratios the relay's speed goals are
+stated in: lienthong's throughput over raw's, its p99 over raw's at the same rate, and its hub
+CPU per document (receipts and audit on); and what each goal leaves on this machine beside what
+the two relays spent (:func:`budgets`).
 Needs a RabbitMQ with management (scripts/ensure-rabbitmq.sh); uses its own namespace.
 """
 
@@ -264,7 +265,7 @@ def measure(relays: dict[str, tuple[Relay, list[subprocess.Popen[bytes]]]], size
     print(f"{size // 1000} KB documents, four hubs; latency and CPU at {rate:.0f} docs/s for every relay")
     print(f"{'relay':>12} {'flat docs/s':>11} {'hub/broker ms/doc':>17} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'hubs CPU%':>9} {'broker CPU%':>11} {'hub ms/doc':>10}")
-    rows, per_hub = {}, {}
+    rows, per_hub, busy = {}, {}, {}
     for k, (relay, procs) in relays.items():
         settle()
         t0 = time.perf_counter()
@@ -275,6 +276,7 @@ def measure(relays: dict[str, tuple[Relay, list[subprocess.Popen[bytes]]]], size
         per_hub[k] = {hub: 1000 * (cpu_seconds(pids) - each0[hub]) / max(1, len(lat)) for hub, pids in by_hub.items()}
         relay.wait_idle(timeout=300)
         rows[k] = (pct(lat, 50), pct(lat, 99), 1000 * hubs / max(1, len(lat)))
+        busy[k] = (hubs + broker) / wall / (os.cpu_count() or 1)
         cpu = f"{flat_cpu[k][0]:.1f} / {flat_cpu[k][1]:.1f}"
         print(f"{k:>12} {flat[k]:11.0f} {cpu:>17} {rows[k][0]:8.1f} {rows[k][1]:8.1f} "
               f"{100 * hubs / wall:9.0f} {100 * broker / wall:11.0f} {rows[k][2]:10.1f}", flush=True)
@@ -285,7 +287,23 @@ def measure(relays: dict[str, tuple[Relay, list[subprocess.Popen[bytes]]]], size
     ratios = (flat["lienthong"] / flat["raw"], rows["lienthong"][1] / rows["raw"][1], rows["lienthong"][2])
     print(f"lienthong / raw: throughput {ratios[0]:.0%}, p99 {ratios[1]:.1f}x; "
           f"lienthong hub CPU {ratios[2]:.1f} ms per document", flush=True)
+    print(budgets(flat["raw"], {k: sum(v) for k, v in flat_cpu.items()}, rate, rows, busy), flush=True)
     return ratios
+
+
+def budgets(raw_flat: float, flat_ms: dict[str, float], rate: float,
+            rows: dict[str, tuple[float, float, float]], busy: dict[str, float]) -> str:
+    """What each goal leaves on this machine, beside what each relay spent in the same round.
+    Flat out both relays keep every core busy, so 30% of raw's throughput leaves the cores' time
+    over that rate for each document, hubs and broker together.  ``rows``: p50, p99 and hub ms/doc
+    at ``rate``; ``busy``: the share of the cores hubs and broker used there."""
+    cores = os.cpu_count() or 1
+    return (f"goals on this machine ({cores} cores): 30% of raw's throughput leaves "
+            f"{cores * 1000 / (0.3 * raw_flat):.1f} ms of CPU per document flat out (raw used {flat_ms['raw']:.1f}, "
+            f"lienthong {flat_ms['lienthong']:.1f}); 4 ms of hub CPU at {rate:.0f} docs/s, where raw's forwarders "
+            f"alone used {rows['raw'][2]:.1f} (lienthong {rows['lienthong'][2]:.1f}); p99 within "
+            f"{2 * rows['raw'][1]:.0f} ms (lienthong {rows['lienthong'][1]:.0f}), the cores "
+            f"{busy['raw']:.0%} busy for raw, {busy['lienthong']:.0%} for lienthong")
 
 
 def main() -> None:
