@@ -276,7 +276,7 @@ def measure(relays: dict[str, tuple[Relay, list[subprocess.Popen[bytes]]]], size
         per_hub[k] = {hub: 1000 * (cpu_seconds(pids) - each0[hub]) / max(1, len(lat)) for hub, pids in by_hub.items()}
         relay.wait_idle(timeout=300)
         rows[k] = (pct(lat, 50), pct(lat, 99), 1000 * hubs / max(1, len(lat)))
-        busy[k] = (hubs + broker) / wall / (os.cpu_count() or 1)
+        busy[k] = (hubs + broker) / wall  # cores' worth
         cpu = f"{flat_cpu[k][0]:.1f} / {flat_cpu[k][1]:.1f}"
         print(f"{k:>12} {flat[k]:11.0f} {cpu:>17} {rows[k][0]:8.1f} {rows[k][1]:8.1f} "
               f"{100 * hubs / wall:9.0f} {100 * broker / wall:11.0f} {rows[k][2]:10.1f}", flush=True)
@@ -296,14 +296,14 @@ def budgets(raw_flat: float, flat_ms: dict[str, float], rate: float,
     """What each goal leaves on this machine, beside what each relay spent in the same round.
     Flat out both relays keep every core busy, so 30% of raw's throughput leaves the cores' time
     over that rate for each document, hubs and broker together.  ``rows``: p50, p99 and hub ms/doc
-    at ``rate``; ``busy``: the share of the cores hubs and broker used there."""
+    at ``rate``; ``busy``: the cores' worth of CPU hubs and broker used there."""
     cores = os.cpu_count() or 1
     return (f"goals on this machine ({cores} cores): 30% of raw's throughput leaves "
             f"{cores * 1000 / (0.3 * raw_flat):.1f} ms of CPU per document flat out (raw used {flat_ms['raw']:.1f}, "
             f"lienthong {flat_ms['lienthong']:.1f}); 4 ms of hub CPU at {rate:.0f} docs/s, where raw's forwarders "
             f"alone used {rows['raw'][2]:.1f} (lienthong {rows['lienthong'][2]:.1f}); p99 within "
             f"{2 * rows['raw'][1]:.0f} ms (lienthong {rows['lienthong'][1]:.0f}), the cores "
-            f"{busy['raw']:.0%} busy for raw, {busy['lienthong']:.0%} for lienthong")
+            f"{busy['raw'] / cores:.0%} busy for raw, {busy['lienthong'] / cores:.0%} for lienthong")
 
 
 def main() -> None:
