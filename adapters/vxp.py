@@ -35,8 +35,6 @@ from .vxpauth import Authenticated, SecretBook, authenticate, hash_file, zone_of
 
 PREFIX = "/vxp"
 SMALL_BODY = 64 * 1024
-DEFAULT_WINDOW = 900.0
-"""Seconds a request's timestamp may be off (either way); ``settings.vxp.window_seconds``."""
 DATE = "%d/%m/%Y %H:%M:%S"
 
 ERROR_CODES = {
@@ -83,10 +81,9 @@ def failure(exc: errors.LienthongError) -> Response:
 
 def mount(app: FastAPI, gw: Gateway) -> None:
     """Serve the protocol on ``app`` under ``/vxp``, over the gateway ``gw``."""
-    vxp_settings = dict(gw.topology.settings.get("vxp") or {})
-    window = float(vxp_settings.get("window_seconds", DEFAULT_WINDOW))
-    zone = zone_of(str(vxp_settings.get("utc_offset")
-                       or (gw.topology.settings.get("report") or {}).get("utc_offset") or "+07:00"))
+    settings = gw.topology.settings
+    window = settings.vxp.window_seconds
+    zone = zone_of(settings.vxp.utc_offset or settings.report.utc_offset)
     book = secret_book(gw.settings)
     mailbox = gw.mailbox
     ids = {code: str(i) for i, code in enumerate(gw.topology.agencies, start=1)}

@@ -27,8 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from broker.core import wire  # noqa: E402
 from broker.core.edxml import Organ, build_document  # noqa: E402
-from broker.core.hop import Hop, Inbound  # noqa: E402
+from broker.core.hop import Hop  # noqa: E402
 from broker.core.hoprecords import check_path, verify_trace  # noqa: E402
+from broker.core.outcome import Inbound  # noqa: E402
 from broker.core.signer import SigningKey, sign  # noqa: E402
 from broker.core.topology import Topology  # noqa: E402
 from broker.core.trust import TrustStore  # noqa: E402

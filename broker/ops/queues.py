@@ -16,12 +16,11 @@ from cryptography import x509
 from broker.core import wire
 from broker.core.topology import Topology
 from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY
-from broker.relay import layout, transport
-from broker.relay.metrics import Thresholds
+from broker.relay import layout
+from broker.relay.amqp import blocking
 from broker.relay.provision import for_hub, q
+from broker.relay.transport import Received
 from broker.settings import Settings
-
-CERT_WARNING_DAYS = 30
 
 
 @dataclass
@@ -70,7 +69,7 @@ def status(settings: Settings) -> list[HubStatus]:
     non-empty inbox and the parking queue), certificate expiry; with warnings by the
     thresholds of ``settings.alerts`` in the topology."""
     topology = Topology.load(settings.topology)
-    limits = Thresholds.from_settings(topology.settings)
+    limits = topology.settings.alerts
     names = wire.names(topology)
     now = datetime.now(UTC)
     out = []
@@ -80,7 +79,7 @@ def status(settings: Settings) -> list[HubStatus]:
         # the ingress has a delivery limit: never look at its head (a look counts as a delivery)
         look = [k for k, v in queues.items() if v.messages and (k.startswith("inbox.") or k == wire.Q_PARKING)]
         if look:
-            for name, age in transport.head_ages(_hub_url(settings, topology, hub.hub_id), look).items():
+            for name, age in blocking.head_ages(_hub_url(settings, topology, hub.hub_id), look).items():
                 queues[name].oldest_seconds = age
         st = HubStatus(
             hub=hub.hub_id, tier=hub.tier, ingress=queues.get(wire.Q_INGRESS),
@@ -100,14 +99,14 @@ def status(settings: Settings) -> list[HubStatus]:
         for box in st.inboxes:
             if limits.exceeded(box.name, box.messages):
                 st.warnings.append(f"{box.messages} message(s) wait in {box.name}")
-            if box.oldest_seconds is not None and box.oldest_seconds > limits.inbox_age_seconds:
+            if limits.too_old(box.name, box.oldest_seconds) and box.oldest_seconds is not None:
                 st.warnings.append(f"the oldest message in {box.name} waits for {format_age(box.oldest_seconds)}")
-        if st.cert_days_left is not None and st.cert_days_left < CERT_WARNING_DAYS:
+        if st.cert_days_left is not None and st.cert_days_left < limits.certificate_days:
             st.warnings.append(f"hub certificate expires in {st.cert_days_left} day(s)")
         for agency in topology.agencies.values():
             if agency.hub == hub.hub_id:
                 days = _days_left(settings.keys.agency(agency.organ_id)[1], now)
-                if days is not None and days < CERT_WARNING_DAYS:
+                if days is not None and days < limits.certificate_days:
                     st.warnings.append(f"certificate of {agency.organ_id} expires in {days} day(s)")
         out.append(st)
     return out
@@ -144,7 +143,7 @@ def _hub_url(settings: Settings, topology: Topology, hub: str) -> str:
     return layout.account_url(topology, hub, settings.keys.hub_account(hub, "hub"), settings.keys.broker_ca)
 
 
-def _parked(hub: str, r: transport.Received) -> Parked:
+def _parked(hub: str, r: Received) -> Parked:
 
     h = r.headers
     deaths = h.get("x-death") or []
@@ -157,11 +156,11 @@ def list_parked(settings: Settings, hub: str, limit: int = 1000) -> list[Parked]
     topology = Topology.load(settings.topology)
     got: list[Parked] = []
 
-    def look(r: transport.Received) -> bool:
+    def look(r: Received) -> bool:
         got.append(_parked(hub, r))
         return False  # leave it parked
 
-    transport.fetch(_hub_url(settings, topology, hub), wire.Q_PARKING, look, limit=limit)
+    blocking.fetch(_hub_url(settings, topology, hub), wire.Q_PARKING, look, limit=limit)
     return got
 
 
@@ -169,14 +168,14 @@ def take_parked(settings: Settings, hub: str, select: Any, act: Any, limit: int 
     """Take parked messages ``select`` accepts; ``act(parked)`` runs before each ack."""
     topology = Topology.load(settings.topology)
 
-    def on(r: transport.Received) -> bool:
+    def on(r: Received) -> bool:
         p = _parked(hub, r)
         if not select(p):
             return False
         act(p)
         return True
 
-    return transport.fetch(_hub_url(settings, topology, hub), wire.Q_PARKING, on, limit=limit)
+    return blocking.fetch(_hub_url(settings, topology, hub), wire.Q_PARKING, on, limit=limit)
 
 
 def replay(settings: Settings, hub: str, select: Any) -> int:
@@ -184,7 +183,7 @@ def replay(settings: Settings, hub: str, select: Any) -> int:
     topology = Topology.load(settings.topology)
     url = _hub_url(settings, topology, hub)
     names = wire.names(topology)
-    publisher = transport.Publisher(url)
+    publisher = blocking.Publisher(url)
 
     def act(p: Parked) -> None:
         headers = {k: v for k, v in p.headers.items()

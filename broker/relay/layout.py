@@ -61,17 +61,13 @@ from broker.core.wire import (
     names,
     retry_queue,
 )
-
-RETRY_TIERS: tuple[tuple[str, int], ...] = (("r1s", 1_000), ("r10s", 10_000), ("r60s", 60_000))
-"""Default back-off tiers (name, TTL in ms); a topology may set ``settings.retry_tiers_ms``."""
+from broker.relay.retry import RetryPolicy
 
 
 def retry_tiers(topology: Topology) -> tuple[tuple[str, int], ...]:
-    """The retry tiers of this deployment: one queue with one fixed TTL per tier."""
-    custom = topology.settings.get("retry_tiers_ms")
-    if not custom:
-        return RETRY_TIERS
-    return tuple((f"r{int(ms)}ms", int(ms)) for ms in custom)
+    """The retry tiers of this deployment (:class:`broker.relay.retry.RetryPolicy`): one queue with
+    one fixed TTL per tier."""
+    return RetryPolicy.from_ms(topology.settings.retry_tiers_ms).tiers
 DELIVERY_LIMIT = 20
 
 

@@ -13,7 +13,8 @@ import structlog
 from broker.core import wire
 from broker.core.errors import LienthongError
 from broker.core.topology import Topology
-from broker.relay import metrics, transport
+from broker.relay import metrics
+from broker.relay.amqp import blocking
 
 CLEAR_AFTER = 2
 """Checks in a row without an alert before it is cleared.  A queue's count of ready messages dips
@@ -21,8 +22,8 @@ for a moment when ``lienthong status`` looks at its head (a get, then a requeue)
 passive declare fails; an alert must not be cleared and raised again by that."""
 
 
-class Alerts:
-    """The queue alerts that hold, from one check to the next."""
+class Raised:
+    """The queue alerts raised and not yet cleared, from one check to the next."""
 
     def __init__(self) -> None:
         self._missed: dict[tuple[str, str], int] = {}
@@ -46,22 +47,24 @@ class QueueWatch:
     def __init__(self, hub: str, topology: Topology, url: str, every_seconds: float,
                  stopped: threading.Event) -> None:
         self.hub, self.url, self.every, self.stopped = hub, url, every_seconds, stopped
-        self.limits = metrics.Thresholds.from_settings(topology.settings)
+        self.limits = topology.settings.alerts
         self.queues = [wire.Q_INGRESS, wire.Q_PARKING] + sorted(
             wire.inbox_queue(a.organ_id) for a in topology.agencies.values() if a.hub == hub)
         self.log = structlog.get_logger("lienthong.watch").bind(hub=hub)
 
     def run(self) -> None:
         """Watch until ``stopped`` is set."""
-        alerts = Alerts()
+        alerts = Raised()
         while True:
             try:
-                depths = transport.depths(self.url, self.queues)
+                depths = blocking.depths(self.url, self.queues)
+                waiting = [q for q, n in depths.items() if n and q.startswith("inbox.")]  # no delivery limit there
+                ages = blocking.head_ages(self.url, waiting) if waiting else {}
             except LienthongError as exc:
                 self.log.debug("queue watch skipped", error=str(exc))
             else:
                 now = {(kind, subject): what
-                       for kind, subject, what in metrics.queue_alerts(self.hub, depths, self.limits)}
+                       for kind, subject, what in metrics.queue_alerts(self.hub, depths, self.limits, ages)}
                 raised, cleared = alerts.update(now)
                 for kind, subject in raised:
                     self.log.warning("alert", kind=kind, subject=subject, detail=now[(kind, subject)])
