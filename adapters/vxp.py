@@ -29,7 +29,7 @@ from broker.core import errors
 from broker.core.edxml import STATUS_CODES
 from broker.settings import Settings
 
-from .mailbox import PENDING, Received, Sent
+from .mailbox import PENDING, ReceivedItem, Sent
 from .serving import Gateway, bounded
 from .vxpauth import Authenticated, SecretBook, authenticate, hash_file, zone_of
 
@@ -225,7 +225,7 @@ def _codes(text: str) -> list[str] | None:
     return value
 
 
-def _received_item(r: Received, agency: str, when: Callable[[float], str]) -> dict[str, str]:
+def _received_item(r: ReceivedItem, agency: str, when: Callable[[float], str]) -> dict[str, str]:
     status, desc = STATUS_OF[r.transfer]
     return {"docId": r.message_id, "serviceType": "eDoc", "messageType": "edoc" if r.kind == "document" else "status",
             "created_time": when(r.received), "updated_time": when(r.updated), "from": r.sender, "to": agency,

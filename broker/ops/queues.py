@@ -186,8 +186,8 @@ def replay(settings: Settings, hub: str, select: Any) -> int:
     publisher = blocking.Publisher(url)
 
     def act(p: Parked) -> None:
-        headers = {k: v for k, v in p.headers.items()
-                   if not k.startswith("x-") and k not in (H_CODE, H_REASON, H_HUB, H_ATTEMPT)}
+        headers = {k: v for k, v in wire.without_broker_headers(p.headers).items()
+                   if k not in (H_CODE, H_REASON, H_HUB, H_ATTEMPT, wire.H_RETRIES)}
         headers[H_REPLAY] = uuid.uuid4().hex  # a replay may be parked again, as a new event
         publisher.publish(wire.EX_INGRESS, "", p.body, message_id=p.digest, user_id=names.hub_user(hub),
                           headers=headers)

@@ -95,10 +95,6 @@ def hub_stores(settings: Settings) -> list[SqlStore]:
             for h in Topology.load(settings.topology).hubs if (Path(settings.state_url) / f"{h}.sqlite3").exists()]
 
 
-def hub_store(settings: Settings, hub_id: str) -> SqlStore:
-    return open_store(settings.state_url, hub=hub_id, tuning=settings.tuning)
-
-
 def start_hub(settings: Settings, hub_id: str, *, sleep: Callable[[float], None] = time.sleep,
               max_delay: float = 30.0) -> tuple[Hop, LiveTrust, SqlStore]:
     """Load the hub and open its state store, waiting with back-off (0.5 s doubling up to

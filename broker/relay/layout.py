@@ -1,6 +1,8 @@
-"""The RabbitMQ layout derived from the topology: vhosts, exchanges, queues, users, permissions.
+"""The RabbitMQ layout derived from the topology: vhosts, exchanges, queues, users, permissions,
+and the URLs each account connects with.
 
-Pure data; ``lienthong broker setup`` applies it (``broker.relay.provision``).
+Declarations are plain data, which ``lienthong broker setup`` applies (``broker.relay.provision``);
+an account's URL names its user from its client certificate, read from the PKI directory.
 
 Per hub, one vhost ``<namespace>.<hub>`` (namespace ``lienthong`` by default) holding:
 
