@@ -355,3 +355,24 @@ def test_the_worker_needs_no_broker(h41: Hub) -> None:
     assert plan.queue == wire.Q_INGRESS and set(plan.publishers) == {".", "national"}
     assert "amqp-link-cert.pem" in plan.publishers["national"] and "amqp-hub-cert.pem" in plan.consume_url
     assert isinstance(h41.store, SqlStore)
+
+
+def test_every_moment_reaches_every_hook() -> None:
+    """The composite calls each hook at every moment a hook can watch (none forgotten)."""
+    import inspect
+
+    from broker.relay.hooks import Hooks
+
+    moments = [name for name, _ in inspect.getmembers(Hook, inspect.isfunction) if not name.startswith("_")]
+    heard: list[str] = []
+
+    class Listening(Hook):
+        def __getattribute__(self, name: str) -> Any:
+            if name in moments:
+                return lambda *_: heard.append(name)
+            return object.__getattribute__(self, name)
+
+    hooks = Hooks([Listening()], log=None)
+    for name in moments:
+        getattr(hooks, name)(*[None] * (len(inspect.signature(getattr(Hook, name)).parameters) - 1))
+    assert heard == moments and len(moments) >= 12

@@ -61,25 +61,55 @@ class Hook:
         ran out."""
 
 
-class Hooks:
+class Hooks(Hook):
     """Every hook, called in turn; one that raises is logged and the others still run."""
 
     def __init__(self, hooks: Sequence[Hook], log: Any) -> None:
         self.hooks = tuple(hooks)
         self.log = log
 
-    def __getattr__(self, moment: str) -> Any:
-        if not hasattr(Hook, moment):
-            raise AttributeError(moment)
+    def _each(self, moment: str, *args: Any) -> None:
+        for hook in self.hooks:
+            try:
+                getattr(hook, moment)(*args)
+            except Exception as exc:  # noqa: BLE001 - a faulty hook never stops a delivery
+                self.log.error("hook failed", hook=type(hook).__name__, moment=moment, error=repr(exc))
 
-        def call(*args: Any) -> None:
-            for hook in self.hooks:
-                try:
-                    getattr(hook, moment)(*args)
-                except Exception as exc:  # noqa: BLE001 - a faulty hook never stops a delivery
-                    self.log.error("hook failed", hook=type(hook).__name__, moment=moment, error=repr(exc))
+    def received(self, d: Delivery) -> None:
+        self._each("received", d)
 
-        return call
+    def batched(self, batch: Sequence[Delivery]) -> None:
+        self._each("batched", batch)
+
+    def failed(self, d: Delivery, error: BaseException) -> None:
+        self._each("failed", d, error)
+
+    def published(self, d: Delivery) -> None:
+        self._each("published", d)
+
+    def duplicate(self, d: Delivery, refused: str) -> None:
+        self._each("duplicate", d, refused)
+
+    def confirmed(self, d: Delivery) -> None:
+        self._each("confirmed", d)
+
+    def unconfirmed(self, d: Delivery) -> None:
+        self._each("unconfirmed", d)
+
+    def requeued(self, d: Delivery, reason: str) -> None:
+        self._each("requeued", d, reason)
+
+    def marking(self, batch: Sequence[Delivery]) -> None:
+        self._each("marking", batch)
+
+    def marks_failed(self, batch: Sequence[Delivery], error: BaseException) -> None:
+        self._each("marks_failed", batch, error)
+
+    def acking(self, batch: Sequence[Delivery]) -> None:
+        self._each("acking", batch)
+
+    def retried(self, d: Delivery, to: str, error: BaseException) -> None:
+        self._each("retried", d, to, error)
 
 
 class Metrics(Hook):
