@@ -1,8 +1,9 @@
 """Prometheus metrics of hubs and the gateway, and the alerts derived from the trust material.
 
 A hub serves them on ``--metrics-port`` (``lienthong up`` gives hub *n* port 9101+n); the gateway
-on ``/metrics``.  Alerts are both log events (``alert`` with ``kind``) and gauges, so either a log
-shipper or Prometheus rules can page someone.
+on ``/metrics``.  Alerts are both log events (``alert`` with ``kind``) and gauges (``lienthong_alert``, and the
+figures behind them), so either a log shipper or Prometheus rules can page someone: the rules
+are in ``monitoring/prometheus/``.
 """
 
 from __future__ import annotations
@@ -30,10 +31,15 @@ CRL_SECONDS = Gauge("lienthong_crl_seconds_left", "Seconds until the next CRL is
                     ["hub", "issuer"])
 QUEUE_MESSAGES = Gauge("lienthong_queue_messages", "Messages ready in a hub's queue", ["hub", "queue"])
 ALERT = Gauge("lienthong_alert", "1 while an alert holds, else 0", ["hub", "kind", "subject"])
+INBOX_AGE = Gauge("lienthong_inbox_oldest_seconds", "Age of the oldest message in an agency's inbox (0: empty)",
+                  ["hub", "queue"])
 SHA1_ACCEPTED = Counter("lienthong_sha1_accepted_total",
                         "Messages a hub accepted with SHA-1 (signature, digest or chain) under the sender's "
                         "legacy_sha1 policy", ["hub", "agency"])
 ALERT_CERT_DAYS = 30
+ALERT_KINDS = ("backlog", "parked", "inbox-backlog", "inbox-age", "certificate-expiring", "crl-missing",
+               "crl-out-of-date", "sha1-accepted")
+"""Every alert a hub raises (``alert`` log events with ``kind``); monitoring/prometheus has a rule for each."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,20 @@ def queue_alerts(hub: str, depths: Mapping[str, int], limits: Thresholds) -> lis
     return alerts
 
 
+def age_alerts(hub: str, ages: Mapping[str, float], limits: Thresholds) -> list[tuple[str, str, str]]:
+    """Update the inbox age gauges (seconds, 0 for an empty inbox); return ``(kind, subject,
+    sentence)`` for each inbox whose oldest message is older than ``inbox_age_seconds``."""
+    alerts: list[tuple[str, str, str]] = []
+    for queue, age in ages.items():
+        INBOX_AGE.labels(hub, queue).set(age)
+        over = age > limits.inbox_age_seconds
+        ALERT.labels(hub, "inbox-age", queue).set(1 if over else 0)
+        if over:
+            alerts.append(("inbox-age", queue, f"the oldest message in the inbox of {queue[len('inbox.'):]} "
+                                               f"waits for {age / 3600:.1f} h"))
+    return alerts
+
+
 def trust_alerts(hub: str, cert: x509.Certificate, trust: TrustStore,
                  now: datetime | None = None) -> list[tuple[str, str]]:
     """Update the trust gauges; return ``(kind, sentence)`` for everything that needs a person."""
@@ -101,16 +121,19 @@ def trust_alerts(hub: str, cert: x509.Certificate, trust: TrustStore,
     alerts: list[tuple[str, str]] = []
     days = (cert.not_valid_after_utc - now).days
     CERT_DAYS.labels(hub).set(days)
+    ALERT.labels(hub, "certificate-expiring", hub).set(1 if days < ALERT_CERT_DAYS else 0)
     if days < ALERT_CERT_DAYS:
         alerts.append(("certificate-expiring", f"the certificate of hub {hub} expires in {days} day(s)"))
     for anchor in trust.anchors + trust.intermediates:
         crls = [c for c in trust.crls if c.issuer == anchor.subject and c.next_update_utc is not None]
         name = anchor.subject.rfc4514_string()
+        ALERT.labels(hub, "crl-missing", name).set(0 if crls else 1)
         if not crls:
             alerts.append(("crl-missing", f"no CRL from {name} in the trust store"))
             continue
         left = (max(c.next_update_utc for c in crls if c.next_update_utc) - now).total_seconds()
         CRL_SECONDS.labels(hub, name).set(left)
+        ALERT.labels(hub, "crl-out-of-date", name).set(1 if left < 0 else 0)
         if left < 0:
             alerts.append(("crl-out-of-date", f"the CRL of {name} was due {-left / 3600:.0f} h ago"))
     return alerts

@@ -1,12 +1,13 @@
-"""The queue watch of a hub worker: every so often, queue depths as gauges, and an ``alert`` log
-event when a threshold (``settings.alerts``) is crossed, ``alert cleared`` when it has not held
-for two checks in a row.
+"""The queue watch of a hub worker: every so often, queue depths and inbox ages as gauges, and an
+``alert`` log event when a threshold (``settings.alerts``) is crossed, ``alert cleared`` when it
+has not held for two checks in a row.
 Its own connection and thread, so a slow broker answer never stalls the message loop."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 
 import structlog
 
@@ -14,6 +15,10 @@ from broker.core import wire
 from broker.core.errors import LienthongError
 from broker.core.topology import Topology
 from broker.relay import metrics, transport
+
+AGE_EVERY = 60.0
+"""Seconds between two looks at the head of the non-empty inboxes (for their age): a look takes the
+head message and puts it back, so it is done seldom; in between, ages grow with the clock."""
 
 CLEAR_AFTER = 2
 """Checks in a row without an alert before it is cleared.  A queue's count of ready messages dips
@@ -50,6 +55,19 @@ class QueueWatch:
         self.queues = [wire.Q_INGRESS, wire.Q_PARKING] + sorted(
             wire.inbox_queue(a.organ_id) for a in topology.agencies.values() if a.hub == hub)
         self.log = structlog.get_logger("lienthong.watch").bind(hub=hub)
+        self._heads: dict[str, float] = {}
+        """Inbox -> when (epoch) its head message was published, as last looked at."""
+        self._looked = float("-inf")
+
+    def ages(self, depths: Mapping[str, int], now: float) -> dict[str, float]:
+        """Each inbox's oldest message age (0 when empty), looking at the heads every :data:`AGE_EVERY`."""
+        inboxes = [q for q in self.queues if q.startswith("inbox.")]
+        waiting = [q for q in inboxes if depths.get(q)]
+        if waiting and now - self._looked >= AGE_EVERY:
+            self._looked = now
+            heads = transport.head_ages(self.url, waiting, now=now)
+            self._heads = {q: now - age for q, age in heads.items() if age is not None}
+        return {q: max(0.0, now - self._heads[q]) if depths.get(q) and q in self._heads else 0.0 for q in inboxes}
 
     def run(self) -> None:
         """Watch until ``stopped`` is set."""
@@ -60,8 +78,12 @@ class QueueWatch:
             except LienthongError as exc:
                 self.log.debug("queue watch skipped", error=str(exc))
             else:
-                now = {(kind, subject): what
-                       for kind, subject, what in metrics.queue_alerts(self.hub, depths, self.limits)}
+                found = metrics.queue_alerts(self.hub, depths, self.limits)
+                try:
+                    found += metrics.age_alerts(self.hub, self.ages(depths, time.time()), self.limits)
+                except LienthongError as exc:
+                    self.log.debug("inbox ages skipped", error=str(exc))
+                now = {(kind, subject): what for kind, subject, what in found}
                 raised, cleared = alerts.update(now)
                 for kind, subject in raised:
                     self.log.warning("alert", kind=kind, subject=subject, detail=now[(kind, subject)])
