@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from broker import i18n
 from broker.cli.app import load_topology, main, settings
 from broker.core import errors
 from broker.i18n import N_, _
@@ -191,5 +192,5 @@ def list_errors(markdown: bool) -> None:
         click.echo(errors.markdown() + "\n" + vxp_markdown(), nl=False)
         return
     for code, doc in errors.codes():
-        click.echo(f"{code:18} {doc}")
+        click.echo(f"{code:18} {i18n.current().gettext(doc)}")
 

@@ -16,6 +16,7 @@ An unmarked sentence (an f-string) is shown as written, in English.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from broker.i18n import N_
@@ -345,7 +346,7 @@ def codes() -> list[tuple[str, str]]:
     stack: list[type[LienthongError]] = [LienthongError]
     while stack:
         cls = stack.pop(0)
-        doc = (cls.__doc__ or "").strip()
+        doc = inspect.cleandoc(cls.__doc__ or "")
         seen.setdefault(cls.code, INTERNAL_DOC if cls is LienthongError else doc)
         stack.extend(cls.__subclasses__())
     return sorted(seen.items())

@@ -1,9 +1,10 @@
 """What the source marks for translation, and the catalogues kept in step with it (Babel).
 
 Marked are: the first argument of ``_`` and ``N_``, both of ``ngettext`` and ``N_plural`` (Babel's Python
-extractor), and the help of the ``lienthong`` command, which click takes from elsewhere: the
-docstring of every function made a command or group, and every ``help=`` of an option,
-argument, command or group.
+extractor), and two kinds of text marked by where they are: the help of the ``lienthong``
+command, which click takes from the docstring of every function made a command or group and from
+every ``help=`` of an option, argument, command or group; and the meaning of each error code, the
+docstring of each class that sets a ``code`` (``lienthong errors``).
 
     python -m broker.i18n.extract            # list what is missing or wrong; exit 1 if anything
     python -m broker.i18n.extract --update   # add new messages to the catalogues, drop unused ones
@@ -36,11 +37,18 @@ Message = str | tuple[str, str]
 
 
 def _click_help(tree: ast.Module) -> Iterator[tuple[int, str]]:
-    """Docstrings of command functions and ``help=`` texts, as click will show them."""
+    """Docstrings of command functions and ``help=`` texts, as click will show them, and the
+    docstrings of error classes (the meaning of their code)."""
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and any(
                 isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr in ("command", "group")
                 for d in node.decorator_list):
+            doc = ast.get_docstring(node, clean=False)
+            if doc:
+                yield node.lineno, inspect.cleandoc(doc)
+        if isinstance(node, ast.ClassDef) and any(
+                isinstance(s, ast.Assign) and any(getattr(t, "id", "") == "code" for t in s.targets)
+                and isinstance(s.value, ast.Constant) for s in node.body):
             doc = ast.get_docstring(node, clean=False)
             if doc:
                 yield node.lineno, inspect.cleandoc(doc)
