@@ -71,18 +71,22 @@ def _alerts(relay: Relay) -> list[dict[str, str]]:
 
 
 def test_queue_alerts_are_logged(relay: Relay) -> None:
-    """The hub worker watches its queues: the idle inbox over its threshold and the parked rejection
-    each raise one ``alert`` log event (not one per check)."""
+    """The hub worker watches its queues: the idle inbox over its thresholds (3 messages; its oldest
+    older than 2 s) and the parked rejection each raise one ``alert`` log event (not one per check)."""
+    expected = {("inbox-backlog", f"inbox.{IDLE}"), ("inbox-age", f"inbox.{IDLE}"), ("parked", "parking")}
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         raised = {(a["kind"], a["subject"]) for a in _alerts(relay) if a["event"] == "alert"}
-        if {("inbox-backlog", f"inbox.{IDLE}"), ("parked", "parking")} <= raised:
+        if expected <= raised:
             break
         time.sleep(0.5)
-    assert ("inbox-backlog", f"inbox.{IDLE}") in raised and ("parked", "parking") in raised
+    assert expected <= raised, raised
     time.sleep(1.5)  # three more checks: still one event each
-    again = [a for a in _alerts(relay) if a["event"] == "alert" and a["subject"] == f"inbox.{IDLE}"]
-    assert len(again) == 1 and "3 message(s) wait in the inbox of" in again[0]["detail"]
+    for kind, what in (("inbox-backlog", "3 message(s) wait in the inbox of"),
+                       ("inbox-age", "the oldest message in the inbox of")):
+        again = [a for a in _alerts(relay)
+                 if a["event"] == "alert" and a["kind"] == kind and a["subject"] == f"inbox.{IDLE}"]
+        assert len(again) == 1 and what in again[0]["detail"], again
 
 
 def test_dlq_replay_delivers_once(relay: Relay) -> None:
