@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,16 @@ def test_promtool_unit_tests_pass_and_cover_every_rule(promtool: str) -> None:
         for t in group.get("alert_rule_test", []):
             for alert in t["exp_alerts"]:
                 assert set(alert["exp_annotations"]) == {"summary", "description", "summary_en", "description_en"}
+
+
+def test_the_kit_is_utf8_nfc() -> None:
+    """The rules, their tests and the dashboard are UTF-8 in NFC: Vietnamese annotations and titles
+    show their diacritics as Vietnamese text must."""
+    for path in (*PROMETHEUS.iterdir(), GRAFANA):
+        text = path.read_bytes().decode("utf-8")
+        assert unicodedata.is_normalized("NFC", text), path
+    assert "Trục {{ $labels.instance }} ngừng hoạt động" in (PROMETHEUS / "lienthong-rules.yml").read_text(
+        encoding="utf-8")
 
 
 def test_every_alert_the_hubs_raise_has_a_rule() -> None:
