@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.core import errors, receipts
+from broker.core import errors, receipts, wire
 from broker.core.parsing import parse
 from broker.core.signer import SigningKey, sign
 from broker.core.verifier import verify_tree
@@ -118,7 +118,7 @@ class FolderAdapter:
 
     def receive(self) -> None:
         def handle(item: InboxItem) -> None:
-            if item.kind == "receipt":
+            if item.kind == wire.Kind.RECEIPT:
                 save_item(self.dir("receipts"), item)
                 r = receipts.read_bytes(item.body)
                 if r.kind == "rejected":

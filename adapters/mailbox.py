@@ -29,7 +29,7 @@ PENDING = ("new", "taken", "failed")
 
 
 @dataclass(frozen=True)
-class Received:
+class ReceivedItem:
     """One received message as the mailbox lists it."""
 
     message_id: str
@@ -95,7 +95,7 @@ class Mailbox:
                        (agency, item.message_id, kind, document_id, sender, code, about, now, "new", item.body, now))
 
     def received(self, agency: str, *, kinds: tuple[str, ...], transfer: tuple[str, ...] | None = None,
-                 since: float | None = None, until: float | None = None) -> list[Received]:
+                 since: float | None = None, until: float | None = None) -> list[ReceivedItem]:
         """The agency's received messages of ``kinds``, oldest first, optionally only those in a
         ``transfer`` status or received in ``[since, until)``."""
         sql = ("SELECT message_id, kind, document_id, sender, status_code, received, transfer, "
@@ -108,7 +108,7 @@ class Mailbox:
             if value is not None:
                 sql += clause
                 args.append(value)
-        return [Received(r[0], r[1], r[2], r[3], r[4] or "", r[5], r[6], r[7])
+        return [ReceivedItem(r[0], r[1], r[2], r[3], r[4] or "", r[5], r[6], r[7])
                 for r in self._db.rows(sql + " ORDER BY received, message_id", args)]
 
     def count(self, agency: str, kind: str) -> int:

@@ -30,7 +30,8 @@ from broker.core.delivery import DeliveryCheck
 from broker.core.errors import LienthongError, RejectedInput, TransientError, UsageError
 from broker.core.signer import SigningKey
 from broker.logs import get_logger
-from broker.relay import transport
+from broker.relay.amqp import blocking
+from broker.relay.transport import Received
 
 log = get_logger("lienthong.sdk")
 
@@ -66,7 +67,7 @@ class AgencyClient:
         self.url = url
         self.user = unquote(urlsplit(url.split()[0]).username or "")
         self.trust = check.trust
-        self._publisher = transport.Publisher(self.url)
+        self._publisher = blocking.Publisher(self.url)
         self._seen = handed
         self.twins = 0
         """Inbox copies dropped because their message id was already handed over."""
@@ -77,7 +78,7 @@ class AgencyClient:
             raise UsageError("nothing to send")
         message_id = wire.message_id(signed)
         self._publisher.publish(wire.agency_exchange(self.organ_id), "", signed, message_id=message_id,
-                                user_id=self.user, headers={wire.H_KIND: "edxml"})
+                                user_id=self.user, headers={wire.H_KIND: wire.Kind.EDXML})
         return message_id
 
     def close(self) -> None:
@@ -108,11 +109,11 @@ class AgencyClient:
         handed = 0
         error: BaseException | None = None
 
-        def on(r: transport.Received) -> bool:
+        def on(r: Received) -> bool:
             nonlocal handed, error
             if error is not None:
                 return False
-            item = InboxItem(r.body, r.message_id, str(r.headers.get(wire.H_KIND, "edxml")), r.headers)
+            item = InboxItem(r.body, r.message_id, wire.kind_of(r.headers), r.headers)
             key = f"{item.kind}:{r.message_id or wire.message_id(r.body)}"
             if self._seen.seen(self.organ_id, key):
                 self.twins += 1
@@ -136,7 +137,7 @@ class AgencyClient:
 
         for attempt in range(3):  # the broker may be restarting: a few tries before giving up
             try:
-                transport.fetch(self.url, wire.inbox_queue(self.organ_id), on, limit=limit, wait=wait)
+                blocking.fetch(self.url, wire.inbox_queue(self.organ_id), on, limit=limit, wait=wait)
                 break
             except TransientError:
                 if attempt == 2:
@@ -153,7 +154,7 @@ class AgencyClient:
         self.refused.append((item, exc))
         log.warning("inbox message refused", agency=self.organ_id, message_id=item.message_id, code=exc.code,
                     reason=exc.message)
-        if self.key is None or item.kind != "edxml":
+        if self.key is None or item.kind != wire.Kind.EDXML:
             return
         try:
             self.send(self.status_for(item.body, "02", key=self.key, description=f"{exc.code}: {exc.message}"))
@@ -170,13 +171,13 @@ class AgencyClient:
         asked for, or a rejection, arrived, or when ``timeout`` runs out.  Other inbox items go to
         ``handle_other`` (they stay in the inbox if it is None).
         """
-        trust = self.trust
+        trust = self.trust.current()
         got: dict[str, receipts.Receipt] = {}
 
-        def on(r: transport.Received) -> bool:
+        def on(r: Received) -> bool:
             """True: taken (acked); False: left in the inbox (requeued after this batch)."""
-            item = InboxItem(r.body, r.message_id, str(r.headers.get(wire.H_KIND, "edxml")), r.headers)
-            if item.kind == "receipt":
+            item = InboxItem(r.body, r.message_id, wire.kind_of(r.headers), r.headers)
+            if item.kind == wire.Kind.RECEIPT:
                 receipt = receipts.verify(item.body, trust).receipt
                 if receipt.document_sha256 == message_id:
                     got[receipt.kind] = receipt
@@ -188,18 +189,18 @@ class AgencyClient:
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and "rejected" not in got and not set(kinds) <= set(got):
-            transport.fetch(self.url, wire.inbox_queue(self.organ_id), on, limit=500, wait=0.5)
+            blocking.fetch(self.url, wire.inbox_queue(self.organ_id), on, limit=500, wait=0.5)
         return got
 
     def peek(self, *, limit: int = 100) -> list[InboxItem]:
         """List inbox messages without taking them (they are requeued)."""
         items: list[InboxItem] = []
 
-        def on(r: transport.Received) -> bool:
-            items.append(InboxItem(r.body, r.message_id, str(r.headers.get(wire.H_KIND, "edxml")), r.headers))
+        def on(r: Received) -> bool:
+            items.append(InboxItem(r.body, r.message_id, wire.kind_of(r.headers), r.headers))
             return False
 
-        transport.fetch(self.url, wire.inbox_queue(self.organ_id), on, limit=limit)
+        blocking.fetch(self.url, wire.inbox_queue(self.organ_id), on, limit=limit)
         return items
 
 
@@ -209,7 +210,7 @@ def save_item(directory: Path, item: InboxItem) -> Path:
     import os
 
     directory.mkdir(parents=True, exist_ok=True)
-    suffix = {"receipt": ".receipt.xml"}.get(item.kind, ".edxml")
+    suffix = ".receipt.xml" if item.kind == wire.Kind.RECEIPT else ".edxml"
     path = directory / f"{item.message_id[:32]}{suffix}"
     tmp = path.with_suffix(path.suffix + ".part")
     with open(tmp, "wb") as f:

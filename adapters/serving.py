@@ -10,9 +10,9 @@ from contextlib import contextmanager
 
 from fastapi import Request
 
-from broker.core import errors
+from broker.core import errors, wire
 from broker.core.edxml import Message, read
-from broker.core.parsing import DEFAULT_LIMITS, ParseLimits, parse
+from broker.core.parsing import ParseLimits, parse
 from broker.core.topology import Topology
 from broker.settings import Settings
 
@@ -28,7 +28,7 @@ class Gateway:
                  max_bytes: int | None = None, max_uploads: int = 4) -> None:
         self.settings = settings
         self.topology = Topology.load(settings.topology)
-        self.limit = max_bytes or int(self.topology.settings.get("max_bytes", DEFAULT_LIMITS.max_bytes))
+        self.limit = max_bytes or self.topology.settings.max_bytes
         self.max_uploads = max_uploads
         self.mailbox = Mailbox(settings.data_dir / "gateway.sqlite3")
         self._connect = connect
@@ -39,7 +39,7 @@ class Gateway:
 
     @property
     def limits(self) -> ParseLimits:
-        return ParseLimits(max_bytes=self.limit, max_depth=DEFAULT_LIMITS.max_depth)
+        return ParseLimits(max_bytes=self.limit, max_depth=self.topology.settings.max_depth)
 
     def client(self, agency: str) -> AgencyClient:
         """One client per agency and thread: pika connections must not be shared between threads."""
@@ -52,7 +52,7 @@ class Gateway:
     def pull(self, agency: str) -> None:
         """Take what waits in the agency's inbox into the mailbox (acked once stored)."""
         def keep(item: InboxItem) -> None:
-            message = None if item.kind == "receipt" else read(parse(item.body, self.limits))
+            message = None if item.kind == wire.Kind.RECEIPT else read(parse(item.body, self.limits))
             self.mailbox.add_received(agency, item, message)
 
         self.client(agency).fetch(keep, limit=500)

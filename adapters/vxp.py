@@ -29,14 +29,12 @@ from broker.core import errors
 from broker.core.edxml import STATUS_CODES
 from broker.settings import Settings
 
-from .mailbox import PENDING, Received, Sent
+from .mailbox import PENDING, ReceivedItem, Sent
 from .serving import Gateway, bounded
 from .vxpauth import Authenticated, SecretBook, authenticate, hash_file, zone_of
 
 PREFIX = "/vxp"
 SMALL_BODY = 64 * 1024
-DEFAULT_WINDOW = 900.0
-"""Seconds a request's timestamp may be off (either way); ``settings.vxp.window_seconds``."""
 DATE = "%d/%m/%Y %H:%M:%S"
 
 ERROR_CODES = {
@@ -83,10 +81,9 @@ def failure(exc: errors.LienthongError) -> Response:
 
 def mount(app: FastAPI, gw: Gateway) -> None:
     """Serve the protocol on ``app`` under ``/vxp``, over the gateway ``gw``."""
-    vxp_settings = dict(gw.topology.settings.get("vxp") or {})
-    window = float(vxp_settings.get("window_seconds", DEFAULT_WINDOW))
-    zone = zone_of(str(vxp_settings.get("utc_offset")
-                       or (gw.topology.settings.get("report") or {}).get("utc_offset") or "+07:00"))
+    settings = gw.topology.settings
+    window = settings.vxp.window_seconds
+    zone = zone_of(settings.vxp.utc_offset or settings.report.utc_offset)
     book = secret_book(gw.settings)
     mailbox = gw.mailbox
     ids = {code: str(i) for i, code in enumerate(gw.topology.agencies, start=1)}
@@ -228,7 +225,7 @@ def _codes(text: str) -> list[str] | None:
     return value
 
 
-def _received_item(r: Received, agency: str, when: Callable[[float], str]) -> dict[str, str]:
+def _received_item(r: ReceivedItem, agency: str, when: Callable[[float], str]) -> dict[str, str]:
     status, desc = STATUS_OF[r.transfer]
     return {"docId": r.message_id, "serviceType": "eDoc", "messageType": "edoc" if r.kind == "document" else "status",
             "created_time": when(r.received), "updated_time": when(r.updated), "from": r.sender, "to": agency,

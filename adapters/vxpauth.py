@@ -40,10 +40,6 @@ def hash_file(data: bytes) -> str:
     return "".join(f"{b:x}" for b in hashlib.sha256(data).digest())
 
 
-def format_timestamp(when: datetime) -> str:
-    return when.strftime("%d%m%YT%H%M%S") + f"+{when.microsecond // 1000:04d}"
-
-
 def parse_timestamp(text: str, zone: timezone) -> datetime:
     """A request timestamp, read in ``zone`` (the protocol's times carry no zone)."""
     m = TIMESTAMP.match(text.strip())

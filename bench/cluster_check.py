@@ -46,7 +46,7 @@ import pika.exceptions
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker.relay import transport  # noqa: E402
+from broker.relay.amqp import params as amqp_params  # noqa: E402
 
 SCRIPT = ROOT / "scripts" / "rabbitmq-cluster.sh"
 DIR = Path(os.environ.get("LIENTHONG_CLUSTER_DIR", "/tmp/lienthong-cluster"))
@@ -142,7 +142,7 @@ def running_nodes(node: int) -> int:
 
 
 def params(url: str) -> pika.URLParameters:
-    p = transport.parameters(url)[0]
+    p = amqp_params.parameters(url)[0]
     p.connection_attempts = 1
     p.socket_timeout = 5
     p.heartbeat = 30

@@ -35,8 +35,8 @@ from bench.trace_check import FAR, PATH, SENDER, Hubs, per_call_us  # noqa: E402
 from broker.core import receipts, schema, wire  # noqa: E402
 from broker.core.algorithms import DS, EXC_C14N  # noqa: E402
 from broker.core.canon import canonicalize  # noqa: E402
-from broker.core.hop import Inbound  # noqa: E402
 from broker.core.hoprecords import utc_now  # noqa: E402
+from broker.core.outcome import Inbound  # noqa: E402
 from broker.core.parsing import parse  # noqa: E402
 from broker.core.signer import SigningKey  # noqa: E402
 from broker.settings import PkiLayout  # noqa: E402

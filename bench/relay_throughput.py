@@ -52,8 +52,11 @@ sys.path.insert(0, str(ROOT))
 
 from broker import logs  # noqa: E402
 from broker.core import wire  # noqa: E402
-from broker.relay import layout, links, transport  # noqa: E402
+from broker.relay import layout  # noqa: E402
+from broker.relay.amqp import blocking, params  # noqa: E402
+from broker.relay.amqp.session import AmqpTransport  # noqa: E402
 from broker.relay.provision import Management  # noqa: E402
+from broker.relay.transport import Outgoing, Plan, Received  # noqa: E402
 from tests import services  # noqa: E402
 from tests.relay import Relay  # noqa: E402
 
@@ -74,7 +77,6 @@ def raw_worker(hub: str, topology_path: str, data_dir: str, plain: bool = False)
     topo = Topology.load(topology_path)
     names = wire.names(topo)
     keys = Settings.from_env(data_dir=data_dir).keys
-    ioloop = links.new_ioloop()
     own = layout.account_url(topo, hub, keys.hub_account(hub, "hub"), keys.broker_ca)
     if hub == LAST:
         out_url, exchange, key, user = own, wire.EX_INBOX, RECIPIENT, names.hub_user(hub)
@@ -88,27 +90,35 @@ def raw_worker(hub: str, topology_path: str, data_dir: str, plain: bool = False)
         own = f"amqp://{admin}@127.0.0.1:5672/{vhost_of[hub]}"
         out_url = own if hub == LAST else f"amqp://{admin}@127.0.0.1:5672/{vhost_of[ROUTE[hub]]}"
         user = None
-    parts: dict[str, object] = {}
+    RawForwarder(Plan(own, wire.Q_INGRESS, 256, {"out": out_url}), exchange, key, user or "").run()
 
-    def ready(_: object) -> None:
-        if all(getattr(p, "ready", False) for p in parts.values()) and len(parts) == 2:
-            parts["consumer"].start()  # type: ignore[attr-defined]
 
-    def lost(_: object, why: str) -> None:
-        ioloop.stop()
+class RawForwarder:
+    """The raw relay's hub: the same transport as lienthong's workers (:class:`AmqpTransport`), and
+    for each delivery one publish to the next hub and its ack once confirmed, nothing else."""
 
-    def on_message(r: transport.Received) -> None:
-        consumer = parts["consumer"]
+    def __init__(self, plan: Plan, exchange: str, key: str, user: str) -> None:
+        self.exchange, self.key, self.user = exchange, key, user
+        self.session = AmqpTransport().session(plan, self)
 
+    def run(self) -> None:
+        self.session.run()
+
+    def ready(self) -> None:
+        self.session.consumer.start()
+
+    def lost(self, what: str, why: str) -> None:
+        self.session.loop.stop()  # type: ignore[attr-defined]
+
+    def delivered(self, r: Received) -> None:
         def confirmed(ok: bool) -> None:
-            (consumer.ack if ok else consumer.requeue)(r.delivery_tag)  # type: ignore[attr-defined]
+            if ok:
+                self.session.consumer.ack_all((r.delivery_tag,))
+            else:
+                self.session.consumer.requeue(r.delivery_tag)
 
-        parts["link"].publish(exchange, key, r.body, transport.props(  # type: ignore[attr-defined]
-            message_id=r.message_id, user_id=user, headers=r.headers), confirmed)
-
-    parts["link"] = links.Link("out", out_url, ioloop, ready, lost)
-    parts["consumer"] = links.Consumer(own, wire.Q_INGRESS, 256, ioloop, on_message, ready, lost)
-    ioloop.start()
+        self.session.publishers["out"].publish(
+            Outgoing(self.exchange, self.key, r.body, r.message_id, self.user, r.headers), confirmed)
 
 
 # --- load and measurement --------------------------------------------------------------------
@@ -127,7 +137,7 @@ def run_load(relay: Relay, docs: list[bytes], rate: float | None) -> tuple[float
 
     def receive() -> None:
         import pika
-        conn = pika.BlockingConnection(transport.parameters(inbox_url))
+        conn = pika.BlockingConnection(params.parameters(inbox_url))
         ch = conn.channel()
         ch.basic_qos(prefetch_count=500)
         receiver_ready.set()
@@ -152,7 +162,7 @@ def run_load(relay: Relay, docs: list[bytes], rate: float | None) -> tuple[float
     receiver_ready.wait()
     import pika
     user = relay.names.agency_user(SENDER)
-    conn = pika.BlockingConnection(transport.parameters(relay.client(SENDER).url))
+    conn = pika.BlockingConnection(params.parameters(relay.client(SENDER).url))
     ch = conn.channel()  # the load generator does not wait for confirms: it must not be the bottleneck
     start = time.perf_counter()
     for i, (doc, mid) in enumerate(zip(docs, ids, strict=True)):
@@ -162,7 +172,7 @@ def run_load(relay: Relay, docs: list[bytes], rate: float | None) -> tuple[float
                 time.sleep(delay)
         sent[mid] = time.perf_counter()
         ch.basic_publish(wire.agency_exchange(SENDER), "", doc,
-                         transport.props(message_id=mid, user_id=user, headers={"lt-kind": "edxml"}))
+                         blocking.props(message_id=mid, user_id=user, headers={"lt-kind": "edxml"}))
     conn.close()
     done.wait(timeout=600)
     throughput = len(latencies) / (last_arrival[0] - start) if latencies else 0.0

@@ -27,14 +27,14 @@ sys.path.insert(0, str(ROOT))
 
 from broker.core import wire  # noqa: E402
 from broker.core.edxml import Organ, build_document  # noqa: E402
-from broker.core.hop import Hop, Inbound  # noqa: E402
+from broker.core.hop import Hop  # noqa: E402
 from broker.core.hoprecords import check_path, verify_trace  # noqa: E402
+from broker.core.outcome import Inbound  # noqa: E402
 from broker.core.signer import SigningKey, sign  # noqa: E402
 from broker.core.topology import Topology  # noqa: E402
-from broker.core.trust import TrustStore  # noqa: E402
 from broker.relay import devpki  # noqa: E402
-from broker.relay.assemble import hub_certificates  # noqa: E402
 from broker.settings import PkiLayout  # noqa: E402
+from tests import hops  # noqa: E402
 
 SENDER, FAR = "000.00.51.H41", "001.00.31.H14"
 PATH = ("H41", "national", "H14", "H14-D31")
@@ -61,11 +61,8 @@ class Hubs:
     def make(cls, where: Path) -> Hubs:
         topology = Topology.load(ROOT / "config" / "topology.yaml")
         pki = devpki.init(where / "pki", topology)
-        trust = TrustStore.load(pki)
-        certs = hub_certificates(pki, topology, trust)
-        return cls(topology, pki, {h: Hop(hub=h, topology=topology, trust=trust,
-                                          key=SigningKey.load(*PkiLayout(pki).hub(h)), hub_certs=certs)
-                                   for h in PATH})
+        every = hops.hops(pki, topology)
+        return cls(topology, pki, {h: every[h] for h in PATH})
 
     def document(self, subject: str = "đo") -> bytes:
         """A signed 10 KB document from a commune of Nghệ An to a commune of Cao Bằng."""

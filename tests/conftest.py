@@ -11,6 +11,7 @@ import pytest
 from broker.core.topology import Topology
 from broker.relay import devpki
 from tests import services
+from tests.relay import Relay
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,18 @@ def rabbitmq_urls() -> Iterator[tuple[str, str]]:
     """(AMQP URL, management URL) of a real RabbitMQ."""
     with services.rabbitmq() as urls:
         yield urls
+
+
+@pytest.fixture(scope="module")
+def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
+          request: pytest.FixtureRequest) -> Iterator[Relay]:
+    """A whole relay (every hub's worker, on the real broker, in a namespace of its own), one per
+    test module.  A module shapes it with ``RELAY``: keyword arguments of :class:`tests.relay.Relay`
+    (``settings`` of the topology, ``env`` of the workers, ``workers``, ``before_start``...)."""
+    options = getattr(request.module, "RELAY", {})
+    r = Relay(tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2]), *rabbitmq_urls, **options)
+    yield r
+    r.close()
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,10 @@ vhosts and users it created.
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -28,9 +30,11 @@ from broker.core.edxml import Organ, build_document
 from broker.core.signer import SigningKey, sign
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
-from broker.relay import devpki, layout, transport
+from broker.relay import devpki, layout
+from broker.relay.amqp import blocking
 from broker.relay.assemble import hub_certificates
 from broker.relay.provision import Management, apply, q
+from broker.relay.transport import Received
 from broker.settings import Settings
 from tests import services
 
@@ -61,8 +65,11 @@ class Relay:
     def __init__(self, base: Path, amqp_url: str, mgmt_url: str, *, state_url: str | None = None,
                  workers: int = 1, env: dict[str, str] | None = None,
                  settings: dict[str, object] | None = None,
-                 agencies: dict[str, dict[str, object]] | None = None) -> None:
-        """``agencies``: fields added to agencies' directory entries (by code), e.g. a policy."""
+                 agencies: dict[str, dict[str, object]] | None = None,
+                 before_start: Callable[[Relay], None] | None = None) -> None:
+        """``agencies``: fields added to agencies' directory entries (by code), e.g. a policy;
+        ``before_start``: what to do once the relay's PKI and broker objects exist, before its
+        workers start (revoke a certificate they load at start, say)."""
         self.namespace = f"lt{uuid.uuid4().hex[:8]}"
         raw = yaml.safe_load((ROOT / "config" / "topology.yaml").read_text(encoding="utf-8"))
         for entry in raw["agencies"]:
@@ -88,6 +95,8 @@ class Relay:
         self.logs.mkdir(exist_ok=True)
         self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
         self._keys: dict[str, SigningKey] = {}
+        if before_start is not None:
+            before_start(self)
         for hub in self.topology.hubs:
             for _ in range(workers):
                 self.start_worker(hub)
@@ -184,15 +193,33 @@ class Relay:
         return layout.account_url(self.topology, hub, self.settings.keys.hub_account(hub, "hub"),
                                   self.settings.keys.broker_ca)
 
-    def drain(self, hub: str, queue: str, *, timeout: float = 10.0, count: int = 1) -> list[transport.Received]:
-        got: list[transport.Received] = []
+    def drain(self, hub: str, queue: str, *, timeout: float = 10.0, count: int = 1) -> list[Received]:
+        got: list[Received] = []
         deadline = time.monotonic() + timeout
         while len(got) < count and time.monotonic() < deadline:
-            transport.fetch(self.hub_url(hub), queue, lambda r: got.append(r) is None, wait=0.5)
+            blocking.fetch(self.hub_url(hub), queue, lambda r: got.append(r) is None, wait=0.5)
         return got
 
     def depth(self, hub: str, queue: str) -> int:
-        return transport.queue_depth(self.hub_url(hub), queue)
+        return blocking.queue_depth(self.hub_url(hub), queue)
+
+    def lock_store(self, hub: str, seconds: float) -> threading.Thread:
+        """Hold an exclusive write lock on the hub's SQLite store for ``seconds``, as another
+        process would: meanwhile the store is unavailable.  Returns the thread holding it."""
+        ready = threading.Event()
+
+        def hold() -> None:
+            conn = sqlite3.connect(Path(self.settings.state_url) / f"{hub}.sqlite3", timeout=10)
+            conn.execute("BEGIN EXCLUSIVE")
+            ready.set()
+            time.sleep(seconds)
+            conn.rollback()
+            conn.close()
+
+        t = threading.Thread(target=hold, daemon=True)
+        t.start()
+        ready.wait(10)
+        return t
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until no ingress or retry queue holds a message ready (checked twice, apart)."""

@@ -26,13 +26,6 @@ pytestmark = pytest.mark.broker
 A, B, OTHER = "000.00.51.H41", "001.00.31.H14", "000.00.52.H41"
 
 
-@pytest.fixture(scope="module")
-def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    r = Relay(tmp_path_factory.mktemp("adapters"), *rabbitmq_urls)
-    yield r
-    r.close()
-
-
 class Gateway:
     def __init__(self, relay: Relay, max_bytes: int | None = None) -> None:
         self.port, self.server = serve(create_app(relay.settings, connect=relay.client, max_bytes=max_bytes))

@@ -8,7 +8,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,6 @@ from tests.relay import Relay
 pytestmark = pytest.mark.broker
 
 SENDER, RECIPIENT = "000.00.51.H41", "001.00.31.H14"
-
-
-@pytest.fixture(scope="module")
-def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    r = Relay(tmp_path_factory.mktemp("audit"), *rabbitmq_urls)
-    yield r
-    r.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bench.faults import FAR, SENDER, Plan, Suite, report, run
+from tests.faults import FAR, SENDER, Plan, Suite, report, run
 from tests.relay import Relay
 
 pytestmark = pytest.mark.broker

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.faults import CLUSTER_SCRIPT, Plan, cluster_urls, report, run
+from tests.faults import CLUSTER_SCRIPT, Plan, cluster_urls, report, run
 
 pytestmark = pytest.mark.broker
 

@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,6 @@ pytestmark = pytest.mark.broker
 SENDER, RECIPIENT = "000.00.51.H41", "001.00.31.H14"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    r = Relay(tmp_path_factory.mktemp("dashboard"), *rabbitmq_urls)
-    yield r
-    r.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ import pika
 import pytest
 
 from broker.core import wire
-from broker.relay import layout, transport
+from broker.relay import layout
+from broker.relay.amqp import params
 from broker.relay.provision import Management, q
 from tests.relay import Relay
 
@@ -33,7 +34,7 @@ def idle_relay(rabbitmq_urls: tuple[str, str], tmp_path: Path) -> Iterator[Relay
 
 
 def _channel(relay: Relay) -> pika.adapters.blocking_connection.BlockingChannel:
-    ch = pika.BlockingConnection(transport.parameters(relay.hub_url(HUB))).channel()
+    ch = pika.BlockingConnection(params.parameters(relay.hub_url(HUB))).channel()
     ch.confirm_delivery()
     return ch
 

@@ -25,24 +25,27 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from lxml import etree
 
-from broker.core import receipts, wire
+from broker.core import deployment, receipts, wire
 from broker.core.edxml import E, Organ, ResponseFor, build_document, build_status, read
 from broker.core.errors import AuditFailure, LienthongError
-from broker.core.hop import Hop, Inbound, Outcome
+from broker.core.hop import Hop
 from broker.core.hoprecords import HopRecord, sign_record, token_digest, utc_now
+from broker.core.outcome import Inbound, Outcome
 from broker.core.parsing import parse
 from broker.core.signer import SigningKey, sign, sign_tree
 from broker.core.topology import Topology
 from broker.core.trust import RevocationPolicy, TrustStore
 from broker.core.validation import check
 from broker.ops.audit import verify_bundle
-from broker.relay import devpki, transport
-from broker.relay.assemble import hub_certificates
+from broker.relay import devpki
+from broker.relay.amqp import blocking
+from broker.relay.livetrust import LiveTrust
 from broker.relay.metrics import trust_alerts
 from broker.relay.revocation import OcspClient, distribution_points, fetch_crls
 from broker.relay.timestamp import stamp
 from broker.relay.timestamp import verify as verify_stamp
 from broker.settings import PkiLayout
+from tests import hops
 from tests.relay import Relay
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,9 +179,7 @@ FAR = "001.00.31.H14"  # hub H14-D31: the path is H41 -> national -> H14 -> H14-
 
 
 def _hop(dev_pki: Path, topology: Topology, hub: str) -> Hop:
-    trust = TrustStore.load(dev_pki)
-    return Hop(hub=hub, topology=topology, trust=trust, key=SigningKey.load(*PkiLayout(dev_pki).hub(hub)),
-               hub_certs=hub_certificates(dev_pki, topology, trust))
+    return hops.hop(dev_pki, topology, hub)
 
 
 def _record(hub: str, digest: str, prev: str, to_hub: str, key: SigningKey) -> str:
@@ -394,7 +395,7 @@ def test_recipients_refuse_what_the_last_hub_should_not_have_delivered(rabbitmq_
         altered = doc.replace("bản gốc".encode(), "bản sửa".encode())
         untraced = relay.document(SENDER, [RECIPIENT], subject="đi tắt")
         for body, headers in ((doc, genuine.headers), (altered, genuine.headers), (untraced, {wire.H_KIND: "edxml"})):
-            transport.publish(hub_url, wire.EX_INBOX, RECIPIENT, body, message_id=hashlib.sha256(body).hexdigest(),
+            blocking.publish(hub_url, wire.EX_INBOX, RECIPIENT, body, message_id=hashlib.sha256(body).hexdigest(),
                               user_id=hub_user, headers=headers)
         client = relay.client(RECIPIENT)
         handed: list[bytes] = []
@@ -431,13 +432,13 @@ def test_a_new_crl_on_disk_is_used_at_once(own_pki: Path) -> None:
     """A hub's trust store validated a signer (and cached the answer until the CRL's nextUpdate);
     the CA's new CRL revoking that signer is dropped into the directory: the next validation
     re-reads it and refuses CERT_REVOKED, without a restart."""
-    store = TrustStore.load(own_pki)
+    store = LiveTrust(own_pki)
     cert = x509.load_pem_x509_certificate(PkiLayout(own_pki).agency(SENDER)[1].read_bytes())
-    store.validate(cert)
+    store.current().validate(cert)
     devpki.revoke(own_pki, [PkiLayout(own_pki).agency(SENDER)[1]])
     assert store.refresh(every=0) is True
     with pytest.raises(LienthongError) as info:
-        store.validate(cert)
+        store.current().validate(cert)
     assert info.value.code == "CERT_REVOKED"
     assert store.refresh(every=0) is False  # nothing changed since
 
@@ -453,11 +454,11 @@ def test_an_overdue_crl_counts_only_within_the_grace_the_policy_gives(own_pki: P
     with pytest.raises(LienthongError) as info:
         TrustStore.load(own_pki).validate(cert)
     assert info.value.code == "CRL_UNAVAILABLE"
-    lenient = RevocationPolicy.from_settings({"revocation": {"grace_hours": 11 * 24}})
+    lenient = RevocationPolicy.of(deployment.read({"revocation": {"grace_hours": 11 * 24}}).revocation)
     assert TrustStore.load(own_pki, policy=lenient).validate(cert).path[0] == cert
     kinds = [k for k, _ in trust_alerts("H41", cert, TrustStore.load(own_pki, policy=lenient))]
     assert "crl-out-of-date" in kinds
-    strict = RevocationPolicy.from_settings({"revocation": {"grace_hours": 9 * 24}})
+    strict = RevocationPolicy.of(deployment.read({"revocation": {"grace_hours": 9 * 24}}).revocation)
     with pytest.raises(LienthongError):
         TrustStore.load(own_pki, policy=strict).validate(cert)
 
@@ -532,22 +533,22 @@ def test_crls_are_fetched_from_where_the_ca_publishes_them(own_pki: Path, tmp_pa
     that answers nothing, are refused and kept out."""
     base, files = ca_site
     cache = tmp_path / "crls"
-    store = TrustStore.load(own_pki, crl_cache=cache)
+    store = LiveTrust(own_pki, crl_cache=cache)
     cert = x509.load_pem_x509_certificate(PkiLayout(own_pki).agency(SENDER)[1].read_bytes())
-    store.validate(cert)
+    store.current().validate(cert)
     root = devpki.load_root(own_pki)
     files["/root.crl"] = devpki.make_crl(root, [cert.serial_number]).public_bytes(Encoding.DER)
     files["/rogue.crl"] = devpki.make_crl(devpki.make_root("rogue"), []).public_bytes(Encoding.DER)
-    report = fetch_crls(store, cache, [f"{base}/root.crl", f"{base}/rogue.crl", f"{base}/gone.crl"])
+    report = fetch_crls(store.current(), cache, [f"{base}/root.crl", f"{base}/rogue.crl", f"{base}/gone.crl"])
     assert report.fetched == [f"{base}/root.crl"]
     assert [u for u, _ in report.refused] == [f"{base}/rogue.crl", f"{base}/gone.crl"]
     assert "not signed by a CA of the trust store" in report.refused[0][1]
     assert len(list(cache.glob("*.crl"))) == 1
     assert store.refresh(every=0) is True
     with pytest.raises(LienthongError) as info:
-        store.validate(cert)
+        store.current().validate(cert)
     assert info.value.code == "CERT_REVOKED"
-    assert fetch_crls(store, cache, [f"{base}/root.crl"]).unchanged == [f"{base}/root.crl"]
+    assert fetch_crls(store.current(), cache, [f"{base}/root.crl"]).unchanged == [f"{base}/root.crl"]
 
 
 def test_distribution_points_are_read_from_certificates(root: devpki.Issued) -> None:

@@ -5,12 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sqlite3
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,38 +18,14 @@ pytestmark = pytest.mark.broker
 SENDER, RECIPIENT = "000.00.51.H41", "000.00.52.H41"  # both on hub H41
 
 
-@pytest.fixture(scope="module")
-def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    r = Relay(tmp_path_factory.mktemp("faults"), *rabbitmq_urls,
-              env={"LIENTHONG_SQLITE_TIMEOUT": "0.3"},
-              settings={"retry_tiers_ms": [300, 600], "max_bytes": 200_000})
-    yield r
-    r.close()
-
-
-def lock_store(relay: Relay, hub: str, seconds: float) -> threading.Thread:
-    """Hold an exclusive write lock on the hub's SQLite store: the store is 'unavailable'."""
-    ready = threading.Event()
-
-    def hold() -> None:
-        conn = sqlite3.connect(Path(relay.settings.state_url) / f"{hub}.sqlite3", timeout=10)
-        conn.execute("BEGIN EXCLUSIVE")
-        ready.set()
-        time.sleep(seconds)
-        conn.rollback()
-        conn.close()
-
-    t = threading.Thread(target=hold, daemon=True)
-    t.start()
-    ready.wait(10)
-    return t
+RELAY = {"env": {"LIENTHONG_SQLITE_TIMEOUT": "0.3"}, "settings": {"retry_tiers_ms": [300, 600], "max_bytes": 200_000}}
 
 
 def test_store_briefly_unavailable_is_retried(relay: Relay) -> None:
     """While the state store is locked the hub sends the message through its retry tiers; once the
     store is back the document is delivered, once."""
     relay.take(RECIPIENT, 1, timeout=2)  # settle: the relay is up
-    holder = lock_store(relay, "H41", 1.0)
+    holder = relay.lock_store("H41", 1.0)
     doc = relay.document(SENDER, [RECIPIENT], subject="store locked")
     relay.client(SENDER).send(doc)
     holder.join()
@@ -66,7 +38,7 @@ def test_store_briefly_unavailable_is_retried(relay: Relay) -> None:
 def test_store_unavailable_too_long_is_parked(relay: Relay) -> None:
     """A store that stays unavailable through every retry tier: the message is parked with
     RETRY_EXHAUSTED (nothing is dropped), and never delivered."""
-    holder = lock_store(relay, "H41", 6.0)
+    holder = relay.lock_store("H41", 6.0)
     doc = relay.document(SENDER, [RECIPIENT], subject="store down")
     digest = hashlib.sha256(doc).hexdigest()
     relay.client(SENDER).send(doc)

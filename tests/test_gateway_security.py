@@ -12,7 +12,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,6 @@ from tests.relay import Relay, serve
 pytestmark = pytest.mark.broker
 
 A, B = "000.00.51.H41", "001.00.31.H14"
-
-
-@pytest.fixture(scope="module")
-def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    r = Relay(tmp_path_factory.mktemp("gateway-security"), *rabbitmq_urls)
-    yield r
-    r.close()
 
 
 @pytest.fixture(scope="module")

@@ -28,16 +28,16 @@ from broker.core import errors, receipts, wire
 from broker.core.algorithms import DIGESTS, DS, SIGNATURE_METHODS
 from broker.core.cafiles import read_directory
 from broker.core.edxml import Organ, build_document
-from broker.core.hop import PARKING, Hop, Inbound, Outcome
+from broker.core.outcome import Inbound, Outcome
 from broker.core.parsing import parse
-from broker.core.routing import Target
+from broker.core.routing import PARKING, Target
 from broker.core.signer import SigningKey, sign, sign_tree, sign_value
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.core.validation import check, summary
 from broker.relay import devpki
-from broker.relay.assemble import hub_certificates
-from tests import govpki
+from broker.relay.livetrust import LiveTrust
+from tests import govpki, hops
 from tests.relay import ROOT, Relay
 
 LEGACY, STRICT, RECIPIENT = "000.00.00.G22", "000.00.00.G17", "000.00.00.H41"  # G22's entry: legacy_sha1
@@ -174,18 +174,18 @@ def test_a_running_store_sees_new_der_files_and_survives_a_broken_one(gov: govpk
     file dropped in later keeps the store as it was instead of failing the hub."""
     trust = tmp_path / "trust"
     shutil.copytree(gov.directory, trust)
-    store = TrustStore.load(trust)
+    store = LiveTrust(trust)
     data = _signed(gov.agency(STRICT), STRICT)
-    check(data, trust=store, topology=directory)
+    check(data, trust=store.current(), topology=directory)
     (trust / "RootCA-G2.crl").write_bytes(
         devpki.make_crl(gov.g2, [gov.ca.cert.serial_number]).public_bytes(Encoding.DER))
     assert store.refresh(every=0)
     with pytest.raises(errors.Revoked):
-        check(data, trust=store, topology=directory)
+        check(data, trust=store.current(), topology=directory)
     (trust / "new-root.cer").write_bytes(devpki.make_root("another root").cert.public_bytes(Encoding.DER))
     (trust / "half-written.crl").write_bytes(b"\x30\x82\x01")
     assert not store.refresh(every=0)
-    assert len(store.anchors) == 3  # G2, G1, dev root: not the new one, nothing lost
+    assert len(store.current().anchors) == 3  # G2, G1, dev root: not the new one, nothing lost
 
 
 def test_an_evidence_bundle_carries_the_cas_der_files(gov: govpki.GovPki, dev_pki: Path, tmp_path: Path) -> None:
@@ -282,9 +282,7 @@ def test_the_hop_carries_the_flag_and_refuses_the_others(gov: govpki.GovPki, dir
     """At the national hub: G22's SHA-1 chain goes on with the outcome naming it (what the worker
     alerts on); G17's is rejected CERT_ALGORITHM, parked, and G17 told so in a signed receipt."""
     trust = TrustStore.load(gov.directory)
-    hop = Hop(hub="national", topology=directory, trust=trust,
-              key=SigningKey.load(*[dev_pki / "hubs" / "national" / f for f in ("key.pem", "cert.pem")]),
-              hub_certs=hub_certificates(dev_pki, directory, trust))
+    hop = hops.hop(dev_pki, directory, "national", trust=trust)
 
     def judge(sender: str) -> Outcome:
         entry = wire.agency_exchange(sender)

@@ -13,14 +13,13 @@ from types import SimpleNamespace
 import pytest
 
 from broker.core import receipts, wire
-from broker.core.hop import PARKING, Hop, Inbound, Outcome
+from broker.core.outcome import Inbound, Outcome
 from broker.core.parsing import ParseLimits, parse
-from broker.core.routing import Target
+from broker.core.routing import PARKING, Target
 from broker.core.signer import SigningKey
 from broker.core.topology import Topology
-from broker.core.trust import TrustStore
 from broker.relay import devpki
-from broker.relay.assemble import hub_certificates
+from tests import hops
 from tests.hostile import AMQP_NAMES, AMQP_SENDER, BYSTANDER, MAX_BYTES, Case, Kit, amqp_cases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,11 +44,7 @@ def judged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple
     topology = Topology.load(ROOT / "config" / "topology.yaml")
     pki = devpki.init(tmp_path_factory.mktemp("hop") / "pki", topology)
     devpki.revoke(pki, [pki / "agencies" / BYSTANDER / "cert.pem"])  # as tests/test_hostile.py does
-    trust = TrustStore.load(pki)
-    hop = Hop(hub=HUB, topology=topology, trust=trust,
-              key=SigningKey.load(pki / "hubs" / HUB / "key.pem", pki / "hubs" / HUB / "cert.pem"),
-              hub_certs=hub_certificates(pki, topology, trust),
-              limits=ParseLimits(max_bytes=MAX_BYTES, max_depth=64))  # the hostile relay's settings
+    hop = hops.hop(pki, topology, HUB, limits=ParseLimits(max_bytes=MAX_BYTES, max_depth=64))  # the hostile relay's
     entry = wire.agency_exchange(AMQP_SENDER)
     out = {}
     for case in amqp_cases(Kit(Offline(topology, SimpleNamespace(pki=pki)))):  # type: ignore[arg-type]

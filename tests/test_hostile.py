@@ -34,7 +34,9 @@ from broker.core import errors, receipts, wire
 from broker.core.edxml import EDXML_NS, read
 from broker.core.parsing import parse
 from broker.core.trust import TrustStore
-from broker.relay import devpki, layout, transport
+from broker.relay import devpki, layout
+from broker.relay.amqp import blocking, params
+from broker.relay.transport import Received
 from tests import hostile as h
 from tests.hostile import (
     AMQP_SENDER,
@@ -55,17 +57,12 @@ pytestmark = pytest.mark.broker
 HUB = {AMQP_SENDER: "national", REST_SENDER: "H14", FOLDER_SENDER: "H14", FOLDER_SIGNER: "H14-D31"}
 
 
-@pytest.fixture(scope="module")
-def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    """A small size limit (``settings.max_bytes``), and G17's certificate revoked before the hubs
-    start (they load the CRL at start)."""
-    r = Relay(tmp_path_factory.mktemp("hostile"), *rabbitmq_urls, workers=0,
-              settings={"max_bytes": MAX_BYTES, "max_depth": 64})
+def _revoke_bystander(r: Relay) -> None:
     devpki.revoke(r.settings.pki, [r.settings.pki / "agencies" / BYSTANDER / "cert.pem"])
-    for hub in r.topology.hubs:
-        r.start_worker(hub)
-    yield r
-    r.close()
+
+
+RELAY = {"settings": {"max_bytes": MAX_BYTES, "max_depth": 64}, "before_start": _revoke_bystander}
+"""A small size limit, and G17's certificate revoked before the hubs start (they load the CRL at start)."""
 
 
 @pytest.fixture(scope="module")
@@ -115,15 +112,15 @@ class Observer:
         own ack was lost) is not counted twice; a second copy published by a hub would be."""
         new = 0
         for hub in self.parking_hubs:
-            def park(r: transport.Received, hub: str = hub) -> bool:
+            def park(r: Received, hub: str = hub) -> bool:
                 if r.redelivered and _sha(r.body) in self.parked:
                     return True
                 self.parked[_sha(r.body)].append(
                     ParkedCopy(hub, str(r.headers.get("lt-code")), str(r.headers.get("lt-hub"))))
                 return True
-            new += transport.fetch(self.relay.hub_url(hub), wire.Q_PARKING, park, limit=1000)
+            new += blocking.fetch(self.relay.hub_url(hub), wire.Q_PARKING, park, limit=1000)
         for agency in self.inboxes:
-            def take(r: transport.Received, agency: str = agency) -> bool:
+            def take(r: Received, agency: str = agency) -> bool:
                 if r.redelivered and _sha(r.body) in self._seen:
                     return True
                 self._seen.add(_sha(r.body))
@@ -137,12 +134,12 @@ class Observer:
                 else:
                     self.delivered[agency][_sha(r.body)] += 1
                 return True
-            new += transport.fetch(self.relay.hub_url(self.relay.topology.agency(agency).hub),
+            new += blocking.fetch(self.relay.hub_url(self.relay.topology.agency(agency).hub),
                                    wire.inbox_queue(agency), take, limit=1000)
         return new
 
     def idle(self) -> bool:
-        return all(sum(transport.depths(self.relay.hub_url(hub), self._busy_queues).values()) == 0
+        return all(sum(blocking.depths(self.relay.hub_url(hub), self._busy_queues).values()) == 0
                    for hub in self.relay.topology.hubs)
 
     def wait(self, done: Callable[[], bool], *, timeout: float = 60.0, quiet: float = 3.0) -> None:
@@ -198,7 +195,7 @@ def _account_url(relay: Relay, agency: str, hub: str | None = None) -> str:
 def publish_raw(relay: Relay, agency: str, body: bytes, headers: Mapping[str, Any] | None = None) -> None:
     """As any AMQP client does it (docs/wire.md): the agency's own account, its entry exchange,
     persistent, publisher confirms; no user_id."""
-    transport.publish(_account_url(relay, agency), wire.agency_exchange(agency), "", body,
+    blocking.publish(_account_url(relay, agency), wire.agency_exchange(agency), "", body,
                       message_id=_sha(body), user_id=None, headers=dict(headers or {}))
 
 
@@ -274,7 +271,7 @@ def access(relay: Relay, kit: Kit, obs: Observer) -> dict[str, tuple[str, str]]:
             continue
         target_url, exchange, key = targets[name]
         try:
-            transport.publish(target_url, exchange, key, body, message_id=_sha(body), user_id=None)
+            blocking.publish(target_url, exchange, key, body, message_id=_sha(body), user_id=None)
             out[name] = (_sha(body), "published")
         except errors.LienthongError as exc:
             out[name] = (_sha(body), exc.code)
@@ -283,7 +280,7 @@ def access(relay: Relay, kit: Kit, obs: Observer) -> dict[str, tuple[str, str]]:
 
 
 def _forged_user_id(url: str, exchange: str, body: bytes, user_id: str) -> str:
-    conn = pika.BlockingConnection(transport.parameters(url))
+    conn = pika.BlockingConnection(params.parameters(url))
     try:
         ch = conn.channel()
         ch.confirm_delivery()

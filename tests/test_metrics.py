@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
+from prometheus_client import REGISTRY
 
 from broker.core.trust import TrustStore
 from broker.relay import devpki
-from broker.relay.metrics import CERT_DAYS, trust_alerts
-from broker.relay.watch import Alerts
+from broker.relay.metrics import trust_alerts
+from broker.relay.watch import Raised
 
 
 def test_no_alert_on_fresh_material(dev_pki: Path) -> None:
@@ -19,7 +20,7 @@ def test_no_alert_on_fresh_material(dev_pki: Path) -> None:
     root = devpki.load_root(dev_pki)
     hub = devpki.issue(root, "hub", uid="hub:H41", kind="ec", days=400)
     assert trust_alerts("H41", hub.cert, TrustStore.load(dev_pki)) == []
-    assert 398 <= CERT_DAYS.labels("H41")._value.get() <= 400
+    assert 398 <= REGISTRY.get_sample_value("lienthong_certificate_days_left", {"hub": "H41"}) <= 400
 
 
 def test_alerts_for_expiring_certificate_and_overdue_crl(dev_pki: Path, tmp_path: Path) -> None:
@@ -37,7 +38,7 @@ def test_a_queue_alert_is_raised_once_and_cleared_after_two_checks_without_it() 
     """One check that misses an alert (a queue's ready count dips while ``lienthong status`` looks at
     its head) neither clears it nor raises it again; two in a row clear it; it can then be raised again."""
     backlog, parked = ("inbox-backlog", "inbox.000.00.02.H41"), ("parked", "parking")
-    alerts = Alerts()
+    alerts = Raised()
     assert alerts.update([backlog]) == ([backlog], [])
     assert alerts.update([backlog, parked]) == ([parked], [])
     assert alerts.update([parked]) == ([], [])  # the dip: backlog unseen once

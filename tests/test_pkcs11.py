@@ -25,8 +25,8 @@ from cryptography import x509
 
 from broker.core import errors, receipts, wire
 from broker.core.edxml import Organ, build_document, read
-from broker.core.hop import Hop, Inbound
 from broker.core.hoprecords import verify_record
+from broker.core.outcome import Inbound
 from broker.core.parsing import parse
 from broker.core.signer import SigningKey, sign
 from broker.core.topology import Topology
@@ -35,10 +35,11 @@ from broker.core.validation import check
 from broker.core.verifier import verify_tree
 from broker.pkcs11 import TokenECKey, TokenError, TokenRSAKey
 from broker.private import write_private
-from broker.relay.assemble import hub_certificates, principal_key, signing_key
+from broker.relay.assemble import principal_key, signing_key
 from broker.settings import PkiLayout
+from tests import hops
 from tests.relay import ROOT, Relay
-from tests.test_interop_xmlsec import document, xmlsec_verify
+from tests.xmlsec import document, xmlsec_verify
 
 pytestmark = pytest.mark.pkcs11
 
@@ -136,9 +137,8 @@ def test_a_hub_key_on_the_token_signs_records_and_receipts(on_token: dict[str, s
     PkiLayout.token_file(key_pem).write_text(on_token["hub-national"] + "\n")
     key = principal_key(PkiLayout(pki).hub("national"))
     assert isinstance(key.key, TokenECKey)
-    trust = TrustStore.load(pki)
-    hop = Hop(hub="national", topology=topology, trust=trust, key=key,
-              hub_certs=hub_certificates(pki, topology, trust))
+    hop = hops.hop(pki, topology, "national", key=key)
+    trust = hop.trust
     body = sign(document(), SigningKey.load(*PkiLayout(pki).agency(G22)))
     entry = wire.agency_exchange(G22)
     outcome = hop.process(Inbound(body, wire.trusted_headers(entry, {wire.H_KIND: "edxml"}), entry))

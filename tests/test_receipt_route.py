@@ -14,14 +14,14 @@ import pytest
 
 from broker.core import receipts, wire
 from broker.core.edxml import Organ, build_document
-from broker.core.hop import Copy, Hop, Inbound, Outcome
+from broker.core.hop import Hop
 from broker.core.hoprecords import HopRecord, parse_record, sign_record, utc_now
+from broker.core.outcome import Copy, Inbound, Outcome
 from broker.core.routing import Target
 from broker.core.signer import SigningKey, sign
 from broker.core.topology import Topology
-from broker.core.trust import TrustStore
 from broker.relay import devpki
-from broker.relay.assemble import hub_certificates
+from tests.hops import hops as hops_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SENDER, RECIPIENT = "000.00.51.H41", "001.00.31.H14"
@@ -32,11 +32,7 @@ ROUTE = ("H41", "national", "H14", "H14-D31")
 def hops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Hop], Path]]:
     topology = Topology.load(ROOT / "config" / "topology.yaml")
     pki = devpki.init(tmp_path_factory.mktemp("receipts") / "pki", topology)
-    trust = TrustStore.load(pki)
-    certs = hub_certificates(pki, topology, trust)
-    yield {h: Hop(hub=h, topology=topology, trust=trust, hub_certs=certs,
-                  key=SigningKey.load(pki / "hubs" / h / "key.pem", pki / "hubs" / h / "cert.pem"))
-           for h in topology.hubs}, pki
+    yield hops_of(pki, topology), pki
 
 
 def _delivered_receipt(hops: dict[str, Hop], pki: Path) -> Copy:
@@ -122,7 +118,7 @@ def _bundle(hop: Hop, home: str, items: list[receipts.Bundled]) -> Copy:
     body = receipts.pack(home, items)
     token = sign_record(HopRecord(hub=hop.hub, at=utc_now(), digest=wire.message_id(body), document_id="",
                                   verdict="receipts", recipients=tuple(sorted({i.to for i in items}))), hop.key)
-    return Copy(Target("hub", "H14"), body, {wire.H_KIND: receipts.BUNDLE, wire.H_ISSUED: token}, "hub:H14")
+    return Copy(Target("hub", "H14"), body, {wire.H_KIND: wire.Kind.BUNDLE, wire.H_ISSUED: token}, "hub:H14")
 
 
 def _item(copy: Copy) -> receipts.Bundled:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,13 +23,6 @@ pytestmark = pytest.mark.broker
 N_COMMUNE, N_COMMUNE_2, N_PROVINCE = "000.00.51.H41", "000.00.52.H41", "000.00.00.H41"  # Nghệ An, two-tier
 C_COMMUNE, C_COMMUNE_2, C_PROVINCE = "001.00.31.H14", "002.00.31.H14", "000.00.00.H14"  # Cao Bằng, three-tier
 VPCP = "000.00.00.G22"
-
-
-@pytest.fixture(scope="module")
-def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    r = Relay(tmp_path_factory.mktemp("relay"), *rabbitmq_urls)
-    yield r
-    r.close()
 
 
 def _only(items: list, what: str) -> object:
@@ -389,25 +382,25 @@ def test_duplicate_of_rejected_gets_no_second_receipt(relay: Relay) -> None:
 
 def test_agency_cannot_read_another_inbox(relay: Relay) -> None:
     """An agency's credentials are refused on another agency's inbox and on another hub."""
-    from broker.relay import transport
+    from broker.relay.amqp import blocking
     mine = relay.client(N_COMMUNE)
     with pytest.raises(errors.AccessRefused):
-        transport.fetch(mine.url, wire.inbox_queue(N_COMMUNE_2), lambda r: False)
+        blocking.fetch(mine.url, wire.inbox_queue(N_COMMUNE_2), lambda r: False)
     other_hub = relay.agency_url(N_COMMUNE, "H14")
     with pytest.raises(errors.AccessRefused):
-        transport.publish(other_hub, wire.agency_exchange(N_COMMUNE), "", b"<x/>", message_id="x", user_id=None)
+        blocking.publish(other_hub, wire.agency_exchange(N_COMMUNE), "", b"<x/>", message_id="x", user_id=None)
     with pytest.raises(errors.AccessRefused):  # nor may it write to another agency's entry, or the ingress
-        transport.publish(mine.url, wire.agency_exchange(N_COMMUNE_2), "", b"<x/>", message_id="x", user_id=None)
+        blocking.publish(mine.url, wire.agency_exchange(N_COMMUNE_2), "", b"<x/>", message_id="x", user_id=None)
     with pytest.raises(errors.AccessRefused):
-        transport.publish(mine.url, wire.EX_INGRESS, "", b"<x/>", message_id="x", user_id=None)
+        blocking.publish(mine.url, wire.EX_INGRESS, "", b"<x/>", message_id="x", user_id=None)
 
 
 def test_agency_cannot_forge_user_id(relay: Relay) -> None:
     """Publishing with another account's user_id is refused by the broker itself."""
-    from broker.relay import transport
+    from broker.relay.amqp import blocking
     mine = relay.client(N_COMMUNE)
     with pytest.raises(errors.LienthongError):
-        transport.publish(mine.url, wire.agency_exchange(N_COMMUNE), "", b"<x/>", message_id="x",
+        blocking.publish(mine.url, wire.agency_exchange(N_COMMUNE), "", b"<x/>", message_id="x",
                           user_id=relay.names.agency_user(N_COMMUNE_2))
 
 

@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import time
 import unicodedata
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -28,13 +27,8 @@ DEADLINE_SECONDS = 3.0
 VN = timezone(timedelta(hours=7))
 
 
-@pytest.fixture(scope="module")
-def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    r = Relay(tmp_path_factory.mktemp("report"), *rabbitmq_urls,
-              settings={"report": {"utc_offset": "+07:00", "ack_deadline_hours": DEADLINE_SECONDS / 3600,
-                                   "targets": {"province": 0.7, "department": 0.85, "commune": 0.6}}})
-    yield r
-    r.close()
+RELAY = {"settings": {"report": {"utc_offset": "+07:00", "ack_deadline_hours": DEADLINE_SECONDS / 3600,
+                                  "targets": {"province": 0.7, "department": 0.85, "commune": 0.6}}}}
 
 
 def _unsigned(relay: Relay, sender: str, recipient: str) -> bytes:

@@ -75,7 +75,8 @@ def test_cluster_urls(topo: Topology, tmp_path: Path) -> None:
     a connection."""
     import socket
 
-    from broker.relay import devpki, layout, transport
+    from broker.relay import devpki, layout
+    from broker.relay.amqp import params
 
     ca = devpki.make_root("test transport CA")
     account = (tmp_path / "key.pem", tmp_path / "cert.pem")
@@ -96,10 +97,10 @@ def test_cluster_urls(topo: Topology, tmp_path: Path) -> None:
         url = layout.account_url(cluster, "H41", account, tmp_path / "ca.pem")
         assert url.split() == [f"amqps://hub.H41@127.0.0.1:{down}/lienthong.H41{tls}",
                                f"amqps://hub.H41@127.0.0.1:{up}/lienthong.H41{tls}"]
-        nodes = transport.parameters(url)
+        nodes = params.parameters(url)
         assert [p.port for p in nodes] == [down, up]
         assert all(p.ssl_options is not None and p.credentials.TYPE == "EXTERNAL" for p in nodes)
-        assert transport.reachable(url).port == up
+        assert params.reachable(url).port == up
     single = layout.account_url(topo, "H41", account, tmp_path / "ca.pem")
     assert single == f"amqps://hub.H41@127.0.0.1:5671/lienthong.H41{tls}"
     assert Topology.from_dict({**raw, "hubs": [{"id": "H41", "amqp_url": "amqps://h1/, amqps://h2/"}]}) \

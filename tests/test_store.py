@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from broker.core.errors import ConfigError
-from broker.relay.store import MIGRATIONS, SqlStore, Verdict, open_store, sqlite_store
+from broker.relay.migrations import MIGRATIONS
+from broker.relay.store import SqlStore, Standing, open_store, sqlite_store
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -49,9 +50,9 @@ def test_claim_busy_then_takeover_after_lease(store: SqlStore) -> None:
 def test_first_verdict_stands(store: SqlStore) -> None:
     """A duplicate of a rejected message gets the rejection, never a new verdict."""
     hub, digest = f"h-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
-    first = store.record_verdict(hub, digest, "doc", "A", Verdict("rejected", "SIG_DIGEST", "altered"))
-    again = store.record_verdict(hub, digest, "doc", "A", Verdict("accepted", "", ""))
-    assert first == again == Verdict("rejected", "SIG_DIGEST", "altered")
+    first = store.record_verdict(hub, digest, "doc", "A", Standing("rejected", "SIG_DIGEST", "altered"))
+    again = store.record_verdict(hub, digest, "doc", "A", Standing("accepted", "", ""))
+    assert first == again == Standing("rejected", "SIG_DIGEST", "altered")
     assert store.verdict(hub, digest) == first
 
 
@@ -59,7 +60,7 @@ def test_postgres_url_is_used(postgres_url: str) -> None:
     """open_store picks PostgreSQL for a postgresql:// URL (not a silent SQLite fallback)."""
     s = open_store(postgres_url)
     try:
-        assert s._ph == "%s"
+        assert s.dialect == "postgresql"
         assert s.claim("pg-check", uuid.uuid4().hex, ["x"], "w") == {"x": "new"}
     finally:
         s.close()
@@ -100,7 +101,7 @@ def test_sqlite_opened_by_several_at_once(tmp_path: Path) -> None:
         def open_and_write(path: Path = path) -> None:
             try:
                 s = sqlite_store(path)
-                s.record_verdict("H41", uuid.uuid4().hex, "doc", "000.00.00.H41", Verdict("accepted", "", ""))
+                s.record_verdict("H41", uuid.uuid4().hex, "doc", "000.00.00.H41", Standing("accepted", "", ""))
                 s.close()
             except BaseException as exc:  # noqa: BLE001 - collected and asserted below
                 errors.append(exc)
@@ -143,26 +144,29 @@ def test_schema_created_by_many_processes_at_once(kind: str, request: pytest.Fix
     assert results == [("ok", len(MIGRATIONS))] * 8
     s = open_store(url, hub="h")
     try:
-        with s._tx() as cur:
-            cur.execute("SELECT version FROM schema_version ORDER BY version")
-            assert [r[0] for r in cur.fetchall()] == [n for n, _, _ in MIGRATIONS]
+        assert s.applied_migrations() == [n for n, _, _ in MIGRATIONS]
     finally:
         s.close()
 
 
-def test_migrations_apply_in_order_once_and_refuse_a_newer_schema(store: SqlStore) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_migrations_apply_in_order_once_and_refuse_a_newer_schema(kind: str, request: pytest.FixtureRequest,
+                                                                  tmp_path: Path) -> None:
     """A later step is applied once, on top of what is there; a store whose schema is newer than
-    the code refuses to start with a sentence saying so."""
-    table = f"extra_{uuid.uuid4().hex[:8]}"
-    steps = [*MIGRATIONS, (len(MIGRATIONS) + 1, "test step", (f"CREATE TABLE {table} (x INTEGER)",))]
-    store.schema_version = 0
-    assert store.migrate(steps) == len(MIGRATIONS) + 1
-    assert store.migrate(steps) == len(MIGRATIONS) + 1  # a second run finds nothing to do
-    with pytest.raises(ConfigError, match="newer than this lienthong knows"):
-        store.migrate(MIGRATIONS)
-    with store._tx() as cur:
-        cur.execute(f"DROP TABLE {table}")
-        cur.execute(store._q("DELETE FROM schema_version WHERE version = ?"), (len(MIGRATIONS) + 1,))
+    the code refuses to start with a sentence saying so.  (A store of its own: the extra step
+    must not reach the other tests' database.)"""
+    url = request.getfixturevalue("new_postgres_url") if kind == "postgres" else str(tmp_path / "state")
+    store = open_store(url, hub="h")
+    try:
+        table = f"extra_{uuid.uuid4().hex[:8]}"
+        steps = [*MIGRATIONS, (len(MIGRATIONS) + 1, "test step", (f"CREATE TABLE {table} (x INTEGER)",))]
+        assert store.migrate(steps) == len(MIGRATIONS) + 1
+        assert store.migrate(steps) == len(MIGRATIONS) + 1  # a second run finds nothing to do
+        assert store.applied_migrations() == [n for n, _, _ in steps]
+        with pytest.raises(ConfigError, match="newer than this lienthong knows"):
+            store.migrate(MIGRATIONS)
+    finally:
+        store.close()
 
 
 def test_a_database_from_before_versioning_is_adopted(tmp_path: Path) -> None:
@@ -178,7 +182,7 @@ def test_a_database_from_before_versioning_is_adopted(tmp_path: Path) -> None:
     s = sqlite_store(path)
     try:
         assert s.schema_version == len(MIGRATIONS)
-        assert s.verdict("H41", "d1") == Verdict("accepted", "", "")
+        assert s.verdict("H41", "d1") == Standing("accepted", "", "")
     finally:
         s.close()
 
@@ -189,7 +193,7 @@ def test_one_set_of_bytes_per_document(store: SqlStore) -> None:
     stay accepted; another business type (an update of the document) is its own identity."""
     hub, ok, other = f"h-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex, uuid.uuid4().hex
     identity = ("000.00.51.H41", f"DOC-{uuid.uuid4().hex[:6]}", "0")
-    accepted = Verdict("accepted", "", "")
+    accepted = Standing("accepted", "", "")
     assert store.record_verdict(hub, ok, identity[1], identity[0], accepted, identity) == accepted
     refused = store.record_verdict(hub, other, identity[1], identity[0], accepted, identity)
     assert refused.verdict == "rejected" and refused.code == "DOCUMENT_ID_REUSED"
@@ -209,7 +213,7 @@ def test_admit_records_verdicts_and_claims_in_one_transaction(store: SqlStore) -
 
     hub = f"h-{uuid.uuid4().hex[:6]}"
     good, bad, reused, first = (uuid.uuid4().hex for _ in range(4))
-    accepted, refused = Verdict("accepted", "", ""), Verdict("rejected", "SIG_DIGEST", "altered")
+    accepted, refused = Standing("accepted", "", ""), Standing("rejected", "SIG_DIGEST", "altered")
     identity = ("A", f"DOC-{uuid.uuid4().hex[:6]}", "0")
     assert store.record_verdict(hub, bad, "d", "A", refused) == refused
     assert store.record_verdict(hub, first, identity[1], "A", accepted, identity) == accepted

@@ -1,5 +1,6 @@
-"""How the transport makes pika write (one write per I/O loop turn and connection, not one per frame)
-and close (TLS with ``close_notify``, then the socket)."""
+"""How the AMQP transport makes its connections write (one write per I/O loop turn and connection,
+not one per frame) and close (TLS with ``close_notify``, then the socket), without changing pika
+for anyone else; the worker's event loop; the consumer's batched acks."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from typing import Any
 import pytest
 from pika.adapters.utils.io_services_utils import _AsyncTransportBase
 
-import broker.relay.transport  # noqa: F401 - installs the coalescing
-from broker.relay import coalesce
+from broker.relay.amqp import connection
 
 
 class _Socket:
@@ -43,7 +43,7 @@ class _Transport:
         return int(sock.send(data))
 
     def produce(self) -> None:
-        _AsyncTransportBase._produce(self)  # type: ignore[arg-type]
+        connection.coalescing(_AsyncTransportBase._produce)(self)
 
 
 def test_the_frames_of_a_turn_go_out_in_one_write() -> None:
@@ -80,7 +80,7 @@ def test_a_connection_still_opening_closes_cleanly() -> None:
     import socket
     import threading
 
-    from broker.relay import links
+    from broker.relay.amqp import links, loop
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -91,7 +91,7 @@ def test_a_connection_still_opening_closes_cleanly() -> None:
             threading.Timer(0.4, peer.close).start()
 
         threading.Thread(target=hang_up, daemon=True).start()
-        ioloop = links.new_ioloop()
+        ioloop = loop.new_ioloop()
         lost: list[str] = []
         link = links.Link("x", f"amqp://u:p@127.0.0.1:{listener.getsockname()[1]}/", ioloop,
                           lambda _l: None, lambda _l, why: lost.append(why))
@@ -101,7 +101,7 @@ def test_a_connection_still_opening_closes_cleanly() -> None:
         assert link.connection.is_closed and not link.ready and lost == []
 
 
-# -- the worker's I/O loop (broker.relay.links.Loop) --------------------------------------------
+# -- the worker's I/O loop (broker.relay.amqp.loop.Loop) ----------------------------------------
 
 def _counting(obj: Any, method: str) -> list[int]:
     """Count the calls of ``obj.method`` (still made); returns the one-element counter."""
@@ -129,9 +129,9 @@ def test_callbacks_from_the_loop_itself_do_not_wake_it_and_run_in_the_same_turn(
 
     from pika.adapters.select_connection import PollPoller
 
-    from broker.relay import links
+    from broker.relay.amqp import loop
 
-    ioloop = links.new_ioloop()
+    ioloop = loop.new_ioloop()
     assert isinstance(ioloop._poller, PollPoller)
     wakes = _counting(ioloop._poller, "wake_threadsafe")
     turns = _counting_turns(ioloop)
@@ -162,13 +162,14 @@ def test_a_publish_is_sent_in_the_turn_that_made_it(tmp_path: Any, rabbitmq_urls
     """Over TLS to the real broker, the frames of a publish leave in the loop turn that published,
     not in the next one (after a ``poll`` has reported the socket writable), and are confirmed."""
     from broker.core import wire
-    from broker.relay import links, transport
+    from broker.relay.amqp import links, loop
+    from broker.relay.transport import Outgoing
     from tests.relay import Relay
 
     relay = Relay(tmp_path, *rabbitmq_urls, workers=0)
     try:
         agency = "000.00.51.H41"
-        ioloop = links.new_ioloop()
+        ioloop = loop.new_ioloop()
         turns = _counting_turns(ioloop)
         sent_at: list[int] = []
         published_at: list[int] = []
@@ -188,9 +189,8 @@ def test_a_publish_is_sent_in_the_turn_that_made_it(tmp_path: Any, rabbitmq_urls
         def publish() -> None:
             published_at.append(turns[0])
             body = relay.document(agency, ["001.00.31.H14"], subject="eager")
-            link.publish(wire.agency_exchange(agency), "", body,
-                         transport.props(message_id=wire.message_id(body), user_id=relay.names.agency_user(agency),
-                                         headers={"lt-kind": "edxml"}),
+            link.publish(Outgoing(wire.agency_exchange(agency), "", body, wire.message_id(body),
+                                  relay.names.agency_user(agency), {wire.H_KIND: wire.Kind.EDXML}),
                          lambda ok: (confirmed.append(ok), ioloop.stop()))
 
         link = links.Link("eager", relay.client(agency).url, ioloop, ready, lambda _l, why: ioloop.stop())
@@ -209,7 +209,7 @@ def test_a_batch_of_acks_settles_together_what_is_older_than_every_other_deliver
     ``multiple`` ack up to 3 and a single one for 5, and leaves 4 unsettled (the broker hands it
     back when the channel closes).  A delivery requeued meanwhile no longer splits a batch."""
     from broker.core import wire
-    from broker.relay import links
+    from broker.relay.amqp import links, loop
     from tests.relay import Relay
 
     relay = Relay(tmp_path, *rabbitmq_urls, workers=0)
@@ -222,7 +222,7 @@ def test_a_batch_of_acks_settles_together_what_is_older_than_every_other_deliver
             if relay.depth("H41", wire.Q_INGRESS) == len(sent):
                 break
             time.sleep(0.1)
-        ioloop = links.new_ioloop()
+        ioloop = loop.new_ioloop()
         got: list[str] = []
         frames: list[tuple[int, bool]] = []
 
@@ -260,9 +260,9 @@ def test_a_callback_from_a_signal_handler_wakes_the_waiting_loop() -> None:
     import signal
     import time
 
-    from broker.relay import links
+    from broker.relay.amqp import loop
 
-    ioloop = links.new_ioloop()
+    ioloop = loop.new_ioloop()
     ran: list[float] = []
 
     def on_alarm(*_: object) -> None:
@@ -299,7 +299,7 @@ def test_the_broker_ends_a_tls_connection_we_close(tmp_path: Any, rabbitmq_urls:
     Closed with a bare FIN, as pika does, the broker (RabbitMQ 3.10, Erlang/OTP 25) left one of
     them half open, its side never closed, until its heartbeat met our reset 15 s later and set
     its VM spinning a core on the dead socket.  With TLS's ``close_notify`` first, the broker ends
-    every one at once (``coalesce._quiet_close``)."""
+    every one at once (``connection.quiet_close``)."""
     import time
     from urllib.parse import urlsplit
 
@@ -317,7 +317,7 @@ def test_the_broker_ends_a_tls_connection_we_close(tmp_path: Any, rabbitmq_urls:
 
 
 class _Receiving:
-    """A socket for :func:`coalesce.end_tls`: hands out ``chunks`` in turn, then keeps sending."""
+    """A socket for :func:`connection.end_tls`: hands out ``chunks`` in turn, then keeps sending."""
 
     def __init__(self, chunks: list[bytes | OSError]) -> None:
         self.chunks = chunks
@@ -338,15 +338,47 @@ class _Receiving:
 
 
 def test_ending_tls_stops_at_the_end_of_the_stream_an_error_or_the_deadline() -> None:
+    """Closing waits for the peer's end of the stream, but not past an error or the deadline."""
     import time
 
     ended = _Receiving([b"alert", b""])
-    coalesce.end_tls(ended, time.monotonic() + 5)
+    connection.end_tls(ended, time.monotonic() + 5)
     assert ended.reads == 2
     broken = _Receiving([ConnectionResetError(104, "reset")])
-    coalesce.end_tls(broken, time.monotonic() + 5)
+    connection.end_tls(broken, time.monotonic() + 5)
     assert broken.reads == 1
     chatty = _Receiving([])  # a peer that never stops sending
     started = time.monotonic()
-    coalesce.end_tls(chatty, started + 0.1)
+    connection.end_tls(chatty, started + 0.1)
     assert chatty.reads > 1 and time.monotonic() - started < 1
+
+
+def test_pika_itself_is_left_as_it_is(tmp_path: Any, rabbitmq_urls: tuple[str, str]) -> None:
+    """Importing the AMQP transport and opening connections with it changes none of pika's classes:
+    only lienthong's own connections write in one go and close with ``close_notify``, so an agency
+    system that embeds the SDK beside pika connections of its own gets pika as pika ships."""
+    import pika
+    from pika.adapters.utils.io_services_utils import _AsyncSSLTransport
+
+    from broker.relay.amqp import blocking, params, session  # noqa: F401 - all of the transport, imported
+    from tests.relay import Relay
+
+    def pikas() -> tuple[Any, ...]:
+        return (_AsyncTransportBase._produce, _AsyncSSLTransport.write, _AsyncTransportBase._close_and_finalize,
+                pika.SelectConnection._proto_connection_made)
+
+    before = pikas()
+    relay = Relay(tmp_path, *rabbitmq_urls, workers=0)
+    try:
+        with blocking.blocking(relay.hub_url("H41")) as ch:
+            ours = ch.connection._impl._transport
+            assert isinstance(ours, _AsyncSSLTransport)
+            assert "_produce" in vars(ours) and "write" in vars(ours)  # lienthong's connection: shaped
+        theirs = pika.BlockingConnection(params.parameters(relay.hub_url("H41")))
+        try:
+            assert "_produce" not in vars(theirs._impl._transport)  # anyone else's: pika's own
+        finally:
+            theirs.close()
+    finally:
+        relay.close()
+    assert pikas() == before

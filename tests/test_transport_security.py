@@ -21,7 +21,8 @@ from cryptography import x509
 from broker.core import errors, wire
 from broker.core.topology import Topology
 from broker.private import write_private
-from broker.relay import devpki, layout, transport
+from broker.relay import devpki, layout
+from broker.relay.amqp import blocking
 from broker.relay.provision import Management, q
 from broker.settings import PkiLayout
 from tests.relay import ROOT, Relay
@@ -111,7 +112,7 @@ def test_no_account_can_log_in_over_plain_amqp(relay: Relay) -> None:
                                                pika.credentials.ExternalCredentials(), connection_attempts=1)
     with pytest.raises(pika.exceptions.AMQPConnectionError):
         pika.BlockingConnection(external_plain).close()
-    assert transport.queue_depth(relay.agency_url(SENDER), wire.inbox_queue(SENDER)) == 0  # TLS + certificate
+    assert blocking.queue_depth(relay.agency_url(SENDER), wire.inbox_queue(SENDER)) == 0  # TLS + certificate
     with pytest.raises(errors.ConfigError, match="plain AMQP"):
         layout.account_url(Topology.from_dict(
             {"amqp_url": "amqp://127.0.0.1:5672/", "hubs": [{"id": "H41"}],
@@ -128,13 +129,13 @@ def test_a_certificate_from_another_ca_is_refused(relay: Relay, tmp_path: Path) 
     devpki.write_pair(paths, forged)
     url = layout.account_url(relay.topology, "H41", paths, relay.settings.keys.broker_ca)
     with pytest.raises(errors.TransientError):
-        transport.queue_depth(url, wire.inbox_queue(SENDER))
+        blocking.queue_depth(url, wire.inbox_queue(SENDER))
     (tmp_path / "other-ca.pem").write_bytes(devpki.pem_cert(stranger.cert))
     distrustful = layout.account_url(relay.topology, "H41", relay.settings.keys.agency_account(SENDER),
                                      tmp_path / "other-ca.pem")
     with pytest.raises(errors.TransientError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
-        transport.queue_depth(distrustful, wire.inbox_queue(SENDER))
-    assert transport.queue_depth(relay.agency_url(SENDER), wire.inbox_queue(SENDER)) == 0
+        blocking.queue_depth(distrustful, wire.inbox_queue(SENDER))
+    assert blocking.queue_depth(relay.agency_url(SENDER), wire.inbox_queue(SENDER)) == 0
 
 
 @pytest.mark.parametrize("how", ["issue", "export"])

@@ -30,13 +30,6 @@ A, B, C = "000.00.51.H41", "001.00.31.H14", "000.00.52.H41"
 
 
 @pytest.fixture(scope="module")
-def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    r = Relay(tmp_path_factory.mktemp("vxp"), *rabbitmq_urls)
-    yield r
-    r.close()
-
-
-@pytest.fixture(scope="module")
 def endpoint(relay: Relay, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ssl.SSLContext]]:
     """`gateway run` as a document system meets it: HTTPS with a certificate of the deployment's CA."""
     d = tmp_path_factory.mktemp("vxp-tls")

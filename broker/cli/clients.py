@@ -8,9 +8,9 @@ from adapters.sdk import AgencyClient
 from broker.core.delivery import DeliveryCheck
 from broker.core.signer import SigningKey
 from broker.core.topology import Topology
-from broker.core.trust import TrustStore
 from broker.relay import layout
 from broker.relay.assemble import has_key, hub_certificates, principal_key
+from broker.relay.livetrust import LiveTrust
 from broker.settings import Settings
 
 
@@ -28,8 +28,8 @@ def agency_client(settings: Settings, organ_id: str) -> AgencyClient:
 
 def delivery_check(settings: Settings, topology: Topology) -> DeliveryCheck:
     """What this deployment's agencies check before taking a message from their inbox."""
-    trust = TrustStore.load(settings.pki)
-    return DeliveryCheck(trust, topology, hub_certificates(settings.pki, topology, trust))
+    trust = LiveTrust(settings.pki)  # a new CRL dropped into the trust store counts at once
+    return DeliveryCheck(trust, topology, hub_certificates(settings.pki, topology, trust.current()))
 
 
 def agency_key(settings: Settings, organ_id: str) -> SigningKey:

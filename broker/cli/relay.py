@@ -10,6 +10,7 @@ from adapters.sdk import save_item
 from broker.cli.app import load_topology, main, read_file, settings
 from broker.cli.clients import agency_client, agency_key
 from broker.i18n import _
+from broker.relay.amqp.session import AmqpTransport
 from broker.relay.assemble import start_hub
 from broker.relay.provision import apply
 from broker.relay.worker import HubWorker
@@ -46,12 +47,12 @@ def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
     """Run one worker of HUB_ID until stopped (SIGTERM/SIGINT)."""
     s = settings()
     load_topology(s)
-    hop, store = start_hub(s, hub_id)
+    hop, trust, store = start_hub(s, hub_id)
     if metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    HubWorker(hub_id, hop.topology, hop, store, s.keys, prefetch=prefetch,
+    HubWorker(hop, store, s.keys, AmqpTransport(), trust=trust, crl_cache=trust.crl_cache, prefetch=prefetch,
               tuning=s.tuning).run()
 
 

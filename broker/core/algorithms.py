@@ -101,6 +101,3 @@ SIGNATURE_METHODS: dict[str, SignatureMethod] = {
 RSA_SHA256 = SIGNATURE_METHODS["http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"]
 ECDSA_SHA256 = SIGNATURE_METHODS["http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"]
 
-
-def hash_of(name: str) -> hashes.HashAlgorithm:
-    return _HASHES[name]()

@@ -15,26 +15,27 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from broker.core import receipts
+from broker.core import receipts, wire
 from broker.core.errors import SenderNotAllowed, TraceInvalid
 from broker.core.hoprecords import check_path, parse_time, routed_to, verify_trace
 from broker.core.topology import Topology
-from broker.core.trust import TrustStore
+from broker.core.trust import TrustSource
 from broker.core.validation import check
 from broker.core.wire import message_id
 
 
 @dataclass(frozen=True)
 class DeliveryCheck:
-    trust: TrustStore
+    trust: TrustSource
+    """The recipient's trust store (one that follows its directory, or a fixed one)."""
     topology: Topology
     hub_certs: Mapping[str, x509.Certificate]
 
     def __call__(self, agency: str, kind: str, body: bytes, trace: Sequence[str]) -> None:
         """Raise a :class:`~broker.core.errors.RejectedInput` (with its code) if ``agency`` must not
         take this message."""
-        if kind == "receipt":
-            receipt = receipts.verify(body, self.trust).receipt
+        if kind == wire.Kind.RECEIPT:
+            receipt = receipts.verify(body, self.trust.current()).receipt
             if receipt.sender != agency:
                 raise SenderNotAllowed(f"a receipt about a message of {receipt.sender!r} reached {agency!r}")
             return
@@ -44,7 +45,7 @@ class DeliveryCheck:
         last, here = records[-1], self.topology.agency(agency).hub
         if last.hub != here or agency not in routed_to(last, f"inbox:{agency}"):
             raise TraceInvalid(f"the last hop record does not deliver this message to {agency}")
-        message = check(body, trust=self.trust, topology=self.topology, at=parse_time(records[0].at)).message
+        message = check(body, trust=self.trust.current(), topology=self.topology, at=parse_time(records[0].at)).message
         if agency not in message.recipient_ids:
             raise TraceInvalid(f"the message is not addressed to {agency}")
         first_hub = self.topology.agency(message.sender.organ_id).hub

@@ -1,12 +1,15 @@
 """The hop: what a hub decides for one inbound message.  Pure: no broker, no database.
 
-:meth:`Hop.process` runs steps 2-7 of the hop (parse, schema, signature,
-policy, route, evidence) and returns an :class:`Outcome`: the copies to
-publish, each with the claim key that makes publishing idempotent.  The
-transport (``broker.relay.transport``) claims, publishes with confirms, and acks.
+:meth:`Hop.process` judges a message (parse, schema, signature, policy, route) and writes the
+evidence (a signed hop record, transport receipts) into an :class:`Outcome`: the copies to
+publish, each with the claim key that makes publishing it idempotent.  The hub worker's pipeline
+(:mod:`broker.relay.pipeline`) claims them in the state store, publishes them with confirms and
+acks.  What only the store can know (the document id is held by other bytes) or only time tells
+(the retries ran out) is turned into a refusal by :meth:`Hop.refuse`.
 
-Who handed a message in is known from the exchange it arrived through: each
-broker account may publish only to its own entry exchange (``broker.relay.layout``):
+Who handed a message in is known from the exchange it arrived through
+(:func:`broker.core.wire.handed_in_by`): each broker account may publish only to its own entry
+exchange (``broker.relay.layout``):
 
 - ``in.<code>``: an agency, the first hop; it may only send as itself;
 - ``in.link.<hub>``: a neighbouring hub forwarding; its signed trace must end
@@ -27,9 +30,10 @@ from cryptography import x509
 
 from broker.core import receipts
 from broker.core.auditlog import AuditEntry
-from broker.core.errors import RejectedInput, SenderNotAllowed, TraceInvalid
+from broker.core.errors import LienthongError, RejectedInput, SenderNotAllowed, TraceInvalid
 from broker.core.hoprecords import (
     HopRecord,
+    RecordKind,
     check_path,
     parse_record,
     parse_time,
@@ -40,15 +44,15 @@ from broker.core.hoprecords import (
     verify_record,
     verify_trace,
 )
+from broker.core.outcome import Copy, Inbound, Outcome, Verdict
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
-from broker.core.routing import Target, next_hop, next_hops
+from broker.core.routing import PARKING, Target, TargetKind, next_hop, next_hops
 from broker.core.signer import SigningKey
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.core.validation import check
 from broker.core.verifier import DEFAULT_POLICY, VerifyPolicy
 from broker.core.wire import (
-    EX_INGRESS,
     H_CODE,
     H_HUB,
     H_ISSUED,
@@ -59,58 +63,13 @@ from broker.core.wire import (
     H_REPLAY,
     H_TO,
     H_TRACE,
-    Names,
+    Kind,
+    agency_of,
+    hub_of,
+    kind_of,
     message_id,
-    origin_of,
+    without_broker_headers,
 )
-
-PARKING = Target("parking", "parking")
-
-
-@dataclass(frozen=True)
-class Inbound:
-    body: bytes
-    headers: Mapping[str, Any]
-    exchange: str
-    """The exchange the message was published to (says who handed it in)."""
-
-
-@dataclass(frozen=True)
-class Copy:
-    target: Target
-    body: bytes
-    headers: dict[str, Any]
-    claim: str
-    """Key under which publishing this copy is made idempotent (with the hub and digest)."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    digest: str
-    document_id: str
-    verdict: str  # forwarded, delivered, rejected
-    copies: tuple[Copy, ...]
-    code: str = ""
-    reason: str = ""
-    sender: str = ""
-    record: str = ""
-    recipients: tuple[str, ...] = ()
-    entries: tuple[AuditEntry, ...] = ()
-    """What goes into the hub's audit log with the claims (hop record, receipts issued)."""
-    message: bytes | None = None
-    """The signed bytes to keep as evidence (at the sender's hub, the recipient's hub, on rejection)."""
-    standing: bool = True
-    """The verdict holds for every later copy of these bytes.  False for a refusal that depends on
-    who handed them in (another account, a bad trace): the genuine sender is still judged afresh."""
-    identity: tuple[str, str, str] | None = None
-    """(sender, DocumentId, business type) of an accepted document: one document has one set of
-    bytes, so a second message with this identity and other bytes is refused (``DOCUMENT_ID_REUSED``)."""
-    exactly_once: bool = True
-    """Publish through claims in the state store.  False for a receipt on its way through this hub
-    (the hub that puts it into an inbox claims it there, so a twin on the way does no harm)."""
-    legacy: tuple[str, ...] = ()
-    """What of an accepted message used SHA-1, allowed only by its sender's ``legacy_sha1``
-    policy: the worker raises a ``sha1-accepted`` alert for it."""
 
 
 @dataclass
@@ -125,25 +84,28 @@ class Hop:
     receipts: bool = True
     """Issue transport receipts and keep audit entries (off only to measure what they cost)."""
     neighbours: frozenset[str] = field(init=False)
-    names: Names = field(init=False)
 
     def __post_init__(self) -> None:
-        self.names = Names(self.topology.namespace)
         self.neighbours = frozenset(self.topology.neighbours(self.hub))
+
+    def with_trust(self, trust: TrustStore) -> Hop:
+        """This hub judging with another snapshot of its trust store (a new CRL, say)."""
+        return replace(self, trust=trust)
 
     # -- entry point -----------------------------------------------------------
 
     def process(self, msg: Inbound) -> Outcome:
         digest = message_id(msg.body)
-        origin = self._origin(msg)
+        origin = msg.origin
         document_id, sender = "", ""
         recipients: tuple[str, ...] = ()
         try:
-            if msg.headers.get(H_KIND) == "checkpoint":
+            kind = kind_of(msg.headers)
+            if kind == Kind.CHECKPOINT:
                 return self._witness(msg, digest, origin)
-            if msg.headers.get(H_KIND) == "receipt":
+            if kind == Kind.RECEIPT:
                 return self._relay_receipt(msg, digest, origin)
-            if msg.headers.get(H_KIND) == receipts.BUNDLE:
+            if kind == Kind.BUNDLE:
                 return self._relay_bundle(msg, digest, origin)
             checked = check(msg.body, trust=self.trust, topology=self.topology,
                             limits=self.limits, policy=self.policy, at=self._entry_time(origin, msg.headers),
@@ -152,7 +114,7 @@ class Hop:
             document_id, sender = m.document_id, m.sender.organ_id
             trace = _trace(msg.headers)
             recipients = self._admit(origin, sender, m.recipient_ids, trace, digest)
-            out = self._forward(msg.body, digest, document_id, sender, recipients, trace, "edxml", m.kind)
+            out = self._forward(msg.body, digest, document_id, sender, recipients, trace, m.kind)
             if checked.legacy:
                 out = replace(out, legacy=checked.legacy)
             if m.kind != "document":
@@ -160,16 +122,14 @@ class Hop:
             return replace(out, identity=(sender, document_id, m.business.doc_type if m.business else "0"))
         except RejectedInput as exc:
             # tell whoever handed the message in: the publishing agency, else the From agency
-            return self._reject(msg, digest, document_id, _agency(origin, self.topology) or sender,
-                                recipients, exc)
+            return self._reject(msg, digest, document_id, self._agency(origin) or sender, recipients, exc)
 
     # -- policy ----------------------------------------------------------------
 
-    def _origin(self, msg: Inbound) -> str:
-        """``agency:<code>``, ``link:<hub>`` or ``''``: who handed us the message."""
-        if msg.exchange == EX_INGRESS:  # only our retry tier dead-letters here
-            return str(msg.headers.get(H_ORIGIN) or "")
-        return origin_of(msg.exchange)
+    def _agency(self, origin: str) -> str:
+        """The directory's agency whose account handed a message in, else ``''``."""
+        agency = agency_of(origin)
+        return agency if agency in self.topology.agencies else ""
 
     def _entry_time(self, origin: str, headers: Mapping[str, Any]) -> datetime | None:
         """When the entry hub accepted the message, as its hop record says: the moment the signer's
@@ -190,7 +150,7 @@ class Hop:
                digest: str) -> tuple[str, ...]:
         """Check who handed us the message; return the recipients this copy serves."""
         if origin.startswith("link:"):
-            neighbour = origin[len("link:"):]
+            neighbour = hub_of(origin)
             if neighbour not in self.neighbours:
                 raise SenderNotAllowed(f"hub {neighbour!r} is not a neighbour of {self.hub!r}")
             records = verify_trace(trace, self.hub_certs, digest)  # every record, not only the last
@@ -214,19 +174,19 @@ class Hop:
     # -- outcomes ----------------------------------------------------------------
 
     def _forward(self, body: bytes, digest: str, document_id: str, sender: str,
-                 recipients: tuple[str, ...], trace: list[str], kind: str, message_kind: str) -> Outcome:
+                 recipients: tuple[str, ...], trace: list[str], message_kind: str) -> Outcome:
         hops = next_hops(self.topology, self.hub, recipients)
-        delivered_here = all(t.kind == "inbox" for t in hops)
+        delivered_here = all(t.kind == TargetKind.INBOX for t in hops)
         record = HopRecord(
             hub=self.hub, at=utc_now(), digest=digest, document_id=document_id,
-            verdict="delivered" if delivered_here else "forwarded",
+            verdict=RecordKind.DELIVERED if delivered_here else RecordKind.FORWARDED,
             targets=tuple(str(t) for t in hops), recipients=recipients,
             prev=token_digest(trace[-1]) if trace else "",
             extra={"routes": ";".join(f"{t}={','.join(r)}" for t, r in hops.items()), "kind": message_kind},
         )
         token = sign_record(record, self.key)
         copies = [
-            Copy(target, body, {H_KIND: kind, H_TRACE: [*trace, token], H_RECIPIENTS: list(recips)}, str(target))
+            Copy(target, body, {H_KIND: Kind.EDXML, H_TRACE: [*trace, token], H_RECIPIENTS: list(recips)}, str(target))
             for target, recips in hops.items()
         ]
         entries = [AuditEntry("hop", document_id, token)] if self.receipts else []
@@ -235,7 +195,7 @@ class Hop:
             issued: list[tuple[str, tuple[str, ...]]] = []
             if not trace:
                 issued.append(("accepted", recipients))
-            inboxes = tuple(r for t, rs in hops.items() if t.kind == "inbox" for r in rs)
+            inboxes = tuple(r for t, rs in hops.items() if t.kind == TargetKind.INBOX for r in rs)
             if inboxes:
                 issued.append(("delivered", inboxes))
             for receipt_kind, about in issued:
@@ -245,7 +205,8 @@ class Hop:
                 entries.append(AuditEntry("receipt", document_id, receipt.decode()))
                 copies += self._to_agency(sender, receipt, receipt_kind)
         keep = self.receipts and (not trace or delivered_here)  # evidence: the bytes as sent and delivered
-        return Outcome(digest, document_id, record.verdict, tuple(copies), sender=sender, record=token,
+        verdict = Verdict.DELIVERED if delivered_here else Verdict.FORWARDED
+        return Outcome(digest, document_id, verdict, tuple(copies), sender=sender, record=token,
                        recipients=recipients, entries=tuple(entries), message=body if keep else None)
 
     def _to_agency(self, agency: str, receipt: bytes, label: str) -> list[Copy]:
@@ -253,12 +214,13 @@ class Hop:
         with this hub's signed record of it, what the hubs on the way check (:meth:`_relay_receipt`)."""
         copies = []
         for target in next_hops(self.topology, self.hub, (agency,)):
-            headers: dict[str, Any] = {H_KIND: "receipt", H_TO: agency}
-            if target.kind == "hub":
+            headers: dict[str, Any] = {H_KIND: Kind.RECEIPT, H_TO: agency}
+            far = target.kind == TargetKind.HUB
+            if far:
                 headers[H_ISSUED] = sign_record(HopRecord(hub=self.hub, at=utc_now(), digest=message_id(receipt),
-                                                          document_id="", verdict="receipt", recipients=(agency,)),
-                                                self.key)
-            copies.append(Copy(target, receipt, headers, f"{label}>{target}"))
+                                                          document_id="", verdict=RecordKind.RECEIPT,
+                                                          recipients=(agency,)), self.key)
+            copies.append(Copy(target, receipt, headers, f"{label}>{target}", bundled=far))
         return copies
 
     def bundle(self, copies: Sequence[Copy]) -> list[tuple[Copy, list[int]]]:
@@ -281,46 +243,52 @@ class Hop:
                                           copies[i].body) for i in chunk]
                 body = receipts.pack(home, items)
                 token = sign_record(HopRecord(hub=self.hub, at=utc_now(), digest=message_id(body), document_id="",
-                                              verdict="receipts", recipients=tuple(sorted({i.to for i in items}))),
-                                    self.key)
-                out.append((Copy(target, body, {H_KIND: receipts.BUNDLE, H_ISSUED: token}, str(target)), chunk))
+                                              verdict=RecordKind.RECEIPTS,
+                                              recipients=tuple(sorted({i.to for i in items}))), self.key)
+                out.append((Copy(target, body, {H_KIND: Kind.BUNDLE, H_ISSUED: token}, str(target)), chunk))
         return out
 
     def _reject(self, msg: Inbound, digest: str, document_id: str, sender: str,
-                recipients: tuple[str, ...], exc: RejectedInput) -> Outcome:
+                recipients: tuple[str, ...], exc: RejectedInput | LienthongError, occasion: str = "") -> Outcome:
         # an operator's replay that fails again is a new event: parked and reported again
-        again = f"#{msg.headers[H_REPLAY]}" if msg.headers.get(H_REPLAY) else ""
-        parked = Copy(PARKING, msg.body, {**_plain(msg.headers), H_CODE: exc.code, H_REASON: exc.message,
-                                          H_HUB: self.hub, H_ORIGIN: self._origin(msg)}, "parking" + again)
+        again = (f"#{msg.headers[H_REPLAY]}" if msg.headers.get(H_REPLAY) else "") + occasion
+        parked = Copy(PARKING, msg.body, {**without_broker_headers(msg.headers), H_CODE: exc.code,
+                                          H_REASON: exc.message, H_HUB: self.hub, H_ORIGIN: msg.origin},
+                      "parking" + again)
         copies = [parked]
         record = HopRecord(hub=self.hub, at=utc_now(), digest=digest, document_id=document_id,
-                           verdict="rejected", code=exc.code, recipients=recipients,
+                           verdict=RecordKind.REJECTED, code=exc.code, recipients=recipients,
                            extra={"reason": exc.message})
         token = sign_record(record, self.key)
         entries = [AuditEntry("hop", document_id, token)]
         # Tell the sender, if we know who that is and it is not itself a receipt going astray.
-        if sender in self.topology.agencies and msg.headers.get(H_KIND) != "receipt":
+        if sender in self.topology.agencies and kind_of(msg.headers) != Kind.RECEIPT:
             receipt = receipts.build(receipts.Receipt(
                 kind="rejected", hub=self.hub, time=record.at, document_id=document_id,
                 document_sha256=digest, sender=sender, recipients=recipients,
                 code=exc.code, reason=exc.message), self.key)
             entries.append(AuditEntry("receipt", document_id, receipt.decode()))
             copies += self._to_agency(sender, receipt, "rejection" + again)
-        return Outcome(digest, document_id, "rejected", tuple(copies), code=exc.code, reason=exc.message,
+        return Outcome(digest, document_id, Verdict.REJECTED, tuple(copies), code=exc.code, reason=exc.message,
                        sender=sender, record=token, recipients=recipients, entries=tuple(entries),
-                       message=msg.body, standing=exc.about_bytes)
+                       message=msg.body, standing=getattr(exc, "about_bytes", False))
 
-    def refuse(self, msg: Inbound, accepted: Outcome, exc: RejectedInput) -> Outcome:
-        """Turn an outcome the hop accepted into a refusal, for what only the state store knows
-        (another message already carries its identity): parked, the sender told, nothing forwarded."""
-        return self._reject(msg, accepted.digest, accepted.document_id,
-                            _agency(self._origin(msg), self.topology) or accepted.sender, accepted.recipients, exc)
+    def refuse(self, msg: Inbound, judged: Outcome, exc: RejectedInput | LienthongError, *,
+               occasion: str = "") -> Outcome:
+        """Turn what the hop decided into a refusal, like any other: parked with a signed hop
+        record, the sender told by a signed rejection, nothing forwarded.  For what the hop alone
+        cannot know: the state store finds the document id held by other bytes
+        (``DOCUMENT_ID_REUSED``), or the worker's retries ran out (``RETRY_EXHAUSTED``).
+        ``occasion`` keeps the claims of one such event apart from another's (the retries of one
+        series, say), so that each is published once."""
+        return self._reject(msg, judged.digest, judged.document_id, self._agency(msg.origin) or judged.sender,
+                            judged.recipients, exc, occasion)
 
     def _witness(self, msg: Inbound, digest: str, origin: str) -> Outcome:
         """A neighbour's signed audit-log checkpoint: check it, countersign it, keep both in our
         own (hash-chained, checkpointed) log.  Its log can then not be cut or rewritten behind
         this entry without ``audit verify-log`` finding our witness disagree."""
-        neighbour = origin[len("link:"):] if origin.startswith("link:") else ""
+        neighbour = hub_of(origin)
         if neighbour not in self.neighbours:
             raise SenderNotAllowed("only a neighbouring hub may have its checkpoint witnessed here")
         try:
@@ -328,13 +296,14 @@ class Hop:
         except UnicodeDecodeError:
             raise TraceInvalid("a checkpoint is a signed record in UTF-8") from None
         rec = verify_record(token, self.hub_certs[neighbour])
-        if rec.hub != neighbour or rec.verdict != "checkpoint" or not rec.extra.get("seq", "").isdigit():
+        if rec.hub != neighbour or rec.verdict != RecordKind.CHECKPOINT or not rec.extra.get("seq", "").isdigit():
             raise TraceInvalid(f"not a checkpoint of hub {neighbour!r}")
         counter = sign_record(HopRecord(hub=self.hub, at=utc_now(), digest=rec.digest, document_id="",
-                                        verdict="witness", extra={"of": neighbour, "seq": rec.extra["seq"],
-                                                                  "checkpoint": token_digest(token)}), self.key)
+                                        verdict=RecordKind.WITNESS, extra={"of": neighbour, "seq": rec.extra["seq"],
+                                                                           "checkpoint": token_digest(token)}),
+                              self.key)
         body = json.dumps({"checkpoint": token, "witness": counter}, sort_keys=True)
-        return Outcome(digest, "", "witnessed", (), sender=neighbour, record=counter,
+        return Outcome(digest, "", Verdict.WITNESSED, (), sender=neighbour, record=counter,
                        entries=(AuditEntry("witness", "", body),))
 
     def _relay_receipt(self, msg: Inbound, digest: str, origin: str) -> Outcome:
@@ -354,11 +323,11 @@ class Hop:
         else:
             token = issued.decode("utf-8", "replace") if isinstance(issued, bytes) else str(issued)
             rec = parse_record(token)
-            if rec.verdict != "receipt" or rec.digest != digest or len(rec.recipients) != 1:
+            if rec.verdict != RecordKind.RECEIPT or rec.digest != digest or len(rec.recipients) != 1:
                 raise TraceInvalid("the receipt's record is not about this receipt")
             agency, issuing_hub = rec.recipients[0], rec.hub
             hops = next_hops(self.topology, self.hub, (agency,))
-            if any(t.kind == "inbox" for t in hops):  # the last hub: the receipt's own signature decides
+            if any(t.kind == TargetKind.INBOX for t in hops):  # the last hub: the receipt's own signature decides
                 whole = receipts.verify(msg.body, self.trust).receipt
                 if (whole.sender, whole.hub) != (agency, issuing_hub):
                     raise TraceInvalid("the receipt's record and the receipt disagree (agency or hub)")
@@ -369,10 +338,10 @@ class Hop:
                     raise TraceInvalid("the receipt's record names a hub the topology does not know")
                 verify_record(token, issuer)
                 document_id = ""
-        headers = {H_KIND: "receipt", H_TO: agency} | ({H_ISSUED: issued} if issued is not None else {})
+        headers = {H_KIND: Kind.RECEIPT, H_TO: agency} | ({H_ISSUED: issued} if issued is not None else {})
         copies = tuple(Copy(t, msg.body, dict(headers), str(t)) for t in hops)
-        return Outcome(digest, document_id, "forwarded", copies, sender=issuing_hub,
-                       exactly_once=any(t.kind == "inbox" for t in hops))
+        return Outcome(digest, document_id, Verdict.FORWARDED, copies, sender=issuing_hub,
+                       exactly_once=any(t.kind == TargetKind.INBOX for t in hops))
 
     def _relay_bundle(self, msg: Inbound, digest: str, origin: str) -> Outcome:
         """A bundle of receipts from a neighbour (:meth:`bundle`).  Every hub checks the bundling
@@ -387,7 +356,7 @@ class Hop:
         token = issued.decode("utf-8", "replace") if isinstance(issued, bytes) else str(issued or "")
         rec = parse_record(token)
         issuer = self.hub_certs.get(rec.hub)
-        if rec.verdict != "receipts" or rec.digest != digest or issuer is None:
+        if rec.verdict != RecordKind.RECEIPTS or rec.digest != digest or issuer is None:
             raise TraceInvalid("the bundle's record is not a known hub's record of this bundle")
         verify_record(token, issuer)
         homes = {self.topology.agency(a).hub for a in rec.recipients}
@@ -395,9 +364,9 @@ class Hop:
             raise TraceInvalid("the bundle's receipts are not all for the agencies of one hub")
         home = homes.pop()
         if home != self.hub:  # on the way
-            onward = Copy(next_hop(self.topology, self.hub, home), msg.body, {H_KIND: receipts.BUNDLE, H_ISSUED: token},
+            onward = Copy(next_hop(self.topology, self.hub, home), msg.body, {H_KIND: Kind.BUNDLE, H_ISSUED: token},
                           f"hub:{home}")
-            return Outcome(digest, "", "forwarded", (onward,), sender=rec.hub, exactly_once=False)
+            return Outcome(digest, "", Verdict.FORWARDED, (onward,), sender=rec.hub, exactly_once=False)
         named, items = receipts.unpack(msg.body)
         if named != home or tuple(sorted({i.to for i in items})) != rec.recipients:
             raise TraceInvalid("the bundle's receipts are not those its record names")
@@ -406,12 +375,13 @@ class Hop:
             whole = receipts.verify(i.receipt, self.trust).receipt
             about, receipt_digest = parse_record(i.issued), message_id(i.receipt)
             if ((whole.sender, whole.hub) != (i.to, rec.hub)
-                    or (about.hub, about.verdict, about.digest, about.recipients) != (rec.hub, "receipt",
+                    or (about.hub, about.verdict, about.digest, about.recipients) != (rec.hub, RecordKind.RECEIPT,
                                                                                      receipt_digest, (i.to,))):
                 raise TraceInvalid("a bundled receipt and its record disagree (agency, hub or bytes)")
-            copies.append(Copy(Target("inbox", i.to), i.receipt, {H_KIND: "receipt", H_TO: i.to, H_ISSUED: i.issued},
+            copies.append(Copy(Target(TargetKind.INBOX, i.to), i.receipt,
+                               {H_KIND: Kind.RECEIPT, H_TO: i.to, H_ISSUED: i.issued},
                                f"inbox:{i.to}#{receipt_digest[:16]}"))
-        return Outcome(digest, "", "forwarded", tuple(copies), sender=rec.hub)
+        return Outcome(digest, "", Verdict.FORWARDED, tuple(copies), sender=rec.hub)
 
 
 def _trace(headers: Mapping[str, Any]) -> list[str]:
@@ -422,12 +392,3 @@ def _trace(headers: Mapping[str, Any]) -> list[str]:
     if not isinstance(trace, list) or not all(isinstance(t, str | bytes) for t in trace):
         raise TraceInvalid(f"the {H_TRACE} header is not a list of signed hop records")
     return [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in trace]
-
-
-def _agency(origin: str, topology: Topology) -> str:
-    name = origin.partition(":")[2]
-    return name if origin.startswith("agency:") and name in topology.agencies else ""
-
-
-def _plain(headers: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in headers.items() if not k.startswith("x-")}

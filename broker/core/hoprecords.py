@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -27,6 +28,22 @@ from broker.core.errors import TraceInvalid
 from broker.core.signer import SigningKey
 
 
+class RecordKind(StrEnum):
+    """What a signed record says a hub did (its ``verdict`` field)."""
+
+    FORWARDED = "forwarded"
+    DELIVERED = "delivered"
+    REJECTED = "rejected"
+    RECEIPT = "receipt"
+    """The hub issued this receipt for this agency (``lt-issued``)."""
+    RECEIPTS = "receipts"
+    """The hub bundled these receipts for the agencies of one hub (``lt-issued`` of a bundle)."""
+    CHECKPOINT = "checkpoint"
+    """The head of the hub's audit log at ``extra.seq``."""
+    WITNESS = "witness"
+    """The hub countersigned a neighbour's checkpoint."""
+
+
 @dataclass(frozen=True)
 class HopRecord:
     hub: str
@@ -35,7 +52,7 @@ class HopRecord:
     """SHA-256 (hex) of the exact signed bytes of the message."""
     document_id: str
     verdict: str
-    """``forwarded``, ``delivered``, ``rejected``."""
+    """A :class:`RecordKind` (read back from a token: whatever string it holds)."""
     targets: tuple[str, ...] = ()
     recipients: tuple[str, ...] = ()
     code: str = ""
@@ -109,7 +126,7 @@ def check_path(records: Sequence[HopRecord], neighbours: Callable[[str], Sequenc
         raise TraceInvalid("the trace passes a hub twice")
     allowed: set[str] | None = None
     for rec, nxt in zip(records, hubs[1:], strict=True):
-        if rec.verdict != "forwarded":
+        if rec.verdict != RecordKind.FORWARDED:
             raise TraceInvalid(f"hub {rec.hub!r} did not forward this message (its record says {rec.verdict})")
         if nxt not in neighbours(rec.hub) or f"hub:{nxt}" not in rec.targets:
             raise TraceInvalid(f"the trace goes from {rec.hub!r} to {nxt!r}: not a route of the topology")

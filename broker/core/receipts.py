@@ -36,8 +36,6 @@ from broker.core.verifier import VerifiedSignature, verify_tree
 RECEIPT_NS = "urn:lienthong:receipt:1"
 R = "{" + RECEIPT_NS + "}"
 KINDS = ("accepted", "delivered", "rejected")
-BUNDLE = "receipts"
-"""``lt-kind`` of a bundle of receipts."""
 MAX_BUNDLED = 128
 """Receipts in one bundle at most (a turn's deliveries are bounded by the prefetch; larger
 turns leave as several bundles)."""

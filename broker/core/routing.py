@@ -8,20 +8,34 @@ recipients; a document to several agencies fans out where routes split.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from broker.core.errors import UnknownRecipient
 from broker.core.topology import Topology
 
 
+class TargetKind(StrEnum):
+    HUB = "hub"
+    """A neighbouring hub's ingress."""
+    INBOX = "inbox"
+    """The inbox of an agency of this hub."""
+    PARKING = "parking"
+    """This hub's parking queue: refused messages, with their code and reason."""
+
+
 @dataclass(frozen=True, order=True)
 class Target:
-    """Where a copy goes next: another hub's ingress, or a local agency inbox."""
+    """Where a copy goes next: another hub's ingress, a local agency inbox, or parking."""
 
-    kind: str  # "hub" or "inbox"
-    name: str  # hub id or agency code
+    kind: TargetKind
+    name: str
+    """The hub id or the agency code (``parking`` for parking)."""
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
+
+
+PARKING = Target(TargetKind.PARKING, "parking")
 
 
 def next_hop(topology: Topology, at_hub: str, to_hub: str) -> Target:
@@ -30,10 +44,10 @@ def next_hop(topology: Topology, at_hub: str, to_hub: str) -> Target:
         raise ValueError("already at the destination hub")
     down = topology.path_to_root(to_hub)  # to_hub, parent, ..., root
     if at_hub in down:
-        return Target("hub", down[down.index(at_hub) - 1])  # the child on the way down
+        return Target(TargetKind.HUB, down[down.index(at_hub) - 1])  # the child on the way down
     parent = topology.hubs[at_hub].parent
     assert parent is not None, "the root is an ancestor of every hub"
-    return Target("hub", parent)
+    return Target(TargetKind.HUB, parent)
 
 
 def next_hops(topology: Topology, at_hub: str, recipients: tuple[str, ...]) -> dict[Target, tuple[str, ...]]:
@@ -43,7 +57,7 @@ def next_hops(topology: Topology, at_hub: str, recipients: tuple[str, ...]) -> d
         agency = topology.agencies.get(organ_id)
         if agency is None:
             raise UnknownRecipient(f"recipient {organ_id!r} is not in the agency directory")
-        target = (Target("inbox", organ_id) if agency.hub == at_hub
+        target = (Target(TargetKind.INBOX, organ_id) if agency.hub == at_hub
                   else next_hop(topology, at_hub, agency.hub))
         out.setdefault(target, []).append(organ_id)
     return {t: tuple(r) for t, r in sorted(out.items())}

@@ -17,6 +17,8 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from broker.core import deployment
+from broker.core.deployment import DeploymentSettings
 from broker.core.errors import ConfigError, SignerMismatch, UnknownAgency
 from broker.core.trust import fingerprint
 
@@ -62,7 +64,8 @@ class Agency:
 class Topology:
     hubs: dict[str, Hub]
     agencies: dict[str, Agency]
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: DeploymentSettings = field(default_factory=DeploymentSettings)
+    """The ``settings:`` block, typed and checked (:mod:`broker.core.deployment`)."""
     namespace: str = "lienthong"
     """Prefix of vhosts (and, when not the default, of broker user names): deployments and
     test runs sharing one broker stay apart."""
@@ -108,7 +111,7 @@ class Topology:
         for a in agencies.values():
             if a.parent and a.parent not in agencies:
                 raise ConfigError(f"{source}: agency {a.organ_id!r} names unknown parent agency {a.parent!r}")
-        topo = cls(hubs, agencies, dict(raw.get("settings", {}) or {}), str(raw.get("namespace", "lienthong")))
+        topo = cls(hubs, agencies, deployment.read(raw.get("settings"), source), str(raw.get("namespace", "lienthong")))
         topo._check_tree(source)
         return topo
 

@@ -1,9 +1,10 @@
 """Trust store and certificate path validation: anchors, chains, validity, CRLs, key usage.
 
-A trust store is a directory that lienthong reads (and re-reads when a file changes): the
-certificates and CRLs its CAs publish, PEM or DER (``broker.core.cafiles``).  Self-signed CA
+A trust store is an immutable snapshot of a directory: the certificates and CRLs its CAs publish,
+PEM or DER (``broker.core.cafiles``), read once by :meth:`TrustStore.load`.  Self-signed CA
 certificates are the anchors; other CA certificates are intermediates offered for path building.
-No default CA bundle, ever.
+No default CA bundle, ever.  A running hub or recipient sees the directory change through
+:class:`broker.relay.livetrust.LiveTrust`, which makes a new snapshot when a file changes.
 
 SHA-1: a certificate of the path signed with SHA-1 (the older generation of the government CA,
 and its USB tokens) is refused with ``CERT_ALGORITHM`` unless the caller allows it for this
@@ -16,22 +17,21 @@ when it names extended key usages, names one fit for documents.  KeyInfo carries
 certificates (``broker.core.verifier``), issuers are matched by name before any signature is
 verified, and refusals are cached, so a bad chain costs little and costs it once.
 
-Path results are cached per leaf certificate (DER digest) until the next instant at which the
+Path results are remembered per leaf certificate (DER digest) until the next instant at which the
 answer could change (a ``notAfter``, a CRL's ``nextUpdate``), so a hub pays for chain validation
-once per signer; refusals are cached too (for ``FAILURE_SECONDS``), so a sender of bad chains
-cannot make each message pay for path building again.
+once per signer and snapshot; refusals are remembered too (for ``FAILURE_SECONDS``), so a sender of
+bad chains cannot make each message pay for path building again.  What is remembered only saves
+work: it never changes an answer.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from broker.core.cafiles import is_ca, read_directory
-from broker.core.cafiles import stamp as _stamp
+from broker.core.deployment import Revocation
 from broker.core.errors import (
     CertAlgorithm,
     ConfigError,
@@ -82,9 +82,6 @@ def _label(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or "(empty subject)"
 
 
-REFRESH_SECONDS = 5.0
-
-
 @dataclass(frozen=True)
 class RevocationPolicy:
     """How long a CRL counts (``settings.revocation`` in the topology)."""
@@ -96,10 +93,8 @@ class RevocationPolicy:
     """How long after it was issued a CRL without nextUpdate counts (never forever)."""
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> RevocationPolicy:
-        raw = dict(settings.get("revocation") or {})
-        return cls(grace=timedelta(hours=float(raw.get("grace_hours", 0))),
-                   max_crl_age=timedelta(days=float(raw.get("max_crl_age_days", 7))))
+    def of(cls, settings: Revocation) -> RevocationPolicy:
+        return cls(grace=timedelta(hours=settings.grace_hours), max_crl_age=timedelta(days=settings.max_crl_age_days))
 
     def good_until(self, crl: x509.CertificateRevocationList) -> datetime:
         """The last instant ``crl`` speaks for."""
@@ -124,6 +119,13 @@ class StatusSource(Protocol):
     def status(self, cert: x509.Certificate, issuer: x509.Certificate) -> StatusAnswer | None: ...
 
 
+class TrustSource(Protocol):
+    """Where the trust store in force comes from: a fixed :class:`TrustStore` (it is its own
+    source), or one that follows its directory (:class:`broker.relay.livetrust.LiveTrust`)."""
+
+    def current(self) -> TrustStore: ...
+
+
 @dataclass(frozen=True)
 class ChainResult:
     """A validated certification path, leaf first, anchor last."""
@@ -135,81 +137,50 @@ class ChainResult:
     """What in the path is signed with SHA-1 (accepted only when the caller allowed it)."""
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class TrustStore:
-    """Pinned anchors, intermediates and CRLs, loaded from one directory."""
+    """Pinned anchors, intermediates and CRLs: one snapshot, never changed."""
 
-    anchors: list[x509.Certificate]
-    intermediates: list[x509.Certificate] = field(default_factory=list)
-    crls: list[x509.CertificateRevocationList] = field(default_factory=list)
+    anchors: tuple[x509.Certificate, ...]
+    intermediates: tuple[x509.Certificate, ...] = ()
+    crls: tuple[x509.CertificateRevocationList, ...] = ()
     require_crl: bool = True
     """When true, a certificate whose issuer has no current CRL is refused (CRL_UNAVAILABLE)."""
     policy: RevocationPolicy = field(default_factory=lambda: RevocationPolicy())
-    source: Path | None = None
-    """The directory this store was read from: re-read when its files change (``refresh``)."""
-    crl_cache: Path | None = None
-    """A directory of fetched CRLs (``broker.relay.revocation``), read and watched with the store."""
     status_source: StatusSource | None = None
     """Asked (OCSP) when no current CRL speaks for a certificate."""
+    _paths: dict[bytes, ChainResult] = field(default_factory=dict, init=False, repr=False)
+    """Validated paths, remembered (work saved, never an answer changed)."""
+    _refused: dict[bytes, tuple[float, Exception]] = field(default_factory=dict, init=False, repr=False)
+    _anchor_ders: frozenset[bytes] = field(default=frozenset(), init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._stamp = self._stamps()
-        self._checked_at = time.monotonic()
-        self._cache: dict[bytes, ChainResult] = {}
-        self._failed: dict[bytes, tuple[float, Exception]] = {}
-        self._lock = threading.Lock()
-        self._anchor_ders = {a.public_bytes(_DER) for a in self.anchors}
+        object.__setattr__(self, "_anchor_ders", frozenset(a.public_bytes(_DER) for a in self.anchors))
 
     @classmethod
     def load(cls, directory: str | Path, *, require_crl: bool = True,
              policy: RevocationPolicy | None = None, crl_cache: Path | None = None,
              status_source: StatusSource | None = None) -> TrustStore:
+        """The snapshot of ``directory`` (and of the fetched CRLs in ``crl_cache``) as it is now."""
         anchors, inter, crls = read_directory(directory)
         if not anchors:
             raise ConfigError(f"trust store {directory} holds no self-signed CA certificate (anchor)")
         if crl_cache is not None and crl_cache.is_dir():
             crls += read_directory(crl_cache)[2]
-        return cls(anchors=anchors, intermediates=inter, crls=crls, require_crl=require_crl,
-                   policy=policy or RevocationPolicy(), source=Path(directory), crl_cache=crl_cache,
-                   status_source=status_source)
+        return cls(anchors=tuple(anchors), intermediates=tuple(inter), crls=tuple(crls), require_crl=require_crl,
+                   policy=policy or RevocationPolicy(), status_source=status_source)
 
-    def _stamps(self) -> tuple[tuple[str, int, int], ...]:
-        return tuple(s for d in (self.source, self.crl_cache) if d is not None for s in _stamp(d))
-
-    def refresh(self, *, every: float = REFRESH_SECONDS) -> bool:
-        """Re-read the directory if a file in it changed (a new CRL dropped in, a certificate
-        added or removed) and forget every cached answer; at most once per ``every`` seconds.
-        Returns True when it re-read.  Called on each validation: a hub never judges with a CRL
-        older than the one on its disk."""
-        if self.source is None or time.monotonic() - self._checked_at < every:
-            return False
-        self._checked_at = time.monotonic()
-        stamp = self._stamps()
-        if stamp == self._stamp:
-            return False
-        try:
-            anchors, inter, crls = read_directory(self.source)
-            if self.crl_cache is not None and self.crl_cache.is_dir():
-                crls += read_directory(self.crl_cache)[2]
-        except ConfigError:
-            return False  # a file being written (or a broken one): keep what we have, try again later
-        if not anchors:
-            return False  # a half-written directory: keep what we have, try again later
-        with self._lock:
-            self.anchors, self.intermediates, self.crls = anchors, inter, crls
-            self._anchor_ders = {a.public_bytes(_DER) for a in anchors}
-            self._cache.clear()
-            self._failed.clear()
-            self._stamp = stamp
-        return True
+    def current(self) -> TrustStore:
+        """A fixed snapshot is its own :class:`TrustSource`."""
+        return self
 
     def with_material(self, intermediates: list[x509.Certificate],
                       crls: list[x509.CertificateRevocationList]) -> TrustStore:
         """This store's anchors, with more intermediates and CRLs to build and check paths with (a
         bundle's, say).  Neither can add trust: an intermediate counts only if it chains to one of
         these anchors, a CRL only if its issuer signed it."""
-        return TrustStore(anchors=list(self.anchors), intermediates=[*self.intermediates, *intermediates],
-                          crls=[*self.crls, *crls], require_crl=self.require_crl, policy=self.policy)
+        return TrustStore(anchors=self.anchors, intermediates=(*self.intermediates, *intermediates),
+                          crls=(*self.crls, *crls), require_crl=self.require_crl, policy=self.policy)
 
     # -- path validation -----------------------------------------------------
 
@@ -221,16 +192,14 @@ class TrustStore:
         ``cache_key`` identifies leaf and extras (their DER bytes) when the caller has them.
         ``allow_sha1``: certificates signed with SHA-1 may be part of the path (a legacy sender's).
         """
-        self.refresh()
         at = at or now()
         # whether SHA-1 is allowed is part of the question: an answer for a legacy sender must
         # never serve another one
         key = cache_key or b"".join(c.public_bytes(_DER) for c in (leaf, *extra))
         key = (b"sha1:" if allow_sha1 else b"-:") + key
         current = abs((at - now()).total_seconds()) < 60  # refusals are cached for "now" only
-        with self._lock:
-            hit = self._cache.get(key)
-            failed = self._failed.get(key) if current else None
+        hit = self._paths.get(key)
+        failed = self._refused.get(key) if current else None
         if hit is not None and hit.path[0].not_valid_before_utc <= at < hit.valid_until:
             return hit
         if failed is not None and failed[0] > time.monotonic():
@@ -240,21 +209,19 @@ class TrustStore:
         except (Untrusted, CertAlgorithm, KeyUsage, Expired, Revoked, RevocationUnknown) as exc:
             if not current:
                 raise
-            with self._lock:
-                if len(self._failed) > 10_000:
-                    self._failed.clear()
-                self._failed[key] = (time.monotonic() + FAILURE_SECONDS, exc)
+            if len(self._refused) > 10_000:
+                self._refused.clear()
+            self._refused[key] = (time.monotonic() + FAILURE_SECONDS, exc)
             raise
-        with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[key] = result
+        if len(self._paths) > 10_000:
+            self._paths.clear()
+        self._paths[key] = result
         return result
 
     def _validate(self, leaf: x509.Certificate, extra: tuple[x509.Certificate, ...],
                   at: datetime, allow_sha1: bool) -> ChainResult:
         path = [leaf]
-        candidates = list(extra) + self.intermediates
+        candidates = [*extra, *self.intermediates]
         legacy: list[str] = []
         while path[-1].public_bytes(_DER) not in self._anchor_ders:
             current = path[-1]

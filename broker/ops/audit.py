@@ -143,9 +143,6 @@ class Trail:
     def hop_records(self) -> list[HopRecord]:
         return [parse_record(r.body) for r in self.rows if r.kind == "hop"]
 
-    def receipt_bodies(self) -> list[str]:
-        return [r.body for r in self.rows if r.kind == "receipt"]
-
     def digests(self) -> set[str]:
         return {r.digest for r in self.rows}
 

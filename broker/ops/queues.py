@@ -17,12 +17,11 @@ from broker.core import wire
 from broker.core.topology import Topology
 from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY
 from broker.i18n import N_, _
-from broker.relay import layout, transport
-from broker.relay.metrics import Thresholds
+from broker.relay import layout
+from broker.relay.amqp import blocking
 from broker.relay.provision import for_hub, q
+from broker.relay.transport import Received
 from broker.settings import Settings
-
-CERT_WARNING_DAYS = 30
 
 
 @dataclass
@@ -71,7 +70,7 @@ def status(settings: Settings) -> list[HubStatus]:
     non-empty inbox and the parking queue), certificate expiry; with warnings by the
     thresholds of ``settings.alerts`` in the topology (in the current language)."""
     topology = Topology.load(settings.topology)
-    limits = Thresholds.from_settings(topology.settings)
+    limits = topology.settings.alerts
     names = wire.names(topology)
     now = datetime.now(UTC)
     out = []
@@ -81,7 +80,7 @@ def status(settings: Settings) -> list[HubStatus]:
         # the ingress has a delivery limit: never look at its head (a look counts as a delivery)
         look = [k for k, v in queues.items() if v.messages and (k.startswith("inbox.") or k == wire.Q_PARKING)]
         if look:
-            for name, age in transport.head_ages(_hub_url(settings, topology, hub.hub_id), look).items():
+            for name, age in blocking.head_ages(_hub_url(settings, topology, hub.hub_id), look).items():
                 queues[name].oldest_seconds = age
         st = HubStatus(
             hub=hub.hub_id, tier=hub.tier, ingress=queues.get(wire.Q_INGRESS),
@@ -101,15 +100,15 @@ def status(settings: Settings) -> list[HubStatus]:
         for box in st.inboxes:
             if limits.exceeded(box.name, box.messages):
                 st.warnings.append(_("{n} message(s) wait in {queue}", n=box.messages, queue=box.name))
-            if box.oldest_seconds is not None and box.oldest_seconds > limits.inbox_age_seconds:
+            if limits.too_old(box.name, box.oldest_seconds) and box.oldest_seconds is not None:
                 st.warnings.append(_("the oldest message in {queue} waits for {age}", queue=box.name,
                                      age=format_age(box.oldest_seconds)))
-        if st.cert_days_left is not None and st.cert_days_left < CERT_WARNING_DAYS:
+        if st.cert_days_left is not None and st.cert_days_left < limits.certificate_days:
             st.warnings.append(_("hub certificate expires in {n} day(s)", n=st.cert_days_left))
         for agency in topology.agencies.values():
             if agency.hub == hub.hub_id:
                 days = _days_left(settings.keys.agency(agency.organ_id)[1], now)
-                if days is not None and days < CERT_WARNING_DAYS:
+                if days is not None and days < limits.certificate_days:
                     st.warnings.append(_("certificate of {agency} expires in {n} day(s)", agency=agency.organ_id,
                                          n=days))
         out.append(st)
@@ -149,7 +148,7 @@ def _hub_url(settings: Settings, topology: Topology, hub: str) -> str:
     return layout.account_url(topology, hub, settings.keys.hub_account(hub, "hub"), settings.keys.broker_ca)
 
 
-def _parked(hub: str, r: transport.Received) -> Parked:
+def _parked(hub: str, r: Received) -> Parked:
 
     h = r.headers
     deaths = h.get("x-death") or []
@@ -162,11 +161,11 @@ def list_parked(settings: Settings, hub: str, limit: int = 1000) -> list[Parked]
     topology = Topology.load(settings.topology)
     got: list[Parked] = []
 
-    def look(r: transport.Received) -> bool:
+    def look(r: Received) -> bool:
         got.append(_parked(hub, r))
         return False  # leave it parked
 
-    transport.fetch(_hub_url(settings, topology, hub), wire.Q_PARKING, look, limit=limit)
+    blocking.fetch(_hub_url(settings, topology, hub), wire.Q_PARKING, look, limit=limit)
     return got
 
 
@@ -174,14 +173,14 @@ def take_parked(settings: Settings, hub: str, select: Any, act: Any, limit: int 
     """Take parked messages ``select`` accepts; ``act(parked)`` runs before each ack."""
     topology = Topology.load(settings.topology)
 
-    def on(r: transport.Received) -> bool:
+    def on(r: Received) -> bool:
         p = _parked(hub, r)
         if not select(p):
             return False
         act(p)
         return True
 
-    return transport.fetch(_hub_url(settings, topology, hub), wire.Q_PARKING, on, limit=limit)
+    return blocking.fetch(_hub_url(settings, topology, hub), wire.Q_PARKING, on, limit=limit)
 
 
 def replay(settings: Settings, hub: str, select: Any) -> int:
@@ -189,11 +188,11 @@ def replay(settings: Settings, hub: str, select: Any) -> int:
     topology = Topology.load(settings.topology)
     url = _hub_url(settings, topology, hub)
     names = wire.names(topology)
-    publisher = transport.Publisher(url)
+    publisher = blocking.Publisher(url)
 
     def act(p: Parked) -> None:
-        headers = {k: v for k, v in p.headers.items()
-                   if not k.startswith("x-") and k not in (H_CODE, H_REASON, H_HUB, H_ATTEMPT)}
+        headers = {k: v for k, v in wire.without_broker_headers(p.headers).items()
+                   if k not in (H_CODE, H_REASON, H_HUB, H_ATTEMPT, wire.H_RETRIES)}
         headers[H_REPLAY] = uuid.uuid4().hex  # a replay may be parked again, as a new event
         publisher.publish(wire.EX_INGRESS, "", p.body, message_id=p.digest, user_id=names.hub_user(hub),
                           headers=headers)

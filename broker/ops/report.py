@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.core import edxml, receipts
-from broker.core.errors import ConfigError, LienthongError, UsageError
+from broker.core.errors import LienthongError, UsageError
 from broker.core.hoprecords import parse_record
 from broker.core.parsing import DEFAULT_LIMITS, parse
 from broker.core.topology import Topology
@@ -51,20 +51,12 @@ class ReportSettings:
 
     @classmethod
     def from_topology(cls, topology: Topology) -> ReportSettings:
-        raw = dict(topology.settings.get("report") or {})
-        try:
-            hours = float(raw.get("ack_deadline_hours", 24))
-            text = str(raw.get("utc_offset", "+07:00"))
-            sign = -1 if text.startswith("-") else 1
-            hh, _, mm = text.lstrip("+-").partition(":")
-            offset = timezone(sign * timedelta(hours=int(hh), minutes=int(mm or 0)))
-            targets = {str(k): float(v) for k, v in (raw.get("targets") or {}).items()}
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"settings.report is not valid: {exc}") from None
-        if any(not 0 <= v <= 1 for v in targets.values()):
-            raise ConfigError("settings.report.targets are shares between 0 and 1")
-        unit = raw.get("unit")
-        return cls(timedelta(hours=hours), offset, targets, str(unit) if unit else None)
+        """From ``settings.report``, checked when the topology was read."""
+        raw = topology.settings.report
+        sign = -1 if raw.utc_offset.startswith("-") else 1
+        hh, mm = raw.utc_offset.lstrip("+-").replace(":", "")[:2], raw.utc_offset.replace(":", "")[-2:]
+        offset = timezone(sign * timedelta(hours=int(hh), minutes=int(mm)))
+        return cls(timedelta(hours=raw.ack_deadline_hours), offset, dict(raw.targets), raw.unit or None)
 
 
 @dataclass

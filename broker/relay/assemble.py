@@ -14,11 +14,11 @@ from cryptography import x509
 from broker import pkcs11
 from broker.core.errors import ConfigError, TransientError
 from broker.core.hop import Hop
-from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
 from broker.core.signer import SigningKey, read_certificates
 from broker.core.topology import Topology, subject_uid
 from broker.core.trust import RevocationPolicy, TrustStore
 from broker.logs import get_logger
+from broker.relay.livetrust import LiveTrust
 from broker.relay.revocation import OcspClient
 from broker.relay.store import SqlStore, open_store
 from broker.settings import PkiLayout, Settings
@@ -40,19 +40,20 @@ def hub_certificates(pki: Path, topology: Topology, trust: TrustStore) -> dict[s
     return certs
 
 
-def load_hop(settings: Settings, hub_id: str, topology: Topology | None = None) -> Hop:
+def load_hop(settings: Settings, hub_id: str, topology: Topology | None = None) -> tuple[Hop, LiveTrust]:
+    """Hub ``hub_id`` and the trust store it follows (its directory and the CRLs fetched for it)."""
     topology = topology or Topology.load(settings.topology)
     if hub_id not in topology.hubs:
         raise ConfigError(f"hub {hub_id!r} is not in the topology")
-    revocation = topology.settings.get("revocation") or {}
-    trust = TrustStore.load(settings.pki, policy=RevocationPolicy.from_settings(topology.settings),
-                            crl_cache=settings.data_dir / "crls",
-                            status_source=OcspClient(revocation.get("ocsp_url") or None))
+    revocation = topology.settings.revocation
+    live = LiveTrust(settings.pki, policy=RevocationPolicy.of(revocation), crl_cache=settings.data_dir / "crls",
+                     status_source=OcspClient(revocation.ocsp_url or None))
+    trust = live.current()
     return Hop(hub=hub_id, topology=topology, trust=trust,
                key=principal_key(settings.keys.hub(hub_id)),
                hub_certs=hub_certificates(settings.pki, topology, trust),
-               limits=limits_of(topology),
-               receipts=settings.tuning.receipts)  # off only to measure their cost (bench/)
+               limits=topology.settings.limits,
+               receipts=settings.tuning.receipts), live  # receipts off only to measure their cost (bench/)
 
 
 def signing_key(key: str | Path, cert: str | Path) -> SigningKey:
@@ -85,13 +86,6 @@ def has_key(paths: tuple[Path, Path]) -> bool:
     return paths[0].exists() or PkiLayout.token_file(paths[0]).exists()
 
 
-def limits_of(topology: Topology) -> ParseLimits:
-    """Size and depth limits from the topology's ``settings`` (``max_bytes``, ``max_depth``)."""
-    s = topology.settings
-    return ParseLimits(max_bytes=int(s.get("max_bytes", DEFAULT_LIMITS.max_bytes)),
-                       max_depth=int(s.get("max_depth", DEFAULT_LIMITS.max_depth)))
-
-
 def hub_stores(settings: Settings) -> list[SqlStore]:
     """The state stores of every hub this machine keeps (one PostgreSQL database, or each hub's
     SQLite file that exists), for the commands that read across hubs (audit, report)."""
@@ -101,12 +95,8 @@ def hub_stores(settings: Settings) -> list[SqlStore]:
             for h in Topology.load(settings.topology).hubs if (Path(settings.state_url) / f"{h}.sqlite3").exists()]
 
 
-def hub_store(settings: Settings, hub_id: str) -> SqlStore:
-    return open_store(settings.state_url, hub=hub_id, tuning=settings.tuning)
-
-
 def start_hub(settings: Settings, hub_id: str, *, sleep: Callable[[float], None] = time.sleep,
-              max_delay: float = 30.0) -> tuple[Hop, SqlStore]:
+              max_delay: float = 30.0) -> tuple[Hop, LiveTrust, SqlStore]:
     """Load the hub and open its state store, waiting with back-off (0.5 s doubling up to
     ``max_delay``) while something it needs is not there yet: a database still starting, or
     not yet created.  Each wait is logged with its reason.  Configuration errors (a missing key, a
@@ -116,8 +106,8 @@ def start_hub(settings: Settings, hub_id: str, *, sleep: Callable[[float], None]
     delay, attempt = 0.5, 1
     while True:
         try:
-            hop = load_hop(settings, hub_id)
-            return hop, open_store(settings.state_url, hub=hub_id, tuning=settings.tuning, worker=True)
+            hop, trust = load_hop(settings, hub_id)
+            return hop, trust, open_store(settings.state_url, hub=hub_id, tuning=settings.tuning, worker=True)
         except TransientError as exc:
             log.warning("start failed; retrying", error=str(exc), attempt=attempt, in_seconds=delay)
             sleep(delay)

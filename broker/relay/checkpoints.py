@@ -9,11 +9,12 @@ from typing import Any
 
 from broker.core import wire
 from broker.core.errors import LienthongError
-from broker.core.hoprecords import HopRecord, sign_record
+from broker.core.hoprecords import HopRecord, RecordKind, sign_record
 from broker.core.signer import SigningKey
 from broker.core.topology import Topology
-from broker.relay import links, timestamp, transport
+from broker.relay import timestamp
 from broker.relay.store import SqlStore
+from broker.relay.transport import Outgoing, Publisher
 
 
 def checkpoint(store: SqlStore, hub: str, key: SigningKey) -> tuple[int, str, str] | None:
@@ -24,17 +25,17 @@ def checkpoint(store: SqlStore, hub: str, key: SigningKey) -> tuple[int, str, st
         return None
     at = datetime.now(UTC).timestamp()
     token = sign_record(HopRecord(hub=hub, at=repr(at), digest=head.hash, document_id="",
-                                  verdict="checkpoint", extra={"seq": str(head.seq)}), key)
+                                  verdict=RecordKind.CHECKPOINT, extra={"seq": str(head.seq)}), key)
     store.add_checkpoint(hub, head.seq, head.hash, at, token)
     return head.seq, head.hash, token
 
 
-def hand_to_neighbours(links: Mapping[str, links.Link], topology: Topology, hub: str, seq: int, token: str,
+def hand_to_neighbours(publishers: Mapping[str, Publisher], topology: Topology, hub: str, seq: int, token: str,
                        log: Any) -> None:
     """Publish a signed checkpoint to every neighbour, which witnesses it (``Hop._witness``)."""
     body = token.encode()
-    props = transport.props(message_id=wire.message_id(body), user_id=wire.names(topology).link_user(hub),
-                            headers={wire.H_KIND: "checkpoint"})
+    message = Outgoing(wire.link_exchange(hub), "", body, wire.message_id(body), wire.names(topology).link_user(hub),
+                       {wire.H_KIND: wire.Kind.CHECKPOINT})
 
     def confirmed(neighbour: str) -> Callable[[bool], None]:
         def done(ok: bool) -> None:
@@ -43,7 +44,7 @@ def hand_to_neighbours(links: Mapping[str, links.Link], topology: Topology, hub:
         return done
 
     for n in topology.neighbours(hub):
-        links[n].publish(wire.link_exchange(hub), "", body, props, confirmed(n))
+        publishers[n].publish(message, confirmed(n))
 
 
 def time_stamp(store: SqlStore, hub: str, url: str, seq: int, token: str, log: Any) -> None:

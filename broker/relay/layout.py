@@ -1,6 +1,8 @@
-"""The RabbitMQ layout derived from the topology: vhosts, exchanges, queues, users, permissions.
+"""The RabbitMQ layout derived from the topology: vhosts, exchanges, queues, users, permissions,
+and the URLs each account connects with.
 
-Pure data; ``lienthong broker setup`` applies it (``broker.relay.provision``).
+Declarations are plain data, which ``lienthong broker setup`` applies (``broker.relay.provision``);
+an account's URL names its user from its client certificate, read from the PKI directory.
 
 Per hub, one vhost ``<namespace>.<hub>`` (namespace ``lienthong`` by default) holding:
 
@@ -61,17 +63,13 @@ from broker.core.wire import (
     names,
     retry_queue,
 )
-
-RETRY_TIERS: tuple[tuple[str, int], ...] = (("r1s", 1_000), ("r10s", 10_000), ("r60s", 60_000))
-"""Default back-off tiers (name, TTL in ms); a topology may set ``settings.retry_tiers_ms``."""
+from broker.relay.retry import RetryPolicy
 
 
 def retry_tiers(topology: Topology) -> tuple[tuple[str, int], ...]:
-    """The retry tiers of this deployment: one queue with one fixed TTL per tier."""
-    custom = topology.settings.get("retry_tiers_ms")
-    if not custom:
-        return RETRY_TIERS
-    return tuple((f"r{int(ms)}ms", int(ms)) for ms in custom)
+    """The retry tiers of this deployment (:class:`broker.relay.retry.RetryPolicy`): one queue with
+    one fixed TTL per tier."""
+    return RetryPolicy.from_ms(topology.settings.retry_tiers_ms).tiers
 DELIVERY_LIMIT = 20
 
 

@@ -9,14 +9,12 @@ are in ``monitoring/prometheus/``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from cryptography import x509
 from prometheus_client import Counter, Gauge, Histogram
 
-from broker.core.hop import Outcome
+from broker.core.deployment import Alerts
 from broker.core.trust import TrustStore
 
 MESSAGES = Counter("lienthong_messages_total", "Messages handled by a hub, by outcome and error code",
@@ -36,54 +34,16 @@ INBOX_AGE = Gauge("lienthong_inbox_oldest_seconds", "Age of the oldest message i
 SHA1_ACCEPTED = Counter("lienthong_sha1_accepted_total",
                         "Messages a hub accepted with SHA-1 (signature, digest or chain) under the sender's "
                         "legacy_sha1 policy", ["hub", "agency"])
-ALERT_CERT_DAYS = 30
 ALERT_KINDS = ("backlog", "parked", "inbox-backlog", "inbox-age", "certificate-expiring", "crl-missing",
                "crl-out-of-date", "sha1-accepted")
 """Every alert a hub raises (``alert`` log events with ``kind``); monitoring/prometheus has a rule for each."""
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """When queues need a person (``settings.alerts`` in the topology)."""
-
-    backlog: int = 1000
-    """Messages waiting in a hub's ingress."""
-    parked: int = 0
-    """Parked messages a hub may hold before it alerts (0: alert on the first)."""
-    inbox_backlog: int = 500
-    """Messages waiting in one agency's inbox (its DMS is not taking them)."""
-    inbox_age_seconds: float = 86400.0
-    """Age of the oldest message in an agency's inbox."""
-
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> Thresholds:
-        raw = dict(settings.get("alerts") or {})
-        known = {f: raw.pop(f) for f in list(raw) if f in cls.__dataclass_fields__}
-        if raw:
-            from broker.core.errors import ConfigError
-            raise ConfigError(f"settings.alerts: unknown key(s) {', '.join(sorted(raw))}")
-        return cls(**known)
-
-    def limit_of(self, queue: str) -> tuple[str, int] | None:
-        """(alert kind, limit) of a queue a threshold watches; None for the others."""
-        if queue == "ingress":
-            return "backlog", self.backlog
-        if queue == "parking":
-            return "parked", self.parked
-        if queue.startswith("inbox."):
-            return "inbox-backlog", self.inbox_backlog
-        return None
-
-    def exceeded(self, queue: str, messages: int) -> str | None:
-        """The alert kind if ``messages`` waiting in ``queue`` is over its limit, else None: the one
-        rule behind the hub's alerts and the warnings of ``lienthong status``."""
-        watched = self.limit_of(queue)
-        return watched[0] if watched is not None and messages > watched[1] else None
-
-
-def queue_alerts(hub: str, depths: Mapping[str, int], limits: Thresholds) -> list[tuple[str, str, str]]:
-    """Update the queue gauges; return ``(kind, subject, sentence)`` for each threshold exceeded.
-    Every known alert gauge is set, to 1 or back to 0, so a cleared alert shows as cleared."""
+def queue_alerts(hub: str, depths: Mapping[str, int], limits: Alerts,
+                 ages: Mapping[str, float | None] | None = None) -> list[tuple[str, str, str]]:
+    """Update the queue gauges; return ``(kind, subject, sentence)`` for each threshold exceeded:
+    a queue's depth, or the age of the oldest message of an inbox (``ages``, in seconds).  Every
+    known alert gauge is set, to 1 or back to 0, so a cleared alert shows as cleared."""
     alerts: list[tuple[str, str, str]] = []
     for queue, n in depths.items():
         QUEUE_MESSAGES.labels(hub, queue).set(n)
@@ -97,32 +57,29 @@ def queue_alerts(hub: str, depths: Mapping[str, int], limits: Thresholds) -> lis
                     "parked": f"{n} message(s) are parked at hub {hub}"}.get(
                 kind, f"{n} message(s) wait in the inbox of {queue[len('inbox.'):]}")
             alerts.append((kind, queue, what))
+        if queue.startswith("inbox."):
+            age = (ages or {}).get(queue)
+            INBOX_AGE.labels(hub, queue).set(age or 0.0)
+            old = limits.too_old(queue, age)
+            ALERT.labels(hub, "inbox-age", queue).set(1 if old else 0)
+            if old and age is not None:
+                alerts.append(("inbox-age", queue, f"the oldest message in the inbox of {queue[len('inbox.'):]} "
+                                                   f"has waited {age / 3600:.1f} h"))
     return alerts
 
 
-def age_alerts(hub: str, ages: Mapping[str, float], limits: Thresholds) -> list[tuple[str, str, str]]:
-    """Update the inbox age gauges (seconds, 0 for an empty inbox); return ``(kind, subject,
-    sentence)`` for each inbox whose oldest message is older than ``inbox_age_seconds``."""
-    alerts: list[tuple[str, str, str]] = []
-    for queue, age in ages.items():
-        INBOX_AGE.labels(hub, queue).set(age)
-        over = age > limits.inbox_age_seconds
-        ALERT.labels(hub, "inbox-age", queue).set(1 if over else 0)
-        if over:
-            alerts.append(("inbox-age", queue, f"the oldest message in the inbox of {queue[len('inbox.'):]} "
-                                               f"waits for {age / 3600:.1f} h"))
-    return alerts
+DEFAULT_ALERTS = Alerts()
 
 
-def trust_alerts(hub: str, cert: x509.Certificate, trust: TrustStore,
+def trust_alerts(hub: str, cert: x509.Certificate, trust: TrustStore, *, limits: Alerts = DEFAULT_ALERTS,
                  now: datetime | None = None) -> list[tuple[str, str]]:
     """Update the trust gauges; return ``(kind, sentence)`` for everything that needs a person."""
     now = now or datetime.now(UTC)
     alerts: list[tuple[str, str]] = []
     days = (cert.not_valid_after_utc - now).days
     CERT_DAYS.labels(hub).set(days)
-    ALERT.labels(hub, "certificate-expiring", hub).set(1 if days < ALERT_CERT_DAYS else 0)
-    if days < ALERT_CERT_DAYS:
+    ALERT.labels(hub, "certificate-expiring", hub).set(1 if days < limits.certificate_days else 0)
+    if days < limits.certificate_days:
         alerts.append(("certificate-expiring", f"the certificate of hub {hub} expires in {days} day(s)"))
     for anchor in trust.anchors + trust.intermediates:
         crls = [c for c in trust.crls if c.issuer == anchor.subject and c.next_update_utc is not None]
@@ -137,28 +94,3 @@ def trust_alerts(hub: str, cert: x509.Certificate, trust: TrustStore,
         if left < 0:
             alerts.append(("crl-out-of-date", f"the CRL of {name} was due {-left / 3600:.0f} h ago"))
     return alerts
-
-
-@dataclass
-class Stats:
-    """A worker's counts since it started (logged when it stops)."""
-
-    received: int = 0
-    forwarded: int = 0
-    delivered: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    retried: int = 0
-    parked: int = 0
-    by_code: dict[str, int] = field(default_factory=dict)
-
-    def count(self, hub: str, outcome: Outcome) -> None:
-        """One message handled with ``outcome``, here and in :data:`MESSAGES`."""
-        MESSAGES.labels(hub, outcome.verdict, outcome.code).inc()
-        if outcome.verdict == "rejected":
-            self.rejected += 1
-            self.by_code[outcome.code] = self.by_code.get(outcome.code, 0) + 1
-        elif outcome.verdict == "delivered":
-            self.delivered += 1
-        else:
-            self.forwarded += 1

@@ -23,7 +23,8 @@ from broker.core import wire
 from broker.core.errors import ConfigError, TransientError
 from broker.core.topology import Topology
 from broker.logs import get_logger
-from broker.relay import layout, transport
+from broker.relay import layout
+from broker.relay.amqp import blocking
 
 log = get_logger(__name__)
 
@@ -115,7 +116,7 @@ def apply(topology: Topology, default_mgmt_url: str, broker_ca: Path) -> dict[st
         check_broker_supports_at_least_once(m)
     for hub_id in topology.hubs:
         items = layout.declarations(topology, hub_id)
-        transport.declare(layout.admin_url(topology, hub_id, mgmt_for(hub_id).url, broker_ca), items)
+        blocking.declare(layout.admin_url(topology, hub_id, mgmt_for(hub_id).url, broker_ca), items)
         counts["declarations"] += len(items)
         vhost = names.vhost(hub_id)
         mgmt_for(hub_id).put(f"/api/policies/{q(vhost)}/{q(policy.name)}",

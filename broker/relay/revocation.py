@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
-from broker.core.trust import StatusAnswer, TrustStore
+from broker.core.trust import StatusAnswer, TrustSource, TrustStore
 
 MAX_CRL_BYTES = 20 * 1024 * 1024
 log = structlog.get_logger("lienthong.revocation")
@@ -105,17 +105,17 @@ def fetch_crls(trust: TrustStore, cache: Path, urls: Sequence[str], *, timeout: 
 class CrlFetcher:
     """Fetch every ``every_seconds`` until ``stopped`` is set (a thread of the hub worker)."""
 
-    def __init__(self, trust: TrustStore, cache: Path, configured: Sequence[str], every_seconds: float,
+    def __init__(self, trust: TrustSource, cache: Path, configured: Sequence[str], every_seconds: float,
                  stopped: threading.Event) -> None:
         self.trust, self.cache, self.configured = trust, cache, list(configured)
         self.every, self.stopped = every_seconds, stopped
 
     def run(self) -> None:
         while True:
-            urls = list(dict.fromkeys([*self.configured,
-                                       *distribution_points([*self.trust.anchors, *self.trust.intermediates])]))
+            trust = self.trust.current()
+            urls = list(dict.fromkeys([*self.configured, *distribution_points([*trust.anchors, *trust.intermediates])]))
             if urls:
-                report = fetch_crls(self.trust, self.cache, urls)
+                report = fetch_crls(trust, self.cache, urls)
                 for url, why in report.refused:
                     log.warning("alert", kind="crl-fetch-failed", subject=url, detail=why)
                 if report.fetched:

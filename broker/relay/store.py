@@ -30,62 +30,27 @@ from typing import Any, Literal
 from broker import sqlite
 from broker.core.auditlog import AuditEntry, AuditRow, entry_hash
 from broker.core.errors import ConfigError, DocumentIdReused, TransientError
+from broker.relay.migrations import MIGRATIONS, Migration, apply
 from broker.settings import Tuning
 
 ClaimState = Literal["new", "done", "busy", "takeover"]
 
-MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
-    (1, "claims, verdicts, audit log, checkpoints, message bytes, handed ids", (
-        """CREATE TABLE IF NOT EXISTS hops (
-            hub TEXT NOT NULL, digest TEXT NOT NULL, target TEXT NOT NULL,
-            state TEXT NOT NULL, owner TEXT NOT NULL, lease_until DOUBLE PRECISION NOT NULL,
-            updated DOUBLE PRECISION NOT NULL,
-            PRIMARY KEY (hub, digest, target))""",
-        """CREATE TABLE IF NOT EXISTS verdicts (
-            hub TEXT NOT NULL, digest TEXT NOT NULL, document_id TEXT NOT NULL, sender TEXT NOT NULL,
-            verdict TEXT NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
-            PRIMARY KEY (hub, digest))""",
-        # append-only, hash-chained per hub (broker/audit.py computes and checks the hashes)
-        """CREATE TABLE IF NOT EXISTS audit (
-            hub TEXT NOT NULL, seq BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL,
-            document_id TEXT NOT NULL, digest TEXT NOT NULL, body TEXT NOT NULL, prev TEXT NOT NULL,
-            hash TEXT NOT NULL, PRIMARY KEY (hub, seq))""",
-        "CREATE INDEX IF NOT EXISTS audit_doc ON audit (document_id)",
-        "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",  # reports read a period
-        """CREATE TABLE IF NOT EXISTS checkpoints (
-            hub TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
-            token TEXT NOT NULL, PRIMARY KEY (hub, seq))""",
-        # the exact signed bytes of each message a hub accepted or refused, for evidence bundles
-        "CREATE TABLE IF NOT EXISTS messages (digest TEXT PRIMARY KEY, data {blob} NOT NULL)",
-        """CREATE TABLE IF NOT EXISTS handed (
-            agency TEXT NOT NULL, message_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
-            PRIMARY KEY (agency, message_id))""",
-    )),
-    (2, "one set of bytes per document: (hub, sender, DocumentId, business type) -> digest", (
-        """CREATE TABLE IF NOT EXISTS documents (
-            hub TEXT NOT NULL, sender TEXT NOT NULL, document_id TEXT NOT NULL, business TEXT NOT NULL,
-            digest TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
-            PRIMARY KEY (hub, sender, document_id, business))""",
-    )),
-    (3, "RFC 3161 time-stamps of audit checkpoints", (
-        "CREATE TABLE IF NOT EXISTS timestamps (hub TEXT NOT NULL, seq BIGINT NOT NULL, tsr {blob} NOT NULL, "
-        "PRIMARY KEY (hub, seq))",
-    )),
-)
-"""The schema as numbered steps, applied in order and each once (table ``schema_version``).
-
-Version 1 uses ``IF NOT EXISTS`` so that a database made before versioning is adopted as it is.
-A new step is appended with the next number; a released step is never edited."""
-
-MIGRATION_LOCK = 0x6C74_0001
-"""PostgreSQL advisory lock key that serializes schema changes across processes and hosts."""
+ACCEPTED, REJECTED = "accepted", "rejected"
 
 
 @dataclass(frozen=True)
-class Verdict:
-    verdict: str  # "accepted" or "rejected"
+class Standing:
+    """A verdict on a message's bytes at a hub.  The first one recorded stands for every later
+    copy of the same bytes."""
+
+    verdict: str
+    """:data:`ACCEPTED` or :data:`REJECTED`."""
     code: str
     reason: str
+
+    @property
+    def rejected(self) -> bool:
+        return self.verdict == REJECTED
 
 
 @dataclass(frozen=True)
@@ -98,7 +63,7 @@ class Admit:
     owner: str
     entries: Sequence[AuditEntry] = ()
     message: bytes | None = None
-    verdict: Verdict | None = None
+    verdict: Standing | None = None
     """The hop's verdict on these bytes, to record unless one stands already (None: record
     nothing, for a refusal that depends on who handed the bytes in)."""
     document_id: str = ""
@@ -111,10 +76,15 @@ class Admit:
 
 @dataclass(frozen=True)
 class Admission:
-    standing: Verdict | None
+    standing: Standing | None
     """The verdict that stands on these bytes here (None when nothing was recorded)."""
     claims: dict[str, ClaimState] | None
     """The claims, or None: an earlier refusal stands and nothing was claimed."""
+
+
+Refuse = Callable[[int, Standing], Admit]
+"""For :meth:`SqlStore.admit`: the ``i``-th message passed, but its document id is held by other
+bytes (the standing verdict, ``DOCUMENT_ID_REUSED``).  Returns the refusal to claim in its place."""
 
 
 class SqlStore:
@@ -133,33 +103,22 @@ class SqlStore:
         self._closing: list[Callable[[], None]] = []
         self.schema_version = self.migrate(MIGRATIONS)
 
-    def migrate(self, migrations: Sequence[tuple[int, str, Sequence[str]]]) -> int:
-        """Bring the schema up to the last of ``migrations``; safe from any number of processes at
-        once.  One transaction holds a lock while it reads the version and applies what is missing
-        (PostgreSQL: an advisory lock; SQLite: ``BEGIN IMMEDIATE``, the database's write lock), so
-        a second process waits, then finds the work done.  Returns the version reached."""
-        latest = max((n for n, _, _ in migrations), default=0)
+    @property
+    def dialect(self) -> str:
+        """``postgresql`` or ``sqlite``."""
+        return "postgresql" if self._ph == "%s" else "sqlite"
+
+    def applied_migrations(self) -> list[int]:
+        """The numbers of the schema steps applied to this database, in order."""
         with self._tx() as cur:
-            if self._ph == "%s":
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            else:
-                cur.execute("BEGIN IMMEDIATE")
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
-                        "description TEXT NOT NULL, applied DOUBLE PRECISION NOT NULL)")
-            cur.execute("SELECT MAX(version) FROM schema_version")
-            current = int(cur.fetchone()[0] or 0)
-            if current > latest:
-                raise ConfigError(f"the state store's schema is at version {current}, newer than this "
-                                  f"lienthong knows ({latest}): upgrade lienthong")
-            for number, description, statements in sorted(migrations):
-                if number <= current:
-                    continue
-                for stmt in statements:
-                    cur.execute(stmt.replace("{blob}", self._blob))
-                cur.execute(self._q("INSERT INTO schema_version (version, description, applied) VALUES (?, ?, ?)"),
-                            (number, description, time.time()))
-                current = number
-        return current
+            cur.execute("SELECT version FROM schema_version ORDER BY version")
+            return [int(r[0]) for r in cur.fetchall()]
+
+    def migrate(self, migrations: Sequence[Migration]) -> int:
+        """Bring the schema up to the last of ``migrations`` (:func:`broker.relay.migrations.apply`);
+        returns the version reached."""
+        with self._tx() as cur:
+            return apply(cur, migrations, postgres=self.dialect == "postgresql", blob=self._blob, q=self._q)
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:
@@ -198,26 +157,31 @@ class SqlStore:
         assert claims is not None  # no verdict asked for: nothing can stand against the claim
         return claims
 
-    def admit(self, items: Sequence[Admit], *,
-              confirmed: Sequence[tuple[str, str, Sequence[str]]] = ()) -> list[Admission]:
+    def admit(self, items: Sequence[Admit], *, confirmed: Sequence[tuple[str, str, Sequence[str]]] = (),
+              refuse: Refuse | None = None) -> list[Admission]:
         """Record each message's verdict and claim its copies, all in one transaction (the worker
-        admits every delivery of an I/O loop turn at once).  Per message: the first verdict on its
-        bytes stands (with its document identity, see :meth:`record_verdict`); if that is a
-        refusal and this copy passed, nothing is claimed (it keeps the refusal); otherwise its
-        targets are claimed as :meth:`claim` does.  ``confirmed``: claims to mark confirmed in the
-        same transaction (as :meth:`confirm_many`), those of messages published meanwhile."""
+        admits every delivery of a batch at once).  Per message: the first verdict on its bytes
+        stands (with its document identity, see :meth:`record_verdict`).  If this copy passed but
+        a refusal stands: when it is ``DOCUMENT_ID_REUSED`` (other bytes hold the document id),
+        the refusal ``refuse`` returns is claimed instead, in this same transaction; any other
+        refusal keeps nothing claimed (a duplicate of a refused message), unless the copy is an
+        operator's replay (``afresh``).  Otherwise the targets are claimed as :meth:`claim` does.
+        ``confirmed``: claims to mark confirmed in the same transaction (as :meth:`confirm_many`),
+        those of messages published meanwhile."""
         now = time.time()
         out: list[Admission] = []
         with self._tx() as cur:
             self._confirm(cur, confirmed, now)
             heads: dict[str, tuple[int, str]] = {}
-            for item in items:
+            for index, item in enumerate(items):
                 standing = None
                 if item.verdict is not None:
                     standing = self._record_verdict(cur, item.hub, item.digest, item.document_id, item.sender,
                                                     item.verdict, item.identity, now)
-                    refused = standing.verdict == "rejected" and item.verdict.verdict != "rejected"
-                    if refused and (not item.afresh or standing.code == DocumentIdReused.code):
+                    refused = standing.rejected and item.verdict.verdict != REJECTED
+                    if refused and standing.code == DocumentIdReused.code and refuse is not None:
+                        item = refuse(index, standing)
+                    elif refused and (not item.afresh or standing.code == DocumentIdReused.code):
                         out.append(Admission(standing, None))
                         continue
                 out.append(Admission(standing, self._claim(cur, item, now, heads)))
@@ -345,8 +309,8 @@ class SqlStore:
                 cur.execute(self._q("UPDATE hops SET state = 'confirmed', updated = ? "
                                     "WHERE hub = ? AND digest = ? AND target = ?"), (now, hub, digest, target))
 
-    def record_verdict(self, hub: str, digest: str, document_id: str, sender: str, verdict: Verdict,
-                       identity: tuple[str, str, str] | None = None) -> Verdict:
+    def record_verdict(self, hub: str, digest: str, document_id: str, sender: str, verdict: Standing,
+                       identity: tuple[str, str, str] | None = None) -> Standing:
         """Store the first verdict on these bytes at this hub; return the one that stands.  With the
         ``identity`` of an accepted document (sender, DocumentId, business type), also claim it for
         these bytes: if other bytes hold it already, the verdict that stands is a refusal,
@@ -354,9 +318,9 @@ class SqlStore:
         with self._tx() as cur:
             return self._record_verdict(cur, hub, digest, document_id, sender, verdict, identity, time.time())
 
-    def _record_verdict(self, cur: Any, hub: str, digest: str, document_id: str, sender: str, verdict: Verdict,
-                        identity: tuple[str, str, str] | None, now: float) -> Verdict:
-        if identity is not None and verdict.verdict == "accepted":
+    def _record_verdict(self, cur: Any, hub: str, digest: str, document_id: str, sender: str, verdict: Standing,
+                        identity: tuple[str, str, str] | None, now: float) -> Standing:
+        if identity is not None and verdict.verdict == ACCEPTED:
             cur.execute(self._q("INSERT INTO documents (hub, sender, document_id, business, digest, at) "
                                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"), (hub, *identity, digest, now))
             if cur.rowcount != 1:  # the identity was held already: by these bytes, or by others?
@@ -366,21 +330,21 @@ class SqlStore:
                 if holder != digest:
                     exc = DocumentIdReused(f"document {identity[1]!r} of {identity[0]} (business type {identity[2]}) "
                                            f"was already accepted as other bytes ({holder[:16]}...)")
-                    verdict = Verdict("rejected", exc.code, exc.message)
+                    verdict = Standing(REJECTED, exc.code, exc.message)
         cur.execute(self._q("INSERT INTO verdicts (hub, digest, document_id, sender, verdict, code, reason, at) "
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
                     (hub, digest, document_id, sender, verdict.verdict, verdict.code, verdict.reason, now))
         if cur.rowcount == 1:  # the first verdict on these bytes: it stands
             return verdict
         cur.execute(self._q("SELECT verdict, code, reason FROM verdicts WHERE hub = ? AND digest = ?"), (hub, digest))
-        return Verdict(*cur.fetchone())
+        return Standing(*cur.fetchone())
 
-    def verdict(self, hub: str, digest: str) -> Verdict | None:
+    def verdict(self, hub: str, digest: str) -> Standing | None:
         with self._tx() as cur:
             cur.execute(self._q("SELECT verdict, code, reason FROM verdicts WHERE hub = ? AND digest = ?"),
                         (hub, digest))
             row = cur.fetchone()
-        return Verdict(*row) if row else None
+        return Standing(*row) if row else None
 
     def on_close(self, call: Callable[[], None]) -> None:
         self._closing.append(call)

@@ -1,211 +1,29 @@
-"""The module that owns pika: connection parameters (TLS, client certificates, cluster nodes) and
-the blocking helpers (:func:`declare`, :func:`publish`, :class:`Publisher`, :func:`fetch`) the
-CLI, setup and the SDK use, one call at a time.  pika errors become
-:class:`~broker.core.errors.TransientError` here.  The hub worker's asynchronous connections are
-in :mod:`broker.relay.links`; how pika writes, in :mod:`broker.relay.coalesce`.
+"""What a hub worker needs of a message broker, and nothing of pika.
+
+A worker runs one :class:`Session` at a time: a consumer on its ingress queue, one publisher per
+place it publishes to (its own vhost, each neighbouring hub), and the event loop they share.
+:class:`Transport` opens sessions.  Two implementations: the AMQP one
+(:mod:`broker.relay.amqp.session`, RabbitMQ over TLS) and an in-memory one
+(:mod:`broker.relay.memory`, for tests of the worker without a broker).
+
+Everything happens on the loop's thread: callbacks (deliveries, confirms, timers) never run
+concurrently.  Only :meth:`Loop.call_threadsafe` may be called from elsewhere.
 """
 
 from __future__ import annotations
 
-import socket
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-import pika
-import pika.exceptions
-from pika.spec import BasicProperties
-
-from broker.core.errors import AccessRefused, ConfigError, TransientError
-from broker.relay import coalesce
-from broker.relay.layout import Binding, Exchange, Queue
-from broker.relay.tls import client_context, split_tls
-
-AMQP_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
-
-coalesce.install()
-
-
-def parameters(url: str, *, heartbeat: int = 30) -> list[pika.URLParameters]:
-    """Connection parameters for each node of ``url`` (several URLs separated by spaces: the nodes
-    of one cluster), in the order to try them.
-
-    ``amqps`` URLs carry their TLS material as RabbitMQ's URI spec does: ``cacertfile`` (the CA of
-    the broker's certificate, which is always verified), ``certfile`` and ``keyfile`` (a client
-    certificate) and ``auth_mechanism=external`` (log in with that certificate, no password)."""
-    out = []
-    for one in url.split():
-        base, tls = split_tls(one)
-        secure = base.startswith("amqps://")
-        # pika would build (and load the system's roots into) a context of its own for every amqps
-        # URL: parse it as amqp and give it the cached context of its TLS material instead
-        params = pika.URLParameters("amqp://" + base[8:] if secure else base)
-        if secure:
-            params.port = urlsplit(base).port or 5671
-            params.ssl_options = pika.SSLOptions(client_context(tuple(sorted(tls.items()))),
-                                                 tls.get("server_name_indication") or params.host)
-        if tls.get("auth_mechanism", "").lower() == "external":
-            params.credentials = pika.credentials.ExternalCredentials()
-        params.heartbeat = heartbeat
-        params.blocked_connection_timeout = 60
-        params.connection_attempts = 1
-        params.socket_timeout = 10
-        out.append(params)
-    if not out:
-        raise ConfigError("no AMQP URL given")
-    return out
-
-
-def reachable(url: str) -> pika.URLParameters:
-    """The parameters of the first node of ``url`` that accepts a TCP connection (the first node if
-    none does: connecting then fails with the broker's own error).  For the asynchronous
-    connections of the hub worker, which take one node: when its node goes down, the worker's
-    next session lands on a node that is up."""
-    nodes = parameters(url)
-    if len(nodes) > 1:
-        for p in nodes:
-            try:
-                socket.create_connection((p.host, p.port), timeout=1.0).close()
-                return p
-            except OSError:
-                continue
-    return nodes[0]
-
-
-@contextmanager
-def blocking(url: str) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
-    """A short-lived blocking connection and channel; pika errors become TransientError."""
-    try:
-        conn = _connect(url)
-    except AMQP_ERRORS as exc:
-        raise TransientError(f"cannot connect to the broker: {describe(exc)}") from None
-    try:
-        yield conn.channel()
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        _refused(exc)
-        raise TransientError(f"broker error: {describe(exc)}") from None
-    except AMQP_ERRORS as exc:
-        raise TransientError(f"broker error: {describe(exc)}") from None
-    finally:
-        try:
-            conn.close()
-        except AMQP_ERRORS:
-            pass
-
-
-def _connect(url: str) -> pika.BlockingConnection:
-    """A blocking connection; a refused login or vhost is :class:`AccessRefused` (not worth retrying)."""
-    try:
-        return pika.BlockingConnection(parameters(url))
-    except (pika.exceptions.ProbableAccessDeniedError, pika.exceptions.ProbableAuthenticationError) as exc:
-        raise AccessRefused(f"the broker refused the login or the vhost: {describe(exc)}") from None
-
-
-def _refused(exc: pika.exceptions.ChannelClosedByBroker) -> None:
-    """Raise :class:`AccessRefused` if the broker closed the channel for lack of rights (403)."""
-    if exc.reply_code == 403:
-        raise AccessRefused(f"access refused: {exc.reply_text}") from None
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, pika.exceptions.ProbableAuthenticationError):
-        return "authentication refused"
-    if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
-        return f"{exc.reply_code} {exc.reply_text}"
-    return text
-
-
-def declare(url: str, items: list[Exchange | Queue | Binding]) -> None:
-    """Declare exchanges, queues and bindings idempotently."""
-    with blocking(url) as ch:
-        for item in items:
-            if isinstance(item, Exchange):
-                ch.exchange_declare(item.name, item.type, durable=True, arguments=item.arguments or None)
-            elif isinstance(item, Queue):
-                ch.queue_declare(item.name, durable=True, arguments=item.arguments or None)
-            else:
-                ch.queue_bind(item.queue, item.exchange, routing_key=item.routing_key or None)
-
-
-def props(*, message_id: str, user_id: str | None, headers: dict[str, Any],
-          content_type: str = "application/xml") -> BasicProperties:
-    """Persistent, with ``timestamp`` = when the message entered the queue it is published to
-    (``lienthong status`` reads it back as the age of the oldest message)."""
-    return BasicProperties(content_type=content_type, delivery_mode=2, message_id=message_id,
-                           user_id=user_id, headers=headers, timestamp=int(time.time()))
-
-
-def publish(url: str, exchange: str, routing_key: str, body: bytes, *, message_id: str,
-            user_id: str | None, headers: dict[str, Any] | None = None) -> None:
-    """Publish one persistent message and wait for the broker's confirm."""
-    with blocking(url) as ch:
-        ch.confirm_delivery()
-        try:
-            ch.basic_publish(exchange, routing_key, body,
-                             props(message_id=message_id, user_id=user_id, headers=headers or {}),
-                             mandatory=False)
-        except pika.exceptions.NackError:
-            raise TransientError("the broker refused the message (nack); try again") from None
-
-
-class Publisher:
-    """A kept-open blocking connection with publisher confirms, for clients that send many messages.
-
-    A publish that fails because the connection was lost is retried on a fresh connection
-    (``retries`` times, with a short back-off) before :class:`TransientError` is raised.
-    """
-
-    def __init__(self, url: str, *, retries: int = 3) -> None:
-        self.url = url
-        self.retries = retries
-        self._conn: Any = None
-        self._ch: Any = None
-
-    def _channel(self) -> Any:
-        if self._ch is None or not self._ch.is_open:
-            self.close()
-            self._conn = _connect(self.url)
-            self._ch = self._conn.channel()
-            self._ch.confirm_delivery()
-        return self._ch
-
-    def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str,
-                user_id: str | None, headers: dict[str, Any] | None = None) -> None:
-        for attempt in range(self.retries + 1):
-            try:
-                self._channel().basic_publish(
-                    exchange, routing_key, body,
-                    props(message_id=message_id, user_id=user_id, headers=headers or {}))
-                return
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                self.close()
-                _refused(exc)
-                error = exc
-            except pika.exceptions.NackError:
-                error = TransientError("the broker refused the message (nack)")
-            except AMQP_ERRORS as exc:
-                self.close()
-                error = exc
-            if attempt < self.retries:
-                time.sleep(min(0.2 * 2 ** attempt, 2.0))
-        raise TransientError(f"could not publish after {self.retries + 1} attempts: {describe(error)}")
-
-    def close(self) -> None:
-        try:
-            if self._conn is not None and self._conn.is_open:
-                self._conn.close()
-        except AMQP_ERRORS:
-            pass
-        self._conn = self._ch = None
+Confirmed = Callable[[bool], None]
+"""Called once per publish: True when the broker confirmed it, False when it refused it (nack) or
+the connection was lost first."""
 
 
 @dataclass(frozen=True)
 class Received:
-    """One message taken from a queue: what callers need of pika's delivery arguments."""
+    """One message taken from a queue: what callers need of the broker's delivery."""
 
     body: bytes
     message_id: str
@@ -216,72 +34,103 @@ class Received:
     """The exchange it was published to (for the hub: it says who handed the message in)."""
 
 
-def fetch(url: str, queue: str, handle: Callable[[Received], bool], *, limit: int = 100,
-          wait: float = 0.0) -> int:
-    """Take up to ``limit`` messages; ack those ``handle`` returns True for, requeue the others.
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to publish: persistent, with these properties."""
 
-    Requeueing happens after the batch, so one call never sees a message twice.
-    ``wait`` > 0 waits that long for the first message.  Returns how many were acked.
-    """
-    acked = 0
-    keep: list[int] = []
-    with blocking(url) as ch:
-        ch.basic_qos(prefetch_count=max(1, min(limit, 1000)))
-        seen = 0
-        for method, properties, body in ch.consume(queue, inactivity_timeout=wait or 0.05):
-            if method is None:
-                break
-            r = Received(body, properties.message_id or "", dict(properties.headers or {}),
-                         method.delivery_tag, bool(method.redelivered))
-            if handle(r):
-                ch.basic_ack(method.delivery_tag)
-                acked += 1
-            else:
-                keep.append(method.delivery_tag)
-            seen += 1
-            if seen >= limit:
-                break
-        for tag in keep:
-            ch.basic_nack(tag, requeue=True)
-        ch.cancel()
-    return acked
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str
+    user_id: str
+    headers: dict[str, Any] = field(default_factory=dict)
 
 
-def queue_depth(url: str, queue: str) -> int:
-    with blocking(url) as ch:
-        return int(ch.queue_declare(queue, passive=True).method.message_count)
+class Loop(Protocol):
+    """The event loop of a session."""
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> object:
+        """Run ``callback`` after ``seconds``; returns a handle for :meth:`cancel`."""
+
+    def cancel(self, timer: object) -> None:
+        """Forget a timer that has not run yet."""
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` in this loop turn, after what the turn still does."""
+
+    def call_threadsafe(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop's thread, from any thread or a signal handler."""
 
 
-def depths(url: str, queues: Sequence[str]) -> dict[str, int]:
-    """Ready messages per queue (passive declares; a missing queue is left out)."""
-    out: dict[str, int] = {}
-    with blocking(url) as ch:
-        conn = ch.connection
-        for name in queues:
-            try:
-                out[name] = int(ch.queue_declare(name, passive=True).method.message_count)
-            except pika.exceptions.ChannelClosedByBroker:
-                ch = conn.channel()  # 404 closes the channel, not the connection
-    return out
+class Publisher(Protocol):
+    """A channel with publisher confirms, many in flight."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    def publish(self, message: Outgoing, confirmed: Confirmed) -> None:
+        """Hand ``message`` to the broker; never waits.  Not ready: ``confirmed(False)`` at once."""
 
 
-def head_ages(url: str, queues: Sequence[str], *, now: float | None = None) -> dict[str, float | None]:
-    """Seconds since the message at the head of each queue was published there (its ``timestamp``);
-    None for an empty queue or a message without one.  The head is looked at and put straight back
-    (``basic.get`` then ``nack`` with requeue), so do not use this on a queue with a delivery limit."""
-    now = time.time() if now is None else now
-    out: dict[str, float | None] = {}
-    with blocking(url) as ch:
-        conn = ch.connection
-        for name in queues:
-            try:
-                method, properties, _body = ch.basic_get(name, auto_ack=False)
-            except pika.exceptions.ChannelClosedByBroker:
-                ch = conn.channel()
-                continue
-            if method is None:
-                out[name] = None
-                continue
-            ch.basic_nack(method.delivery_tag, requeue=True)
-            out[name] = max(0.0, now - properties.timestamp) if properties.timestamp else None
-    return out
+class Consumer(Protocol):
+    """Deliveries of one queue with manual acks and a bounded prefetch."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def start(self) -> None:
+        """Begin delivering (to :meth:`Events.delivered`)."""
+
+    def ack_all(self, delivery_tags: Iterable[int]) -> None:
+        """Settle these deliveries as done."""
+
+    def requeue(self, delivery_tag: int) -> None:
+        """Hand this delivery back to the queue (the broker delivers it again, maybe elsewhere)."""
+
+
+class Events(Protocol):
+    """What a session tells its worker."""
+
+    def delivered(self, message: Received) -> None: ...
+
+    def ready(self) -> None:
+        """The consumer and every publisher are connected: the worker may start consuming."""
+
+    def lost(self, what: str, why: str) -> None:
+        """A connection or channel ended on its own: the session is over (the worker closes it
+        and opens another); unacked deliveries go back to the queue, unconfirmed publishes
+        were reported ``confirmed(False)``."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a session connects: where to consume, and where to publish (name -> broker URL)."""
+
+    consume_url: str
+    queue: str
+    prefetch: int
+    publishers: Mapping[str, str]
+
+
+class Session(Protocol):
+    @property
+    def loop(self) -> Loop: ...
+
+    @property
+    def consumer(self) -> Consumer: ...
+
+    @property
+    def publishers(self) -> Mapping[str, Publisher]: ...
+
+    def run(self) -> None:
+        """Serve on this thread until :meth:`close` has taken effect."""
+
+    def close(self) -> None:
+        """Close the connections and leave :meth:`run` (on the loop's thread)."""
+
+
+class Transport(Protocol):
+    def session(self, plan: Plan, events: Events) -> Session: ...

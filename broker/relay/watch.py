@@ -1,24 +1,20 @@
-"""The queue watch of a hub worker: every so often, queue depths and inbox ages as gauges, and an
-``alert`` log event when a threshold (``settings.alerts``) is crossed, ``alert cleared`` when it
-has not held for two checks in a row.
+"""The queue watch of a hub worker: every so often, queue depths as gauges, and an ``alert`` log
+event when a threshold (``settings.alerts``) is crossed, ``alert cleared`` when it has not held
+for two checks in a row.
 Its own connection and thread, so a slow broker answer never stalls the message loop."""
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import structlog
 
 from broker.core import wire
 from broker.core.errors import LienthongError
 from broker.core.topology import Topology
-from broker.relay import metrics, transport
-
-AGE_EVERY = 60.0
-"""Seconds between two looks at the head of the non-empty inboxes (for their age): a look takes the
-head message and puts it back, so it is done seldom; in between, ages grow with the clock."""
+from broker.relay import metrics
+from broker.relay.amqp import blocking
 
 CLEAR_AFTER = 2
 """Checks in a row without an alert before it is cleared.  A queue's count of ready messages dips
@@ -26,8 +22,8 @@ for a moment when ``lienthong status`` looks at its head (a get, then a requeue)
 passive declare fails; an alert must not be cleared and raised again by that."""
 
 
-class Alerts:
-    """The queue alerts that hold, from one check to the next."""
+class Raised:
+    """The queue alerts raised and not yet cleared, from one check to the next."""
 
     def __init__(self) -> None:
         self._missed: dict[tuple[str, str], int] = {}
@@ -51,39 +47,24 @@ class QueueWatch:
     def __init__(self, hub: str, topology: Topology, url: str, every_seconds: float,
                  stopped: threading.Event) -> None:
         self.hub, self.url, self.every, self.stopped = hub, url, every_seconds, stopped
-        self.limits = metrics.Thresholds.from_settings(topology.settings)
+        self.limits = topology.settings.alerts
         self.queues = [wire.Q_INGRESS, wire.Q_PARKING] + sorted(
             wire.inbox_queue(a.organ_id) for a in topology.agencies.values() if a.hub == hub)
         self.log = structlog.get_logger("lienthong.watch").bind(hub=hub)
-        self._heads: dict[str, float] = {}
-        """Inbox -> when (epoch) its head message was published, as last looked at."""
-        self._looked = float("-inf")
-
-    def ages(self, depths: Mapping[str, int], now: float) -> dict[str, float]:
-        """Each inbox's oldest message age (0 when empty), looking at the heads every :data:`AGE_EVERY`."""
-        inboxes = [q for q in self.queues if q.startswith("inbox.")]
-        waiting = [q for q in inboxes if depths.get(q)]
-        if waiting and now - self._looked >= AGE_EVERY:
-            self._looked = now
-            heads = transport.head_ages(self.url, waiting, now=now)
-            self._heads = {q: now - age for q, age in heads.items() if age is not None}
-        return {q: max(0.0, now - self._heads[q]) if depths.get(q) and q in self._heads else 0.0 for q in inboxes}
 
     def run(self) -> None:
         """Watch until ``stopped`` is set."""
-        alerts = Alerts()
+        alerts = Raised()
         while True:
             try:
-                depths = transport.depths(self.url, self.queues)
+                depths = blocking.depths(self.url, self.queues)
+                waiting = [q for q, n in depths.items() if n and q.startswith("inbox.")]  # no delivery limit there
+                ages = blocking.head_ages(self.url, waiting) if waiting else {}
             except LienthongError as exc:
                 self.log.debug("queue watch skipped", error=str(exc))
             else:
-                found = metrics.queue_alerts(self.hub, depths, self.limits)
-                try:
-                    found += metrics.age_alerts(self.hub, self.ages(depths, time.time()), self.limits)
-                except LienthongError as exc:
-                    self.log.debug("inbox ages skipped", error=str(exc))
-                now = {(kind, subject): what for kind, subject, what in found}
+                now = {(kind, subject): what
+                       for kind, subject, what in metrics.queue_alerts(self.hub, depths, self.limits, ages)}
                 raised, cleared = alerts.update(now)
                 for kind, subject in raised:
                     self.log.warning("alert", kind=kind, subject=subject, detail=now[(kind, subject)])

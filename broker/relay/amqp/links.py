@@ -1,23 +1,20 @@
-"""The hub worker's asynchronous connections, all on one pika ``IOLoop``: :class:`Link`, a
-publisher that keeps a window of publisher confirms in flight, and :class:`Consumer`, manual acks
-with bounded prefetch.  Part of the transport (:mod:`broker.relay.transport`): parameters, error
-descriptions and the delivery type come from there."""
+"""The hub worker's asynchronous connections, all on one event loop (:mod:`broker.relay.amqp.loop`):
+:class:`Link`, a publisher that keeps a window of publisher confirms in flight, and
+:class:`Consumer`, manual acks with bounded prefetch."""
 
 from __future__ import annotations
 
 import bisect
 import collections
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import pika
-from pika.adapters.select_connection import IOLoop, PollPoller
+from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic, BasicProperties
 
-from broker.relay.transport import AMQP_ERRORS, Received, describe, reachable
-
-ConfirmCallback = Callable[[bool], None]
+from broker.relay.amqp.connection import Connection
+from broker.relay.amqp.params import AMQP_ERRORS, describe, properties, reachable
+from broker.relay.transport import Confirmed, Outgoing, Received
 
 
 class Link:
@@ -35,10 +32,10 @@ class Link:
         self._on_lost = on_lost
         self._channel: Any = None
         self._seq = 0
-        self._pending: collections.OrderedDict[int, ConfirmCallback] = collections.OrderedDict()
+        self._pending: collections.OrderedDict[int, Confirmed] = collections.OrderedDict()
         self.ready = False
         self._closing = False
-        self.connection = pika.SelectConnection(
+        self.connection = Connection(
             reachable(url), on_open_callback=self._opened, on_open_error_callback=self._open_failed,
             on_close_callback=self._closed, custom_ioloop=ioloop)
 
@@ -78,14 +75,13 @@ class Link:
             self._on_lost(self, why)
 
     # publishing
-    def publish(self, exchange: str, routing_key: str, body: bytes, properties: BasicProperties,
-                callback: ConfirmCallback) -> None:
+    def publish(self, message: Outgoing, confirmed: Confirmed) -> None:
         if not self.ready:
-            callback(False)
+            confirmed(False)
             return
         self._seq += 1
-        self._pending[self._seq] = callback
-        self._channel.basic_publish(exchange, routing_key, body, properties)
+        self._pending[self._seq] = confirmed
+        self._channel.basic_publish(message.exchange, message.routing_key, message.body, properties(message))
 
     def _confirmed(self, frame: Any) -> None:
         method = frame.method
@@ -126,7 +122,7 @@ class Consumer:
         self.channel: Any = None
         self.ready = False
         self._unsettled: set[int] = set()
-        self.connection = pika.SelectConnection(
+        self.connection = Connection(
             reachable(url), on_open_callback=self._opened,
             on_open_error_callback=lambda c, e: self._lost(f"cannot connect: {describe(e)}"),
             on_close_callback=lambda c, e: self._lost(f"connection closed: {describe(e)}"),
@@ -201,71 +197,3 @@ def _close(connection: Any) -> None:
             connection.close()
         except AMQP_ERRORS:
             pass
-
-
-class Loop(IOLoop):  # type: ignore[misc]  # pika ships no types for it
-    """pika's I/O loop without two costs per callback and per write.
-
-    - A callback added from the loop's own thread (pika adds one after every read, the worker
-      one per batch of deliveries) is queued without waking the poller through its interrupt
-      socket (a ``send``, then a ``poll`` that returns at once and a ``recv``): the loop looks for
-      queued callbacks before it waits, on this same thread.  Other threads, and a signal
-      handler that runs while ``poll`` waits, still wake it.
-    - ``poll`` rather than ``epoll``: turning a socket's write interest on and off, twice per
-      write, is a dictionary update instead of an ``epoll_ctl`` system call; with the handful of
-      sockets a worker has, ``poll`` itself costs no more.
-    - What the turn's callbacks queued in their turn (the sends of the publishes a batch made,
-      :func:`broker.relay.coalesce.install`) runs in the same turn, once, not after another
-      ``poll``.
-    """
-
-    sends_eagerly = True
-    """Read by :mod:`broker.relay.coalesce`: a write may be tried from a callback, which is free here."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._thread: int | None = None
-
-    @staticmethod
-    def _get_poller(get_wait_seconds: Callable[[], float | None], process_timeouts: Callable[[], None]) -> _Poller:
-        return _Poller(get_wait_seconds=get_wait_seconds, process_timeouts=process_timeouts)
-
-    def start(self) -> None:
-        self._thread = threading.get_ident()
-        try:
-            super().start()
-        finally:
-            self._thread = None
-
-    def add_callback_threadsafe(self, callback: Callable[[], None]) -> None:
-        # a signal handler runs on the loop's thread too, while ``poll`` waits: that must wake it
-        if self._thread == threading.get_ident() and not self._poller.waiting:
-            self._callbacks.append(callback)
-        else:
-            super().add_callback_threadsafe(callback)
-
-    add_callback = add_callback_threadsafe
-
-    def process_timeouts(self) -> None:
-        super().process_timeouts()
-        for _ in range(len(self._callbacks)):  # one more round: a callback that re-queues itself waits
-            self._callbacks.popleft()()
-
-
-class _Poller(PollPoller):  # type: ignore[misc]  # pika ships no types for it
-    """pika's ``poll`` poller that knows when it is waiting in the system call: from the wait's
-    timeout being taken until the events are dispatched, only a wake-up reaches the loop."""
-
-    waiting = False
-
-    def _get_max_wait(self) -> float:
-        self.waiting = True
-        return float(super()._get_max_wait())
-
-    def _dispatch_fd_events(self, fd_event_map: dict[int, int]) -> None:
-        self.waiting = False
-        super()._dispatch_fd_events(fd_event_map)
-
-
-def new_ioloop() -> IOLoop:
-    return Loop()

@@ -1,0 +1,85 @@
+"""What a hop takes and what it decides, as data: the message as it came in (:class:`Inbound`),
+the copies to publish (:class:`Copy`) and the decision (:class:`Outcome`, :class:`Verdict`).
+
+:mod:`broker.core.hop` decides; the hub worker's pipeline (:mod:`broker.relay.pipeline`) carries
+the decision out and its hooks watch it, knowing only these types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from broker.core.auditlog import AuditEntry
+from broker.core.routing import Target
+from broker.core.wire import handed_in_by
+
+
+class Verdict(StrEnum):
+    """What a hop decided for a message."""
+
+    FORWARDED = "forwarded"
+    """Sent on towards its recipients' hubs (receipts passing through included)."""
+    DELIVERED = "delivered"
+    """Put into the inboxes of this hub's agencies."""
+    REJECTED = "rejected"
+    """Refused: parked here, the sender told."""
+    WITNESSED = "witnessed"
+    """A neighbour's audit-log checkpoint, countersigned into this hub's log."""
+
+
+@dataclass(frozen=True)
+class Inbound:
+    body: bytes
+    headers: Mapping[str, Any]
+    """The headers the hub may act on (:func:`broker.core.wire.trusted_headers`)."""
+    exchange: str
+    """The exchange the message was published to (says who handed it in)."""
+
+    @property
+    def origin(self) -> str:
+        """``agency:<code>``, ``link:<hub>`` or ``''``: who handed us the message."""
+        return handed_in_by(self.exchange, self.headers)
+
+
+@dataclass(frozen=True)
+class Copy:
+    target: Target
+    body: bytes
+    headers: dict[str, Any]
+    claim: str
+    """Key under which publishing this copy is made idempotent (with the hub and digest)."""
+    bundled: bool = False
+    """A receipt this hub issued for another hub's agency: it may wait a moment for others and
+    leave with them in one bundle (:meth:`Hop.bundle`)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    digest: str
+    document_id: str
+    verdict: Verdict
+    copies: tuple[Copy, ...]
+    code: str = ""
+    reason: str = ""
+    sender: str = ""
+    record: str = ""
+    recipients: tuple[str, ...] = ()
+    entries: tuple[AuditEntry, ...] = ()
+    """What goes into the hub's audit log with the claims (hop record, receipts issued)."""
+    message: bytes | None = None
+    """The signed bytes to keep as evidence (at the sender's hub, the recipient's hub, on rejection)."""
+    standing: bool = True
+    """The verdict holds for every later copy of these bytes.  False for a refusal that depends on
+    who handed them in (another account, a bad trace): the genuine sender is still judged afresh."""
+    identity: tuple[str, str, str] | None = None
+    """(sender, DocumentId, business type) of an accepted document: one document has one set of
+    bytes, so a second message with this identity and other bytes is refused (``DOCUMENT_ID_REUSED``)."""
+    exactly_once: bool = True
+    """Publish through claims in the state store.  False for a receipt on its way through this hub
+    (the hub that puts it into an inbox claims it there, so a twin on the way does no harm)."""
+    legacy: tuple[str, ...] = ()
+    """What of an accepted message used SHA-1, allowed only by its sender's ``legacy_sha1``
+    policy: the worker raises a ``sha1-accepted`` alert for it."""

@@ -1,0 +1,357 @@
+"""The hub worker's pipeline with no broker: a real hop (signatures, receipts, hop records) and a real
+SQLite state store, over the in-memory transport (``broker/relay/memory.py``), whose virtual clock
+runs back-offs and holds at once.  Each test plays one of the moments RabbitMQ-based tests can only
+hit by chance: a duplicate, a crash between publishing and marking, a document id reused, a kill
+while receipts are held, retries running out, a refused publish, a connection lost mid-batch."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from broker.core import receipts, wire
+from broker.core.hoprecords import parse_record
+from broker.core.topology import Topology
+from broker.relay.delivery import Delivery, Stage, StageError
+from broker.relay.hooks import Hook
+from broker.relay.memory import MemoryBroker, MemoryTransport, Stored
+from broker.relay.store import SqlStore, sqlite_store
+from broker.relay.transport import Outgoing, Received
+from broker.relay.worker import HubWorker
+from broker.settings import PkiLayout, Tuning
+from tests import hops
+
+SENDER, FAR, NEAR = "000.00.51.H41", "001.00.31.H14", "000.00.52.H41"
+TO_NATIONAL = "national:in.link.H41:"
+SENDER_INBOX = f".:inbox:{SENDER}"
+PARKING = ".:parking:"
+
+
+class Hub:
+    """One hub's state store and workers on an in-memory broker."""
+
+    def __init__(self, pki: Path, topology: Topology, hub: str, path: Path, *, lease: float = 15.0,
+                 hold: float = 0.25, store_timeout: float = 1.0, extra_hooks: tuple[Hook, ...] = ()) -> None:
+        self.pki, self.topology, self.hub = pki, topology, hub
+        self.broker = MemoryBroker()
+        self.store = sqlite_store(path / f"{hub}.sqlite3", lease_seconds=lease, timeout=store_timeout)
+        self.tuning = Tuning(receipt_hold_seconds=hold, lease_seconds=lease)
+        self.extra_hooks = extra_hooks
+        self.workers: list[HubWorker] = []
+
+    def worker(self) -> HubWorker:
+        """A new worker process of this hub (its own owner id), with a session open."""
+        w = HubWorker(hops.hop(self.pki, self.topology, self.hub), self.store, PkiLayout(self.pki),
+                      MemoryTransport(self.broker), tuning=self.tuning, extra_hooks=self.extra_hooks)
+        w.open_session()
+        self.workers.append(w)
+        return w
+
+    def run(self, horizon: float = 5.0) -> None:
+        """Run every live session until nothing is due within ``horizon`` virtual seconds."""
+        self.broker.horizon = horizon
+        self.broker.run()
+
+    def hand_in(self, body: bytes, agency: str = SENDER) -> None:
+        self.broker.put("ingress", body, exchange=wire.agency_exchange(agency))
+
+    def queue(self, name: str) -> list[Stored]:
+        return self.broker.messages(name)
+
+    def unsettled(self) -> int:
+        """Deliveries neither acked nor requeued, over every live session, plus what waits in the ingress."""
+        return len(self.broker.messages("ingress")) + sum(len(s.consumer.unacked) for s in self.broker.sessions)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@pytest.fixture()
+def h41(dev_pki: Path, topology: Topology, tmp_path: Path) -> Iterator[Hub]:
+    hub = Hub(dev_pki, topology, "H41", tmp_path)
+    yield hub
+    hub.close()
+
+
+def _doc(hub: Hub, **kw: Any) -> bytes:
+    return hops.document(hub.pki, hub.topology, SENDER, [FAR], **kw)
+
+
+def _receipts(queue: list[Stored]) -> list[receipts.Receipt]:
+    return [receipts.read_bytes(m.body) for m in queue]
+
+
+def test_a_document_is_forwarded_once_and_acked(h41: Hub) -> None:
+    """The baseline: the copy to the next hub (message id = the SHA-256 of the signed bytes), the
+    sender's accepted receipt, the claims confirmed, the delivery acked."""
+    h41.worker()
+    body = _doc(h41)
+    h41.hand_in(body)
+    h41.run()
+    [forwarded] = h41.queue(TO_NATIONAL)
+    assert forwarded.body == body and forwarded.message_id == wire.message_id(body)
+    assert [r.kind for r in _receipts(h41.queue(SENDER_INBOX))] == ["accepted"]
+    assert h41.unsettled() == 0
+    assert h41.store.claim("H41", wire.message_id(body), ["hub:national"], "someone") == {"hub:national": "done"}
+
+
+def test_a_duplicate_is_acked_and_not_published_again(h41: Hub) -> None:
+    """The same bytes a second time: the claims are done, nothing is published, the delivery is acked.
+    Two copies in one batch: the second waits a retry tier, then finds the first's claims done."""
+    with capture_logs() as logs:  # the worker's logger is bound when it is made
+        w = h41.worker()
+        body = _doc(h41)
+        h41.hand_in(body)
+        h41.run()
+        h41.hand_in(body)
+        h41.run()
+    assert len(h41.queue(TO_NATIONAL)) == 1 and len(h41.queue(SENDER_INBOX)) == 1
+    assert [e["event"] for e in logs if e["event"].startswith("duplicate")] == ["duplicate suppressed"]
+    twin = _doc(h41)
+    h41.hand_in(twin)
+    h41.hand_in(twin)
+    h41.run()
+    assert h41.broker.move(".:retry:r1s", "ingress", exchange=wire.EX_INGRESS) == 1
+    h41.run()
+    assert [m.body for m in h41.queue(TO_NATIONAL)] == [body, twin]
+    assert w.stats.counts["duplicates"] == 2 and h41.unsettled() == 0
+
+
+def test_a_crash_between_confirm_and_mark_is_taken_over(dev_pki: Path, topology: Topology, tmp_path: Path) -> None:
+    """A worker dies after the broker confirmed its copies, before it marked their claims: the
+    redelivery goes to another worker, whose claim takes the dead one's over (its lease ran out)
+    and publishes again, under the same message id (the recipient drops the twin).  A third copy
+    then finds every claim done."""
+    hub = Hub(dev_pki, topology, "H41", tmp_path, lease=0.0)
+    try:
+        first = hub.worker()
+        body = _doc(hub)
+        hub.hand_in(body)
+        hub.run(horizon=0.001)  # confirmed, but the marks wait MARK_DELAY: not run
+        assert len(hub.queue(TO_NATIONAL)) == 1
+        hub.broker.crash(first.session)  # type: ignore[arg-type]
+        assert len(hub.queue("ingress")) == 1  # unacked: back in the queue
+        hub.worker()
+        hub.run()
+        assert {m.message_id for m in hub.queue(TO_NATIONAL)} == {wire.message_id(body)}
+        assert len(hub.queue(TO_NATIONAL)) == 2 and hub.unsettled() == 0
+        hub.hand_in(body)
+        hub.run()
+        assert len(hub.queue(TO_NATIONAL)) == 2
+    finally:
+        hub.close()
+
+
+def test_a_reused_document_id_is_refused_in_the_admitting_transaction(h41: Hub) -> None:
+    """Other bytes under a document id already accepted: refused DOCUMENT_ID_REUSED like any other
+    refusal (parked, a signed hop record in the audit log, the sender told by a signed receipt),
+    never forwarded; the same other bytes again are a duplicate of that refusal."""
+    w = h41.worker()
+    first, second = _doc(h41, document_id="CV-2026-7"), _doc(h41, document_id="CV-2026-7")
+    h41.hand_in(first)
+    h41.run()
+    h41.hand_in(second)
+    h41.run()
+    assert [m.body for m in h41.queue(TO_NATIONAL)] == [first]
+    [parked] = h41.queue(PARKING)
+    assert parked.body == second and parked.headers[wire.H_CODE] == "DOCUMENT_ID_REUSED"
+    told = _receipts(h41.queue(SENDER_INBOX))
+    assert [(r.kind, r.code) for r in told] == [("accepted", ""), ("rejected", "DOCUMENT_ID_REUSED")]
+    refusals = [parse_record(r.body) for r in h41.store.audit_rows(hub="H41") if r.kind == "hop"
+                and r.digest == wire.message_id(second)]
+    assert [(r.verdict, r.code) for r in refusals] == [("rejected", "DOCUMENT_ID_REUSED")]
+    h41.hand_in(second)
+    h41.run()
+    assert len(h41.queue(PARKING)) == 1 and len(h41.queue(SENDER_INBOX)) == 2
+    assert w.stats.counts["rejected"] == 1 and h41.unsettled() == 0
+
+
+def test_a_kill_while_receipts_are_held_resends_only_the_receipt(dev_pki: Path, topology: Topology,
+                                                                 tmp_path: Path) -> None:
+    """At the last hub, the delivered receipt for the sender (on another hub) waits to leave in a
+    bundle; the inbox copy is out and its claim marked meanwhile.  The worker is killed during the
+    hold: the next one puts nothing into the inbox again and sends the receipt once."""
+    upstream = hops.hops(dev_pki, topology)
+    body = hops.document(dev_pki, topology, SENDER, [FAR])
+    at_h14 = hops.carry(upstream, body, ("H41", "national", "H14"))[-1]
+    [onward] = [c for c in at_h14.copies if str(c.target) == "hub:H14-D31"]
+    hub = Hub(dev_pki, topology, "H14-D31", tmp_path, lease=0.0)
+    try:
+        first = hub.worker()
+        hub.broker.put("ingress", onward.body, exchange=wire.link_exchange("H14"), headers=onward.headers)
+        hub.run(horizon=0.1)  # the inbox copy confirmed and marked; the receipt's 0.25 s hold not over
+        inbox, back = f".:inbox:{FAR}", "H14:in.link.H14-D31:"
+        assert len(hub.queue(inbox)) == 1 and hub.queue(back) == []
+        hub.broker.crash(first.session)  # type: ignore[arg-type]
+        hub.worker()
+        hub.run()
+        assert [m.body for m in hub.queue(inbox)] == [body]
+        [receipt] = hub.queue(back)
+        assert receipt.headers[wire.H_KIND] == wire.Kind.RECEIPT
+        assert receipts.read_bytes(receipt.body).kind == "delivered"
+        assert hub.unsettled() == 0
+    finally:
+        hub.close()
+
+
+def _lock(path: Path) -> sqlite3.Connection:
+    """Hold the SQLite store's write lock (as another process would) until closed."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN EXCLUSIVE")
+    return conn
+
+
+def _through_the_tiers(hub: Hub) -> None:
+    """Let every retry tier's TTL run out: what waits there is dead-lettered back into the ingress."""
+    for tier in ("r1s", "r10s", "r60s"):
+        hub.run()
+        assert hub.broker.move(f".:retry:{tier}", "ingress", exchange=wire.EX_INGRESS) == 1, tier
+    hub.run()
+
+
+def test_retries_running_out_with_the_store_down_refuse_like_any_refusal(dev_pki: Path, topology: Topology,
+                                                                          tmp_path: Path) -> None:
+    """The store stays locked through every tier: the document is parked RETRY_EXHAUSTED, its
+    first entry kept, and its sender gets a hub-signed rejection (published unclaimed: the store
+    that would claim it is the thing failing)."""
+    hub = Hub(dev_pki, topology, "H41", tmp_path, store_timeout=0.05)
+    lock = _lock(tmp_path / "H41.sqlite3")
+    try:
+        hub.worker()
+        body = _doc(hub)
+        hub.hand_in(body)
+        _through_the_tiers(hub)
+        [parked] = hub.queue(PARKING)
+        assert parked.body == body and parked.headers[wire.H_CODE] == "RETRY_EXHAUSTED"
+        assert parked.headers[wire.H_ORIGIN] == f"agency:{SENDER}"
+        [told] = hub.queue(SENDER_INBOX)
+        checked = receipts.verify(told.body, hops.hop(dev_pki, topology, "H41").trust).receipt
+        assert (checked.kind, checked.code, checked.hub) == ("rejected", "RETRY_EXHAUSTED", "H41")
+        assert hub.queue(TO_NATIONAL) == [] and hub.unsettled() == 0
+    finally:
+        lock.close()
+        hub.close()
+
+
+def test_retries_running_out_with_the_store_up_are_claimed_and_logged(h41: Hub) -> None:
+    """Another worker holds the claims for good: after the last tier the refusal is admitted like
+    any other (its hop record and receipt in the audit log) and published once, even when the
+    exhausted delivery comes back again."""
+    body = _doc(h41)
+    digest = wire.message_id(body)
+    h41.store.claim("H41", digest, ["hub:national", f"accepted>inbox:{SENDER}"], "a-live-worker-elsewhere")
+    h41.worker()
+    h41.hand_in(body)
+    _through_the_tiers(h41)
+    [parked] = h41.queue(PARKING)
+    assert parked.headers[wire.H_CODE] == "RETRY_EXHAUSTED"
+    assert [(r.kind, r.code) for r in _receipts(h41.queue(SENDER_INBOX))] == [("rejected", "RETRY_EXHAUSTED")]
+    logged = [r for r in h41.store.audit_rows(hub="H41") if r.digest == digest]
+    assert [(parse_record(r.body).verdict, parse_record(r.body).code) for r in logged if r.kind == "hop"] == [
+        ("rejected", "RETRY_EXHAUSTED")]
+    assert [receipts.read_bytes(r.body.encode()).code for r in logged if r.kind == "receipt"] == ["RETRY_EXHAUSTED"]
+    again = {k: v for k, v in parked.headers.items() if k not in (wire.H_CODE, wire.H_REASON, wire.H_HUB)}
+    h41.broker.put("ingress", parked.body, exchange=wire.EX_INGRESS, headers=again | {wire.H_ATTEMPT: 3})
+    h41.run()
+    assert len(h41.queue(PARKING)) == 1 and h41.unsettled() == 0
+
+
+def test_a_nacked_publish_requeues_and_delivers_once(h41: Hub) -> None:
+    """The broker refuses the copy to the next hub once: the delivery goes back to the queue, is
+    redelivered and published again; the next hub gets it once, and it is acked once."""
+    refused: list[str] = []
+
+    def nack_first(queue: str, _m: Outgoing) -> str:
+        if queue == TO_NATIONAL and not refused:
+            refused.append(queue)
+            return "nack"
+        return "ack"
+
+    h41.broker.confirming = nack_first  # type: ignore[assignment]
+    with capture_logs() as logs:
+        w = h41.worker()
+        body = _doc(h41)
+        h41.hand_in(body)
+        h41.run()
+    assert refused and [m.body for m in h41.queue(TO_NATIONAL)] == [body]
+    assert {r.document_id for r in _receipts(h41.queue(SENDER_INBOX))} == {receipts.read_bytes(
+        h41.queue(SENDER_INBOX)[0].body).document_id}
+    assert "publish not confirmed; message requeued" in [e["event"] for e in logs]
+    assert w.stats.counts["received"] == 2 and h41.unsettled() == 0
+
+
+def test_a_connection_lost_mid_batch_loses_and_doubles_nothing(h41: Hub) -> None:
+    """Five documents published, their confirms not back, when a link drops: the session ends, the
+    deliveries return, the next session publishes them again under the same ids; every one is
+    acked, each document reaches the next hub, and nothing else does."""
+    h41.broker.confirming = lambda _q, _m: "hold"
+    w = h41.worker()
+    bodies = [_doc(h41) for _ in range(5)]
+    for body in bodies:
+        h41.hand_in(body)
+    h41.run(horizon=0.1)
+    assert len(h41.queue(TO_NATIONAL)) == 5 and w.session is not None
+    h41.broker.lose(w.session, "link:national")  # type: ignore[arg-type]
+    h41.run()
+    assert h41.broker.sessions == [] and len(h41.queue("ingress")) == 5
+    h41.broker.confirming = lambda _q, _m: "ack"
+    w.open_session()
+    h41.run()
+    assert {m.message_id for m in h41.queue(TO_NATIONAL)} == {wire.message_id(b) for b in bodies}
+    assert h41.unsettled() == 0
+    for body in bodies:
+        assert h41.store.claim("H41", wire.message_id(body), ["hub:national"], "x") == {"hub:national": "done"}
+
+
+class Exploding(Hook):
+    """A hook that fails at every moment."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith("__"):
+            return object.__getattribute__(self, name)
+
+        def boom(*_: Any) -> None:
+            raise RuntimeError(f"hook broken at {name}")
+        return boom
+
+
+def test_a_faulty_hook_does_not_stop_a_delivery(dev_pki: Path, topology: Topology, tmp_path: Path) -> None:
+    """Metrics, logs and alerts are hooks: one that raises at every moment is logged, and the
+    document still goes through."""
+    hub = Hub(dev_pki, topology, "H41", tmp_path, extra_hooks=(Exploding(),))
+    try:
+        with capture_logs() as logs:
+            hub.worker()
+            body = _doc(hub)
+            hub.hand_in(body)
+            hub.run()
+        assert [m.body for m in hub.queue(TO_NATIONAL)] == [body] and hub.unsettled() == 0
+        assert {e["moment"] for e in logs if e["event"] == "hook failed"} >= {"received", "published", "acking"}
+    finally:
+        hub.close()
+
+
+def test_a_delivery_moves_only_along_its_life() -> None:
+    """The pipeline cannot ack a delivery twice, nor requeue one it acked: such a move is refused."""
+    d = Delivery(Received(b"x", "", {}, 1, False), hops.from_agency(b"x", SENDER), 0.0)
+    for stage in (Stage.JUDGED, Stage.ADMITTED, Stage.ACKED):
+        d.move(stage)
+    with pytest.raises(StageError):
+        d.move(Stage.REQUEUED)
+    with pytest.raises(StageError):
+        Delivery(Received(b"x", "", {}, 2, False), hops.from_agency(b"x", SENDER), 0.0).move(Stage.ACKED)
+
+
+def test_the_worker_needs_no_broker(h41: Hub) -> None:
+    """What a session connects names the hub's ingress, its own vhost and each neighbour's, with its
+    own two accounts; the in-memory transport takes it as RabbitMQ would."""
+    w = h41.worker()
+    plan = w.plan()
+    assert plan.queue == wire.Q_INGRESS and set(plan.publishers) == {".", "national"}
+    assert "amqp-link-cert.pem" in plan.publishers["national"] and "amqp-hub-cert.pem" in plan.consume_url
+    assert isinstance(h41.store, SqlStore)
