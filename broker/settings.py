@@ -4,8 +4,9 @@ environment at import.
 
 | variable | default | what |
 |---|---|---|
-| ``LIENTHONG_DATA`` | ``./data`` | data directory: dev PKI, SQLite state |
-| ``LIENTHONG_TOPOLOGY`` | ``config/topology.yaml`` | hubs and agency directory |
+| ``LIENTHONG_DATA`` | ``./data``, else the checkout's ``data/`` | data directory: dev PKI, SQLite state |
+| ``LIENTHONG_TOPOLOGY`` | searched, see below | hubs and agency directory |
+| ``LIENTHONG_LANG`` | ``vi`` | language of what the CLI prints (``vi`` or ``en``; ``--lang`` wins) |
 | ``LIENTHONG_PKI`` | ``$LIENTHONG_DATA/pki`` | trust store directory, hub and agency keys |
 | ``LIENTHONG_TRANSPORT_CA`` | ``$LIENTHONG_PKI/transport`` | the broker TLS CA: ``ca.pem`` (``ca.key`` where issued) |
 | ``LIENTHONG_STATE_URL`` | ``$LIENTHONG_DATA/state`` | SQLite directory, or a ``postgresql://`` URL |
@@ -19,6 +20,12 @@ environment at import.
 | ``LIENTHONG_ENTRY_BATCH_SECONDS`` | 0.02 | under load, how long an agency's document may wait for others (batches) |
 | ``LIENTHONG_RECEIPTS`` | on | ``off`` only to measure what receipts cost (bench/) |
 | ``LIENTHONG_FAULT`` | | ``<point>:<n>``: die (exit 137) the n-th time ``<point>`` is reached (reliability tests) |
+
+The topology is found the same way by every command, wherever it is run from: a command's
+``--topology`` flag, else ``LIENTHONG_TOPOLOGY`` (either, once given, is the only place looked),
+else ``topology.yaml`` in the data directory, else the repository's ``config/topology.yaml`` (the
+development default, when lienthong runs from a checkout).  ``Settings.topology_searched`` says
+where it looked, for the error that names them.
 """
 
 from __future__ import annotations
@@ -133,6 +140,32 @@ class Tuning:
                    entry_batch_seconds=float(env.get("LIENTHONG_ENTRY_BATCH_SECONDS", "0.02")))
 
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+"""The checkout lienthong runs from, when it does (its ``config/`` is the development default)."""
+
+
+def _data_dir(env: Mapping[str, str], given: str | None) -> Path:
+    if given or env.get("LIENTHONG_DATA"):
+        return Path(given or env["LIENTHONG_DATA"])
+    here = Path("data")
+    if not here.is_dir() and (REPOSITORY / "pyproject.toml").is_file() and (REPOSITORY / "data").is_dir():
+        return REPOSITORY / "data"
+    return here
+
+
+def find_topology(flag: str | None, env: Mapping[str, str], data_dir: Path,
+                  repository: Path = REPOSITORY) -> tuple[Path, tuple[str, ...]]:
+    """The topology file and the places looked, in the order of the module's docstring.  When none
+    exists, the first place stands (loading it fails, naming the places)."""
+    if flag:
+        return Path(flag), (f"--topology {flag}",)
+    if env.get("LIENTHONG_TOPOLOGY"):
+        return Path(env["LIENTHONG_TOPOLOGY"]), (f"LIENTHONG_TOPOLOGY={env['LIENTHONG_TOPOLOGY']}",)
+    places = [data_dir / "topology.yaml", repository / "config" / "topology.yaml"]
+    found = next((p for p in places if p.is_file()), places[0])
+    return found, tuple(str(p) for p in places)
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -142,18 +175,22 @@ class Settings:
     mgmt_url: str
     tuning: Tuning = field(default_factory=Tuning)
     transport_ca: Path | None = None
+    topology_searched: tuple[str, ...] = ()
+    """Where the topology was looked for (``find_topology``)."""
 
     @property
     def keys(self) -> PkiLayout:
         return PkiLayout(self.pki, self.transport_ca)
 
     @classmethod
-    def from_env(cls, **overrides: str | None) -> Settings:
-        env = os.environ
-        data = Path(overrides.get("data_dir") or env.get("LIENTHONG_DATA", "data"))
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: str | None) -> Settings:
+        env = os.environ if env is None else env
+        data = _data_dir(env, overrides.get("data_dir"))
+        topology, searched = find_topology(overrides.get("topology"), env, data)
         return cls(
             data_dir=data,
-            topology=Path(overrides.get("topology") or env.get("LIENTHONG_TOPOLOGY", "config/topology.yaml")),
+            topology=topology,
+            topology_searched=searched,
             pki=Path(overrides.get("pki") or env.get("LIENTHONG_PKI", str(data / "pki"))),
             state_url=overrides.get("state_url") or env.get("LIENTHONG_STATE_URL", str(data / "state")),
             mgmt_url=overrides.get("mgmt_url") or env.get("LIENTHONG_MGMT_URL", "http://127.0.0.1:15672"),

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install what lienthong needs on a Debian machine: xmlsec1, librabbitmq-dev with gcc and chromium
-# (interop and dashboard tests), softhsm2 (a PKCS#11 token for the token-signing tests), a virtualenv in .venv
-# with the package and its test dependencies.  Quick when all is already there.
+# (interop and dashboard tests), softhsm2 (a PKCS#11 token for the token-signing tests), fonts-dejavu-core
+# (the font the PDF report embeds), poppler-utils (the tests read the PDF back), prometheus (for promtool,
+# which checks and tests monitoring/'s alert rules), a virtualenv in .venv with the
+# package and its test dependencies.  Quick when all is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "bootstrap: $*" >&2; }
@@ -13,6 +15,9 @@ command -v psql >/dev/null || missing+=(postgresql-client)
 command -v gcc >/dev/null || missing+=(gcc)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v softhsm2-util >/dev/null || missing+=(softhsm2)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+command -v pdftoppm >/dev/null || missing+=(poppler-utils)
+command -v promtool >/dev/null || missing+=(prometheus)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 450
 IO_LIBRARIES = {"pika", "psycopg", "sqlite3", "socket", "subprocess", "http", "urllib.request", "fastapi",
                 "uvicorn", "prometheus_client", "requests", "click", "pkcs11"}
-SHARED = {"broker", "broker.settings", "broker.logs", "broker.sqlite", "broker.private", "broker.pkcs11"}
+SHARED = {"broker", "broker.settings", "broker.logs", "broker.sqlite", "broker.private", "broker.pkcs11",
+          "broker.i18n", "broker.i18n.extract"}
 # room -> the rooms it may import from (besides itself and the shared modules)
 MAY_IMPORT = {
     "broker.core": set(),

@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from adapters.folder import FolderAdapter
-from broker.cli.app import main, settings
+from broker.cli.app import load_topology, main, settings
 from broker.cli.clients import agency_client
 from broker.core import errors
-from broker.core.topology import Topology
+from broker.i18n import N_, _
 from broker.relay.assemble import signing_key
 from broker.settings import Fault
 
@@ -23,8 +23,8 @@ def gateway() -> None:
 
 
 @gateway.command("run")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8443, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8443, show_default=True, help="Port to listen on.")
 @click.option("--cert", "cert", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The gateway's TLS certificate (PEM; 'lienthong pki broker-tls' can make one).")
 @click.option("--key", "key", type=click.Path(exists=True, dir_okay=False), default=None, help="...and its key.")
@@ -44,12 +44,13 @@ def gateway_run(host: str, port: int, cert: str | None, key: str | None, client_
     from adapters.https import server_options
 
     if not cert and not insecure_http:
-        raise errors.UsageError("give --cert and --key (HTTPS), or --insecure-http behind a TLS proxy")
+        raise errors.UsageError(N_("give --cert and --key (HTTPS), or --insecure-http behind a TLS proxy"))
     if bool(cert) != bool(key):
-        raise errors.UsageError("--cert and --key go together")
+        raise errors.UsageError(N_("{first} and {second} go together"), first="--cert", second="--key")
     if client_ca and not cert:
-        raise errors.UsageError("--client-ca needs HTTPS (--cert and --key)")
+        raise errors.UsageError(N_("--client-ca needs HTTPS (--cert and --key)"))
     s = settings()
+    load_topology(s)
     if metrics_port:
         from prometheus_client import start_http_server
 
@@ -72,7 +73,9 @@ def token_issue(agency: str, days: float) -> None:
     """Issue a token for AGENCY (printed once)."""
     from adapters.gateway import issue_token
 
-    click.echo(issue_token(settings(), agency, days))
+    s = settings()
+    load_topology(s)
+    click.echo(issue_token(s, agency, days))
 
 
 @gateway_token.command("rotate")
@@ -82,10 +85,11 @@ def token_rotate(agency: str, days: float) -> None:
     """Issue a new token for AGENCY and revoke all its others (the new one is printed once)."""
     from adapters.gateway import tokens
 
-    Topology.load(settings().topology).agency(agency)
-    _entry, token, gone = tokens(settings()).rotate(agency, days)
+    s = settings()
+    load_topology(s).agency(agency)
+    _entry, token, gone = tokens(s).rotate(agency, days)
     click.echo(token)
-    click.echo(f"revoked {len(gone)} older token(s) of {agency}", err=True)
+    click.echo(_("revoked {n} older token(s) of {agency}", n=len(gone), agency=agency), err=True)
 
 
 @gateway_token.command("revoke")
@@ -95,7 +99,7 @@ def token_revoke(token_or_id: str) -> None:
     from adapters.gateway import tokens
 
     for t in tokens(settings()).revoke(token_or_id):
-        click.echo(f"revoked {t.id} of {t.agency}")
+        click.echo(_("revoked {id} of {agency}", id=t.id, agency=t.agency))
 
 
 @gateway_token.command("list")
@@ -105,9 +109,10 @@ def token_list() -> None:
 
     now = time.time()
     for t in tokens(settings()).all():
-        state = "revoked" if t.revoked else "expired" if t.expires <= now else "valid"
-        expires = "never (rotate it)" if t.expires == float("inf") else _day(t.expires)
-        click.echo(f"{t.id}  {t.agency:16} created {_day(t.created)}  expires {expires}  {state}")
+        state = _("revoked") if t.revoked else _("expired") if t.expires <= now else _("valid")
+        expires = _("never (rotate it)") if t.expires == float("inf") else _day(t.expires)
+        click.echo(_("{id}  {agency:16} created {created}  expires {expires}  {state}", id=t.id, agency=t.agency,
+                     created=_day(t.created), expires=expires, state=state))
 
 
 def _day(when: float) -> str:
@@ -137,7 +142,7 @@ def vxp_secret(agency: str, rotate: bool) -> None:
     from adapters.vxp import secret_book
 
     s = settings()
-    Topology.load(s.topology).agency(agency)
+    load_topology(s).agency(agency)
     book = secret_book(s)
     click.echo(book.rotate(agency) if rotate else book.ensure(agency))
 
@@ -159,13 +164,15 @@ def folder_run(agency: str, root: str, key_path: str | None, cert_path: str | No
                interval: float) -> None:
     """Send what is dropped in ROOT/outbox, receive into ROOT/inbox, until stopped."""
     if bool(key_path) != bool(cert_path):
-        raise errors.UsageError("--key and --cert go together")
+        raise errors.UsageError(N_("{first} and {second} go together"), first="--key", second="--cert")
     key = signing_key(key_path, cert_path) if key_path and cert_path else None
     s = settings()
+    load_topology(s)
     adapter = FolderAdapter(agency_client(s, agency), Path(root), key, fault=Fault.parse(s.tuning.fault))
     if once:
         st = adapter.run_once()
-        click.echo(f"sent {st.sent}, failed {st.failed}, received {st.received}")
+        click.echo(_("sent {sent}, failed {failed}, received {received}", sent=st.sent, failed=st.failed,
+                     received=st.received))
         return
     adapter.run(interval=interval)
 

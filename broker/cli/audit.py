@@ -8,11 +8,12 @@ from pathlib import Path
 
 import click
 
-from broker.cli.app import main, read_file, settings
+from broker.cli.app import load_topology, main, read_file, settings
 from broker.cli.clients import hub_key
 from broker.core import errors, receipts, wire
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
+from broker.i18n import N_, _
 from broker.ops.audit import collect, export_bundle, verified_timeline, verify_bundle, verify_log
 from broker.relay.assemble import hub_certificates, hub_stores
 from broker.relay.checkpoints import checkpoint
@@ -26,22 +27,24 @@ def audit() -> None:
 
 @audit.command("trail")
 @click.argument("document_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def audit_trail(document_id: str, as_json: bool) -> None:
     """The hop-by-hop timeline of DOCUMENT_ID, each record's hub signature checked."""
     s = settings()
+    topology = load_topology(s)
     trust = TrustStore.load(s.pki)
     trail = collect(hub_stores(s), document_id)
     if not trail.rows:
-        raise errors.UsageError(f"nothing is recorded about document {document_id!r}")
-    out = verified_timeline(trail, hub_certificates(s.pki, Topology.load(s.topology), trust), trust)
+        raise errors.UsageError(N_("nothing is recorded about document {document_id!r}"), document_id=document_id)
+    out = verified_timeline(trail, hub_certificates(s.pki, topology, trust), trust)
     if as_json:
         click.echo(json.dumps(out, ensure_ascii=False, indent=2))
         return
     for e in out:
         what = f"{e['kind']} {e['verdict']}" + (f" {e['code']}" if e["code"] else "")
-        click.echo(f"{e['at']}  {e['hub']:9} #{e['seq']:<5} {what:24} -> {', '.join(e['targets'])}  "
-                   f"[{e['digest'][:12]}] signature {e['signature']}")
+        click.echo(_("{at}  {hub:9} #{seq:<5} {what:24} -> {targets}  [{digest}] signature {signature}",
+                     at=e["at"], hub=e["hub"], seq=e["seq"], what=what, targets=", ".join(e["targets"]),
+                     digest=e["digest"][:12], signature=e["signature"]))
 
 
 @audit.command("verify-receipt")
@@ -52,9 +55,11 @@ def audit_verify_receipt(receipt_file: str, document_file: str | None) -> None:
     s = settings()
     r = receipts.verify(read_file(receipt_file), TrustStore.load(s.pki)).receipt
     if document_file is not None and wire.message_id(read_file(document_file)) != r.document_sha256:
-        raise errors.AuditFailure(f"the receipt speaks of other bytes than {document_file} (SHA-256 differs)")
-    click.echo(f"VERIFIED: receipt '{r.kind}' by hub {r.hub} at {r.time} for document {r.document_id} "
-               f"[{r.document_sha256[:16]}] to {r.sender}" + (f", code {r.code}" if r.code else ""))
+        raise errors.AuditFailure(N_("the receipt speaks of other bytes than {file} (SHA-256 differs)"),
+                                  file=document_file)
+    click.echo(_("VERIFIED: receipt '{kind}' by hub {hub} at {time} for document {document_id} [{digest}] to "
+                 "{sender}", kind=r.kind, hub=r.hub, time=r.time, document_id=r.document_id,
+                 digest=r.document_sha256[:16], sender=r.sender) + (_(", code {code}", code=r.code) if r.code else ""))
 
 
 @audit.command("verify-log")
@@ -65,7 +70,7 @@ def audit_verify_log(hubs: tuple[str, ...], tsa_ca: str | None) -> None:
     """Recompute each hub's audit log hash chain, check its signed checkpoints, and what its
     neighbours witnessed of them."""
     s = settings()
-    topo = Topology.load(s.topology)
+    topo = load_topology(s)
     certs = hub_certificates(s.pki, topo, TrustStore.load(s.pki))
     witnesses = [r for st in hub_stores(s) for r in st.audit_rows() if r.kind == "witness"]
     broken = []
@@ -73,10 +78,12 @@ def audit_verify_log(hubs: tuple[str, ...], tsa_ca: str | None) -> None:
         store = open_store(s.state_url, hub=hub)
         report = verify_log(store.audit_rows(hub=hub), store.checkpoints(hub), hub, certs, witnesses,
                             store.timestamps(hub), Path(tsa_ca) if tsa_ca else None)
-        state = "intact" if report.ok else f"BROKEN at entry {report.broken_at}: {report.reason}"
-        stamped = f"{report.time_stamped:4} time-stamped " if tsa_ca else ""
-        click.echo(f"{hub:9} {report.entries:7} entries {report.checkpoints:4} checkpoints "
-                   f"{report.witnessed:4} witnessed {stamped} {state}")
+        state = _("intact") if report.ok else _("BROKEN at entry {seq}: {reason}", seq=report.broken_at,
+                                                   reason=report.reason)
+        stamped = _("{n:4} time-stamped ", n=report.time_stamped) if tsa_ca else ""
+        click.echo(_("{hub:9} {entries:7} entries {checkpoints:4} checkpoints {witnessed:4} witnessed {stamped} "
+                     "{state}", hub=hub, entries=report.entries, checkpoints=report.checkpoints,
+                     witnessed=report.witnessed, stamped=stamped, state=state))
         if not report.ok:
             broken.append(f"hub {hub}: {report.reason}")
     if broken:
@@ -88,8 +95,10 @@ def audit_verify_log(hubs: tuple[str, ...], tsa_ca: str | None) -> None:
 def audit_checkpoint(hub_id: str) -> None:
     """Sign the current head of HUB_ID's audit log (hubs also do this every minute)."""
     s = settings()
+    load_topology(s)
     head = checkpoint(open_store(s.state_url, hub=hub_id), hub_id, hub_key(s, hub_id))
-    click.echo(f"checkpoint of {hub_id}: " + (f"entry {head[0]} {head[1][:16]}" if head else "empty log"))
+    click.echo(_("checkpoint of {hub}: {head}", hub=hub_id,
+                 head=_("entry {seq} {hash}", seq=head[0], hash=head[1][:16]) if head else _("empty log")))
 
 
 @audit.command("export")
@@ -98,10 +107,11 @@ def audit_checkpoint(hub_id: str) -> None:
 def audit_export(document_id: str, out: str) -> None:
     """Write the evidence bundle of DOCUMENT_ID into the new folder OUT."""
     s = settings()
+    topology = load_topology(s)
     stores = hub_stores(s)
-    folder = export_bundle(collect(stores, document_id), stores, s.pki, Topology.load(s.topology), Path(out),
+    folder = export_bundle(collect(stores, document_id), stores, s.pki, topology, Path(out),
                            topology_file=s.topology)
-    click.echo(f"evidence bundle of {document_id} in {folder}")
+    click.echo(_("evidence bundle of {document_id} in {folder}", document_id=document_id, folder=folder))
 
 
 @audit.command("verify-bundle")
@@ -118,10 +128,12 @@ def audit_verify_bundle(folder: str, trust_dir: str, directory_file: str | None,
     and agency directory."""
     directory = Path(directory_file) if directory_file else Path(trust_dir) / "directory.yaml"
     if not directory.is_file():
-        raise errors.UsageError(f"no agency directory at {directory}: give --directory, the directory you trust")
+        raise errors.UsageError(N_("no agency directory at {path}: give --directory, the directory you trust"),
+                                path=directory)
     at = datetime.fromisoformat(at_time).replace(tzinfo=UTC) if at_time else None
     r = verify_bundle(Path(folder), trust=TrustStore.load(trust_dir), directory=Topology.load(directory), at=at)
-    click.echo(f"VERIFIED: document {r.document_id}: {r.messages} signed message(s), {r.hop_records} hop "
-               f"record(s) via {', '.join(dict.fromkeys(r.hubs))}, {r.receipts} receipt(s); "
-               f"delivered to {', '.join(sorted(set(r.delivered_to))) or 'nobody'}")
+    click.echo(_("VERIFIED: document {document_id}: {messages} signed message(s), {records} hop record(s) via "
+                 "{hubs}, {receipts} receipt(s); delivered to {recipients}", document_id=r.document_id,
+                 messages=r.messages, records=r.hop_records, hubs=", ".join(dict.fromkeys(r.hubs)),
+                 receipts=r.receipts, recipients=", ".join(sorted(set(r.delivered_to))) or _("nobody")))
 

@@ -8,10 +8,11 @@ from typing import Any
 
 import click
 
-from broker.cli.app import main, settings
+from broker import i18n
+from broker.cli.app import load_topology, main, settings
 from broker.core import errors
-from broker.core.topology import Topology
-from broker.ops import queues
+from broker.i18n import N_, _
+from broker.ops import queues, report_layout
 from broker.ops import report as rep
 from broker.relay.assemble import hub_stores
 
@@ -20,41 +21,68 @@ from broker.relay.assemble import hub_stores
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Per hub and agency inbox: depth, unacked, consumers, rates, oldest message, parked, certificate
-    expiry, and warnings by the thresholds of ``settings.alerts``."""
-    hubs = queues.status(settings())
+    expiry, and warnings by the thresholds of settings.alerts in the topology."""
+    s = settings()
+    load_topology(s)
+    hubs = queues.status(s)
     if as_json:
         click.echo(json.dumps(queues.as_dicts(hubs), ensure_ascii=False, indent=2))
         return
-    click.echo(f"{'hub / queue':34} {'ready':>7} {'unacked':>8} {'cons':>5} {'in/s':>7} {'out/s':>7} {'oldest':>7}")
+    heads = [_("hub / queue"), _("ready"), _("unacked"), _("cons"), _("in/s"), _("out/s"), _("oldest")]
+    click.echo(f"{heads[0]:34} {heads[1]:>7} {heads[2]:>8} {heads[3]:>5} {heads[4]:>7} {heads[5]:>7} {heads[6]:>7}")
     for h in hubs:
-        cert = f"cert {h.cert_days_left} d" if h.cert_days_left is not None else "no cert"
-        click.echo(f"{h.hub} ({h.tier}) parked {h.parked}, retrying {h.retrying}, "
-                   f"unroutable {h.unroutable}, {cert}")
+        cert = _("cert {days} d", days=h.cert_days_left) if h.cert_days_left is not None else _("no cert")
+        click.echo(_("{hub} ({tier}) parked {parked}, retrying {retrying}, unroutable {unroutable}, {cert}",
+                     hub=h.hub, tier=report_layout.level_name(h.tier), parked=h.parked, retrying=h.retrying,
+                     unroutable=h.unroutable, cert=cert))
         for qs in ([h.ingress] if h.ingress else []) + h.inboxes:
             oldest = queues.format_age(qs.oldest_seconds) if qs.oldest_seconds is not None else "-"
             click.echo(f"  {qs.name:32} {qs.messages:7} {qs.unacked:8} {qs.consumers:5} "
                        f"{qs.in_rate:7.1f} {qs.out_rate:7.1f} {oldest:>7}")
         for w in h.warnings:
-            click.secho(f"  WARNING: {w}", fg="yellow")
+            click.secho(_("  WARNING: {warning}", warning=w), fg="yellow")
+
+
+FORMATS = ("text", "csv", "xlsx", "pdf")
 
 
 @main.command()
 @click.option("--from", "start", required=True, help="First day, YYYY-MM-DD (local time).")
 @click.option("--to", "end", required=True, help="Last day, YYYY-MM-DD (included).")
-@click.option("--csv", "as_csv", is_flag=True, help="CSV (one row per agency and per level) instead of tables.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="text (tables), csv (one row per agency and per level), xlsx (workbook with a chart) or "
+                   "pdf (document with a chart); default: from the -o file's extension, else text.")
+@click.option("--csv", "as_csv", is_flag=True, help="The same as --format csv.")
 @click.option("--issued", "issued_file", default=None,
               help="CSV organ_id,issued: the agencies' registers of outgoing documents (paper included).")
-@click.option("-o", "--output", default=None, help="Write to this file instead of standard output.")
-def report(start: str, end: str, as_csv: bool, issued_file: str | None, output: str | None) -> None:
+@click.option("--unit", default=None,
+              help="The reporting unit named on the report (default: settings.report.unit, else the top hub).")
+@click.option("-o", "--output", default=None, help="Write to this file instead of standard output (xlsx, pdf: needed).")
+def report(start: str, end: str, fmt: str | None, as_csv: bool, issued_file: str | None, unit: str | None,
+           output: str | None) -> None:
     """The compliance report: per agency and level, documents sent and received, share signed and
     sent electronically against the targets, share acknowledged (01/03) in time, statuses."""
+    suffix = Path(output).suffix.lstrip(".").lower() if output else ""
+    fmt = "csv" if as_csv else fmt or (suffix if suffix in FORMATS else "text")
+    if fmt in ("xlsx", "pdf") and not output:
+        raise errors.UsageError(N_("--format {format} writes a file: give -o FILE"), format=fmt)
     s = settings()
-    topology = Topology.load(s.topology)
+    topology = load_topology(s)
     cfg = rep.ReportSettings.from_topology(topology)
     t0, t1 = rep.period(rep.parse_day(start), rep.parse_day(end), cfg.offset)
     issued = rep.read_issued(Path(issued_file), topology) if issued_file else None
     built = rep.build(hub_stores(s), topology, t0, t1, issued=issued)
-    text = rep.to_csv(built) if as_csv else rep.to_text(built)
+    if fmt in ("xlsx", "pdf") and output:
+        from datetime import date
+
+        from broker.ops import report_pdf, report_xlsx
+
+        top = next(h for h in topology.hubs.values() if h.parent is None)
+        laid = report_layout.layout(built, unit=unit or cfg.unit or top.name, made=date.today())
+        (report_xlsx if fmt == "xlsx" else report_pdf).write(laid, Path(output))
+        click.echo(_("report written to {file}", file=output))
+        return
+    text = rep.to_csv(built) if fmt == "csv" else report_layout.to_text(built)
     if output:
         Path(output).write_text(text, encoding="utf-8")
     else:
@@ -77,8 +105,10 @@ def dashboard(port: int, host: str, allow_hosts: tuple[str, ...], token_file: st
 
     token = Path(token_file).read_text(encoding="utf-8").strip() if token_file else None
     if token_file and not token:
-        raise errors.UsageError(f"{token_file} holds no token")
-    app = create_app(settings(), allow_hosts=(host, *allow_hosts), token=token)
+        raise errors.UsageError(N_("{file} holds no token"), file=token_file)
+    s = settings()
+    load_topology(s)
+    app = create_app(s, allow_hosts=(host, *allow_hosts), token=token, bind=host)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
@@ -93,18 +123,18 @@ def _select(digest: str | None, code: str | None) -> Any:
 
 @dlq.command("list")
 @click.option("--hub", "hubs", multiple=True, help="Only these hubs (default: all).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def dlq_list(hubs: tuple[str, ...], as_json: bool) -> None:
     """Parked messages with their codes and reasons (they stay parked)."""
     s = settings()
-    rows = [p for h in hubs or tuple(Topology.load(s.topology).hubs) for p in queues.list_parked(s, h)]
+    rows = [p for h in hubs or tuple(load_topology(s).hubs) for p in queues.list_parked(s, h)]
     if as_json:
         click.echo(json.dumps([{k: v for k, v in vars(p).items() if k not in ("body", "headers")} for p in rows],
                               ensure_ascii=False, indent=2))
         return
     for p in rows:
         click.echo(f"{p.hub:9} {p.digest[:16]}  {p.code:20} {p.size:8} B  {p.origin:22} {p.reason}")
-    click.echo(f"{len(rows)} parked message(s)")
+    click.echo(_("{n} parked message(s)", n=len(rows)))
 
 
 @dlq.command("show")
@@ -112,9 +142,11 @@ def dlq_list(hubs: tuple[str, ...], as_json: bool) -> None:
 @click.argument("digest")
 def dlq_show(hub_id: str, digest: str) -> None:
     """Headers and body of one parked message (DIGEST: its SHA-256, or a prefix)."""
-    found = [p for p in queues.list_parked(settings(), hub_id) if p.digest.startswith(digest)]
+    s = settings()
+    load_topology(s)
+    found = [p for p in queues.list_parked(s, hub_id) if p.digest.startswith(digest)]
     if not found:
-        raise errors.NotFound(f"no parked message {digest!r} at hub {hub_id!r}")
+        raise errors.NotFound(N_("no parked message {digest!r} at hub {hub!r}"), digest=digest, hub=hub_id)
     p = found[0]
     click.echo(json.dumps({k: v for k, v in p.headers.items() if isinstance(v, (str, int, float, list))},
                           ensure_ascii=False, indent=2, default=str))
@@ -128,22 +160,26 @@ def dlq_show(hub_id: str, digest: str) -> None:
 def dlq_replay(hub_id: str, digest: str | None, code: str | None) -> None:
     """Take parked messages out of parking and through the full hop again (each exactly once)."""
     if digest is None and code is None:
-        raise errors.UsageError("name what to replay: --digest or --code")
-    n = queues.replay(settings(), hub_id, _select(digest, code))
-    click.echo(f"replayed {n} message(s) at hub {hub_id}")
+        raise errors.UsageError(N_("name what to replay: --digest or --code"))
+    s = settings()
+    load_topology(s)
+    n = queues.replay(s, hub_id, _select(digest, code))
+    click.echo(_("replayed {n} message(s) at hub {hub}", n=n, hub=hub_id))
 
 
 @dlq.command("purge")
 @click.argument("hub_id")
-@click.option("--digest", default=None)
-@click.option("--code", default=None)
+@click.option("--digest", default=None, help="Only this message (SHA-256 or prefix).")
+@click.option("--code", default=None, help="Only messages parked with this code.")
 @click.option("--yes", is_flag=True, help="Really delete.")
 def dlq_purge(hub_id: str, digest: str | None, code: str | None, yes: bool) -> None:
     """Delete parked messages for good (the audit log keeps their records)."""
     if not yes:
-        raise errors.UsageError("purge deletes messages for good: add --yes")
-    n = queues.take_parked(settings(), hub_id, _select(digest, code), lambda p: None)
-    click.echo(f"purged {n} message(s) at hub {hub_id}")
+        raise errors.UsageError(N_("purge deletes messages for good: add --yes"))
+    s = settings()
+    load_topology(s)
+    n = queues.take_parked(s, hub_id, _select(digest, code), lambda p: None)
+    click.echo(_("purged {n} message(s) at hub {hub}", n=n, hub=hub_id))
 
 
 @main.command("errors")
@@ -156,5 +192,5 @@ def list_errors(markdown: bool) -> None:
         click.echo(errors.markdown() + "\n" + vxp_markdown(), nl=False)
         return
     for code, doc in errors.codes():
-        click.echo(f"{code:18} {doc}")
+        click.echo(f"{code:18} {i18n.current().gettext(doc)}")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from adapters.sdk import save_item
-from broker.cli.app import main, read_file, settings
+from broker.cli.app import load_topology, main, read_file, settings
 from broker.cli.clients import agency_client, agency_key
-from broker.core.topology import Topology
+from broker.i18n import _
 from broker.relay.amqp.session import AmqpTransport
 from broker.relay.assemble import start_hub
 from broker.relay.provision import apply
@@ -25,8 +25,13 @@ def broker_group() -> None:
 def broker_setup() -> None:
     """Declare vhosts, users, permissions, exchanges and queues (idempotent)."""
     s = settings()
-    counts = apply(Topology.load(s.topology), s.mgmt_url, s.keys.broker_ca)
-    click.echo("broker setup: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    counts = apply(load_topology(s), s.mgmt_url, s.keys.broker_ca)
+    click.echo(setup_line(counts))
+
+
+def setup_line(counts: dict[str, int]) -> str:
+    """What ``broker setup`` declared, counted (the counts' names are RabbitMQ's: vhosts, users...)."""
+    return _("broker setup: {counts}", counts=", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
 @main.group()
@@ -41,6 +46,7 @@ def hub() -> None:
 def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
     """Run one worker of HUB_ID until stopped (SIGTERM/SIGINT)."""
     s = settings()
+    load_topology(s)
     hop, trust, store = start_hub(s, hub_id)
     if metrics_port:
         from prometheus_client import start_http_server
@@ -55,27 +61,32 @@ def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
 @click.option("--as", "agency", required=True, help="The sending agency (its own credentials are used).")
 def send(file: str, agency: str) -> None:
     """Push a signed edXML FILE to the agency's hub over AMQP."""
-    message_id = agency_client(settings(), agency).send(read_file(file))
-    click.echo(f"sent {file} as {agency}: message {message_id}")
+    s = settings()
+    load_topology(s)
+    message_id = agency_client(s, agency).send(read_file(file))
+    click.echo(_("sent {file} as {agency}: message {message_id}", file=file, agency=agency, message_id=message_id))
 
 
 @main.command()
 @click.argument("agency")
 @click.option("--fetch", "fetch_dir", default=None, help="Take messages into this folder (acked once written).")
 @click.option("--wait", default=0.0, show_default=True, help="Seconds to wait for a first message.")
-@click.option("--limit", default=100, show_default=True)
+@click.option("--limit", default=100, show_default=True, help="At most this many messages.")
 def inbox(agency: str, fetch_dir: str | None, wait: float, limit: int) -> None:
     """List the agency's inbox, or with --fetch take its messages into a folder."""
-    client = agency_client(settings(), agency)
+    s = settings()
+    load_topology(s)
+    client = agency_client(s, agency)
     if fetch_dir is None:
         items = client.peek(limit=limit)
         for item in items:
-            click.echo(f"{item.kind:8} {item.message_id}  hops={len(item.trace)}  {len(item.body)} bytes")
-        click.echo(f"{len(items)} message(s) in the inbox of {agency}")
+            click.echo(_("{kind:8} {message_id}  hops={hops}  {size} bytes", kind=item.kind,
+                         message_id=item.message_id, hops=len(item.trace), size=len(item.body)))
+        click.echo(_("{n} message(s) in the inbox of {agency}", n=len(items), agency=agency))
         return
     n = client.fetch(lambda item: click.echo(f"{item.kind:8} -> {save_item(Path(fetch_dir), item)}"),
                      limit=limit, wait=wait)
-    click.echo(f"took {n} message(s) into {fetch_dir}")
+    click.echo(_("took {n} message(s) into {dir}", n=n, dir=fetch_dir))
 
 
 @main.command("status-send")
@@ -92,8 +103,9 @@ def status_send(agency: str, document_file: str, status_code: str, description: 
     s = settings()
     client = agency_client(s, agency)
     signed = client.status_for(read_file(document_file), status_code, description=description,
-                               key=agency_key(s, agency), name=Topology.load(s.topology).agency(agency).name)
+                               key=agency_key(s, agency), name=load_topology(s).agency(agency).name)
     if output:
         Path(output).write_bytes(signed)
     message_id = client.send(signed)
-    click.echo(f"status {status_code} sent as {agency}: message {message_id}")
+    click.echo(_("status {code} sent as {agency}: message {message_id}", code=status_code, agency=agency,
+                 message_id=message_id))

@@ -15,14 +15,16 @@ import time
 import click
 
 from adapters.sdk import InboxItem
-from broker.cli.app import main, settings
+from broker.cli.app import load_topology, main, settings
 from broker.cli.clients import agency_client, agency_key
+from broker.cli.relay import setup_line
 from broker.core.edxml import Organ, build_document
 from broker.core.hoprecords import parse_record
 from broker.core.signer import sign
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.core.validation import check
+from broker.i18n import N_, _
 from broker.relay import devpki
 from broker.relay.provision import apply
 from broker.relay.supervise import Supervisor, start_worker
@@ -31,6 +33,7 @@ from broker.settings import Settings
 DEMO_FROM = "000.00.51.H41"  # UBND xã Hưng Nguyên, Nghệ An (two-tier)
 DEMO_TO = "001.00.31.H14"    # UBND xã Dân Chủ, Hòa An, Cao Bằng (three-tier)
 METRICS_BASE = 9101          # Prometheus metrics of hub n (topology order) on 127.0.0.1:9101+n
+YES_NO = (N_("True"), N_("False"))  # how a yes-or-no figure is shown (in English, as Python writes it)
 
 
 @main.command()
@@ -44,21 +47,22 @@ def up(workers: int, demo: bool, exit_after_demo: bool) -> None:
 
 def ensure_pki(settings: Settings, topology: Topology) -> None:
     if not settings.keys.anchor.exists():
-        click.secho("WARNING: " + devpki.WARNING, fg="red", bold=True, err=True)
+        click.secho(_("WARNING: {warning}", warning=_(devpki.WARNING)), fg="red", bold=True, err=True)
         devpki.init(settings.pki, topology, settings.transport_ca)  # accounts the broker's CA vouches for
-        click.echo(f"created dev PKI in {settings.pki}")
+        click.echo(_("created dev PKI in {dir}", dir=settings.pki))
 
 
 def run_all(settings: Settings, *, workers: int = 1, demo: bool = False, exit_after_demo: bool = False) -> int:
-    topology = Topology.load(settings.topology)
+    topology = load_topology(settings)
     ensure_pki(settings, topology)
     counts = apply(topology, settings.mgmt_url, settings.keys.broker_ca)
-    click.echo("broker setup: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    click.echo(setup_line(counts))
     ports = {h: METRICS_BASE + n for n, h in enumerate(topology.hubs)}  # first worker of each hub
     workers_of = Supervisor(lambda h, i: start_worker(h, ports[h] if i == 0 else None),
                             [(h, i) for h in topology.hubs for i in range(workers)])
-    click.echo(f"relay up: {len(workers_of.procs)} worker(s) for hubs {', '.join(topology.hubs)}; metrics on "
-               f"127.0.0.1:{METRICS_BASE}-{METRICS_BASE + len(ports) - 1}; Ctrl-C stops")
+    click.echo(_("relay up: {n} worker(s) for hubs {hubs}; metrics on 127.0.0.1:{first}-{last}; Ctrl-C stops",
+                 n=len(workers_of.procs), hubs=", ".join(topology.hubs), first=METRICS_BASE,
+                 last=METRICS_BASE + len(ports) - 1))
     stopping = False
 
     def stop(*_: object) -> None:
@@ -88,23 +92,25 @@ def run_demo(settings: Settings, topology: Topology) -> int:
                          subject="Công văn liên thông thử nghiệm giữa hai tỉnh",
                          attachments=[("cong-van.txt", "text/plain", "Nội dung công văn.".encode())])
     signed = sign(doc, agency_key(settings, DEMO_FROM))
-    click.echo(f"demo: {sender.name} ({sender.organ_id}, hub {sender.hub}) -> "
-               f"{recipient.name} ({recipient.organ_id}, hub {recipient.hub})")
+    click.echo(_("demo: {sender} ({sender_id}, hub {sender_hub}) -> {recipient} ({recipient_id}, hub "
+                 "{recipient_hub})", sender=sender.name, sender_id=sender.organ_id, sender_hub=sender.hub,
+                 recipient=recipient.name, recipient_id=recipient.organ_id, recipient_hub=recipient.hub))
     message_id = agency_client(settings, DEMO_FROM).send(signed)
-    click.echo(f"demo: sent message {message_id[:16]}...")
+    click.echo(_("demo: sent message {message_id}...", message_id=message_id[:16]))
     inbox = agency_client(settings, DEMO_TO)
     got: list[InboxItem] = []
     deadline = time.monotonic() + 60
     while not got and time.monotonic() < deadline:
         inbox.fetch(lambda item: got.append(item) if item.message_id == message_id else None, wait=1.0)
     if not got:
-        click.echo("demo: the document did not arrive within 60 s", err=True)
+        click.echo(_("demo: the document did not arrive within 60 s"), err=True)
         return 1
     item = got[0]
     checked = check(item.body, trust=TrustStore.load(settings.pki), topology=topology)
-    click.echo(f"demo: delivered to {DEMO_TO}; bytes unchanged: {item.body == signed}; "
-               f"sender signature verifies: {checked.signature is not None}")
+    click.echo(_("demo: delivered to {recipient}; bytes unchanged: {same}; sender signature verifies: {verified}",
+                 recipient=DEMO_TO, same=_(str(item.body == signed)), verified=_(str(checked.signature is not None))))
     for token in item.trace:
         rec = parse_record(token)
-        click.echo(f"  hop {rec.hub:9} {rec.at}  {rec.verdict:9} -> {', '.join(rec.targets)}")
+        click.echo(_("  hop {hub:9} {at}  {verdict:9} -> {targets}", hub=rec.hub, at=rec.at, verdict=rec.verdict,
+                     targets=", ".join(rec.targets)))
     return 0 if item.body == signed else 1

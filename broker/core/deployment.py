@@ -67,6 +67,8 @@ class Report:
     """A received document counts as acknowledged if status 01 or 03 came within this."""
     targets: Mapping[str, float] = field(default_factory=dict)
     """Per level (``province``, ``commune``...), the share of documents to sign and send electronically."""
+    unit: str = ""
+    """The reporting unit named on the report's files ('' : the top hub's name; ``--unit`` wins)."""
 
 
 @dataclass(frozen=True)

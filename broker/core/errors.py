@@ -4,9 +4,22 @@ Every error a user can cause carries a stable ``code`` (documented in
 ``docs/errors.md``) and a one-sentence message.  The CLI prints them as
 ``ERROR <CODE>: <sentence>``; hubs put the code into signed rejections.
 Codes are part of the wire contract: never rename one, only add.
+
+A sentence is written in English.  Marked for translation (``N_``) with its variable parts as
+``{fields}`` given apart, it is shown in the reader's language where it is shown (``render``,
+``line``), by the catalogue that place passes in:
+
+    raise UsageError(N_("cannot read {path}: {reason}"), path=path, reason=exc.strerror)
+
+An unmarked sentence (an f-string) is shown as written, in English.
 """
 
 from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+from broker.i18n import N_
 
 
 class LienthongError(Exception):
@@ -14,18 +27,30 @@ class LienthongError(Exception):
 
     code = "INTERNAL"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, code: str | None = None, **fields: object) -> None:
+        super().__init__(message.format(**fields) if fields else message)
+        self.template = message
+        """The sentence as written in the source (with its ``{fields}``): the catalogues' msgid."""
+        self.fields = fields
         if code is not None:
             self.code = code
 
     @property
     def message(self) -> str:
+        """The sentence in English, its fields filled (logs, receipts, ``str()``)."""
         return str(self.args[0]) if self.args else self.code
 
-    def line(self) -> str:
-        """The one line shown to users."""
-        return f"ERROR {self.code}: {self.message}"
+    def render(self, gettext: Callable[[str], str] | None = None) -> str:
+        """The sentence in a reader's language: the template through ``gettext`` (a catalogue's),
+        then its fields filled.  Without one, or for a sentence no catalogue knows, in English."""
+        if gettext is None or not self.args:
+            return self.message
+        text = gettext(self.template)
+        return text.format(**self.fields) if self.fields else text
+
+    def line(self, gettext: Callable[[str], str] | None = None) -> str:
+        """The one line shown to users: ``ERROR <CODE>: <sentence>`` (the code never translated)."""
+        return f"ERROR {self.code}: {self.render(gettext)}"
 
 
 # --- input that is not acceptable edXML -----------------------------------
@@ -312,7 +337,7 @@ def markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-INTERNAL_DOC = "An unexpected failure inside lienthong (a bug); details are in the log."
+INTERNAL_DOC = N_("An unexpected failure inside lienthong (a bug); details are in the log.")
 
 
 def codes() -> list[tuple[str, str]]:
@@ -321,7 +346,7 @@ def codes() -> list[tuple[str, str]]:
     stack: list[type[LienthongError]] = [LienthongError]
     while stack:
         cls = stack.pop(0)
-        doc = (cls.__doc__ or "").strip()
+        doc = inspect.cleandoc(cls.__doc__ or "")
         seen.setdefault(cls.code, INTERNAL_DOC if cls is LienthongError else doc)
         stack.extend(cls.__subclasses__())
     return sorted(seen.items())

@@ -1,132 +1,95 @@
-"""A small web dashboard for hub operators: the hub tree with live backlogs, recent rejections,
-parked messages and warnings.  Server-rendered HTML refreshed every few seconds; it only reads.
+"""A small web dashboard for hub operators (pages: ``dashboard_page``); it only reads.
 
     lienthong dashboard --port 8090      # binds 127.0.0.1: put it behind your admin proxy
 
 A request must name an allowed host (loopback names, the bound address, ``--allow-host``): an
 operator's browser led to another site whose name resolves to 127.0.0.1 (DNS rebinding) gets
 421.  With a token, a request must carry it: ``Authorization: Bearer``, or ``?token=`` once,
-which sets a cookie (HttpOnly, SameSite=Strict).
+which sets a cookie (HttpOnly, SameSite=Strict).  Bound to any address but loopback, the
+dashboard needs a token: the Host check alone would let in anyone who sends ``Host: 127.0.0.1``.
+
+Pages are in Vietnamese unless the reader asks otherwise: ``?lang=en`` (remembered in a cookie),
+else the browser's ``Accept-Language``.
 """
 
 from __future__ import annotations
 
 import hmac
-import html
+import ipaddress
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from broker.core.hoprecords import parse_record
+from broker import i18n
+from broker.core.errors import UsageError
 from broker.core.topology import Topology
-from broker.ops import queues
-from broker.relay.store import open_store
+from broker.i18n import N_, _
+from broker.ops import dashboard_page
 from broker.settings import Settings
 
-STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}h1{font-size:1.4em}
-table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
-th{background:#eef}.warn{color:#a40}.bad{color:#b00;font-weight:bold}.num{text-align:right}"""
-
-
-def recent_rejections(settings: Settings, topology: Topology, limit: int = 20) -> list[dict[str, str]]:
-    rows = []
-    for hub in topology.hubs:
-        try:
-            store = open_store(settings.state_url, hub=hub)
-        except Exception:  # noqa: BLE001 - a hub without a store yet has nothing to show
-            continue
-        for row in store.audit_rows(hub=hub, newest=500):
-            if row.kind == "hop":
-                rec = parse_record(row.body)
-                if rec.verdict == "rejected":
-                    rows.append({"at": rec.at, "hub": hub, "code": rec.code, "document_id": rec.document_id,
-                                 "reason": rec.extra.get("reason", "")})
-        store.close()
-    return sorted(rows, key=lambda r: r["at"], reverse=True)[:limit]
-
-
-def render(settings: Settings) -> str:
-    topology = Topology.load(settings.topology)
-    hubs = {h.hub: h for h in queues.status(settings)}
-    e = html.escape
-
-    def depth(hub_id: str) -> int:
-        return len(topology.path_to_root(hub_id)) - 1
-
-    order: list[str] = []
-
-    def walk(hub_id: str) -> None:
-        order.append(hub_id)
-        for child in sorted(h.hub_id for h in topology.hubs.values() if h.parent == hub_id):
-            walk(child)
-
-    walk(next(h.hub_id for h in topology.hubs.values() if h.parent is None))
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='5'>"
-           f"<title>lienthong hubs</title><style>{STYLE}</style></head><body><h1>lienthong: hubs</h1>",
-           "<table><tr><th>hub</th><th>tier</th><th>ingress</th><th>unacked</th><th>workers</th>"
-           "<th>in/s</th><th>parked</th><th>retrying</th><th>inboxes waiting</th><th>oldest</th><th>cert days</th>"
-           "<th>warnings</th></tr>"]
-    for hub_id in order:
-        st = hubs[hub_id]
-        ing: Any = st.ingress
-        waiting = sum(q.messages for q in st.inboxes)
-        ages = [q.oldest_seconds for q in st.inboxes if q.oldest_seconds is not None]
-        oldest = queues.format_age(max(ages)) if ages else "-"
-        warn = "; ".join(st.warnings)
-        out.append(
-            f"<tr><td>{'&nbsp;' * 4 * depth(hub_id)}{e(hub_id)} {e(topology.hubs[hub_id].name)}</td>"
-            f"<td>{e(st.tier)}</td><td class=num>{ing.messages if ing else '-'}</td>"
-            f"<td class=num>{ing.unacked if ing else '-'}</td><td class=num>{ing.consumers if ing else 0}</td>"
-            f"<td class=num>{ing.in_rate if ing else 0:.1f}</td>"
-            f"<td class='num{' bad' if st.parked else ''}'>{st.parked}</td><td class=num>{st.retrying}</td>"
-            f"<td class=num>{waiting}</td><td class=num>{oldest}</td><td class=num>{st.cert_days_left}</td>"
-            f"<td class=warn>{e(warn)}</td></tr>")
-    out.append("</table><h2>Recent rejections</h2><table><tr><th>time</th><th>hub</th><th>code</th>"
-               "<th>document</th><th>reason</th></tr>")
-    for r in recent_rejections(settings, topology):
-        out.append(f"<tr><td>{e(r['at'])}</td><td>{e(r['hub'])}</td><td class=bad>{e(r['code'])}</td>"
-                   f"<td>{e(r['document_id'])}</td><td>{e(r['reason'])}</td></tr>")
-    out.append("</table><h2>Parked messages</h2><table><tr><th>hub</th><th>digest</th><th>code</th>"
-               "<th>from</th><th>reason</th></tr>")
-    for hub_id in order:
-        for p in queues.list_parked(settings, hub_id, limit=50):
-            out.append(f"<tr><td>{e(hub_id)}</td><td>{p.digest[:16]}</td><td class=bad>{e(p.code)}</td>"
-                       f"<td>{e(p.origin)}</td><td>{e(p.reason)}</td></tr>")
-    out.append("</table></body></html>")
-    return "".join(out)
-
-
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+LANG_COOKIE = "lienthong_lang"
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _language(request: Request) -> str:
+    return (i18n.parse(request.query_params.get("lang")) or i18n.parse(request.cookies.get(LANG_COOKIE))
+            or i18n.negotiate(request.headers.get("accept-language")))
 
 
 def create_app(settings: Settings | None = None, *, allow_hosts: tuple[str, ...] = (),
-               token: str | None = None) -> FastAPI:
+               token: str | None = None, bind: str = "127.0.0.1") -> FastAPI:
+    """The dashboard's application; ``bind`` is the address it will be served on (any but loopback
+    needs a ``token``: UsageError otherwise)."""
+    if token is None and not is_loopback(bind):
+        raise UsageError(N_("the dashboard on {host}, not loopback, needs a token (--token-file)"), host=bind)
     settings = settings or Settings.from_env()
     app = FastAPI(title="lienthong dashboard", openapi_url=None, docs_url=None, redoc_url=None)
-    allowed = {h.lower() for h in (*LOOPBACK_NAMES, *allow_hosts)}
+    allowed = {h.lower() for h in (*LOOPBACK_NAMES, bind, *allow_hosts)}
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
+        i18n.use(_language(request))
         host = request.headers.get("host", "").lower()
         name = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0] if ":" in host else host
         if name not in allowed and host not in allowed:
-            return JSONResponse({"code": "HOST_NOT_ALLOWED", "message": f"this dashboard does not serve {host!r}"},
-                                status_code=421)
-        if token is None:
-            return await call_next(request)
-        given = (request.headers.get("authorization", "")[7:] or request.cookies.get("lienthong_dashboard")
-                 or request.query_params.get("token") or "")
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
-            return JSONResponse({"code": "UNAUTHORIZED", "message": "this dashboard needs its token"},
-                                status_code=401)
+            return JSONResponse({"code": "HOST_NOT_ALLOWED",
+                                 "message": _("this dashboard does not serve {host!r}", host=host)}, status_code=421)
+        if token is not None:
+            given = (request.headers.get("authorization", "")[7:] or request.cookies.get("lienthong_dashboard")
+                     or request.query_params.get("token") or "")
+            if not hmac.compare_digest(given.strip().encode(), token.encode()):
+                return JSONResponse({"code": "UNAUTHORIZED", "message": _("this dashboard needs its token")},
+                                    status_code=401)
         response = await call_next(request)
-        if request.query_params.get("token"):
+        if token is not None and request.query_params.get("token"):
             response.set_cookie("lienthong_dashboard", token, httponly=True, samesite="strict")
+        if i18n.parse(request.query_params.get("lang")):
+            response.set_cookie(LANG_COOKIE, i18n.language(), httponly=True, samesite="strict")
         return response
 
     @app.get("/", response_class=HTMLResponse)
-    def index() -> str:
-        return render(settings)
+    def index(request: Request) -> str:
+        i18n.use(_language(request))
+        return dashboard_page.overview(settings, Topology.load(settings.topology))
+
+    @app.get("/parked/{hub}/{digest}", response_class=HTMLResponse)
+    def parked(request: Request, hub: str, digest: str) -> Any:
+        i18n.use(_language(request))
+        topology = Topology.load(settings.topology)
+        page = dashboard_page.parked(settings, hub, digest) if hub in topology.hubs else None
+        if page is None:
+            return JSONResponse({"code": "NOT_FOUND", "message": _("no parked message {digest!r} at hub {hub!r}",
+                                                                   digest=digest, hub=hub)}, status_code=404)
+        return HTMLResponse(page)
 
     return app

@@ -16,6 +16,7 @@ from cryptography import x509
 from broker.core import wire
 from broker.core.topology import Topology
 from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REPLAY
+from broker.i18n import N_, _
 from broker.relay import layout
 from broker.relay.amqp import blocking
 from broker.relay.provision import for_hub, q
@@ -67,7 +68,7 @@ def _days_left(path: Path, now: datetime) -> int | None:
 def status(settings: Settings) -> list[HubStatus]:
     """Each hub's queues (management API), head ages (a look at the head message of each
     non-empty inbox and the parking queue), certificate expiry; with warnings by the
-    thresholds of ``settings.alerts`` in the topology."""
+    thresholds of ``settings.alerts`` in the topology (in the current language)."""
     topology = Topology.load(settings.topology)
     limits = topology.settings.alerts
     names = wire.names(topology)
@@ -89,34 +90,38 @@ def status(settings: Settings) -> list[HubStatus]:
             inboxes=sorted((v for k, v in queues.items() if k.startswith("inbox.")), key=lambda v: v.name),
             cert_days_left=_days_left(settings.keys.hub(hub.hub_id)[1], now))
         if st.ingress is None:
-            st.warnings.append("no ingress queue: run 'lienthong broker setup'")
+            st.warnings.append(_("no ingress queue: run 'lienthong broker setup'"))
         elif st.ingress.consumers == 0:
-            st.warnings.append("no worker consumes the ingress")
+            st.warnings.append(_("no worker consumes the ingress"))
         if limits.exceeded(wire.Q_PARKING, st.parked):
-            st.warnings.append(f"{st.parked} parked message(s)")
+            st.warnings.append(_("{n} parked message(s)", n=st.parked))
         if st.ingress and limits.exceeded(wire.Q_INGRESS, st.ingress.messages):
-            st.warnings.append(f"backlog of {st.ingress.messages} in the ingress")
+            st.warnings.append(_("backlog of {n} in the ingress", n=st.ingress.messages))
         for box in st.inboxes:
             if limits.exceeded(box.name, box.messages):
-                st.warnings.append(f"{box.messages} message(s) wait in {box.name}")
+                st.warnings.append(_("{n} message(s) wait in {queue}", n=box.messages, queue=box.name))
             if limits.too_old(box.name, box.oldest_seconds) and box.oldest_seconds is not None:
-                st.warnings.append(f"the oldest message in {box.name} waits for {format_age(box.oldest_seconds)}")
+                st.warnings.append(_("the oldest message in {queue} waits for {age}", queue=box.name,
+                                     age=format_age(box.oldest_seconds)))
         if st.cert_days_left is not None and st.cert_days_left < limits.certificate_days:
-            st.warnings.append(f"hub certificate expires in {st.cert_days_left} day(s)")
+            st.warnings.append(_("hub certificate expires in {n} day(s)", n=st.cert_days_left))
         for agency in topology.agencies.values():
             if agency.hub == hub.hub_id:
                 days = _days_left(settings.keys.agency(agency.organ_id)[1], now)
                 if days is not None and days < limits.certificate_days:
-                    st.warnings.append(f"certificate of {agency.organ_id} expires in {days} day(s)")
+                    st.warnings.append(_("certificate of {agency} expires in {n} day(s)", agency=agency.organ_id,
+                                         n=days))
         out.append(st)
     return out
 
 
+AGE_UNITS = ((N_("{n} d"), 86400), (N_("{n} h"), 3600), (N_("{n} min"), 60), (N_("{n} s"), 1))
+
+
 def format_age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit}"
-    return f"{seconds:.0f} s"
+    """An age in its largest whole unit, in the current language."""
+    unit, size = next(((u, n) for u, n in AGE_UNITS if seconds >= n), AGE_UNITS[-1])
+    return _(unit, n=round(seconds / size))
 
 
 def as_dicts(items: list[HubStatus]) -> list[dict[str, Any]]:

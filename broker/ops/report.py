@@ -15,7 +15,8 @@ Per agency, for the days ``--from`` .. ``--to`` (local time, ``settings.report.u
 - ``statuses``: statuses the agency sent, by code.
 
 Agencies are grouped by ``level`` (topology; default their hub's tier) and each level's share is
-shown against ``settings.report.targets``.
+shown against ``settings.report.targets``.  This module counts; ``report_layout`` says it in the
+reader's language, as text or for ``report_xlsx`` and ``report_pdf``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from broker.core.errors import LienthongError, UsageError
 from broker.core.hoprecords import parse_record
 from broker.core.parsing import DEFAULT_LIMITS, parse
 from broker.core.topology import Topology
+from broker.i18n import N_
 from broker.relay.store import SqlStore
 
 ACK_CODES = ("01", "03")
@@ -44,6 +46,8 @@ class ReportSettings:
     ack_deadline: timedelta
     offset: timezone
     targets: Mapping[str, float]
+    unit: str | None = None
+    """The reporting unit named on the report (``settings.report.unit``; ``--unit`` wins)."""
 
     @classmethod
     def from_topology(cls, topology: Topology) -> ReportSettings:
@@ -52,7 +56,7 @@ class ReportSettings:
         sign = -1 if raw.utc_offset.startswith("-") else 1
         hh, mm = raw.utc_offset.lstrip("+-").replace(":", "")[:2], raw.utc_offset.replace(":", "")[-2:]
         offset = timezone(sign * timedelta(hours=int(hh), minutes=int(mm)))
-        return cls(timedelta(hours=raw.ack_deadline_hours), offset, dict(raw.targets))
+        return cls(timedelta(hours=raw.ack_deadline_hours), offset, dict(raw.targets), raw.unit or None)
 
 
 @dataclass
@@ -120,7 +124,7 @@ class _Delivery:
 def period(start: date, end: date, offset: timezone) -> tuple[datetime, datetime]:
     """``[start 00:00, end + 1 day 00:00)`` in local time."""
     if end < start:
-        raise UsageError(f"--to {end} is before --from {start}")
+        raise UsageError(N_("--to {end} is before --from {start}"), end=end, start=start)
     return (datetime.combine(start, datetime.min.time(), offset),
             datetime.combine(end + timedelta(days=1), datetime.min.time(), offset))
 
@@ -130,14 +134,16 @@ def read_issued(path: Path, topology: Topology) -> dict[str, int]:
     try:
         rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        raise UsageError(N_("cannot read {path}: {reason}"), path=path, reason=exc.strerror) from None
     out: dict[str, int] = {}
     for n, row in enumerate(rows, start=2):
         organ, count = (row.get("organ_id") or "").strip(), (row.get("issued") or "").strip()
         if organ not in topology.agencies:
-            raise UsageError(f"{path}:{n}: agency {organ!r} is not in the agency directory")
+            raise UsageError(N_("{path}:{line}: agency {organ!r} is not in the agency directory"), path=path, line=n,
+                             organ=organ)
         if not count.isdigit():
-            raise UsageError(f"{path}:{n}: issued must be a whole number, not {count!r}")
+            raise UsageError(N_("{path}:{line}: issued must be a whole number, not {value!r}"), path=path, line=n,
+                             value=count)
         out[organ] = int(count)
     return out
 
@@ -261,39 +267,9 @@ def to_csv(report: Report) -> str:
     return buf.getvalue()
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.0f}%"
-
-
-def to_text(report: Report) -> str:
-    cfg = report.settings
-    day = timedelta(days=1)
-    seconds = cfg.ack_deadline.total_seconds()
-    deadline = f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds:g} s"
-    lines = [f"Compliance report {report.start:%Y-%m-%d} .. {(report.end - day):%Y-%m-%d} "
-             f"(UTC{report.start:%z}); acknowledged = status 01/03 within {deadline} of delivery",
-             "", f"{'agency':15} {'level':11} {'submitted':>9} {'sent':>5} {'signed':>7} {'received':>8} "
-                 f"{'acked':>6} {'late':>5} {'acked%':>7}  statuses"]
-    for organ, f in report.agencies.items():
-        if not (f.submitted or f.received or f.statuses or f.issued):
-            continue
-        lines.append(f"{organ:15} {report.level_of[organ]:11} {f.submitted:9} {f.sent:5} "
-                     f"{_pct(f.signed_share):>7} {f.received:8} {f.acknowledged:6} {f.late:5} "
-                     f"{_pct(f.ack_share):>7}  {_codes(f.statuses) or '-'}")
-    lines += ["", f"{'level':11} {'submitted':>9} {'sent':>5} {'basis':>6} {'signed':>7} {'target':>7} "
-                  f"{'met':>4} {'received':>8} {'acked%':>7}"]
-    for level, f in report.levels.items():
-        target = report.target(level)
-        met = "-" if target is None or f.signed_share is None else ("yes" if f.signed_share >= target else "NO")
-        lines.append(f"{level:11} {f.submitted:9} {f.sent:5} {f.basis:6} {_pct(f.signed_share):>7} "
-                     f"{_pct(target):>7} {met:>4} {f.received:8} {_pct(f.ack_share):>7}")
-    lines += ["", "signed = sent / basis; basis = the register (--issued) where given, else submitted"]
-    return "\n".join(lines) + "\n"
-
-
 def parse_day(text: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+        raise UsageError(N_("{value!r} is not a date (YYYY-MM-DD)"), value=text) from None
 

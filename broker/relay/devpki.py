@@ -39,10 +39,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from broker.core import wire
 from broker.core.signer import PrivateKey
 from broker.core.topology import Topology
+from broker.i18n import N_
 from broker.private import write_private
 from broker.settings import PkiLayout
 
-WARNING = "DEVELOPMENT PKI: these keys and certificates are for development and tests only."
+WARNING = N_("DEVELOPMENT PKI: these keys and certificates are for development and tests only.")
 ORG = "lienthong dev PKI"
 
 

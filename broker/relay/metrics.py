@@ -1,8 +1,9 @@
 """Prometheus metrics of hubs and the gateway, and the alerts derived from the trust material.
 
 A hub serves them on ``--metrics-port`` (``lienthong up`` gives hub *n* port 9101+n); the gateway
-on ``/metrics``.  Alerts are both log events (``alert`` with ``kind``) and gauges, so either a log
-shipper or Prometheus rules can page someone.
+on ``/metrics``.  Alerts are both log events (``alert`` with ``kind``) and gauges (``lienthong_alert``, and the
+figures behind them), so either a log shipper or Prometheus rules can page someone: the rules
+are in ``monitoring/prometheus/``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,14 @@ CRL_SECONDS = Gauge("lienthong_crl_seconds_left", "Seconds until the next CRL is
                     ["hub", "issuer"])
 QUEUE_MESSAGES = Gauge("lienthong_queue_messages", "Messages ready in a hub's queue", ["hub", "queue"])
 ALERT = Gauge("lienthong_alert", "1 while an alert holds, else 0", ["hub", "kind", "subject"])
+INBOX_AGE = Gauge("lienthong_inbox_oldest_seconds", "Age of the oldest message in an agency's inbox (0: empty)",
+                  ["hub", "queue"])
 SHA1_ACCEPTED = Counter("lienthong_sha1_accepted_total",
                         "Messages a hub accepted with SHA-1 (signature, digest or chain) under the sender's "
                         "legacy_sha1 policy", ["hub", "agency"])
+ALERT_KINDS = ("backlog", "parked", "inbox-backlog", "inbox-age", "certificate-expiring", "crl-missing",
+               "crl-out-of-date", "sha1-accepted")
+"""Every alert a hub raises (``alert`` log events with ``kind``); monitoring/prometheus has a rule for each."""
 
 
 def queue_alerts(hub: str, depths: Mapping[str, int], limits: Alerts,
@@ -53,6 +59,7 @@ def queue_alerts(hub: str, depths: Mapping[str, int], limits: Alerts,
             alerts.append((kind, queue, what))
         if queue.startswith("inbox."):
             age = (ages or {}).get(queue)
+            INBOX_AGE.labels(hub, queue).set(age or 0.0)
             old = limits.too_old(queue, age)
             ALERT.labels(hub, "inbox-age", queue).set(1 if old else 0)
             if old and age is not None:
@@ -71,16 +78,19 @@ def trust_alerts(hub: str, cert: x509.Certificate, trust: TrustStore, *, limits:
     alerts: list[tuple[str, str]] = []
     days = (cert.not_valid_after_utc - now).days
     CERT_DAYS.labels(hub).set(days)
+    ALERT.labels(hub, "certificate-expiring", hub).set(1 if days < limits.certificate_days else 0)
     if days < limits.certificate_days:
         alerts.append(("certificate-expiring", f"the certificate of hub {hub} expires in {days} day(s)"))
     for anchor in trust.anchors + trust.intermediates:
         crls = [c for c in trust.crls if c.issuer == anchor.subject and c.next_update_utc is not None]
         name = anchor.subject.rfc4514_string()
+        ALERT.labels(hub, "crl-missing", name).set(0 if crls else 1)
         if not crls:
             alerts.append(("crl-missing", f"no CRL from {name} in the trust store"))
             continue
         left = (max(c.next_update_utc for c in crls if c.next_update_utc) - now).total_seconds()
         CRL_SECONDS.labels(hub, name).set(left)
+        ALERT.labels(hub, "crl-out-of-date", name).set(1 if left < 0 else 0)
         if left < 0:
             alerts.append(("crl-out-of-date", f"the CRL of {name} was due {-left / 3600:.0f} h ago"))
     return alerts
