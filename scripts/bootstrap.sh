@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what lienthong needs on a Debian machine: xmlsec1, librabbitmq-dev with gcc and chromium
-# (interop and dashboard tests), softhsm2 (a PKCS#11 token for the token-signing tests), a virtualenv in .venv
-# with the package and its test dependencies.  Quick when all is already there.
+# (interop and dashboard tests), softhsm2 (a PKCS#11 token for the token-signing tests), a JDK (a Java
+# document system's client in the axis protocol tests), a virtualenv in .venv with the package and its
+# test dependencies.  Quick when all is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "bootstrap: $*" >&2; }
@@ -13,6 +14,7 @@ command -v psql >/dev/null || missing+=(postgresql-client)
 command -v gcc >/dev/null || missing+=(gcc)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v softhsm2-util >/dev/null || missing+=(softhsm2)
+{ command -v javac && command -v keytool; } >/dev/null || missing+=(openjdk-17-jdk-headless)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
