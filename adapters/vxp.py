@@ -68,6 +68,7 @@ ERROR_CODES = {
     "DOCUMENT_ID_REUSED": "234", "TRACE_INVALID": "235",
     # the service
     "TRANSIENT": "300", "ACCESS_REFUSED": "301", "CONFIG": "302", "RETRY_EXHAUSTED": "303", "AUDIT_BROKEN": "304",
+    "AUDIT_INCOMPLETE": "305",
     "INTERNAL": "399",
 }
 """lienthong's error code -> the protocol's ``ErrorCode`` ("0" is success).  Stable, like the codes."""

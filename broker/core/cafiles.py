@@ -25,7 +25,8 @@ SUFFIXES = (".pem", ".crt", ".cer", ".der", ".crl")
 """The files of a trust store directory (read, and watched for changes)."""
 
 
-def _der(tag: int, content: bytes) -> bytes:
+def der(tag: int, content: bytes) -> bytes:
+    """One DER element: ``tag``, the length of ``content``, ``content``."""
     n = len(content)
     if n < 0x80:
         return bytes([tag, n]) + content
@@ -33,7 +34,8 @@ def _der(tag: int, content: bytes) -> bytes:
     return bytes([tag, 0x80 | len(size)]) + size + content
 
 
-def _oid(dotted: str) -> bytes:
+def der_oid(dotted: str) -> bytes:
+    """An OBJECT IDENTIFIER in DER."""
     first, second, *rest = (int(p) for p in dotted.split("."))
     out = b""
     for arc in (40 * first + second, *rest):
@@ -41,7 +43,7 @@ def _oid(dotted: str) -> bytes:
         while arc := arc >> 7:
             chunk.append(0x80 | (arc & 0x7F))
         out += bytes(reversed(chunk))
-    return _der(0x06, out)
+    return der(0x06, out)
 
 
 def name_hash(name: x509.Name) -> str:
@@ -57,8 +59,8 @@ def name_hash(name: x509.Name) -> str:
                 raise ConfigError(f"the name {name.rfc4514_string()!r} has a value that is not a string")
             text = re.sub(r"[ \t\n\v\f\r]+", " ", attr.value.strip(" \t\n\v\f\r"))
             text = re.sub(r"[A-Z]+", lambda m: m.group().lower(), text)
-            items.append(_der(0x30, _oid(attr.oid.dotted_string) + _der(0x0C, text.encode())))
-        canon += _der(0x31, b"".join(sorted(items)))
+            items.append(der(0x30, der_oid(attr.oid.dotted_string) + der(0x0C, text.encode())))
+        canon += der(0x31, b"".join(sorted(items)))
     return f"{int.from_bytes(hashlib.sha1(canon).digest()[:4], 'little'):08x}"
 
 

@@ -221,6 +221,12 @@ class AuditFailure(LienthongError):
     code = "AUDIT_BROKEN"
 
 
+class AuditIncomplete(LienthongError):
+    """The audit could not check all it must (a neighbour's witnesses, a time-stamp), so it is not a pass."""
+
+    code = "AUDIT_INCOMPLETE"
+
+
 class Unauthorized(LienthongError):
     """The request carries no valid token (none, unknown, expired or revoked) or client certificate."""
 
