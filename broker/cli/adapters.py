@@ -170,8 +170,8 @@ def folder_run(agency: str, root: str, key_path: str | None, cert_path: str | No
     """Send what is dropped in ROOT/outbox, receive into ROOT/inbox, until stopped."""
     if bool(key_path) != bool(cert_path):
         raise errors.UsageError("--key and --cert go together")
-    key = signing_key(key_path, cert_path) if key_path and cert_path else None
     s = settings()
+    key = signing_key(key_path, cert_path, modules=s.pkcs11_modules) if key_path and cert_path else None
     adapter = FolderAdapter(agency_client(s, agency), Path(root), key, fault=Fault.parse(s.tuning.fault))
     if once:
         st = adapter.run_once()

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from broker.cli.app import main, read_file
+from broker.cli.app import main, read_file, settings
 from broker.core import errors
 from broker.core.edxml import Organ, build_document
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
@@ -58,7 +58,7 @@ def validate(file: str, as_json: bool, max_bytes: int | None) -> None:
 @click.option("-o", "--output", required=True, help="Where to write the signed message.")
 def sign(file: str, key_path: str, cert_path: str, output: str) -> None:
     """Sign FILE with an enveloped XMLDSig signature (RSA/ECDSA, SHA-256)."""
-    signed = do_sign(read_file(file), signing_key(key_path, cert_path))
+    signed = do_sign(read_file(file), signing_key(key_path, cert_path, modules=settings().pkcs11_modules))
     Path(output).write_bytes(signed)
     click.echo(f"signed {file} -> {output}")
 
