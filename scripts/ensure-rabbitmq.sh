@@ -14,9 +14,11 @@
 #   - the management API on loopback only; no guest account;
 #   - an admin account "lienthong-admin" (loopback only) whose management URL is written to
 #     $LIENTHONG_ADMIN_FILE (default /var/lib/lienthong/broker-admin.env, mode 0600).
-# Its settings are /etc/rabbitmq/conf.d/10-lienthong.conf and /etc/rabbitmq/advanced.config (the TLS
-# options: RabbitMQ takes ssl_options from there whole).  An older version of this script kept a
-# block in rabbitmq.conf; both files above override it, and it is left alone.
+# Its settings are /etc/rabbitmq/lienthong/conf.d/10-lienthong.conf and /etc/rabbitmq/lienthong/
+# advanced.config (the TLS options: RabbitMQ takes ssl_options from there whole), named in a block of
+# /etc/rabbitmq/rabbitmq-env.conf, so that only this node reads them (not the nodes of
+# scripts/rabbitmq-cluster.sh, which have their own).  An older version of this script kept a block
+# in rabbitmq.conf; the files above override it, and it is left alone.
 # The broker is restarted only when that configuration changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +26,9 @@ URL=${LIENTHONG_AMQP_URL:-amqps://127.0.0.1:5671/}
 TRANSPORT_CA=${LIENTHONG_TRANSPORT_CA:-/var/lib/lienthong/transport-ca}
 ADMIN_FILE=${LIENTHONG_ADMIN_FILE:-/var/lib/lienthong/broker-admin.env}
 BROKER_TLS=/etc/rabbitmq/lienthong
-CONF_D=/etc/rabbitmq/conf.d/10-lienthong.conf
-ADVANCED=/etc/rabbitmq/advanced.config
+CONF_D=$BROKER_TLS/conf.d/10-lienthong.conf
+ADVANCED=$BROKER_TLS/advanced.config
+ENV_FILE=/etc/rabbitmq/rabbitmq-env.conf
 CRL_DIR=$TRANSPORT_CA/crl
 ADMIN=lienthong-admin
 say() { echo "ensure-rabbitmq: $*" >&2; }
@@ -99,6 +102,17 @@ own() {  # own FILE TEXT MARKER: write TEXT to FILE if it differs; a FILE not wr
 }
 own "$CONF_D" "$CONF_TEXT" "# lienthong"
 own "$ADVANCED" "$ADVANCED_TEXT" "%% lienthong"
+ENV_BLOCK="# lienthong: begin (scripts/ensure-rabbitmq.sh)
+CONFIG_FILES=$(dirname "$CONF_D")
+ADVANCED_CONFIG_FILE=$ADVANCED
+# lienthong: end"
+current=$(as_root sed -n '/^# lienthong: begin/,/^# lienthong: end/p' "$ENV_FILE" 2>/dev/null || true)
+if [ "$current" != "$ENV_BLOCK" ]; then
+  say "naming them in $ENV_FILE"
+  other=$(as_root sed '/^# lienthong: begin/,/^# lienthong: end/d' "$ENV_FILE" 2>/dev/null || true)
+  printf '%s\n%s\n' "$other" "$ENV_BLOCK" | sed '/./,$!d' | as_root tee "$ENV_FILE" >/dev/null
+  changed=1
+fi
 for plugin in rabbitmq_management rabbitmq_auth_mechanism_ssl; do
   if ! as_root grep -q "$plugin" /etc/rabbitmq/enabled_plugins 2>/dev/null; then
     as_root rabbitmq-plugins --offline enable "$plugin" >/dev/null
