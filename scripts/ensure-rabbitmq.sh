@@ -11,7 +11,7 @@
 #     ('lienthong pki broker-crl'); 'lienthong pki revoke' adds broker accounts to it;
 #   - a TLS listener on 5671 that verifies client certificates against that CA and its CRL (read
 #     at every login) and lets an account log in with its certificate; no plain AMQP listener;
-#   - the management API on loopback only; no guest account;
+#   - the management API on loopback only; no guest account; up to 65,536 open files (or the hard limit);
 #   - an admin account "lienthong-admin" (loopback only) whose management URL is written to
 #     $LIENTHONG_ADMIN_FILE (default /var/lib/lienthong/broker-admin.env, mode 0600).
 # Its settings are /etc/rabbitmq/lienthong/conf.d/10-lienthong.conf and /etc/rabbitmq/lienthong/
@@ -102,9 +102,12 @@ own() {  # own FILE TEXT MARKER: write TEXT to FILE if it differs; a FILE not wr
 }
 own "$CONF_D" "$CONF_TEXT" "# lienthong"
 own "$ADVANCED" "$ADVANCED_TEXT" "%% lienthong"
+# the node is started through su, whose session limits give it 1,024 open files: too few for a
+# broker with hundreds of queues and connections (it stops opening files, and vhosts, when full)
 ENV_BLOCK="# lienthong: begin (scripts/ensure-rabbitmq.sh)
 CONFIG_FILES=$(dirname "$CONF_D")
 ADVANCED_CONFIG_FILE=$ADVANCED
+ulimit -n 65536 2>/dev/null || ulimit -n \"\$(ulimit -Hn)\"
 # lienthong: end"
 current=$(as_root sed -n '/^# lienthong: begin/,/^# lienthong: end/p' "$ENV_FILE" 2>/dev/null || true)
 if [ "$current" != "$ENV_BLOCK" ]; then
