@@ -8,7 +8,8 @@ axis' own client protocol under ``/vxp`` (:mod:`adapters.vxp`), over the same ma
 
 Each request carries ``Authorization: Bearer <token>`` (a token belongs to one agency and
 expires; ``lienthong gateway token issue|rotate|revoke|list``, see :mod:`adapters.tokens`), or,
-over mutual TLS, a client certificate whose subject UID is the agency's code.  An agency sees
+over mutual TLS, a client certificate whose subject UID is the agency's code, not revoked and, where
+the directory pins the agency's certificates, pinned (:mod:`adapters.clientcerts`).  An agency sees
 only its own documents.  Bodies are bounded on every route (the message limit on
 ``POST /v1/documents``, :data:`SMALL_BODY` elsewhere) and each agency has at most
 ``max_uploads`` uploads in progress.  ``/openapi.json`` needs a token; there is no ``/docs`` page
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,10 +33,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
 
 from broker.core import errors
-from broker.core.topology import Topology, subject_uid
+from broker.core.topology import Topology
 from broker.settings import Settings
 
 from . import vxp
+from .clientcerts import ClientCertificates
 from .https import client_certificate
 from .mailbox import TRANSFER_STATUSES
 from .sdk import AgencyClient
@@ -68,22 +71,26 @@ def issue_token(settings: Settings, agency: str, days: float = DEFAULT_DAYS) -> 
 
 
 def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
-               max_bytes: int | None = None, max_uploads: int = 4) -> FastAPI:
+               max_bytes: int | None = None, max_uploads: int = 4, client_ca: Path | None = None,
+               vxp_hmac_only: bool = False) -> FastAPI:
     """The gateway over ``settings``' topology and data directory; ``connect(agency)`` opens that
-    agency's own client (its broker account, its handed-over store)."""
+    agency's own client (its broker account, its handed-over store).  ``client_ca``: the CAs (and
+    their CRLs) client certificates are judged by, as given to the TLS server; without it no client
+    certificate is accepted.  ``vxp_hmac_only``: the axis protocol without mutual TLS
+    (:mod:`adapters.vxp`)."""
     gw = Gateway(settings, connect, max_bytes=max_bytes, max_uploads=max_uploads)
     topology, store = gw.topology, gw.mailbox
+    clients = ClientCertificates(client_ca, topology) if client_ca else None
     app = FastAPI(title="lienthong gateway", version="1", docs_url=None, redoc_url=None, openapi_url=None,
                   description="Send and receive edXML documents through the lienthong relay.")
     book = tokens(settings)
 
     def agency_of(request: Request) -> str:
         cert = client_certificate(request.scope)
-        if cert is not None:  # verified by the TLS handshake against the gateway's client CA
-            agency = subject_uid(cert)
-            if agency not in topology.agencies:
-                raise errors.Unauthorized(f"the client certificate names {agency!r}, not an agency of the directory")
-            return str(agency)
+        if cert is not None:  # the TLS handshake verified its chain against the client CAs
+            if clients is None:
+                raise errors.Unauthorized("this gateway accepts no client certificate (it runs without --client-ca)")
+            return clients.agency_of(cert)
         auth = request.headers.get("authorization", "")
         if not auth.lower().startswith("bearer "):
             raise errors.Unauthorized("send 'Authorization: Bearer <token>' or a client certificate")
@@ -172,7 +179,7 @@ def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
         agency_of(request)
         return [{"organ_id": a.organ_id, "name": a.name, "hub": a.hub} for a in topology.agencies.values()]
 
-    vxp.mount(app, gw)
+    vxp.mount(app, gw, clients=clients, hmac_only=vxp_hmac_only)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -8,9 +8,10 @@ may publish only to its hub's ingress and read only its own inbox::
     receipts = client.follow(message_id)          # {"accepted": ..., "delivered": ...}
     client.fetch(lambda item: store_somewhere(item.body))   # acked once stored
 
-Every inbox message carries ``message_id`` = SHA-256 of the signed bytes.
-The client records what it handed over (:class:`~adapters.localdb.HandedOver`) and drops a
-twin, so a redelivery never reaches the caller twice.  It needs only its broker URL (its own
+An inbox message is known by the SHA-256 of its bytes, computed here: the AMQP ``message_id``
+the hubs set to it is not trusted (a crafted one must not name a file, nor pass for another
+message).  The client records what it handed over (:class:`~adapters.localdb.HandedOver`) by
+that digest and drops a twin, so a redelivery never reaches the caller twice.  It needs only its broker URL (its own
 account on its hub's vhost, ``docs/wire.md``), that store, and the trust store to check receipts
 against: nothing of the relay's.
 """
@@ -42,8 +43,13 @@ class InboxItem:
 
     body: bytes
     message_id: str
+    """The SHA-256 of ``body`` (hex): :meth:`of` computes it, whatever the delivery claimed."""
     kind: str
     headers: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def of(cls, r: Received) -> InboxItem:
+        return cls(r.body, wire.message_id(r.body), wire.kind_of(r.headers), r.headers)
 
     @property
     def trace(self) -> list[str]:
@@ -113,8 +119,8 @@ class AgencyClient:
             nonlocal handed, error
             if error is not None:
                 return False
-            item = InboxItem(r.body, r.message_id, wire.kind_of(r.headers), r.headers)
-            key = f"{item.kind}:{r.message_id or wire.message_id(r.body)}"
+            item = InboxItem.of(r)
+            key = f"{item.kind}:{item.message_id}"
             if self._seen.seen(self.organ_id, key):
                 self.twins += 1
                 return True  # a twin of something already handed over: drop it
@@ -176,7 +182,7 @@ class AgencyClient:
 
         def on(r: Received) -> bool:
             """True: taken (acked); False: left in the inbox (requeued after this batch)."""
-            item = InboxItem(r.body, r.message_id, wire.kind_of(r.headers), r.headers)
+            item = InboxItem.of(r)
             if item.kind == wire.Kind.RECEIPT:
                 receipt = receipts.verify(item.body, trust).receipt
                 if receipt.document_sha256 == message_id:
@@ -197,7 +203,7 @@ class AgencyClient:
         items: list[InboxItem] = []
 
         def on(r: Received) -> bool:
-            items.append(InboxItem(r.body, r.message_id, wire.kind_of(r.headers), r.headers))
+            items.append(InboxItem.of(r))
             return False
 
         blocking.fetch(self.url, wire.inbox_queue(self.organ_id), on, limit=limit)
@@ -206,12 +212,13 @@ class AgencyClient:
 
 
 def save_item(directory: Path, item: InboxItem) -> Path:
-    """Write an inbox item atomically (temp file, fsync, rename) and return its path."""
+    """Write an inbox item atomically (temp file, fsync, rename) into ``directory``, named by the
+    SHA-256 of its bytes, and return its path."""
     import os
 
     directory.mkdir(parents=True, exist_ok=True)
     suffix = ".receipt.xml" if item.kind == wire.Kind.RECEIPT else ".edxml"
-    path = directory / f"{item.message_id[:32]}{suffix}"
+    path = directory / f"{wire.message_id(item.body)[:32]}{suffix}"
     tmp = path.with_suffix(path.suffix + ".part")
     with open(tmp, "wb") as f:
         f.write(item.body)

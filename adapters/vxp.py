@@ -1,9 +1,17 @@
 """The national axis' client protocol (VXP), so a document system switches by changing one URL.
 
-``POST /vxp/<operation>`` with the call's parameters in ``XroadVnpt-`` headers, authenticated
-as :mod:`adapters.vxpauth` describes; every answer is JSON ``{"status": "OK"|"FAIL",
-"ErrorCode": "0"|..., "ErrorDesc": ..., "data": ...}`` (HTTP 200: the clients read the
-envelope, not the HTTP status), ASCII only (some read the answer as US-ASCII).
+``POST /vxp/<operation>`` with the call's parameters in ``XroadVnpt-`` headers.  A request is bound
+to a key: it comes over mutual TLS with a client certificate of the agency that ``systemid``
+names (not revoked, pinned where the directory pins: :mod:`adapters.clientcerts`), and its signed
+headers check out as :mod:`adapters.vxpauth` describes.  The SDK signs only some headers (never
+``docId`` or ``status``), so without the certificate a header pair captured from any call would
+serve as a bearer token for other calls until its timestamp expires.  The gateway's
+``--vxp-hmac-only`` accepts requests without a certificate, with a window of at most
+:data:`HMAC_ONLY_WINDOW` and a warning at start.
+
+Every answer is JSON ``{"status": "OK"|"FAIL", "ErrorCode": "0"|..., "ErrorDesc": ..., "data":
+...}``, ASCII only (some read the answer as US-ASCII), with HTTP 200 (the clients read the
+envelope), except a refused authentication: HTTP 401, the same envelope.
 
 Underneath it is the gateway (:mod:`adapters.gateway`): a message sent here goes to the agency's
 hub with the agency's own broker account and is judged at every hop like any other; ``docId`` is
@@ -27,15 +35,21 @@ from fastapi.responses import Response
 
 from broker.core import errors
 from broker.core.edxml import STATUS_CODES
+from broker.logs import get_logger
 from broker.settings import Settings
 
+from .clientcerts import ClientCertificates
+from .https import client_certificate
 from .mailbox import PENDING, ReceivedItem, Sent
 from .serving import Gateway, bounded
 from .vxpauth import Authenticated, SecretBook, authenticate, hash_file, zone_of
 
 PREFIX = "/vxp"
 SMALL_BODY = 64 * 1024
+HMAC_ONLY_WINDOW = 300.0
+"""The most a request's timestamp may be off without mutual TLS (``--vxp-hmac-only``)."""
 DATE = "%d/%m/%Y %H:%M:%S"
+log = get_logger("lienthong.vxp")
 
 ERROR_CODES = {
     # the request
@@ -52,6 +66,7 @@ ERROR_CODES = {
     "DOCUMENT_ID_REUSED": "234", "TRACE_INVALID": "235",
     # the service
     "TRANSIENT": "300", "ACCESS_REFUSED": "301", "CONFIG": "302", "RETRY_EXHAUSTED": "303", "AUDIT_BROKEN": "304",
+    "AUDIT_INCOMPLETE": "305",
     "INTERNAL": "399",
 }
 """lienthong's error code -> the protocol's ``ErrorCode`` ("0" is success).  Stable, like the codes."""
@@ -76,13 +91,20 @@ def answer(data: Any = None, **extra: Any) -> Response:
 
 def failure(exc: errors.LienthongError) -> Response:
     return Response(json.dumps({"status": "FAIL", "ErrorCode": error_code(exc), "ErrorDesc": exc.line()[6:]},
-                               ensure_ascii=True), media_type="application/json")
+                               ensure_ascii=True), media_type="application/json",
+                    status_code=401 if isinstance(exc, errors.Unauthorized) else 200)
 
 
-def mount(app: FastAPI, gw: Gateway) -> None:
-    """Serve the protocol on ``app`` under ``/vxp``, over the gateway ``gw``."""
+def mount(app: FastAPI, gw: Gateway, *, clients: ClientCertificates | None, hmac_only: bool = False) -> None:
+    """Serve the protocol on ``app`` under ``/vxp``, over the gateway ``gw``: requests come with a
+    client certificate ``clients`` accepts, or, with ``hmac_only``, may come without one."""
     settings = gw.topology.settings
     window = settings.vxp.window_seconds
+    if hmac_only:
+        window = min(window, HMAC_ONLY_WINDOW)
+        log.warning("the axis protocol accepts requests without a client certificate (--vxp-hmac-only): a "
+                    "header pair captured from one call serves any call of that agency for its window",
+                    window_seconds=window)
     zone = zone_of(settings.vxp.utc_offset or settings.report.utc_offset)
     book = secret_book(gw.settings)
     mailbox = gw.mailbox
@@ -177,14 +199,29 @@ def mount(app: FastAPI, gw: Gateway) -> None:
         "getSentEdocList": sent_list, "getAgenciesList": agencies,
         "countReceiveEdoc": counter("document"), "countReceiveStatus": counter("status")}
 
+    def caller(request: Request) -> str | None:
+        """The agency of the request's client certificate; None when HMAC alone may do."""
+        cert = client_certificate(request.scope)
+        if cert is not None:
+            if clients is None:
+                raise errors.Unauthorized("this gateway accepts no client certificate (it runs without --client-ca)")
+            return clients.agency_of(cert)
+        if hmac_only:
+            return None
+        raise errors.Unauthorized("the axis protocol needs mutual TLS here: present your agency's client "
+                                  "certificate (see 'Switching from the national axis' in the README)")
+
     @app.post(PREFIX + "/{operation}", include_in_schema=False)
     async def serve(request: Request, operation: str) -> Response:
         try:
             if operation != "sendEdoc" and operation not in blocking:
                 raise errors.UnknownOperation(f"the protocol has no operation {operation!r}")
+            bound = caller(request)
             raw = {k.decode("latin-1").lower(): v for k, v in request.headers.raw}
             req = authenticate(raw, book=book, agencies=gw.topology.agencies, now=datetime.now(UTC),
                                window=window, zone=zone)
+            if bound is not None and bound != req.agency:
+                raise errors.Unauthorized(f"the client certificate is agency {bound}'s, systemid names {req.agency}")
             limit = gw.limit + 2 if operation == "sendEdoc" else SMALL_BODY
             body = await bounded(request, limit, errors.TooLarge if operation == "sendEdoc" else errors.BodyTooLarge,
                                  drain=2 * limit)  # the SDK sends its whole body before it reads

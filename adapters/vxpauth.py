@@ -7,7 +7,9 @@ this order: the caller names a known agency that has a secret; the HMAC over the
 constant time (the JSON's key order is not stable, so it is never re-serialized); each signed
 value equals the header actually sent (a signed key whose header is absent is a stale key of an
 earlier call and is ignored); ``systemid`` and ``timestamp`` are among the signed values; the
-timestamp is inside the window.  Refusing a replay needs a memory of what was served: the caller
+timestamp is inside the window.  A malformed value (a hash that is not hex, a signed set that is
+not a JSON object, a timestamp that is no date) is refused like a wrong one (UNAUTHORIZED and its
+kin), never an error of the server.  Refusing a replay needs a memory of what was served: the caller
 asks :meth:`Authenticated.replay_key` and keeps it (``adapters.mailbox.Mailbox.first_use``).
 
 Secrets: one file per agency (``<dir>/<code>.secret``), private from its creation;
@@ -31,6 +33,7 @@ from broker.private import write_private
 
 PREFIX = "xroadvnpt-"
 REQUIRED_SIGNED = ("systemid", "timestamp")
+HMAC_HEX = re.compile(r"[0-9a-f]{64}")
 TIMESTAMP = re.compile(r"^(\d{2})(\d{2})(\d{4})T(\d{2})(\d{2})(\d{2})\+(\d{1,4})$")
 """``ddMMyyyy'T'HHmmss+SSSS``: the ``+SSSS`` is milliseconds, not a zone."""
 
@@ -137,6 +140,8 @@ def authenticate(raw_headers: Mapping[str, bytes], *, book: SecretBook, agencies
     given = sent.get("hash-header", "").lower()
     if not signed_raw or not given:
         raise errors.Unauthorized("send XroadVnpt-sign-header and XroadVnpt-hash-header")
+    if not HMAC_HEX.fullmatch(given):
+        raise errors.Unauthorized("hash-header is not an HMAC-SHA256 in hex (64 characters 0-9, a-f)")
     expected = hmac.new(key, signed_raw.strip(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, given):
         raise errors.Unauthorized("the signature of the headers (hash-header) does not verify with this "
@@ -154,7 +159,10 @@ def authenticate(raw_headers: Mapping[str, bytes], *, book: SecretBook, agencies
     for name, value in values.items():
         if name in sent and sent[name] != value:
             raise errors.HeaderMismatch(f"the signed {name} ({value!r}) is not the header sent ({sent[name]!r})")
-    at = parse_timestamp(values["timestamp"], zone)
+    try:
+        at = parse_timestamp(values["timestamp"], zone)
+    except errors.UsageError as exc:
+        raise errors.HeaderMismatch(exc.message) from None
     skew = (now - at).total_seconds()
     if abs(skew) > window:
         raise errors.RequestStale(f"the request's timestamp is {abs(skew):.0f} s {'old' if skew > 0 else 'ahead'}; "

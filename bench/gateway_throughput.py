@@ -64,8 +64,11 @@ def main() -> None:
             (tls / "ca.pem").write_bytes(devpki.pem_cert(ca.cert))
             devpki.write_pair((tls / "key.pem", tls / "cert.pem"), devpki.issue_server(ca, ["127.0.0.1"]))
             context = ssl.create_default_context(cafile=str(tls / "ca.pem"))
-            port, server = serve(create_app(relay.settings, connect=relay.client),
-                                 **server_options(tls / "cert.pem", tls / "key.pem", None))
+            mutual = ssl.create_default_context(cafile=str(tls / "ca.pem"))  # /vxp: the agency's certificate
+            agency_key, agency_cert = relay.settings.keys.agency(SENDER)
+            mutual.load_cert_chain(str(agency_cert), str(agency_key))
+            port, server = serve(create_app(relay.settings, connect=relay.client, client_ca=relay.settings.pki),
+                                 **server_options(tls / "cert.pem", tls / "key.pem", relay.settings.pki))
             token = issue_token(relay.settings, SENDER)
             secret = secret_book(relay.settings).ensure(SENDER)
             errors: list[str] = []
@@ -90,7 +93,8 @@ def main() -> None:
                     errors.append(answer.decode()[:80])
 
             def push(call: object, part: list[bytes]) -> None:
-                conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=context)
+                conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=60,
+                                                   context=mutual if call is vxp else context)
                 for d in part:
                     call(conn, d)  # type: ignore[operator]
                 conn.close()

@@ -16,7 +16,8 @@ For each size it runs, in the same broker and the same run:
   hands in as it comes, even under load (LIENTHONG_ENTRY_BATCH_SECONDS=0: no batches gathered);
 - raw-plain (asked for with --relays): the raw forwarders over plain AMQP on loopback (the
   broker's admin account: lienthong's own accounts cannot log in without TLS), beside raw over
-  TLS with client certificates: what TLS costs the hubs' connections.
+  TLS with client certificates: what TLS costs the hubs' connections.  It needs a broker with a
+  plain listener on 127.0.0.1:5672, which scripts/ensure-rabbitmq.sh no longer opens.
 
 Throughput: documents pushed as fast as one publisher allows, until all arrive, with the CPU the
 hubs and the broker spent per document meanwhile and until the relay was idle again (what the
@@ -339,6 +340,9 @@ def main() -> None:
     logs.configure(level="WARNING")
     amqp, mgmt = services.broker_urls()
     kinds = args.relays.split(",")
+    if "raw-plain" in kinds and not services.answers("amqp://127.0.0.1:5672/", 5672):
+        sys.exit("raw-plain needs plain AMQP on 127.0.0.1:5672; this broker has no plain listener "
+                 "(scripts/ensure-rabbitmq.sh: no account may use one)")
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
             count = args.count if size <= 20_000 else max(200, args.count // 4)

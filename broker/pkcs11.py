@@ -11,6 +11,14 @@ percent-encoded; ``type=private`` may be said).  The query names the module (``m
 and the PIN (``pin-source``: a file readable by its owner only).  A PIN in the URI itself
 (``pin-value``) is refused: URIs end up in configuration files and process lists.
 
+The module is a library loaded into the process, so only one on the allow-list is loaded:
+:data:`DEFAULT_MODULES` (Debian's SoftHSM, OpenSC and the p11-kit module directories), or the
+patterns a deployment gives (``LIENTHONG_PKCS11_MODULES``); its real path (links resolved) must
+match, and it must be writable by its owner alone.  The PIN file must be a regular file (not a
+link) of the user running lienthong, readable by it alone.  A PIN the token refuses raises
+:class:`PinRefused`: a token locks after a few wrong PINs, so it must not be tried again
+(``hub run`` exits :data:`EXIT_PIN_REFUSED`, which ``lienthong up`` does not restart).
+
 :func:`open_key` returns an object implementing cryptography's ``RSAPrivateKey`` or
 ``EllipticCurvePrivateKey``, so XMLDSig signatures, hop records and receipts are made by the same
 code as with a PEM key.  It hashes locally and has the token sign the digest (``CKM_RSA_PKCS``
@@ -28,11 +36,13 @@ which callers turn into configuration errors.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
@@ -44,6 +54,11 @@ from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 SCHEME = "pkcs11:"
+DEFAULT_MODULES = ("/usr/lib/softhsm/*.so", "/usr/lib/*/softhsm/*.so", "/usr/lib/pkcs11/*.so",
+                   "/usr/lib/*/pkcs11/*.so", "/usr/lib/*/opensc-pkcs11.so", "/usr/lib/*/onepin-opensc-pkcs11.so")
+"""Where a token's PKCS#11 library may be loaded from (real paths; ``*`` is one path segment)."""
+EXIT_PIN_REFUSED = 78
+"""The exit code of a worker whose token refused its PIN (sysexits' EX_CONFIG): not restarted."""
 _TOKEN_ATTRS = ("token", "serial", "manufacturer", "model", "slot-id")
 _PATH_ATTRS = {*_TOKEN_ATTRS, "object", "id", "type"}
 _QUERY_ATTRS = {"module-path", "pin-source"}
@@ -63,6 +78,10 @@ T = TypeVar("T")
 
 class TokenError(Exception):
     """A key on a token cannot be used (module, token, PIN, key); the message is one sentence."""
+
+
+class PinRefused(TokenError):
+    """The token refused the PIN (wrong, or locked): trying it again could lock the token."""
 
 
 def is_uri(spec: str | os.PathLike[str]) -> bool:
@@ -138,13 +157,44 @@ def _text(value: bytes) -> str:
 
 
 def read_pin(path: Path) -> str:
-    """The PIN in ``path``, which must be readable by its owner only (like an SSH key)."""
+    """The PIN in ``path``: a regular file, not a symbolic link, of the user running lienthong,
+    readable by it only (like an SSH key).  Opened without following a link, then checked, so
+    the file checked is the file read."""
     try:
-        if path.stat().st_mode & 0o077:
-            raise TokenError(f"the PIN file {path} is readable by others: make it private (chmod 600)")
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TokenError(f"the PIN file {path} is a symbolic link: name the file itself") from None
         raise TokenError(f"cannot read the PIN file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise TokenError(f"the PIN file {path} is not a regular file")
+        if st.st_uid != os.geteuid():
+            raise TokenError(f"the PIN file {path} belongs to user {st.st_uid}, not to the user running lienthong "
+                             f"({os.geteuid()})")
+        if st.st_mode & 0o077:
+            raise TokenError(f"the PIN file {path} is readable by others: make it private (chmod 600)")
+        try:
+            return f.read().decode("utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TokenError(f"cannot read the PIN file {path}: {exc}") from None
+
+
+def allowed_module(module: str, patterns: tuple[str, ...] = DEFAULT_MODULES) -> Path:
+    """``module``'s real path, if it is on the allow-list ``patterns`` and writable by its owner
+    (root or this user) alone; else :class:`TokenError`."""
+    path = Path(module)
+    if not path.is_file():
+        raise TokenError(f"the PKCS#11 module {module} does not exist (install the token's driver)")
+    real = path.resolve()
+    if not any(PurePath(real).match(p) for p in patterns or DEFAULT_MODULES):
+        raise TokenError(f"the PKCS#11 module {real} is not among the allowed ones "
+                         f"({', '.join(patterns or DEFAULT_MODULES)}; LIENTHONG_PKCS11_MODULES sets them)")
+    st = real.stat()
+    if st.st_mode & 0o022 or st.st_uid not in (0, os.geteuid()):
+        raise TokenError(f"the PKCS#11 module {real} may be changed by others than root or this user: refused")
+    return real
 
 
 class _Token:
@@ -163,9 +213,9 @@ class _Token:
             except pkcs11.UserAlreadyLoggedIn:  # this process logged in already: sessions share it
                 self._session = self.token.open()
             except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange):
-                raise TokenError(f"the PIN is not the user PIN of token {self.name!r} (wrong PIN)") from None
+                raise PinRefused(f"the PIN is not the user PIN of token {self.name!r} (wrong PIN)") from None
             except pkcs11.PinLocked:
-                raise TokenError(f"the user PIN of token {self.name!r} is locked") from None
+                raise PinRefused(f"the user PIN of token {self.name!r} is locked") from None
             except pkcs11.PKCS11Error as exc:
                 raise TokenError(f"cannot log in to token {self.name!r}: {_why(exc)}") from None
             self._keys.clear()
@@ -214,13 +264,12 @@ def _why(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _token(uri: KeyUri) -> _Token:
-    if not Path(uri.module).is_file():
-        raise TokenError(f"the PKCS#11 module {uri.module} does not exist (install the token's driver)")
+def _token(uri: KeyUri, modules: tuple[str, ...]) -> _Token:
+    module = str(allowed_module(uri.module, modules))  # the real path: one library, one key in _TOKENS
     wanted = dict(uri.token)
     matches = []
     try:
-        for slot in pkcs11.lib(uri.module).get_slots(token_present=True):
+        for slot in pkcs11.lib(module).get_slots(token_present=True):
             tok = slot.get_token()
             serial = tok.serial.decode("ascii", "replace") if isinstance(tok.serial, bytes) else str(tok.serial)
             have = {"token": tok.label, "serial": serial.strip(), "manufacturer": tok.manufacturer_id,
@@ -228,30 +277,32 @@ def _token(uri: KeyUri) -> _Token:
             if all(have[a] == v for a, v in wanted.items()):
                 matches.append((slot.slot_id, tok))
     except pkcs11.PKCS11Error as exc:
-        raise TokenError(f"cannot use the PKCS#11 module {uri.module}: {_why(exc)}") from None
+        raise TokenError(f"cannot use the PKCS#11 module {module}: {_why(exc)}") from None
     if not matches:
-        raise TokenError(f"no token matching {uri.token_name} is present in {uri.module}")
+        raise TokenError(f"no token matching {uri.token_name} is present in {module}")
     if len(matches) > 1:
-        raise TokenError(f"{len(matches)} tokens match {uri.token_name} in {uri.module}; name one by serial")
+        raise TokenError(f"{len(matches)} tokens match {uri.token_name} in {module}; name one by serial")
     slot_id, tok = matches[0]
     pin = read_pin(uri.pin_file)
     with _TOKENS_LOCK:
-        known = _TOKENS.get((uri.module, slot_id))
+        known = _TOKENS.get((module, slot_id))
         if known is not None:
             if known.pin != pin:  # logged in already: the token would not check this PIN, so we do
-                raise TokenError(f"token {known.name!r} is open in this process with another PIN (wrong PIN)")
+                raise PinRefused(f"token {known.name!r} is open in this process with another PIN (wrong PIN)")
             return known
         token = _Token(tok, pin, tok.label)
         with token.lock:
             token.open()  # logs in: a wrong PIN fails here, and such a token is not kept
-        _TOKENS[(uri.module, slot_id)] = token
+        _TOKENS[(module, slot_id)] = token
         return token
 
 
-def open_key(uri: str, public_key: object) -> TokenRSAKey | TokenECKey:
-    """The private key ``uri`` names, checked to belong to ``public_key`` (its certificate's)."""
+def open_key(uri: str, public_key: object, *,
+             modules: tuple[str, ...] = DEFAULT_MODULES) -> TokenRSAKey | TokenECKey:
+    """The private key ``uri`` names, checked to belong to ``public_key`` (its certificate's);
+    its module must match one of ``modules`` (:func:`allowed_module`)."""
     parsed = KeyUri.parse(uri)
-    token = _token(parsed)
+    token = _token(parsed, modules)
     key_type = token.run(parsed, lambda k: k.key_type)
     probe = b"lienthong: does this key belong to the certificate?"
     try:

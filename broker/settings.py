@@ -20,6 +20,7 @@ environment at import.
 | ``LIENTHONG_ENTRY_BATCH_SECONDS`` | 0.02 | under load, how long an agency's document may wait for others (batches) |
 | ``LIENTHONG_RECEIPTS`` | on | ``off`` only to measure what receipts cost (bench/) |
 | ``LIENTHONG_FAULT`` | | ``<point>:<n>``: die (exit 137) the n-th time ``<point>`` is reached (reliability tests) |
+| ``LIENTHONG_PKCS11_MODULES`` | Debian's token modules | allowed PKCS#11 libraries: ``:``-separated path patterns |
 
 The topology is found the same way by every command, wherever it is run from: a command's
 ``--topology`` flag, else ``LIENTHONG_TOPOLOGY`` (either, once given, is the only place looked),
@@ -177,6 +178,8 @@ class Settings:
     transport_ca: Path | None = None
     topology_searched: tuple[str, ...] = ()
     """Where the topology was looked for (``find_topology``)."""
+    pkcs11_modules: tuple[str, ...] = ()
+    """Path patterns of the PKCS#11 libraries a key URI may load (empty: ``broker.pkcs11.DEFAULT_MODULES``)."""
 
     @property
     def keys(self) -> PkiLayout:
@@ -196,4 +199,5 @@ class Settings:
             mgmt_url=overrides.get("mgmt_url") or env.get("LIENTHONG_MGMT_URL", "http://127.0.0.1:15672"),
             tuning=Tuning.from_env(env),
             transport_ca=Path(t) if (t := overrides.get("transport_ca") or env.get("LIENTHONG_TRANSPORT_CA")) else None,
+            pkcs11_modules=tuple(p for p in env.get("LIENTHONG_PKCS11_MODULES", "").split(":") if p),
         )

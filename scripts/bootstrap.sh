@@ -2,8 +2,9 @@
 # Install what lienthong needs on a Debian machine: xmlsec1, librabbitmq-dev with gcc and chromium
 # (interop and dashboard tests), softhsm2 (a PKCS#11 token for the token-signing tests), fonts-dejavu-core
 # (the font the PDF report embeds), poppler-utils (the tests read the PDF back), prometheus (for promtool,
-# which checks and tests monitoring/'s alert rules), a virtualenv in .venv with the
-# package and its test dependencies.  Quick when all is already there.
+# which checks and tests monitoring/'s alert rules), a JDK (a Java document system's client in the axis
+# protocol tests), a virtualenv in .venv with the package and its test dependencies.  Quick when all is
+# already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "bootstrap: $*" >&2; }
@@ -18,6 +19,7 @@ command -v softhsm2-util >/dev/null || missing+=(softhsm2)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 command -v pdftoppm >/dev/null || missing+=(poppler-utils)
 command -v promtool >/dev/null || missing+=(prometheus)
+{ command -v javac && command -v keytool; } >/dev/null || missing+=(openjdk-17-jdk-headless)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"

@@ -7,12 +7,18 @@
 # needed and configures it:
 #   - the transport CA ($LIENTHONG_TRANSPORT_CA, default /var/lib/lienthong/transport-ca: ca.pem,
 #     ca.key) and a server certificate for localhost, copied to /etc/rabbitmq/lienthong/;
-#   - a TLS listener on 5671 that verifies client certificates against that CA and lets an account
-#     log in with its certificate; hub, link and agency accounts have no password, so none can
-#     log in over plain AMQP (the plain listener stays on loopback for the machine's other users);
-#   - the management API on loopback only;
+#   - the transport CA's CRL in $LIENTHONG_TRANSPORT_CA/crl/, made or re-signed when due
+#     ('lienthong pki broker-crl'); 'lienthong pki revoke' adds broker accounts to it;
+#   - a TLS listener on 5671 that verifies client certificates against that CA and its CRL (read
+#     at every login) and lets an account log in with its certificate; no plain AMQP listener;
+#   - the management API on loopback only; no guest account; up to 65,536 open files (or the hard limit);
 #   - an admin account "lienthong-admin" (loopback only) whose management URL is written to
 #     $LIENTHONG_ADMIN_FILE (default /var/lib/lienthong/broker-admin.env, mode 0600).
+# Its settings are /etc/rabbitmq/lienthong/conf.d/10-lienthong.conf and /etc/rabbitmq/lienthong/
+# advanced.config (the TLS options: RabbitMQ takes ssl_options from there whole), named in a block of
+# /etc/rabbitmq/rabbitmq-env.conf, so that only this node reads them (not the nodes of
+# scripts/rabbitmq-cluster.sh, which have their own).  An older version of this script kept a block
+# in rabbitmq.conf; the files above override it, and it is left alone.
 # The broker is restarted only when that configuration changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +26,10 @@ URL=${LIENTHONG_AMQP_URL:-amqps://127.0.0.1:5671/}
 TRANSPORT_CA=${LIENTHONG_TRANSPORT_CA:-/var/lib/lienthong/transport-ca}
 ADMIN_FILE=${LIENTHONG_ADMIN_FILE:-/var/lib/lienthong/broker-admin.env}
 BROKER_TLS=/etc/rabbitmq/lienthong
-CONF=/etc/rabbitmq/rabbitmq.conf
+CONF_D=$BROKER_TLS/conf.d/10-lienthong.conf
+ADVANCED=$BROKER_TLS/advanced.config
+ENV_FILE=/etc/rabbitmq/rabbitmq-env.conf
+CRL_DIR=$TRANSPORT_CA/crl
 ADMIN=lienthong-admin
 say() { echo "ensure-rabbitmq: $*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
@@ -55,32 +64,56 @@ for f in ca.pem server.pem server.key; do
   fi
 done
 
-# -- the broker's configuration (a block of rabbitmq.conf that this script owns) --------------------
-BLOCK="# lienthong: begin (scripts/ensure-rabbitmq.sh)
-listeners.tcp.local = 127.0.0.1:5672
+# -- the transport CA's CRL: without a current one the broker refuses every certificate ---------------
+as_root .venv/bin/python -m broker.cli pki broker-crl "$TRANSPORT_CA" --if-due >/dev/null
+as_root chmod go+rx "$TRANSPORT_CA" "$CRL_DIR"  # the broker's own user reads the CRL there (ca.key stays 0600)
+
+# -- the broker's configuration (two files this script owns) -------------------------------------------
+CONF_TEXT="# lienthong (scripts/ensure-rabbitmq.sh): TLS only, client-certificate logins, management on loopback
+listeners.tcp = none
 listeners.ssl.default = 5671
-ssl_options.cacertfile = $BROKER_TLS/ca.pem
-ssl_options.certfile = $BROKER_TLS/server.pem
-ssl_options.keyfile = $BROKER_TLS/server.key
-ssl_options.verify = verify_peer
-ssl_options.fail_if_no_peer_cert = false
-ssl_options.versions.1 = tlsv1.3
-ssl_options.versions.2 = tlsv1.2
 auth_mechanisms.1 = PLAIN
-auth_mechanisms.2 = AMQPLAIN
-auth_mechanisms.3 = EXTERNAL
+auth_mechanisms.2 = EXTERNAL
 ssl_cert_login_from = common_name
 loopback_users.guest = true
 loopback_users.$ADMIN = true
 management.tcp.ip = 127.0.0.1
-management.tcp.port = 15672
+management.tcp.port = 15672"
+ADVANCED_TEXT="%% lienthong (scripts/ensure-rabbitmq.sh): the TLS listener's options, the transport CA's CRL included
+[{rabbit, [{ssl_options, [{cacertfile, \"$BROKER_TLS/ca.pem\"},
+                          {certfile, \"$BROKER_TLS/server.pem\"},
+                          {keyfile, \"$BROKER_TLS/server.key\"},
+                          {verify, verify_peer},
+                          {fail_if_no_peer_cert, false},
+                          {versions, ['tlsv1.3', 'tlsv1.2']},
+                          {crl_check, peer},
+                          {crl_cache, {ssl_crl_hash_dir, {internal, [{dir, \"$CRL_DIR\"}]}}}]}]}]."
+own() {  # own FILE TEXT MARKER: write TEXT to FILE if it differs; a FILE not written by this script is not overwritten
+  local current
+  current=$(as_root cat "$1" 2>/dev/null || true)
+  [ "$current" = "$2" ] && return 0
+  if [ -n "$current" ] && [ "${current#"$3"}" = "$current" ]; then
+    say "$1 exists and was not written by this script: add lienthong's settings to it by hand:"; echo "$2" >&2; exit 1
+  fi
+  say "writing $1"
+  as_root mkdir -p "$(dirname "$1")"
+  printf '%s\n' "$2" | as_root tee "$1" >/dev/null
+  changed=1
+}
+own "$CONF_D" "$CONF_TEXT" "# lienthong"
+own "$ADVANCED" "$ADVANCED_TEXT" "%% lienthong"
+# the node is started through su, whose session limits give it 1,024 open files: too few for a
+# broker with hundreds of queues and connections (it stops opening files, and vhosts, when full)
+ENV_BLOCK="# lienthong: begin (scripts/ensure-rabbitmq.sh)
+CONFIG_FILES=$(dirname "$CONF_D")
+ADVANCED_CONFIG_FILE=$ADVANCED
+ulimit -n 65536 2>/dev/null || ulimit -n \"\$(ulimit -Hn)\"
 # lienthong: end"
-current=$(as_root sed -n '/^# lienthong: begin/,/^# lienthong: end/p' "$CONF" 2>/dev/null || true)
-if [ "$current" != "$BLOCK" ]; then
-  say "writing lienthong's block of $CONF"
-  other=$(as_root sed '/^# lienthong: begin/,/^# lienthong: end/d' "$CONF" 2>/dev/null \
-          | grep -v -E '^listeners\.tcp\.(local|default) *=' || true)
-  printf '%s\n%s\n' "$other" "$BLOCK" | sed '/./,$!d' | as_root tee "$CONF" >/dev/null
+current=$(as_root sed -n '/^# lienthong: begin/,/^# lienthong: end/p' "$ENV_FILE" 2>/dev/null || true)
+if [ "$current" != "$ENV_BLOCK" ]; then
+  say "naming them in $ENV_FILE"
+  other=$(as_root sed '/^# lienthong: begin/,/^# lienthong: end/d' "$ENV_FILE" 2>/dev/null || true)
+  printf '%s\n%s\n' "$other" "$ENV_BLOCK" | sed '/./,$!d' | as_root tee "$ENV_FILE" >/dev/null
   changed=1
 fi
 for plugin in rabbitmq_management rabbitmq_auth_mechanism_ssl; do
@@ -109,9 +142,16 @@ if ! running; then
 fi
 for _ in $(seq 60); do answers "$HOST" "$PORT" && break; sleep 1; done
 answers "$HOST" "$PORT" || { say "the TLS listener does not answer on $HOST:$PORT"; exit 1; }
+if answers 127.0.0.1 5672; then say "plain AMQP still listens on 127.0.0.1:5672 (see rabbitmq-diagnostics listeners)"; exit 1; fi
+# the users, read whole (a pipe into grep -q would cut rabbitmqctl off mid-list: a failure under pipefail)
+users=$(as_root rabbitmqctl -q list_users) || { say "cannot list the broker's users"; exit 1; }
+if grep -q "^guest\b" <<<"$users"; then
+  say "deleting the guest account"
+  as_root rabbitmqctl -q delete_user guest >/dev/null
+fi
 
 # -- the admin account (never guest) ----------------------------------------------------------------
-if ! as_root test -s "$ADMIN_FILE" || ! as_root rabbitmqctl -q list_users 2>/dev/null | grep -q "^$ADMIN\b"; then
+if ! as_root test -s "$ADMIN_FILE" || ! grep -q "^$ADMIN\b" <<<"$users"; then
   say "creating the broker admin account $ADMIN ($ADMIN_FILE)"
   password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
   as_root rabbitmqctl -q delete_user "$ADMIN" >/dev/null 2>&1 || true

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A three-node RabbitMQ cluster on this one machine, beside the default node (which it leaves alone).
 #
-#   scripts/rabbitmq-cluster.sh start            # nodes lt1..lt3@localhost, AMQP 5681-5683, HTTP 15681-15683
+#   scripts/rabbitmq-cluster.sh start            # nodes lt1..lt3@localhost, AMQP/TLS 5691-5693, HTTP 15681-15683
 #   scripts/rabbitmq-cluster.sh stop-node N      # shut node N down (as a crash would take it away)
 #   scripts/rabbitmq-cluster.sh start-node N     # start it again; it rejoins the cluster
 #   scripts/rabbitmq-cluster.sh status | urls | stop
@@ -9,17 +9,19 @@
 # Each node has its own name, ports, data and log directories under $LIENTHONG_CLUSTER_DIR
 # (default /tmp/lienthong-cluster) and runs as the rabbitmq user with the default node's Erlang
 # cookie, so `rabbitmqctl -n ltN@localhost` works.  Like the default node (scripts/ensure-rabbitmq.sh,
-# which must have run: its TLS material and admin account are reused), each node listens with TLS
-# (5691-5693) and lets accounts log in with their client certificates.  Needs root.
+# which must have run: its TLS material, the transport CA's CRL and the admin account are reused),
+# each node listens with TLS only (5691-5693), checks client certificates against that CRL, lets
+# accounts log in with them, has no guest and keeps the admin to loopback.  Needs root.
 set -euo pipefail
 DIR=${LIENTHONG_CLUSTER_DIR:-/tmp/lienthong-cluster}
 NODES=(1 2 3)
 say() { echo "rabbitmq-cluster: $*" >&2; }
 ctl() { rabbitmqctl -q -n "lt$1@localhost" "${@:2}"; }
-amqp_port() { echo $((5680 + $1)); }
+CRL_DIR=${LIENTHONG_TRANSPORT_CA:-/var/lib/lienthong/transport-ca}/crl
 tls_port() { echo $((5690 + $1)); }
 ADMIN_FILE=${LIENTHONG_ADMIN_FILE:-/var/lib/lienthong/broker-admin.env}
 admin_url() { sed -n 's/^LIENTHONG_MGMT_URL=//p' "$ADMIN_FILE"; }
+admin_user() { admin_url | python3 -c 'import sys,urllib.parse as u; print(u.unquote(u.urlsplit(sys.stdin.read().strip()).username))'; }
 http_port() { echo $((15680 + $1)); }
 answers() { timeout 2 bash -c "</dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
@@ -28,27 +30,33 @@ start_node() {
   if answers "$(tls_port "$n")"; then return 0; fi
   mkdir -p "$d/mnesia" "$d/log"
   cat > "$d/rabbitmq.conf" <<EOF
-listeners.tcp.default = 127.0.0.1:$(amqp_port "$n")
+listeners.tcp = none
 listeners.ssl.default = $(tls_port "$n")
-ssl_options.cacertfile = /etc/rabbitmq/lienthong/ca.pem
-ssl_options.certfile = /etc/rabbitmq/lienthong/server.pem
-ssl_options.keyfile = /etc/rabbitmq/lienthong/server.key
-ssl_options.verify = verify_peer
-ssl_options.fail_if_no_peer_cert = false
 auth_mechanisms.1 = PLAIN
-auth_mechanisms.2 = AMQPLAIN
-auth_mechanisms.3 = EXTERNAL
+auth_mechanisms.2 = EXTERNAL
 ssl_cert_login_from = common_name
+loopback_users.guest = true
+loopback_users.$(admin_user) = true
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $(http_port "$n")
+EOF
+  cat > "$d/advanced.config" <<EOF
+[{rabbit, [{ssl_options, [{cacertfile, "/etc/rabbitmq/lienthong/ca.pem"},
+                          {certfile, "/etc/rabbitmq/lienthong/server.pem"},
+                          {keyfile, "/etc/rabbitmq/lienthong/server.key"},
+                          {verify, verify_peer},
+                          {fail_if_no_peer_cert, false},
+                          {crl_check, peer},
+                          {crl_cache, {ssl_crl_hash_dir, {internal, [{dir, "$CRL_DIR"}]}}}]}]}].
 EOF
   echo "[rabbitmq_management,rabbitmq_auth_mechanism_ssl]." > "$d/enabled_plugins"
   : > "$d/env.conf"  # not the default node's rabbitmq-env.conf (it names that node)
   chown -R rabbitmq:rabbitmq "$d"
   su rabbitmq -s /bin/sh -c "cd /var/lib/rabbitmq && env HOME=/var/lib/rabbitmq \
-    RABBITMQ_NODENAME=lt$n@localhost RABBITMQ_NODE_PORT=$(amqp_port "$n") \
+    RABBITMQ_NODENAME=lt$n@localhost \
     RABBITMQ_DIST_PORT=$((25680 + n)) RABBITMQ_CONF_ENV_FILE=$d/env.conf \
-    RABBITMQ_CONFIG_FILE=$d/rabbitmq.conf RABBITMQ_ENABLED_PLUGINS_FILE=$d/enabled_plugins \
+    RABBITMQ_CONFIG_FILE=$d/rabbitmq.conf RABBITMQ_CONFIG_FILES=$d/none.d \
+    RABBITMQ_ADVANCED_CONFIG_FILE=$d/advanced.config RABBITMQ_ENABLED_PLUGINS_FILE=$d/enabled_plugins \
     RABBITMQ_MNESIA_BASE=$d/mnesia RABBITMQ_LOG_BASE=$d/log RABBITMQ_PID_FILE=$d/pid \
     ERL_EPMD_ADDRESS=127.0.0.1 /usr/lib/rabbitmq/bin/rabbitmq-server -detached"
   for _ in $(seq 120); do
@@ -97,6 +105,7 @@ case "${1:-}" in
     read -r admin password < <(admin_url | python3 -c 'import sys,urllib.parse as u; p=u.urlsplit(sys.stdin.read().strip()); print(u.unquote(p.username), u.unquote(p.password))')
     ctl 1 add_user "$admin" "$password" >/dev/null 2>&1 || ctl 1 change_password "$admin" "$password" >/dev/null
     ctl 1 set_user_tags "$admin" administrator >/dev/null
+    ctl 1 delete_user guest >/dev/null 2>&1 || true
     say "3 nodes running: lt1..lt3@localhost on AMQP ports 5691-5693 (TLS)"
     ;;
   stop-node)

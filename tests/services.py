@@ -104,24 +104,28 @@ def _rabbitmq_container() -> Iterator[tuple[str, str]]:
 
     from testcontainers.rabbitmq import RabbitMqContainer
 
-    from broker.relay import devpki
+    from broker.relay import brokercrl, devpki
 
     tls = Path(tempfile.mkdtemp(prefix="lienthong-tls-"))
     devpki.write_pair((tls / "server.key", tls / "server.pem"),
                       devpki.issue_server(devpki.transport_ca(tls), ["localhost", "127.0.0.1"]))
+    brokercrl.renew(tls)
     for f in ("server.key", "ca.key"):
         (tls / f).chmod(0o644)  # the container's rabbitmq user reads them; the directory is private
     (tls / "lienthong.conf").write_text("\n".join([
-        "listeners.ssl.default = 5671", "ssl_options.cacertfile = /tls/ca.pem",
-        "ssl_options.certfile = /tls/server.pem", "ssl_options.keyfile = /tls/server.key",
-        "ssl_options.verify = verify_peer", "ssl_options.fail_if_no_peer_cert = false",
+        "listeners.tcp = none", "listeners.ssl.default = 5671",
         "auth_mechanisms.1 = PLAIN", "auth_mechanisms.2 = EXTERNAL", "ssl_cert_login_from = common_name", ""]))
+    (tls / "advanced.config").write_text(  # ssl_options whole, the CRL check included
+        '[{rabbit, [{ssl_options, [{cacertfile, "/tls/ca.pem"}, {certfile, "/tls/server.pem"}, '
+        '{keyfile, "/tls/server.key"}, {verify, verify_peer}, {fail_if_no_peer_cert, false}, {crl_check, peer}, '
+        '{crl_cache, {ssl_crl_hash_dir, {internal, [{dir, "/tls/crl"}]}}}]}]}].\n')
     (tls / "enabled_plugins").write_text("[rabbitmq_management,rabbitmq_auth_mechanism_ssl].\n")
     password = secrets.token_urlsafe(18)
     container = (RabbitMqContainer("rabbitmq:3.13-management", username="lienthong-admin", password=password)
                  .with_exposed_ports(5671, 15672).with_volume_mapping(str(tls), "/tls")
                  .with_env("RABBITMQ_ENABLED_PLUGINS_FILE", "/tls/enabled_plugins")
-                 .with_env("RABBITMQ_CONFIG_FILES", "/tls/lienthong.conf"))
+                 .with_env("RABBITMQ_CONFIG_FILES", "/tls/lienthong.conf")
+                 .with_env("RABBITMQ_ADVANCED_CONFIG_FILE", "/tls/advanced.config"))
     with container as c:
         os.environ["LIENTHONG_TRANSPORT_CA"] = str(tls)
         host = c.get_container_host_ip()

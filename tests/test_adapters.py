@@ -224,3 +224,43 @@ def test_handed_once(tmp_path: Path) -> None:
     assert store.mark(agency, mid) is True
     assert store.mark(agency, mid) is False
     assert store.seen(agency, mid)
+
+
+def test_a_crafted_message_id_names_no_file_and_hides_no_message(relay: Relay, tmp_path: Path) -> None:
+    """Someone who can write into B's inbox (a hub on the path) puts a document B already has there
+    again, once with the AMQP message_id "../../escaped-..." and once with the message id of a
+    document B has not received yet.  The SDK knows messages by the SHA-256 of their bytes: both
+    copies are twins of the first and dropped, no file is written outside the inbox folder (the
+    crafted id used to name the file), and the later document is handed over when it comes (the
+    crafted id used to mark it as handed over already)."""
+    from broker.relay import layout
+    from broker.relay.amqp import blocking
+
+    first, later = relay.document(A, [B], subject="đã nhận"), relay.document(A, [B], subject="sẽ đến")
+    relay.client(A).send(first)
+    deadline = time.monotonic() + 60
+    genuine = []
+    while not genuine and time.monotonic() < deadline:
+        genuine = [i for i in relay.client(B).peek(limit=500) if i.body == first]
+        time.sleep(0.3)
+    assert genuine, "the first document did not reach B's inbox"
+    hub = relay.topology.agency(B).hub
+    escape = f"../../escaped-{relay.namespace}"
+    publisher = blocking.Publisher(layout.account_url(relay.topology, hub, relay.settings.keys.hub_account(hub, "hub"),
+                                                       relay.settings.keys.broker_ca))
+    for crafted in (escape, wire.message_id(later)):
+        publisher.publish(wire.EX_INBOX, B, first, message_id=crafted, user_id=relay.names.hub_user(hub),
+                          headers=genuine[0].headers)
+    publisher.close()
+    inbox = tmp_path / "dms" / "inbox"
+    took = relay.cli("inbox", B, "--fetch", str(inbox))
+    assert took.returncode == 0, took.stderr
+    assert (inbox / f"{wire.message_id(first)[:32]}.edxml").read_bytes() == first
+    assert [p for p in tmp_path.rglob("escaped-*")] == [] and not (inbox / f"{escape}.edxml").resolve().exists()
+    relay.client(A).send(later)
+    deadline = time.monotonic() + 60
+    while not (inbox / f"{wire.message_id(later)[:32]}.edxml").exists() and time.monotonic() < deadline:
+        assert relay.cli("inbox", B, "--fetch", str(inbox), "--wait", "1").returncode == 0
+    assert (inbox / f"{wire.message_id(later)[:32]}.edxml").read_bytes() == later
+    assert sorted(p.name for p in inbox.iterdir() if p.read_bytes() in (first, later)) == sorted(
+        f"{wire.message_id(d)[:32]}.edxml" for d in (first, later))

@@ -36,7 +36,7 @@ from broker.core.signer import SigningKey, sign, sign_tree
 from broker.core.topology import Topology
 from broker.core.trust import RevocationPolicy, TrustStore
 from broker.core.validation import check
-from broker.ops.audit import verify_bundle
+from broker.ops.bundle import verify_bundle
 from broker.relay import devpki
 from broker.relay.amqp import blocking
 from broker.relay.livetrust import LiveTrust
@@ -46,6 +46,7 @@ from broker.relay.timestamp import stamp
 from broker.relay.timestamp import verify as verify_stamp
 from broker.settings import PkiLayout
 from tests import hops
+from tests.bundles import trace, write_bundle
 from tests.relay import Relay
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,26 +309,20 @@ def test_a_failed_chain_is_remembered(trust: TrustStore) -> None:
 
 def _forged_bundle(folder: Path, topology: Topology, topology_file: Path) -> Path:
     """What a forger builds with a throwaway PKI of its own (same hub ids and agency codes): a
-    document "from" the sender, and a hop record saying the recipient's hub delivered it."""
+    document "from" the sender, and a whole trace of hop records saying it crossed the four hubs
+    into the recipient's inbox."""
     fake = devpki.init(folder.parent / "throwaway-pki", topology)
     keys = PkiLayout(fake)
-    body = sign(build_document(Organ(SENDER, "xã"), [Organ(FAR, "xã")], subject="giả mạo"),
+    body = sign(build_document(Organ(SENDER, "xã"), [Organ(FAR, "xã")], subject="giả mạo", document_id="forged"),
                 SigningKey.load(*keys.agency(SENDER)))
     digest = hashlib.sha256(body).hexdigest()
-    record = sign_record(HopRecord(hub="H14-D31", at=utc_now(), digest=digest, document_id="forged",
-                                   verdict="delivered", targets=(f"inbox:{FAR}",), recipients=(FAR,)),
-                         SigningKey.load(*keys.hub("H14-D31")))
-    files = {f"messages/{digest}.edxml": body, "hops/H14-D31-00000001.json": record.encode(),
+    files = {f"messages/{digest}.edxml": body,
              "trust/root-ca.pem": keys.anchor.read_bytes(),
              "trust/root-ca.crl.pem": (fake / "root-ca.crl.pem").read_bytes(),
              "directory.yaml": topology_file.read_bytes()}
+    files.update({f"hops/{i:02d}.json": t.encode() for i, t in enumerate(trace(keys, digest, "forged", FAR))})
     files.update({f"hubs/{h}.pem": keys.hub(h)[1].read_bytes() for h in topology.hubs})
-    for rel, data in files.items():
-        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        (folder / rel).write_bytes(data)
-    manifest = {"document_id": "forged", "created": utc_now(),
-                "files": {rel: hashlib.sha256(data).hexdigest() for rel, data in sorted(files.items())}}
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    write_bundle(folder, files, "forged")
     return fake
 
 
@@ -764,6 +759,10 @@ def test_hubs_time_stamp_their_checkpoints_and_verify_log_checks_them(
         anchor = str(PkiLayout(dev_pki).anchor)  # the authority's CA, not the relay's
         ok = relay.cli("audit", "verify-log", "--hub", "H41", "--tsa-ca", anchor)
         assert ok.returncode == 0 and "intact" in ok.stdout and " 0 time-stamped" not in ok.stdout, ok.stdout
+        assert "time-stamped: entry" in ok.stdout and "UTC (by the authority's clock)" in ok.stdout
+        unchecked = relay.cli("audit", "verify-log", "--hub", "H41")  # stamps there, no CA to check them with
+        assert unchecked.returncode == 2 and "time-stamps not checked (give --tsa-ca)" in unchecked.stdout
+        assert "ERROR AUDIT_INCOMPLETE" in unchecked.stderr
         with sqlite3.connect(h41) as conn:
             seq, tsr = conn.execute("SELECT seq, tsr FROM timestamps WHERE hub = 'H41' LIMIT 1").fetchone()
             conn.execute("UPDATE timestamps SET tsr = ? WHERE hub = 'H41' AND seq = ?",
@@ -772,3 +771,69 @@ def test_hubs_time_stamp_their_checkpoints_and_verify_log_checks_them(
         assert bad.returncode == 2 and f"the time-stamp of checkpoint {seq} does not verify" in bad.stdout
     finally:
         relay.close()
+
+
+class _Authority(http.server.BaseHTTPRequestHandler):
+    """A time-stamping authority that answers wrongly: ``mode`` "html" (an error page, as a proxy
+    in the way would), "nonce" (a genuine stamp of the same data for another request, another
+    nonce), "imprint" (a genuine stamp of other data)."""
+
+    mode = "html"
+    tsa_dir = Path()
+
+    def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+        asked = self.rfile.read(int(self.headers["Content-Length"]))
+        d = self.tsa_dir
+        if self.mode == "html":
+            answer = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+        else:
+            other = d / f"other-{threading.get_ident()}.tsq"
+            if self.mode == "nonce":  # the same imprint, asked by someone else (with a random nonce)
+                at = asked.index(b"\x04\x20")  # the imprint: an OCTET STRING of 32 bytes
+                query = ["openssl", "ts", "-query", "-digest", asked[at + 2:at + 34].hex(), "-sha256", "-cert",
+                         "-out", str(other)]
+            else:
+                (d / "data").write_bytes(b"other bytes")
+                query = ["openssl", "ts", "-query", "-data", str(d / "data"), "-sha256", "-cert", "-out", str(other)]
+            subprocess.run(query, check=True, capture_output=True)
+            answer = subprocess.run(["openssl", "ts", "-reply", "-config", str(d / "tsa.cnf"), "-queryfile",
+                                     str(other), "-out", "/dev/stdout"], capture_output=True, check=True).stdout
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html" if self.mode == "html" else "application/timestamp-reply")
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["html", "nonce", "imprint"])
+def test_an_answer_that_is_not_a_stamp_of_this_request_is_not_kept(tsa: str, dev_pki: Path, tmp_path: Path,
+                                                                  mode: str) -> None:
+    """What the review stored as stamps is refused before it is kept: an HTML page, a genuine stamp
+    of the same checkpoint made for another request (another nonce), a genuine stamp of other
+    bytes.  The hub keeps nothing and raises a time-stamp-failed alert; the right authority's
+    answer to the same checkpoint is kept."""
+    from structlog.testing import capture_logs
+
+    from broker.logs import get_logger
+    from broker.relay.checkpoints import time_stamp
+    from broker.relay.store import open_store
+
+    tsa_dir = tmp_path / "tsa"  # where the tsa fixture keeps its key and configuration
+    handler = type("Wrong", (_Authority,), {"mode": mode, "tsa_dir": tsa_dir})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    store = open_store(str(tmp_path / "state"), hub="H41")
+    token = '{"hub":"H41","seq":"3"}.signature'
+    try:
+        with pytest.raises(AuditFailure):
+            stamp(f"http://127.0.0.1:{server.server_address[1]}/", token.encode())
+        with capture_logs() as logs:
+            time_stamp(store, "H41", f"http://127.0.0.1:{server.server_address[1]}/", 3, token, get_logger())
+        assert store.timestamps("H41") == {}
+        assert [e.get("kind") for e in logs] == ["time-stamp-failed"]
+    finally:
+        server.shutdown()
+    time_stamp(store, "H41", tsa, 3, token, get_logger())
+    assert verify_stamp(token.encode(), store.timestamps("H41")[3], PkiLayout(dev_pki).anchor)

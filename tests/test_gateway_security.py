@@ -1,9 +1,10 @@
 """The REST gateway's and the dashboard's doors, against the real broker and real HTTPS servers:
-mutual TLS, tokens that expire and can be revoked or rotated, body and upload limits, nothing
-served without credentials."""
+mutual TLS (revocation and pins checked), tokens that expire and can be revoked or rotated, body
+and upload limits, nothing served without credentials."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import ssl
@@ -17,13 +18,20 @@ from typing import Any
 
 import pytest
 import uvicorn
+import yaml
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import load_pem_x509_certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from adapters.gateway import create_app, issue_token, tokens
 from adapters.https import server_options
+from adapters.vxp import secret_book
+from broker.core.trust import fingerprint
 from broker.ops.dashboard import create_app as dashboard_app
 from broker.relay import devpki
+from broker.settings import Settings
 from tests.relay import Relay, serve
+from tests.vxp_client import VxpClient
 
 pytestmark = pytest.mark.broker
 
@@ -32,20 +40,29 @@ A, B = "000.00.51.H41", "001.00.31.H14"
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A CA for the gateway: its server certificate, agency A's client certificate, and a client
-    certificate for A from another CA."""
+    """A CA for the gateway: its server certificate; agency A's client certificate, a second one
+    of A, one of A that the CA revoked, and one for A from another CA; ``clients``, the client CA's
+    trust store directory (its certificate and CRL)."""
     d = tmp_path_factory.mktemp("gateway-tls")
     ca, stranger = devpki.make_root("gateway CA"), devpki.make_root("a stranger's CA")
     (d / "ca.pem").write_bytes(devpki.pem_cert(ca.cert))
     devpki.write_pair((d / "server.key", d / "server.pem"), devpki.issue_server(ca, ["localhost", "127.0.0.1"]))
-    for name, issuer in (("a", ca), ("forged", stranger)):
-        devpki.write_pair((d / f"{name}.key", d / f"{name}.pem"),
-                          devpki.issue(issuer, "DMS of A", uid=A, kind="ec", eku=[ExtendedKeyUsageOID.CLIENT_AUTH]))
-    return {p.stem if p.suffix == ".pem" else p.stem + "-key": p for p in d.iterdir()}
+    issued = {}
+    for name, issuer in (("a", ca), ("forged", stranger), ("second", ca), ("revoked", ca)):
+        issued[name] = devpki.issue(issuer, "DMS of A", uid=A, kind="ec", eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+        devpki.write_pair((d / f"{name}.key", d / f"{name}.pem"), issued[name])
+    (d / "clients").mkdir()
+    (d / "clients" / "ca.pem").write_bytes(devpki.pem_cert(ca.cert))
+    (d / "clients" / "ca.crl.pem").write_bytes(
+        devpki.make_crl(ca, [issued["revoked"].cert.serial_number]).public_bytes(Encoding.PEM))
+    (d / "ca.key").write_bytes(devpki.pem_key(ca.key))
+    return {p.stem if p.suffix == ".pem" else p.stem + "-key" if p.suffix == ".key" else p.name: p
+            for p in d.iterdir()}
 
 
-def _serve_https(app: Any, tls: dict[str, Path]) -> tuple[int, uvicorn.Server]:
-    return serve(app, **server_options(tls["server"], tls["server-key"], tls["ca"]))
+def _serve_https(relay: Relay, tls: dict[str, Path], settings: Settings | None = None) -> tuple[int, uvicorn.Server]:
+    app = create_app(settings or relay.settings, connect=relay.client, client_ca=tls["clients"])
+    return serve(app, **server_options(tls["server"], tls["server-key"], tls["clients"]))
 
 
 def _call(url: str, *, method: str = "GET", token: str | None = None, body: bytes | None = None,
@@ -72,7 +89,7 @@ def test_mutual_tls_maps_the_certificate_to_its_agency(relay: Relay, tls: dict[s
     """Over HTTPS, A's client certificate acts as A with no token (sends, lists its own); a
     certificate for A from another CA is refused in the handshake; without a certificate a token
     still works and without either the answer is 401."""
-    port, server = _serve_https(create_app(relay.settings, connect=relay.client), tls)
+    port, server = _serve_https(relay, tls)
     base = f"https://127.0.0.1:{port}"
     try:
         doc = relay.document(A, [B], subject="mTLS")
@@ -88,6 +105,52 @@ def test_mutual_tls_maps_the_certificate_to_its_agency(relay: Relay, tls: dict[s
         status, theirs = _call(f"{base}/v1/documents/sent", context=_client_context(tls, None),
                                token=issue_token(relay.settings, B))
         assert status == 200 and theirs == []
+    finally:
+        server.should_exit = True
+
+
+def test_mutual_tls_checks_revocation_and_the_directorys_pins(relay: Relay, tls: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    """A certificate of A that its CA revoked passes the handshake (its chain and dates are fine)
+    but gets 401 on /v1 and on /vxp; a new CRL dropped into the client CA's directory counts
+    without a restart (A's certificate is refused once it is listed); where the directory pins
+    A's certificates, a certificate of A that is not pinned gets 401 and the pinned one is served."""
+    crl_file = tls["clients"] / "ca.crl.pem"
+    before = crl_file.read_bytes()
+    port, server = _serve_https(relay, tls)
+    base = f"https://127.0.0.1:{port}"
+    try:
+        status, err = _call(f"{base}/v1/documents/sent", context=_client_context(tls, "revoked"))
+        assert (status, err["code"]) == (401, "UNAUTHORIZED") and "revoked" in err["message"], err
+        vxp = VxpClient(f"{base}/vxp", A, secret_book(relay.settings).ensure(A),
+                        context=_client_context(tls, "revoked"))
+        answer = vxp.agencies()
+        assert vxp.last_status == 401 and answer["status"] == "FAIL" and "revoked" in answer["ErrorDesc"], answer
+        assert _call(f"{base}/v1/documents/sent", context=_client_context(tls, "a"))[0] == 200
+        ca = devpki.load_ca(tls["ca"], tls["ca-key"])
+        listed = [load_pem_x509_certificate(tls[n].read_bytes()).serial_number for n in ("revoked", "a")]
+        crl_file.write_bytes(devpki.make_crl(ca, listed).public_bytes(Encoding.PEM))
+        deadline, status = time.monotonic() + 15, 200
+        while status != 401 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status = _call(f"{base}/v1/documents/sent", context=_client_context(tls, "a"))[0]
+        assert status == 401
+    finally:
+        crl_file.write_bytes(before)
+        server.should_exit = True
+    raw = yaml.safe_load(relay.settings.topology.read_text(encoding="utf-8"))
+    second = fingerprint(load_pem_x509_certificate(tls["second"].read_bytes()))
+    for entry in raw["agencies"]:
+        if entry["organ_id"] == A:
+            entry["cert_sha256"] = [second]
+    (tmp_path / "pinned.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    pinned: Settings = dataclasses.replace(relay.settings, topology=tmp_path / "pinned.yaml",
+                                           data_dir=tmp_path / "data")
+    port, server = _serve_https(relay, tls, pinned)
+    try:
+        status, err = _call(f"https://127.0.0.1:{port}/v1/documents/sent", context=_client_context(tls, "a"))
+        assert (status, err["code"]) == (401, "UNAUTHORIZED") and "pins" in err["message"], err
+        assert _call(f"https://127.0.0.1:{port}/v1/documents/sent", context=_client_context(tls, "second"))[0] == 200
     finally:
         server.should_exit = True
 

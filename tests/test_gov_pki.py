@@ -192,7 +192,8 @@ def test_an_evidence_bundle_carries_the_cas_der_files(gov: govpki.GovPki, dev_pk
     """``audit export`` ships the trust store's CA files whatever their form: the DER subordinate
     CA and DER CRLs go into the bundle's trust/ folder, where verify-bundle reads them."""
     from broker.core.auditlog import AuditRow
-    from broker.ops.audit import Trail, export_bundle
+    from broker.ops.audit import Trail
+    from broker.ops.bundle import export_bundle
 
     pki = tmp_path / "pki"
     shutil.copytree(dev_pki, pki)

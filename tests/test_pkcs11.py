@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,3 +264,89 @@ def test_the_folder_drop_signs_with_a_token_key(relay: Relay, softhsm: SoftHsm, 
     assert checked.signature is not None
     assert checked.signature.signer == x509.load_pem_x509_certificate(cert_pem.read_bytes())
     assert read(parse(got[0].body)).document_id == "token-folder-1"
+
+
+# --- PIN files, modules, and a PIN the token refuses ---------------------------------------------
+
+
+def test_a_pin_file_that_is_a_link_or_another_users_is_refused(softhsm: SoftHsm, on_token: dict[str, str],
+                                                               dev_pki: Path, tmp_path: Path) -> None:
+    """The PIN is read only from a regular file of the user running lienthong: a symbolic link to
+    the right PIN file (private, correct PIN) is refused, and so is a private copy that belongs to
+    another user."""
+    cert = dev_pki / "agencies" / G22 / "cert.pem"
+    link = tmp_path / "link.pin"
+    link.symlink_to(softhsm.pin_file)
+    assert "is a symbolic link" in _config_error(softhsm.uri("agency-G22", pin_file=link), cert)
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    theirs = tmp_path / "theirs.pin"
+    write_private(theirs, PIN.encode())
+    os.chown(theirs, 65534, 65534)
+    assert "belongs to user 65534" in _config_error(softhsm.uri("agency-G22", pin_file=theirs), cert)
+
+
+def test_only_allowed_pkcs11_modules_are_loaded(softhsm: SoftHsm, on_token: dict[str, str], dev_pki: Path,
+                                                 tmp_path: Path) -> None:
+    """A library outside the allow-list is not loaded, even a genuine token module copied there
+    (module-path used to load any library); nor one that others may write.  A deployment that
+    lists the place (LIENTHONG_PKCS11_MODULES) signs with it: `lienthong sign` in a process of its own."""
+    cert = dev_pki / "agencies" / G22 / "cert.pem"
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copy(softhsm.module.resolve(), lib / "token.so")
+    uri = softhsm.uri("agency-G22", module=lib / "token.so")
+    assert "is not among the allowed ones" in _config_error(uri, cert)
+    (tmp_path / "doc.edxml").write_bytes(document())
+
+    def run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "broker.cli", "sign", str(tmp_path / "doc.edxml"), "--key", uri,
+                               "--cert", str(cert), "-o", str(tmp_path / "signed.edxml")], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+
+    refused = run({})
+    assert refused.returncode == 2 and "is not among the allowed ones" in refused.stderr
+    allowed = run({"LIENTHONG_PKCS11_MODULES": f"/usr/lib/*/softhsm/*.so:{lib}/*.so"})
+    assert allowed.returncode == 0, allowed.stderr
+    verify_tree(parse((tmp_path / "signed.edxml").read_bytes()), TrustStore.load(dev_pki))
+    (lib / "token.so").chmod(0o666)
+    loose = run({"LIENTHONG_PKCS11_MODULES": f"{lib}/*.so"})
+    assert loose.returncode == 2 and "may be changed by others" in loose.stderr
+
+
+def test_a_hub_worker_whose_pin_is_refused_is_not_started_again(softhsm: SoftHsm, on_token: dict[str, str],
+                                                                dev_pki: Path, tmp_path: Path) -> None:
+    """A hub key on the token with a wrong PIN: `hub run` says so and exits 78, before any broker
+    connection; the supervisor of `lienthong up` does not start it again (each start would be one
+    more wrong PIN, and a real token locks after a few; a worker that fails otherwise is started
+    again, tests/test_start.py)."""
+    from broker.relay.supervise import Supervisor
+
+    pki = tmp_path / "pki"
+    shutil.copytree(dev_pki, pki)
+    key_pem, _ = PkiLayout(pki).hub("national")
+    key_pem.unlink()
+    wrong = tmp_path / "wrong.pin"
+    write_private(wrong, b"000000")
+    PkiLayout.token_file(key_pem).write_text(softhsm.uri("hub-national", pin_file=wrong) + "\n")
+    env = {**os.environ, "LIENTHONG_PKI": str(pki), "LIENTHONG_DATA": str(tmp_path / "data"),
+           "LIENTHONG_TOPOLOGY": str(ROOT / "config" / "topology.yaml"), "LIENTHONG_STATE_URL": str(tmp_path / "state")}
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(hub: str, _slot: int) -> subprocess.Popen[bytes]:
+        started.append(subprocess.Popen([sys.executable, "-m", "broker.cli", "hub", "run", hub], cwd=ROOT, env=env,
+                                        stderr=subprocess.PIPE))
+        return started[-1]
+
+    supervisor = Supervisor(start, [("national", 0)], stable_seconds=30, max_delay=1)
+    deadline = time.monotonic() + 60
+    while started[0].poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert started[0].returncode == 78
+    assert started[0].stderr is not None
+    assert started[0].stderr.read().decode().strip() == \
+        "ERROR CONFIG: the PIN is not the user PIN of token 'lienthong' (wrong PIN)"
+    for _ in range(15):  # three seconds: a worker that failed otherwise would be started again after one
+        supervisor.poll()
+        time.sleep(0.2)
+    assert len(started) == 1 and supervisor.restarts == 0 and supervisor.refused == {"national"}

@@ -20,7 +20,7 @@ MAY_IMPORT = {
     "broker.relay": {"broker.core"},
     "broker.ops": {"broker.core", "broker.relay"},
     "broker.cli": {"broker.core", "broker.relay", "broker.ops", "adapters"},
-    "adapters": {"broker.core", "broker.relay.amqp", "broker.relay.transport"},
+    "adapters": {"broker.core", "broker.relay.amqp", "broker.relay.transport", "broker.relay.livetrust"},
 }
 PIKA_HOME = "broker.relay.amqp"
 """The AMQP transport: the only room that imports pika."""

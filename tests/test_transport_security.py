@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -194,3 +196,119 @@ def test_the_management_url_must_name_an_admin() -> None:
     with pytest.raises(errors.ConfigError, match="names no admin account"):
         Management("http://127.0.0.1:15672")
     assert urlsplit(Management("http://a:b@127.0.0.1:15672").base).hostname == "127.0.0.1"
+
+
+# --- the broker: revocation, no guest, no plain AMQP ----------------------------------------------
+
+
+def test_a_revoked_account_can_no_longer_log_in(relay: Relay) -> None:
+    """An agency's broker account logs in with its certificate; `lienthong pki revoke` puts that
+    certificate on the transport CA's CRL, and from the next login the broker refuses it (its
+    certificate file unchanged), while another agency's account still gets in."""
+    url = relay.agency_url(SENDER)
+    assert blocking.queue_depth(url, wire.inbox_queue(SENDER)) == 0
+    cert = relay.settings.keys.agency_account(SENDER)[1]
+    done = relay.cli("pki", "revoke", str(relay.settings.pki), str(cert))
+    assert done.returncode == 0, done.stderr
+    assert relay.names.agency_user(SENDER) in done.stdout and "signing" not in done.stdout
+    with pytest.raises(errors.TransientError):
+        blocking.queue_depth(url, wire.inbox_queue(SENDER))
+    assert blocking.queue_depth(relay.agency_url(RECIPIENT), wire.inbox_queue(RECIPIENT)) == 0
+
+
+def test_guest_is_gone_and_no_listener_speaks_plain_amqp(relay: Relay) -> None:
+    """The default account guest (administrator, password guest) does not exist, and the broker
+    listens for AMQP only with TLS: nothing answers on the plain port, and the broker lists no
+    plain AMQP listener."""
+    m = Management(relay.settings.mgmt_url)
+    with pytest.raises(errors.ConfigError, match="HTTP 404"):
+        m.get("/api/users/guest")
+    protocols = {item["protocol"] for item in m.get("/api/overview")["listeners"]}
+    assert "amqp/ssl" in protocols and "amqp" not in protocols, protocols
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", 5672), timeout=3).close()
+
+
+def _own_address() -> str | None:
+    """One of this machine's addresses that is not loopback, if it has one."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True)
+    found = [line.split()[3].split("/")[0] for line in out.stdout.splitlines() if len(line.split()) > 3]
+    return found[0] if found else None
+
+
+def test_the_admin_account_logs_in_from_loopback_only(relay: Relay) -> None:
+    """The admin account (a password account) logs in over TLS from 127.0.0.1, and is refused when
+    the same connection comes from this machine's own non-loopback address."""
+    address = _own_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback address to try from")
+    parts = urlsplit(relay.settings.mgmt_url)
+    credentials = pika.PlainCredentials(unquote(parts.username or ""), unquote(parts.password or ""))
+    ctx = ssl.create_default_context(cafile=str(relay.settings.keys.broker_ca))
+
+    def login(host: str) -> None:
+        params = pika.ConnectionParameters(host, 5671, relay.names.vhost("H41"), credentials, connection_attempts=1,
+                                           ssl_options=pika.SSLOptions(ctx, "localhost"))
+        pika.BlockingConnection(params).close()
+
+    login("127.0.0.1")
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):  # "can only connect via localhost"
+        login(address)
+
+
+def test_the_transport_crl_is_renewed_when_due_and_keeps_its_revocations(tmp_path: Path) -> None:
+    """`pki broker-crl --if-due` makes the transport CA's CRL where the broker looks for it (named
+    by the CA's OpenSSL name hash), leaves a current one alone, and re-signs one near its
+    nextUpdate with the same revoked serials and dates."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from broker.relay import brokercrl
+
+    d = tmp_path / "transport"
+    ca = devpki.transport_ca(d)
+    made = brokercrl.renew(d, if_due=True)
+    hashed = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(d / "ca.pem")],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert made == d / "crl" / f"{hashed}.r0" and stat.S_IMODE(made.stat().st_mode) == 0o644
+    assert brokercrl.renew(d, if_due=True) is None
+    victim = devpki.issue_account(ca, "lt-victim")
+    brokercrl.revoke(d, [victim.cert])
+    revoked_at = brokercrl.read(d).get_revoked_certificate_by_serial_number(victim.cert.serial_number)
+    assert revoked_at is not None
+    old = devpki.make_crl(ca, {victim.cert.serial_number: revoked_at.revocation_date_utc}, days=12,
+                          last_update=datetime.now(UTC) - timedelta(days=5))
+    made.write_bytes(old.public_bytes(Encoding.PEM))
+    assert brokercrl.renew(d, if_due=True) == made
+    renewed = brokercrl.read(d)
+    assert renewed.next_update_utc > datetime.now(UTC) + timedelta(days=20)
+    entry = renewed.get_revoked_certificate_by_serial_number(victim.cert.serial_number)
+    assert entry is not None and entry.revocation_date_utc == revoked_at.revocation_date_utc
+    assert renewed.is_signature_valid(ca.cert.public_key())
+
+
+@pytest.mark.parametrize("attrs", [
+    (("O", "lienthong dev PKI"), ("CN", "lienthong transport CA")),
+    (("C", "VN"), ("O", "  Ban Cơ yếu   Chính PHỦ "), ("CN", "RootCA chuyên dùng Chính phủ G2\t X")),
+    (("CN", "A" * 64), ("OU", "x" * 150)),
+])
+def test_the_crl_file_name_is_openssls_name_hash(attrs: tuple[tuple[str, str], ...], tmp_path: Path) -> None:
+    """The transport CRL is found by the broker under the issuer's OpenSSL name hash: ours equals
+    `openssl x509 -hash` for plain, Vietnamese, oddly spaced and long names."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    from broker.core.cafiles import name_hash
+
+    oids = {"O": NameOID.ORGANIZATION_NAME, "CN": NameOID.COMMON_NAME, "C": NameOID.COUNTRY_NAME,
+            "OU": NameOID.ORGANIZATIONAL_UNIT_NAME}
+    ca = devpki.make_root()
+    name = x509.Name([x509.NameAttribute(oids[k], v) for k, v in attrs])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(ca.key.public_key())
+            .serial_number(1).not_valid_before(ca.cert.not_valid_before_utc)
+            .not_valid_after(ca.cert.not_valid_after_utc).sign(ca.key, hashes.SHA256()))
+    (tmp_path / "c.pem").write_bytes(devpki.pem_cert(cert))
+    expected = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(tmp_path / "c.pem")],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert name_hash(name) == expected

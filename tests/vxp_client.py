@@ -4,7 +4,9 @@ not from the vendor's SDK: what a document system sends when it talks to ``<endp
 It behaves as the SDK does where the facts say so: the timestamp is fixed when the client is
 made, the header map is reused from call to call (so keys of an earlier call stay in it and in
 the signed set), the body of ``sendEdoc`` is the file followed by CRLF, and ``hash-file`` is
-SHA-256 in hex without zero padding of each byte.
+SHA-256 in hex without zero padding of each byte.  Over mutual TLS it presents the client
+certificate of its ``context`` (:func:`tls_context`), as the SDK does with the JVM's standard
+key-store properties; it reads the answer's JSON whatever the HTTP status.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import hashlib
 import hmac
 import json
 import ssl
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 VIETNAM = timezone(timedelta(hours=7))
@@ -26,6 +30,14 @@ SIGNED = ("systemid", "servicetype", "messagetype", "timestamp", "Content-Type")
 
 def sdk_hash(data: bytes) -> str:
     return "".join(f"{b:x}" for b in hashlib.sha256(data).digest())
+
+
+def tls_context(server_ca: Path, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    """Trust the gateway's CA; present ``cert`` (and its ``key``) when asked for a client certificate."""
+    ctx = ssl.create_default_context(cafile=str(server_ca))
+    if cert is not None:
+        ctx.load_cert_chain(str(cert), str(key) if key else None)
+    return ctx
 
 
 class VxpClient:
@@ -46,6 +58,8 @@ class VxpClient:
         }
         self.signed: tuple[str, ...] = SIGNED
         self.last_request: tuple[str, dict[str, str], bytes] | None = None
+        self.last_status = 0
+        """The HTTP status of the last answer."""
 
     # -- the wire ------------------------------------------------------------------------------
 
@@ -64,8 +78,11 @@ class VxpClient:
         if isinstance(body, bytes):
             self.last_request = (url, dict(headers), body)
         req = urllib.request.Request(url, data=body, method="POST", headers=headers)
-        with urllib.request.urlopen(req, timeout=60, context=self.context) as resp:
-            raw = resp.read()
+        try:
+            with urllib.request.urlopen(req, timeout=60, context=self.context) as resp:
+                self.last_status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:  # the envelope comes with a refusal too
+            self.last_status, raw = exc.code, exc.read()
         return dict(json.loads(raw.decode("ascii")))
 
     def call(self, operation: str, body: bytes = b"", **params: str) -> dict[str, Any]:

@@ -28,16 +28,19 @@ def gateway() -> None:
 @click.option("--cert", "cert", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The gateway's TLS certificate (PEM; 'lienthong pki broker-tls' can make one).")
 @click.option("--key", "key", type=click.Path(exists=True, dir_okay=False), default=None, help="...and its key.")
-@click.option("--client-ca", "client_ca", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Accept client certificates from this CA: the subject UID names the agency (mutual TLS).")
+@click.option("--client-ca", "client_ca", type=click.Path(exists=True), default=None,
+              help="Accept client certificates from these CAs (a PEM file, or a trust store directory, with "
+                   "their CRLs): the subject UID names the agency (mutual TLS; required by /vxp).")
+@click.option("--vxp-hmac-only", is_flag=True,
+              help="Let /vxp requests in without a client certificate (HMAC alone, within 5 minutes): weaker.")
 @click.option("--insecure-http", is_flag=True,
               help="Serve plain HTTP (only behind a TLS-terminating proxy on the same host).")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on 127.0.0.1:PORT.")
 @click.option("--max-uploads", default=4, show_default=True, help="Uploads in progress per agency.")
 def gateway_run(host: str, port: int, cert: str | None, key: str | None, client_ca: str | None,
-                insecure_http: bool, metrics_port: int | None, max_uploads: int) -> None:
+                vxp_hmac_only: bool, insecure_http: bool, metrics_port: int | None, max_uploads: int) -> None:
     """Serve the REST gateway over HTTPS (OpenAPI at /openapi.json, with a token), and the national
-    axis protocol under /vxp (secrets: 'lienthong vxp secret')."""
+    axis protocol under /vxp (mutual TLS and the agency's secret: 'lienthong vxp secret')."""
     import uvicorn
 
     from adapters.gateway import create_app
@@ -55,10 +58,17 @@ def gateway_run(host: str, port: int, cert: str | None, key: str | None, client_
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    tls = server_options(Path(cert) if cert else None, Path(key) if key else None,
-                         Path(client_ca) if client_ca else None)
-    uvicorn.run(create_app(s, connect=lambda agency: agency_client(s, agency), max_uploads=max_uploads),
-                host=host, port=port, log_level="warning", **tls)
+    if vxp_hmac_only:
+        click.secho("WARNING: --vxp-hmac-only: /vxp takes requests without a client certificate; a header pair "
+                    "captured from one call of an agency serves any call of it for up to 5 minutes", fg="red",
+                    bold=True, err=True)
+    elif not client_ca:
+        click.echo("note: /vxp refuses every call: it needs --client-ca (mutual TLS) or --vxp-hmac-only", err=True)
+    ca = Path(client_ca) if client_ca else None
+    app = create_app(s, connect=lambda agency: agency_client(s, agency), max_uploads=max_uploads, client_ca=ca,
+                     vxp_hmac_only=vxp_hmac_only)
+    tls = server_options(Path(cert) if cert else None, Path(key) if key else None, ca)
+    uvicorn.run(app, host=host, port=port, log_level="warning", **tls)
 
 
 @gateway.group("token")
@@ -165,9 +175,9 @@ def folder_run(agency: str, root: str, key_path: str | None, cert_path: str | No
     """Send what is dropped in ROOT/outbox, receive into ROOT/inbox, until stopped."""
     if bool(key_path) != bool(cert_path):
         raise errors.UsageError(N_("{first} and {second} go together"), first="--key", second="--cert")
-    key = signing_key(key_path, cert_path) if key_path and cert_path else None
     s = settings()
     load_topology(s)
+    key = signing_key(key_path, cert_path, modules=s.pkcs11_modules) if key_path and cert_path else None
     adapter = FolderAdapter(agency_client(s, agency), Path(root), key, fault=Fault.parse(s.tuning.fault))
     if once:
         st = adapter.run_once()

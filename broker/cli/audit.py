@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,10 +15,12 @@ from broker.core import errors, receipts, wire
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.i18n import N_, _
-from broker.ops.audit import collect, export_bundle, verified_timeline, verify_bundle, verify_log
+from broker.ops.audit import LogPolicy, collect, verified_timeline, verify_log
+from broker.ops.bundle import export_bundle, verify_bundle
 from broker.relay.assemble import hub_certificates, hub_stores
 from broker.relay.checkpoints import checkpoint
-from broker.relay.store import open_store
+from broker.relay.store import SqlStore, open_store
+from broker.settings import Settings
 
 
 @main.group()
@@ -66,28 +69,66 @@ def audit_verify_receipt(receipt_file: str, document_file: str | None) -> None:
 @click.option("--hub", "hubs", multiple=True, help="Only these hubs (default: all).")
 @click.option("--tsa-ca", "tsa_ca", default=None,
               help="PEM certificates of the time-stamping authority's CA: check each checkpoint's time-stamp.")
-def audit_verify_log(hubs: tuple[str, ...], tsa_ca: str | None) -> None:
-    """Recompute each hub's audit log hash chain, check its signed checkpoints, and what its
-    neighbours witnessed of them."""
+@click.option("--witness-within", "witness_within", type=float, default=None,
+              help="Seconds within which every entry must be under a checkpoint a neighbour witnessed "
+                   "[default: settings.audit.witness_within_seconds, else 900].")
+def audit_verify_log(hubs: tuple[str, ...], tsa_ca: str | None, witness_within: float | None) -> None:
+    """Recompute each hub's audit log hash chain, check its signed checkpoints, what its neighbours
+    witnessed of them (an entry older than --witness-within must be under a witnessed checkpoint)
+    and, with --tsa-ca, their time-stamps.  What cannot be checked here is said, and is no pass."""
     s = settings()
     topo = load_topology(s)
+    policy = LogPolicy(witness_within=witness_within if witness_within is not None
+                       else topo.settings.audit.witness_within_seconds,
+                       stamps_expected=bool(topo.settings.audit.tsa_url))
     certs = hub_certificates(s.pki, topo, TrustStore.load(s.pki))
-    witnesses = [r for st in hub_stores(s) for r in st.audit_rows() if r.kind == "witness"]
-    broken = []
+    here = _logs_here(s, topo)
+    witnesses = [r for st in {id(st): st for st in here.values()}.values() for r in st.audit_rows()
+                 if r.kind == "witness"]
+    broken, unchecked = [], []
+    now = time.time()
     for hub in hubs or tuple(topo.hubs):
-        store = open_store(s.state_url, hub=hub)
+        if hub not in here:
+            click.echo(f"{hub:9} NOT CHECKED: its log is not on this machine")
+            unchecked.append(f"hub {hub}: its log is not here")
+            continue
+        store = here[hub]
+        neighbours = topo.neighbours(hub)
         report = verify_log(store.audit_rows(hub=hub), store.checkpoints(hub), hub, certs, witnesses,
-                            store.timestamps(hub), Path(tsa_ca) if tsa_ca else None)
-        state = _("intact") if report.ok else _("BROKEN at entry {seq}: {reason}", seq=report.broken_at,
-                                                   reason=report.reason)
+                            store.timestamps(hub), Path(tsa_ca) if tsa_ca else None, neighbours=neighbours,
+                            absent=[n for n in neighbours if n not in here], now=now, policy=policy)
+        state = (_("intact") if report.ok
+                 else _("BROKEN at entry {seq}: {reason}", seq=report.broken_at, reason=report.reason)
+                 if report.broken_at is not None else _("NOT CHECKED in full"))
         stamped = _("{n:4} time-stamped ", n=report.time_stamped) if tsa_ca else ""
-        click.echo(_("{hub:9} {entries:7} entries {checkpoints:4} checkpoints {witnessed:4} witnessed {stamped} "
-                     "{state}", hub=hub, entries=report.entries, checkpoints=report.checkpoints,
-                     witnessed=report.witnessed, stamped=stamped, state=state))
-        if not report.ok:
+        tail = (_("unwitnessed tail: {n} entries ({seconds} s) ", n=report.unwitnessed,
+                  seconds=f"{now - report.unwitnessed_since:.0f}") if report.unwitnessed_since is not None else "")
+        click.echo(_("{hub:9} {entries:7} entries {checkpoints:4} checkpoints {witnessed:4} witnessed {stamped}"
+                     "{tail} {state}", hub=hub, entries=report.entries, checkpoints=report.checkpoints,
+                     witnessed=report.witnessed, stamped=stamped, tail=tail, state=state))
+        if report.stamped:
+            (first_seq, first), (last_seq, last) = report.stamped[0], report.stamped[-1]
+            click.echo(_("          time-stamped: entry {first_seq} at {first} UTC ... entry {last_seq} at {last} UTC "
+                         "(by the authority's clock)", first_seq=first_seq, first=f"{first:%Y-%m-%d %H:%M:%S}",
+                         last_seq=last_seq, last=f"{last:%Y-%m-%d %H:%M:%S}"))
+        for item in report.not_checked:
+            click.echo(_("          not checked: {item}", item=item))
+        if report.broken_at is not None:
             broken.append(f"hub {hub}: {report.reason}")
+        unchecked += [f"hub {hub}: {item}" for item in report.not_checked]
     if broken:
         raise errors.AuditFailure("; ".join(broken))
+    if unchecked:
+        raise errors.AuditIncomplete("not checked: " + "; ".join(unchecked))
+
+
+def _logs_here(s: Settings, topo: Topology) -> dict[str, SqlStore]:
+    """The audit logs on this machine, by hub: every hub's in a PostgreSQL state store, else
+    each hub whose SQLite file exists (none is made here)."""
+    if s.state_url.startswith(("postgresql://", "postgres://")):
+        store = open_store(s.state_url)
+        return dict.fromkeys(topo.hubs, store)
+    return {h: open_store(s.state_url, hub=h) for h in topo.hubs if (Path(s.state_url) / f"{h}.sqlite3").exists()}
 
 
 @audit.command("checkpoint")
@@ -132,8 +173,9 @@ def audit_verify_bundle(folder: str, trust_dir: str, directory_file: str | None,
                                 path=directory)
     at = datetime.fromisoformat(at_time).replace(tzinfo=UTC) if at_time else None
     r = verify_bundle(Path(folder), trust=TrustStore.load(trust_dir), directory=Topology.load(directory), at=at)
-    click.echo(_("VERIFIED: document {document_id}: {messages} signed message(s), {records} hop record(s) via "
-                 "{hubs}, {receipts} receipt(s); delivered to {recipients}", document_id=r.document_id,
-                 messages=r.messages, records=r.hop_records, hubs=", ".join(dict.fromkeys(r.hubs)),
-                 receipts=r.receipts, recipients=", ".join(sorted(set(r.delivered_to))) or _("nobody")))
+    click.echo(_("VERIFIED: document {document_id} from {sender} to {to} (as signed): {messages} signed message(s), "
+                 "{records} hop record(s) via {hubs}, {receipts} receipt(s); delivered to {recipients}",
+                 document_id=r.document_id, sender=r.sender, to=", ".join(r.recipients), messages=r.messages,
+                 records=r.hop_records, hubs=", ".join(r.hubs) or _("no hub"), receipts=r.receipts,
+                 recipients=", ".join(r.delivered_to) or _("nobody")))
 

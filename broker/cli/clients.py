@@ -21,7 +21,7 @@ def agency_client(settings: Settings, organ_id: str) -> AgencyClient:
     url = layout.account_url(topology, topology.agency(organ_id).hub, settings.keys.agency_account(organ_id),
                              settings.keys.broker_ca)
     paths = settings.keys.agency(organ_id)
-    key = principal_key(paths) if has_key(paths) else None  # its own key (PEM or token), if on this host
+    key = principal_key(paths, modules=settings.pkcs11_modules) if has_key(paths) else None  # its own, if here
     return AgencyClient(organ_id, url, handed=HandedOver(settings.data_dir / "agencies" / f"{organ_id}.sqlite3"),
                         check=delivery_check(settings, topology), key=key)
 
@@ -33,8 +33,8 @@ def delivery_check(settings: Settings, topology: Topology) -> DeliveryCheck:
 
 
 def agency_key(settings: Settings, organ_id: str) -> SigningKey:
-    return principal_key(settings.keys.agency(organ_id))
+    return principal_key(settings.keys.agency(organ_id), modules=settings.pkcs11_modules)
 
 
 def hub_key(settings: Settings, hub_id: str) -> SigningKey:
-    return principal_key(settings.keys.hub(hub_id))
+    return principal_key(settings.keys.hub(hub_id), modules=settings.pkcs11_modules)

@@ -63,7 +63,7 @@ def validate(file: str, as_json: bool, max_bytes: int | None) -> None:
 @click.option("-o", "--output", required=True, help="Where to write the signed message.")
 def sign(file: str, key_path: str, cert_path: str, output: str) -> None:
     """Sign FILE with an enveloped XMLDSig signature (RSA/ECDSA, SHA-256)."""
-    signed = do_sign(read_file(file), signing_key(key_path, cert_path))
+    signed = do_sign(read_file(file), signing_key(key_path, cert_path, modules=settings().pkcs11_modules))
     Path(output).write_bytes(signed)
     click.echo(_("signed {file} -> {output}", file=file, output=output))
 

@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from broker.cli.app import load_topology, main, settings
-from broker.i18n import _
-from broker.relay import devpki
+from broker.i18n import N_, _
+from broker.relay import brokercrl, devpki
 from broker.settings import PkiLayout
 
 
@@ -101,8 +101,53 @@ def pki_broker_tls(directory: str, hosts: tuple[str, ...]) -> None:
 @pki.command("revoke")
 @click.argument("directory")
 @click.argument("certs", nargs=-1, required=True)
-def pki_revoke(directory: str, certs: tuple[str, ...]) -> None:
-    """Revoke certificates (PEM files) in the dev PKI's CRL."""
+@click.option("--transport-ca", "transport", default=None,
+              help="The broker TLS CA's directory (see init), for broker accounts' certificates.")
+def pki_revoke(directory: str, certs: tuple[str, ...], transport: str | None) -> None:
+    """Revoke certificates (PEM files): a signing certificate in the root's CRL, a broker
+    account's (amqp-*-cert.pem) in the transport CA's CRL, which the broker reads at each login."""
+    from cryptography import x509
+
+    from broker.core.errors import UsageError
+
     _warn()
-    devpki.revoke(directory, [Path(c) for c in certs])
-    click.echo(_("revoked {n} certificate(s); CRL re-signed", n=len(certs)))
+    keys = PkiLayout(Path(directory), Path(transport) if transport else settings().transport_ca)
+    root = x509.load_pem_x509_certificate(keys.anchor.read_bytes()) if keys.anchor.exists() else None
+    broker_ca = x509.load_pem_x509_certificate(keys.broker_ca.read_bytes()) if keys.broker_ca.exists() else None
+    signing: list[Path] = []
+    accounts: list[x509.Certificate] = []
+    for c in certs:
+        try:
+            cert = x509.load_pem_x509_certificate(Path(c).read_bytes())
+        except (OSError, ValueError):
+            raise UsageError(N_("{file} is not a PEM certificate"), file=c) from None
+        if root is not None and brokercrl.issued_by(cert, root):
+            signing.append(Path(c))
+        elif broker_ca is not None and brokercrl.issued_by(cert, broker_ca):
+            accounts.append(cert)
+        else:
+            raise UsageError(N_("{file} was issued neither by {root} nor by {broker_ca}"), file=c,
+                             root=str(keys.anchor), broker_ca=str(keys.broker_ca))
+    if signing:
+        devpki.revoke(directory, signing)
+        click.echo(_("revoked {n} signing certificate(s); {crl} re-signed", n=len(signing),
+                     crl=str(keys.root / "root-ca.crl.pem")))
+    if accounts:
+        path, users = brokercrl.revoke(keys.transport_ca, accounts)
+        click.echo(_("revoked broker account(s) {users}; {crl} re-signed: the broker refuses them from the next "
+                     "login (open connections: rabbitmqctl close_all_user_connections USER revoked)",
+                     users=", ".join(users), crl=str(path)))
+
+
+@pki.command("broker-crl")
+@click.argument("directory")
+@click.option("--if-due", is_flag=True, help="Only when it is missing or expires within 10 days.")
+def pki_broker_crl(directory: str, if_due: bool) -> None:
+    """Re-sign the transport CA's CRL in DIRECTORY (made empty if there is none), keeping what it
+    revokes. The broker refuses every client certificate once it is past its nextUpdate."""
+    path = brokercrl.renew(Path(directory), if_due=if_due)
+    crl = brokercrl.read(Path(directory))
+    assert crl is not None
+    state = _("re-signed {file}", file=str(path)) if path else _("not due")
+    click.echo(_("transport CRL: {state}; {n} revoked, good until {until} UTC", state=state, n=len(list(crl)),
+                 until=f"{crl.next_update_utc:%Y-%m-%d %H:%M}"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -9,7 +10,9 @@ import click
 from adapters.sdk import save_item
 from broker.cli.app import load_topology, main, read_file, settings
 from broker.cli.clients import agency_client, agency_key
+from broker.core import errors
 from broker.i18n import _
+from broker.pkcs11 import EXIT_PIN_REFUSED
 from broker.relay.amqp.session import AmqpTransport
 from broker.relay.assemble import start_hub
 from broker.relay.provision import apply
@@ -44,10 +47,15 @@ def hub() -> None:
 @click.option("--prefetch", default=256, show_default=True, help="Unacked messages in flight.")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
 def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
-    """Run one worker of HUB_ID until stopped (SIGTERM/SIGINT)."""
+    """Run one worker of HUB_ID until stopped (SIGTERM/SIGINT).  Exits 78 when its token refuses
+    the PIN of the hub's key: a token locks after a few wrong PINs, so it is not tried again."""
     s = settings()
     load_topology(s)
-    hop, trust, store = start_hub(s, hub_id)
+    try:
+        hop, trust, store = start_hub(s, hub_id)
+    except errors.CredentialRefused as exc:
+        click.echo(exc.line(), err=True)
+        sys.exit(EXIT_PIN_REFUSED)
     if metrics_port:
         from prometheus_client import start_http_server
 

@@ -6,10 +6,15 @@ is ignored, never loaded) or DER (one certificate or one CRL: the government CA'
 come so).
 The content says which, not the name: a ``.crt`` may be PEM, a ``.der`` a CRL.  A file that holds
 neither is a configuration error naming it.
+
+:func:`name_hash` names files the way OpenSSL's and Erlang's hashed directories look them up
+(``<hash>.r0`` for a CRL): RabbitMQ reads the transport CA's CRL so.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 from cryptography import x509
@@ -18,6 +23,45 @@ from broker.core.errors import ConfigError
 
 SUFFIXES = (".pem", ".crt", ".cer", ".der", ".crl")
 """The files of a trust store directory (read, and watched for changes)."""
+
+
+def der(tag: int, content: bytes) -> bytes:
+    """One DER element: ``tag``, the length of ``content``, ``content``."""
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + content
+
+
+def der_oid(dotted: str) -> bytes:
+    """An OBJECT IDENTIFIER in DER."""
+    first, second, *rest = (int(p) for p in dotted.split("."))
+    out = b""
+    for arc in (40 * first + second, *rest):
+        chunk = [arc & 0x7F]
+        while arc := arc >> 7:
+            chunk.append(0x80 | (arc & 0x7F))
+        out += bytes(reversed(chunk))
+    return der(0x06, out)
+
+
+def name_hash(name: x509.Name) -> str:
+    """OpenSSL's subject-name hash (``openssl x509 -hash``, Erlang's ``openssl_name_hash``): SHA-1
+    of the name's canonical form (each string value as UTF8String, trimmed, inner whitespace runs
+    made one space, ASCII letters lowered; the RDN sets without the outer sequence), its first
+    four bytes read little-endian, in hex."""
+    canon = b""
+    for rdn in name.rdns:
+        items = []
+        for attr in rdn:
+            if not isinstance(attr.value, str):
+                raise ConfigError(f"the name {name.rfc4514_string()!r} has a value that is not a string")
+            text = re.sub(r"[ \t\n\v\f\r]+", " ", attr.value.strip(" \t\n\v\f\r"))
+            text = re.sub(r"[A-Z]+", lambda m: m.group().lower(), text)
+            items.append(der(0x30, der_oid(attr.oid.dotted_string) + der(0x0C, text.encode())))
+        canon += der(0x31, b"".join(sorted(items)))
+    return f"{int.from_bytes(hashlib.sha1(canon).digest()[:4], 'little'):08x}"
 
 
 def is_ca(cert: x509.Certificate) -> bool:

@@ -91,6 +91,8 @@ class Audit:
 
     tsa_url: str = ""
     """An RFC 3161 time-stamping authority that stamps every audit checkpoint ('' : none)."""
+    witness_within_seconds: float = 900.0
+    """``audit verify-log`` fails a checkpoint older than this that no neighbour witnessed."""
 
 
 @dataclass(frozen=True)

@@ -246,6 +246,12 @@ class AuditFailure(LienthongError):
     code = "AUDIT_BROKEN"
 
 
+class AuditIncomplete(LienthongError):
+    """The audit could not check all it must (a neighbour's witnesses, a time-stamp), so it is not a pass."""
+
+    code = "AUDIT_INCOMPLETE"
+
+
 class Unauthorized(LienthongError):
     """The request carries no valid token (none, unknown, expired or revoked) or client certificate."""
 
@@ -324,6 +330,10 @@ class ConfigError(LienthongError):
     code = "CONFIG"
 
 
+class CredentialRefused(ConfigError):
+    """A key's secret (a token's PIN) was refused: trying it again could lock the token."""
+
+
 def markdown() -> str:
     """docs/errors.md: every code with its meaning."""
     lines = ["# Error codes", "",
@@ -332,7 +342,8 @@ def markdown() -> str:
              "they are never renamed or reused, only added. `lienthong errors` prints this list",
              "(`lienthong errors --markdown > docs/errors.md` regenerates this file).", "",
              "CLI exit codes: 0 good; 1 message rejected; 2 usage, configuration, access or audit failure;",
-             "70 internal error.", "", "| code | meaning |", "|---|---|"]
+             "70 internal error; 78 a hub worker whose token refused its PIN (`lienthong up` does not",
+             "start it again: a token locks after a few wrong PINs).", "", "| code | meaning |", "|---|---|"]
     lines += [f"| `{c}` | {d} |" for c, d in codes()]
     return "\n".join(lines) + "\n"
 

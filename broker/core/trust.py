@@ -182,6 +182,12 @@ class TrustStore:
         return TrustStore(anchors=self.anchors, intermediates=(*self.intermediates, *intermediates),
                           crls=(*self.crls, *crls), require_crl=self.require_crl, policy=self.policy)
 
+    def check_revocation(self, cert: x509.Certificate, issuer: x509.Certificate, *,
+                         at: datetime | None = None) -> None:
+        """Raise :class:`Revoked` or :class:`RevocationUnknown` unless ``issuer``'s current CRL (or
+        status source) clears ``cert`` at ``at``: for a path built elsewhere (a TLS client's)."""
+        self._check_revocation(cert, issuer, at or now())
+
     # -- path validation -----------------------------------------------------
 
     def validate(self, leaf: x509.Certificate, extra: tuple[x509.Certificate, ...] = (),

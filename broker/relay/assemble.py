@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography import x509
 
 from broker import pkcs11
-from broker.core.errors import ConfigError, TransientError
+from broker.core.errors import ConfigError, CredentialRefused, TransientError
 from broker.core.hop import Hop
 from broker.core.signer import SigningKey, read_certificates
 from broker.core.topology import Topology, subject_uid
@@ -41,7 +41,9 @@ def hub_certificates(pki: Path, topology: Topology, trust: TrustStore) -> dict[s
 
 
 def load_hop(settings: Settings, hub_id: str, topology: Topology | None = None) -> tuple[Hop, LiveTrust]:
-    """Hub ``hub_id`` and the trust store it follows (its directory and the CRLs fetched for it)."""
+    """Hub ``hub_id`` and the trust store it follows (its directory and the CRLs fetched for it); a
+    token that refuses the hub key's PIN raises :class:`CredentialRefused` (never to be retried:
+    it could lock the token)."""
     topology = topology or Topology.load(settings.topology)
     if hub_id not in topology.hubs:
         raise ConfigError(f"hub {hub_id!r} is not in the topology")
@@ -50,25 +52,29 @@ def load_hop(settings: Settings, hub_id: str, topology: Topology | None = None) 
                      status_source=OcspClient(revocation.ocsp_url or None))
     trust = live.current()
     return Hop(hub=hub_id, topology=topology, trust=trust,
-               key=principal_key(settings.keys.hub(hub_id)),
+               key=principal_key(settings.keys.hub(hub_id), modules=settings.pkcs11_modules),
                hub_certs=hub_certificates(settings.pki, topology, trust),
                limits=topology.settings.limits,
                receipts=settings.tuning.receipts), live  # receipts off only to measure their cost (bench/)
 
 
-def signing_key(key: str | Path, cert: str | Path) -> SigningKey:
+def signing_key(key: str | Path, cert: str | Path, *, modules: tuple[str, ...] = ()) -> SigningKey:
     """A signing key from a PEM file, or from the token a PKCS#11 URI names (the key stays there;
-    it is checked to belong to ``cert``)."""
+    it is checked to belong to ``cert``; its module must be on the allow-list ``modules``, the
+    default's when empty)."""
     if not pkcs11.is_uri(str(key)):
         return SigningKey.load(key, cert)
     certs = read_certificates(cert)
     try:
-        return SigningKey.with_certificate(pkcs11.open_key(str(key), certs[0].public_key()), certs)
+        return SigningKey.with_certificate(
+            pkcs11.open_key(str(key), certs[0].public_key(), modules=modules or pkcs11.DEFAULT_MODULES), certs)
+    except pkcs11.PinRefused as exc:
+        raise CredentialRefused(str(exc)) from None
     except pkcs11.TokenError as exc:
         raise ConfigError(str(exc)) from None
 
 
-def principal_key(paths: tuple[Path, Path]) -> SigningKey:
+def principal_key(paths: tuple[Path, Path], *, modules: tuple[str, ...] = ()) -> SigningKey:
     """A hub's or an agency's own signing key from its (``key.pem``, ``cert.pem``): the PEM key,
     else the token that ``key.pkcs11`` beside it names."""
     key, cert = paths
@@ -78,7 +84,7 @@ def principal_key(paths: tuple[Path, Path]) -> SigningKey:
     uri = token.read_text(encoding="utf-8").strip()
     if not pkcs11.is_uri(uri):
         raise ConfigError(f"{token} does not hold a PKCS#11 URI (pkcs11:...)")
-    return signing_key(uri, cert)
+    return signing_key(uri, cert, modules=modules)
 
 
 def has_key(paths: tuple[Path, Path]) -> bool:

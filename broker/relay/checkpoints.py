@@ -48,8 +48,9 @@ def hand_to_neighbours(publishers: Mapping[str, Publisher], topology: Topology, 
 
 
 def time_stamp(store: SqlStore, hub: str, url: str, seq: int, token: str, log: Any) -> None:
-    """Have the RFC 3161 authority at ``url`` stamp a checkpoint and keep its answer (run off the
-    message loop: an authority's answer must not hold it)."""
+    """Have the RFC 3161 authority at ``url`` stamp a checkpoint and keep its answer, once it
+    verified against the request (run off the message loop: an authority's answer must not hold
+    it).  An answer that does not verify is not kept: it is an alert."""
     try:
         store.add_timestamp(hub, seq, timestamp.stamp(url, token.encode()))
     except LienthongError as exc:

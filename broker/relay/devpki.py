@@ -26,7 +26,7 @@ P-256 keys, which sign hop records fast.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -110,16 +110,18 @@ def issue(ca: Issued, common_name: str, *, uid: str | None = None, kind: str = "
     return Issued(key, builder.sign(ca.key, hashes.SHA256()))
 
 
-def make_crl(ca: Issued, revoked_serials: Iterable[int] = (), *, days: int = 30,
+def make_crl(ca: Issued, revoked_serials: Iterable[int] | Mapping[int, datetime] = (), *, days: int = 30,
              last_update: datetime | None = None) -> x509.CertificateRevocationList:
-    """A CRL from ``ca`` listing ``revoked_serials``, valid ``days`` from ``last_update``."""
+    """A CRL from ``ca`` listing ``revoked_serials``, valid ``days`` from ``last_update``; a
+    mapping gives each serial its revocation date (else: ``last_update``)."""
     start = last_update or (_now() - timedelta(minutes=5))
+    dates = revoked_serials if isinstance(revoked_serials, Mapping) else dict.fromkeys(revoked_serials, start)
     builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
                .last_update(start).next_update(start + timedelta(days=days)))
-    for serial in revoked_serials:
+    for serial, when in sorted(dates.items()):
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(serial)
-            .revocation_date(start).build())
+            .revocation_date(when).build())
     return builder.sign(ca.key, hashes.SHA256())
 
 
@@ -269,7 +271,7 @@ def issue_server(ca: Issued, hosts: Sequence[str], days: int = 825) -> Issued:
     return Issued(key, cert)
 
 
-def write_crl(directory: Path, root: Issued, revoked_serials: Iterable[int]) -> None:
+def write_crl(directory: Path, root: Issued, revoked_serials: Iterable[int] | Mapping[int, datetime]) -> None:
     crl = make_crl(root, revoked_serials)
     _write(directory / "root-ca.crl.pem", crl.public_bytes(serialization.Encoding.PEM))
 
@@ -287,9 +289,12 @@ def load_ca(cert_path: Path, key_path: Path) -> Issued:
 
 
 def revoke(directory: str | Path, cert_paths: Iterable[Path]) -> None:
-    """Add certificates to the root's CRL, keeping those already revoked, and re-sign it."""
+    """Add certificates to the root's CRL, keeping those already revoked (with their dates), and
+    re-sign it.  (Broker accounts' certificates: :mod:`broker.relay.brokercrl`.)"""
     d = Path(directory)
     crl_path = d / "root-ca.crl.pem"
-    serials = {r.serial_number for r in x509.load_pem_x509_crl(crl_path.read_bytes())} if crl_path.exists() else set()
-    serials |= {x509.load_pem_x509_certificate(p.read_bytes()).serial_number for p in cert_paths}
-    write_crl(d, load_root(d), sorted(serials))
+    dates = {r.serial_number: r.revocation_date_utc
+             for r in x509.load_pem_x509_crl(crl_path.read_bytes())} if crl_path.exists() else {}
+    for p in cert_paths:  # dated as the CRL's lastUpdate, as make_crl dates what it lists
+        dates.setdefault(x509.load_pem_x509_certificate(p.read_bytes()).serial_number, _now() - timedelta(minutes=5))
+    write_crl(d, load_root(d), dates)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from broker.logs import get_logger
+from broker.pkcs11 import EXIT_PIN_REFUSED
 
 log = get_logger("lienthong.up")
 
@@ -20,7 +21,10 @@ def start_worker(hub_id: str, metrics_port: int | None = None) -> subprocess.Pop
 class Supervisor:
     """Keeps one worker process per slot running: a worker that exits is logged with its exit code
     and started again, after a back-off that doubles (1 s up to ``max_delay``) while it keeps dying
-    within ``stable_seconds`` of its start, so a worker that cannot start does not spin."""
+    within ``stable_seconds`` of its start, so a worker that cannot start does not spin.  A worker
+    that exits :data:`~broker.pkcs11.EXIT_PIN_REFUSED` (its token refused the PIN) is not started
+    again, nor are the other workers of its hub once they exit: each start would be one more wrong
+    PIN, and a token locks after a few."""
 
     def __init__(self, start: Callable[[str, int], subprocess.Popen[bytes]], slots: list[tuple[str, int]], *,
                  stable_seconds: float = 30.0, max_delay: float = 30.0,
@@ -33,6 +37,8 @@ class Supervisor:
         self._delay: dict[tuple[str, int], float] = {}
         self._due: dict[tuple[str, int], float] = {}
         self.restarts = 0
+        self.refused: set[str] = set()
+        """Hubs whose token refused the PIN: their workers are not started again."""
         for slot in slots:
             self._launch(slot)
 
@@ -51,6 +57,12 @@ class Supervisor:
                     log.info("worker restarted", hub=slot[0], slot=slot[1], restarts=self.restarts)
                 continue
             if p.poll() is None:
+                continue
+            if p.returncode == EXIT_PIN_REFUSED or slot[0] in self.refused:
+                self.refused.add(slot[0])
+                del self.procs[slot]
+                log.error("worker stopped for good: its token refused the PIN; fix the PIN file, then start it "
+                          "again", hub=slot[0], slot=slot[1], exit_code=p.returncode)
                 continue
             lived = now - self._started[slot]
             delay = 1.0 if lived >= self.stable_seconds else min(self._delay.get(slot, 0.5) * 2, self.max_delay)
