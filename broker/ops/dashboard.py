@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from broker import i18n
-from broker.core.errors import UsageError
+from broker.core.errors import HostNotAllowed, UsageError
 from broker.core.topology import Topology
 from broker.i18n import N_, _
 from broker.ops import dashboard_page
@@ -62,8 +62,9 @@ def create_app(settings: Settings | None = None, *, allow_hosts: tuple[str, ...]
         host = request.headers.get("host", "").lower()
         name = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0] if ":" in host else host
         if name not in allowed and host not in allowed:
-            return JSONResponse({"code": "HOST_NOT_ALLOWED",
-                                 "message": _("this dashboard does not serve {host!r}", host=host)}, status_code=421)
+            refused = HostNotAllowed(N_("this dashboard does not serve {host!r}"), host=host)
+            return JSONResponse({"code": refused.code, "message": refused.render(i18n.current().gettext)},
+                                status_code=421)
         if token is not None:
             given = (request.headers.get("authorization", "")[7:] or request.cookies.get("lienthong_dashboard")
                      or request.query_params.get("token") or "")
