@@ -11,12 +11,16 @@ from adapters.sdk import save_item
 from broker.cli.app import load_topology, main, read_file, settings
 from broker.cli.clients import agency_client, agency_key
 from broker.core import errors
-from broker.i18n import _
+from broker.core.topology import Topology
+from broker.i18n import N_, _
+from broker.logs import get_logger
 from broker.pkcs11 import EXIT_PIN_REFUSED
+from broker.relay import layout
 from broker.relay.amqp.session import AmqpTransport
 from broker.relay.assemble import start_hub
-from broker.relay.provision import apply
-from broker.relay.worker import HubWorker
+from broker.relay.provision import Management, apply, setup_hub, sync_hub
+from broker.relay.worker import HubWorker, Provision
+from broker.settings import Settings
 
 
 @main.group("broker")
@@ -25,10 +29,19 @@ def broker_group() -> None:
 
 
 @broker_group.command("setup")
-def broker_setup() -> None:
+@click.option("--hub", "hub_id", default=None,
+              help="Only this hub, on its own broker, with that broker's admin account (LIENTHONG_MGMT_URL): "
+                   "what one operator runs. Without it, every hub (development: one admin everywhere).")
+def broker_setup(hub_id: str | None) -> None:
     """Declare vhosts, users, permissions, exchanges and queues (idempotent)."""
     s = settings()
-    counts = apply(load_topology(s), s.mgmt_url, s.keys.broker_ca)
+    topology = load_topology(s)
+    if hub_id is None:
+        counts = apply(topology, s.mgmt_url, s.keys.broker_ca)
+    elif hub_id not in topology.hubs:
+        raise errors.UsageError(N_("hub {hub!r} is not in the topology"), hub=hub_id)
+    else:
+        counts = setup_hub(topology, hub_id, Management(s.mgmt_url), s.keys.broker_ca)
     click.echo(setup_line(counts))
 
 
@@ -52,7 +65,7 @@ def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
     s = settings()
     load_topology(s)
     try:
-        hop, trust, store = start_hub(s, hub_id)
+        hub = start_hub(s, hub_id)
     except errors.CredentialRefused as exc:
         click.echo(exc.line(), err=True)
         sys.exit(EXIT_PIN_REFUSED)
@@ -60,8 +73,25 @@ def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    HubWorker(hop, store, s.keys, AmqpTransport(), trust=trust, crl_cache=trust.crl_cache, prefetch=prefetch,
-              tuning=s.tuning).run()
+    HubWorker(hub.hop, hub.store, s.keys, AmqpTransport(), trust=hub.trust, crl_cache=hub.trust.crl_cache,
+              prefetch=prefetch, tuning=s.tuning, directories=hub.directories,
+              provision=own_broker(s, hub_id)).run()
+
+
+def own_broker(s: Settings, hub_id: str) -> Provision:
+    """How hub ``hub_id`` makes a new directory's objects on its own broker: with its operator's admin
+    account (``LIENTHONG_MGMT_URL``) for accounts and rights, its own hub account for the rest."""
+
+    def provision(old: Topology, new: Topology) -> None:
+        try:
+            declare_url = layout.account_url(new, hub_id, s.keys.hub_account(hub_id, "hub"), s.keys.broker_ca)
+            counts = sync_hub(old, new, hub_id, Management(s.mgmt_url), declare_url)
+        except errors.ConfigError as exc:  # no admin account here, or the broker refused it: tried again later
+            raise errors.TransientError(N_("this hub cannot make the directory's accounts on its broker: {reason}"),
+                                        reason=exc.message) from None
+        get_logger("lienthong.directory").info("broker objects of the directory made", hub=hub_id, **counts)
+
+    return provision
 
 
 @main.command()

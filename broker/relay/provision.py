@@ -43,7 +43,8 @@ class Management:
         self.user = user
         self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, *, missing_ok: bool = False) -> Any:
+        """One call; ``missing_ok``: a 404 (deleting what is gone already) is no error."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, method=method,
                                      headers={"Authorization": self._auth, "Content-Type": "application/json"})
@@ -51,6 +52,8 @@ class Management:
             with urllib.request.urlopen(req, timeout=15) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
+            if missing_ok and exc.code == 404:
+                return None
             raise ConfigError(f"management API {method} {path}: HTTP {exc.code} {exc.read()[:200]!r}") from None
         except OSError as exc:
             raise TransientError(f"management API at {self.base} unreachable: {exc}") from None
@@ -80,52 +83,79 @@ def q(name: str) -> str:
 
 
 def apply(topology: Topology, default_mgmt_url: str, broker_ca: Path) -> dict[str, int]:
-    """Declare everything; return counts of what was applied.  ``broker_ca``: the CA of the
-    brokers' TLS certificates."""
-    counts = {"vhosts": 0, "users": 0, "permissions": 0, "declarations": 0, "policies": 0}
+    """Every hub's objects, each on its own broker (``management_url`` of the hub, else
+    ``default_mgmt_url``): the development default, where one admin reaches every broker.  An
+    operator of one hub uses :func:`setup_hub` alone.  Returns counts of what was applied."""
+    counts: dict[str, int] = {}
     mgmts: dict[str, Management] = {}
-
-    def mgmt_for(hub_id: str) -> Management:
+    for hub_id in topology.hubs:
         url = topology.hubs[hub_id].management_url or default_mgmt_url
-        return mgmts.setdefault(url, for_hub(url, default_mgmt_url))
-
-    names = wire.names(topology)
-    for hub_id in topology.hubs:
-        m = mgmt_for(hub_id)
-        m.put(f"/api/vhosts/{q(names.vhost(hub_id))}", {"description": f"lienthong hub {hub_id}"})
-        # the admin account needs rights in the vhost to declare its topology
-        m.put(f"/api/permissions/{q(names.vhost(hub_id))}/{q(m.user)}",
-              {"configure": ".*", "write": ".*", "read": ".*"})
-        counts["vhosts"] += 1
-    # users exist per broker; create each on every broker that holds one of its vhosts
-    perms = layout.permissions(topology)
-    vhost_hub = {names.vhost(h): h for h in topology.hubs}
-    done_users: set[tuple[str, str]] = set()
-    for p in perms:
-        m = mgmt_for(vhost_hub[p.vhost])
-        if (m.base, p.user) not in done_users:
-            # no password: the account logs in only with its client certificate (EXTERNAL over TLS)
-            m.put(f"/api/users/{q(p.user)}", {"password_hash": "", "tags": ""})
-            done_users.add((m.base, p.user))
-            counts["users"] += 1
-        m.put(f"/api/permissions/{q(p.vhost)}/{q(p.user)}",
-              {"configure": p.configure, "write": p.write, "read": p.read})
-        counts["permissions"] += 1
-    policy = layout.reliability_policy()
-    for m in {mgmt_for(h).base: mgmt_for(h) for h in topology.hubs}.values():
-        check_broker_supports_at_least_once(m)
-    for hub_id in topology.hubs:
-        items = layout.declarations(topology, hub_id)
-        blocking.declare(layout.admin_url(topology, hub_id, mgmt_for(hub_id).url, broker_ca), items)
-        counts["declarations"] += len(items)
-        vhost = names.vhost(hub_id)
-        mgmt_for(hub_id).put(f"/api/policies/{q(vhost)}/{q(policy.name)}",
-                             {"pattern": policy.pattern, "definition": policy.definition,
-                              "priority": policy.priority, "apply-to": "queues"})
-        counts["policies"] += 1
-        check_at_least_once(mgmt_for(hub_id), vhost, layout.dead_lettering_queues(topology))
+        m = mgmts.setdefault(url, for_hub(url, default_mgmt_url))
+        for k, v in setup_hub(topology, hub_id, m, broker_ca).items():
+            counts[k] = counts.get(k, 0) + v
     log.info("broker setup applied", **counts)
     return counts
+
+
+def setup_hub(topology: Topology, hub_id: str, m: Management, broker_ca: Path) -> dict[str, int]:
+    """Hub ``hub_id``'s objects on its own broker, with that broker's admin account ``m``: its vhost,
+    the accounts that work in it (the hub's own, its agencies', each neighbour's link, named as the
+    neighbour's client certificate names it) with their permissions, its exchanges, queues and
+    bindings, and its policy.  Touches no other broker: no operator needs an account on another's."""
+    names = wire.names(topology)
+    vhost = names.vhost(hub_id)
+    check_broker_supports_at_least_once(m)
+    m.put(f"/api/vhosts/{q(vhost)}", {"description": f"lienthong hub {hub_id}"})
+    # the admin account needs rights in the vhost to declare its objects
+    m.put(f"/api/permissions/{q(vhost)}/{q(m.user)}", {"configure": ".*", "write": ".*", "read": ".*"})
+    counts = {"vhosts": 1, "users": 0, "permissions": 0, "declarations": 0, "policies": 0}
+    for p in layout.permissions(topology):
+        if p.vhost != vhost:
+            continue
+        grant(m, p)
+        counts["users"] += 1
+        counts["permissions"] += 1
+    items = layout.declarations(topology, hub_id)
+    blocking.declare(layout.admin_url(topology, hub_id, m.url, broker_ca), items)
+    counts["declarations"] = len(items)
+    policy = layout.reliability_policy()
+    m.put(f"/api/policies/{q(vhost)}/{q(policy.name)}", {"pattern": policy.pattern, "definition": policy.definition,
+                                                       "priority": policy.priority, "apply-to": "queues"})
+    counts["policies"] = 1
+    check_at_least_once(m, vhost, layout.dead_lettering_queues(topology))
+    return counts
+
+
+def sync_hub(old: Topology, new: Topology, hub_id: str, m: Management, declare_url: str) -> dict[str, int]:
+    """Bring hub ``hub_id``'s broker from directory ``old`` to ``new`` while the hub serves: what the
+    new one adds is declared (over ``declare_url``, the hub's own account) and its accounts may log
+    in; the accounts that no longer work here lose their rights in this vhost, and are deleted
+    when they have none left on this broker.  A removed agency's inbox queue is kept with what
+    waits in it (``lienthong status`` lists it): no account reads it any more."""
+    vhost = wire.names(new).vhost(hub_id)
+    before = {p.user: p for p in layout.permissions(old) if p.vhost == vhost}
+    after = {p.user: p for p in layout.permissions(new) if p.vhost == vhost}
+    counts = {"users": 0, "declarations": 0, "withdrawn": 0}
+    for user, p in after.items():
+        if before.get(user) != p:
+            grant(m, p)
+            counts["users"] += 1
+    items = layout.declarations(new, hub_id)
+    blocking.declare(declare_url, items)
+    counts["declarations"] = len(items)
+    for user in sorted(set(before) - set(after)):
+        m.request("DELETE", f"/api/permissions/{q(vhost)}/{q(user)}", missing_ok=True)
+        if not m.get(f"/api/users/{q(user)}/permissions"):
+            m.request("DELETE", f"/api/users/{q(user)}", missing_ok=True)
+        counts["withdrawn"] += 1
+    return counts
+
+
+def grant(m: Management, p: layout.Permission) -> None:
+    """The account of ``p`` (with no password: it logs in only with its client certificate, EXTERNAL
+    over TLS) and its rights in ``p``'s vhost."""
+    m.put(f"/api/users/{q(p.user)}", {"password_hash": "", "tags": ""})
+    m.put(f"/api/permissions/{q(p.vhost)}/{q(p.user)}", {"configure": p.configure, "write": p.write, "read": p.read})
 
 
 def check_broker_supports_at_least_once(m: Management) -> None:
