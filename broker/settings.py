@@ -85,6 +85,27 @@ class PkiLayout:
         d = self.root / "hubs" / hub_id
         return d / f"amqp-{role}-key.pem", d / f"amqp-{role}-cert.pem"
 
+    @property
+    def directory_authorities(self) -> Path:
+        """Whom this host takes its directory from: the SHA-256 fingerprints of the directory
+        authorities' certificates, one per line (``#`` starts a comment).  Local to each host: a
+        hub's operator decides it, no directory can change it."""
+        return self.root / "directory-authorities.txt"
+
+    def directory_authority(self) -> tuple[Path, Path]:
+        """(private key, certificate) of the directory authority, on the host that signs directories."""
+        d = self.root / "directory"
+        return d / "key.pem", d / "cert.pem"
+
+    def authorities(self) -> tuple[str, ...]:
+        """The fingerprints :attr:`directory_authorities` names (none if the file is absent)."""
+        try:
+            text = self.directory_authorities.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return ()
+        return tuple(line.split("#", 1)[0].strip().lower().replace(":", "") for line in text.splitlines()
+                     if line.split("#", 1)[0].strip())
+
     def agency_account(self, organ_id: str) -> tuple[Path, Path]:
         """(private key, client certificate) of an agency's broker account."""
         d = self.root / "agencies" / organ_id

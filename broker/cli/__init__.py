@@ -4,7 +4,7 @@
 registers their commands on it.
 """
 
-from broker.cli import adapters, audit, documents, ops, pki, relay, up  # noqa: F401 - they register commands
+from broker.cli import adapters, audit, directory, documents, ops, pki, relay, up  # noqa: F401 - they register commands
 from broker.cli.app import main
 
 __all__ = ["main"]

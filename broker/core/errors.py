@@ -222,6 +222,42 @@ class TraceInvalid(RejectedInput):
 # --- transient problems: retried with back-off, then parked ------------------
 
 
+class DirectoryRefused(RejectedInput):
+    """A directory handed to a hub is not applied; the hub keeps serving on the one in force."""
+
+    code = "DIRECTORY_REFUSED"
+
+
+class DirectorySignature(DirectoryRefused):
+    """The directory is not a signed directory, or its signature does not match its content."""
+
+    code = "DIRECTORY_SIGNATURE"
+
+
+class DirectorySigner(DirectoryRefused):
+    """The directory's signer is not trusted, or not one of the directory authorities this hub names."""
+
+    code = "DIRECTORY_SIGNER"
+
+
+class DirectoryStale(DirectoryRefused):
+    """The directory's version is not newer than the one in force at this hub."""
+
+    code = "DIRECTORY_STALE"
+
+
+class DirectoryInvalid(DirectoryRefused):
+    """The directory fails the topology's checks (one root, no cycle, agencies on known hubs, hub certificates)."""
+
+    code = "DIRECTORY_INVALID"
+
+
+class DirectoryTooLarge(DirectoryRefused):
+    """The directory is larger than a hub reads."""
+
+    code = "DIRECTORY_TOO_LARGE"
+
+
 class TransientError(LienthongError):
     """A dependency (broker, state store) failed; the operation may succeed later."""
 

@@ -39,6 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from broker.core import wire
 from broker.core.signer import PrivateKey
 from broker.core.topology import Topology
+from broker.core.trust import fingerprint
 from broker.i18n import N_
 from broker.private import write_private
 from broker.settings import PkiLayout
@@ -165,6 +166,7 @@ def init(directory: str | Path, topology: Topology, transport: Path | None = Non
         issue_hub(keys, topology, hub.hub_id, root, tca)
     for agency in topology.agencies.values():
         issue_agency(keys, topology, agency.organ_id, root, tca)
+    issue_directory_authority(keys, root)
     write_crl(d, root, [])
     (d / "README.txt").write_text(WARNING + "\n", encoding="utf-8")
     return d
@@ -177,6 +179,15 @@ def issue_hub(keys: PkiLayout, topology: Topology, hub_id: str, root: Issued, tc
     names = wire.names(topology)
     write_pair(keys.hub_account(hub_id, "hub"), issue_account(tca, names.hub_user(hub_id)))
     write_pair(keys.hub_account(hub_id, "link"), issue_account(tca, names.link_user(hub_id)))
+
+
+def issue_directory_authority(keys: PkiLayout, root: Issued) -> None:
+    """The dev directory authority's signing pair, and the file naming it as the one authority whose
+    directories the hubs of this PKI take (``PkiLayout.directory_authorities``)."""
+    authority = issue(root, "directory authority", uid="directory:lienthong", kind="ec")
+    write_pair(keys.directory_authority(), authority)
+    text = f"# the dev directory authority (development only)\n{fingerprint(authority.cert)}\n"
+    _write(keys.directory_authorities, text.encode())
 
 
 def issue_agency(keys: PkiLayout, topology: Topology, organ_id: str, root: Issued, tca: Issued) -> None:
