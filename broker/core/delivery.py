@@ -43,10 +43,11 @@ class DeliveryCheck:
         if not records:
             raise TraceInvalid("the message reached the inbox with no hop record")
         last, here = records[-1], self.topology.agency(agency).hub
-        if last.hub != here or agency not in routed_to(last, f"inbox:{agency}"):
+        routed = {self.topology.current_code(code) for code in routed_to(last, f"inbox:{agency}")}
+        if last.hub != here or agency not in routed:
             raise TraceInvalid(f"the last hop record does not deliver this message to {agency}")
         message = check(body, trust=self.trust.current(), topology=self.topology, at=parse_time(records[0].at)).message
-        if agency not in message.recipient_ids:
+        if agency not in {self.topology.current_code(code) for code in message.recipient_ids}:
             raise TraceInvalid(f"the message is not addressed to {agency}")
         first_hub = self.topology.agency(message.sender.organ_id).hub
         if len(records) > 1:

@@ -182,7 +182,8 @@ class Hop:
             verdict=RecordKind.DELIVERED if delivered_here else RecordKind.FORWARDED,
             targets=tuple(str(t) for t in hops), recipients=recipients,
             prev=token_digest(trace[-1]) if trace else "",
-            extra={"routes": ";".join(f"{t}={','.join(r)}" for t, r in hops.items()), "kind": message_kind},
+            extra={"routes": ";".join(f"{t}={','.join(r)}" for t, r in hops.items()), "kind": message_kind,
+                   **_replaced(self.topology, recipients)},
         )
         token = sign_record(record, self.key)
         copies = [
@@ -392,3 +393,10 @@ def _trace(headers: Mapping[str, Any]) -> list[str]:
     if not isinstance(trace, list) or not all(isinstance(t, str | bytes) for t in trace):
         raise TraceInvalid(f"the {H_TRACE} header is not a list of signed hop records")
     return [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in trace]
+
+
+def _replaced(topology: Topology, recipients: tuple[str, ...]) -> dict[str, str]:
+    """``{"replaced": "old>new,..."}`` for the recipients named by a former code (the record names
+    both codes), else nothing."""
+    pairs = [f"{r}>{topology.current_code(r)}" for r in recipients if topology.current_code(r) != r]
+    return {"replaced": ",".join(pairs)} if pairs else {}

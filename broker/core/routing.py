@@ -51,13 +51,14 @@ def next_hop(topology: Topology, at_hub: str, to_hub: str) -> Target:
 
 
 def next_hops(topology: Topology, at_hub: str, recipients: tuple[str, ...]) -> dict[Target, tuple[str, ...]]:
-    """Group ``recipients`` by where the copy for each goes from ``at_hub``."""
+    """Group ``recipients`` by where the copy for each goes from ``at_hub``, each named as the
+    message names it: a former code goes to the agency that carries it now (``inbox:<its code>``)."""
     out: dict[Target, list[str]] = {}
     for organ_id in recipients:
-        agency = topology.agencies.get(organ_id)
+        agency = topology.agencies.get(topology.current_code(organ_id))  # a former code: the agency carrying it
         if agency is None:
             raise UnknownRecipient(f"recipient {organ_id!r} is not in the agency directory")
-        target = (Target(TargetKind.INBOX, organ_id) if agency.hub == at_hub
+        target = (Target(TargetKind.INBOX, agency.organ_id) if agency.hub == at_hub
                   else next_hop(topology, at_hub, agency.hub))
         out.setdefault(target, []).append(organ_id)
     return {t: tuple(r) for t, r in sorted(out.items())}

@@ -9,6 +9,7 @@ agency to its signing certificates (see :func:`check_signer`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,14 @@ class Agency:
     """The agency's official mail address, as the directory publishes it."""
     parent: str = ""
     """The code of the agency it reports to (a commune's district or province committee), if any."""
-    old_code: str = ""
-    """Its code before a reorganisation (the district tier went in 2025), for systems that still use it."""
+    old_codes: tuple[str, ...] = ()
+    """Its codes before a reorganisation (the district tier went in 2025, communes merged): a
+    document addressed to one of them reaches this agency, its hop record naming both codes."""
+
+    @property
+    def old_code(self) -> str:
+        """Its most recent former code ('' if it never changed), as the national axis lists it."""
+        return self.old_codes[0] if self.old_codes else ""
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,20 @@ class Topology:
     namespace: str = "lienthong"
     """Prefix of vhosts (and, when not the default, of broker user names): deployments and
     test runs sharing one broker stay apart."""
+    replaced: dict[str, str] = field(default_factory=dict)
+    """A former agency code -> the code of the agency that carries it now."""
+
+    def current_code(self, code: str) -> str:
+        """The code that answers for ``code`` now: itself, or the agency that replaced it."""
+        return code if code in self.agencies else self.replaced.get(code, code)
+
+    @functools.cached_property
+    def _children(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {h: [] for h in self.hubs}
+        for h in self.hubs.values():
+            if h.parent is not None and h.parent in out:
+                out[h.parent].append(h.hub_id)
+        return out
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_TOPOLOGY) -> Topology:
@@ -106,12 +127,20 @@ class Topology:
             legacy = a.get("legacy_sha1", False)
             if not isinstance(legacy, bool):
                 raise ConfigError(f"{source}: agency {oid!r}: legacy_sha1 must be true or false, not {legacy!r}")
+            old = [str(a["old_code"])] if a.get("old_code") else []
+            old += [str(c) for c in a.get("old_codes") or [] if str(c) not in old]
             agencies[oid] = Agency(oid, str(a.get("name", oid)), str(a["hub"]), pins, level, legacy,
-                                   str(a.get("mail") or ""), str(a.get("parent") or ""), str(a.get("old_code") or ""))
+                                   str(a.get("mail") or ""), str(a.get("parent") or ""), tuple(old))
+        replaced: dict[str, str] = {}
         for a in agencies.values():
             if a.parent and a.parent not in agencies:
                 raise ConfigError(f"{source}: agency {a.organ_id!r} names unknown parent agency {a.parent!r}")
-        topo = cls(hubs, agencies, deployment.read(raw.get("settings"), source), str(raw.get("namespace", "lienthong")))
+            for code in a.old_codes:
+                if code in agencies or replaced.get(code, a.organ_id) != a.organ_id:
+                    raise ConfigError(f"{source}: old code {code!r} of {a.organ_id!r} is another agency's code")
+                replaced[code] = a.organ_id
+        topo = cls(hubs, agencies, deployment.read(raw.get("settings"), source), str(raw.get("namespace", "lienthong")),
+                   replaced)
         topo._check_tree(source)
         return topo
 
@@ -139,7 +168,7 @@ class Topology:
     def neighbours(self, hub_id: str) -> list[str]:
         """The hubs ``hub_id`` exchanges messages with: its parent first, then its children."""
         parent = self.hubs[hub_id].parent
-        return ([parent] if parent else []) + [h.hub_id for h in self.hubs.values() if h.parent == hub_id]
+        return ([parent] if parent else []) + self._children.get(hub_id, [])
 
     def path_to_root(self, hub_id: str) -> list[str]:
         """``[hub_id, parent, ..., root]``."""

@@ -47,6 +47,11 @@ class Kind(StrEnum):
     """Between hubs: receipts for the agencies of one hub, travelling as one message."""
     CHECKPOINT = "checkpoint"
     """Between hubs: a neighbour's signed audit-log checkpoint, to be witnessed."""
+    DIRECTORY = "directory"
+    """Between hubs, or from the hub's operator: a signed directory, passed on along the tree."""
+    DIRECTORY_VERSION = "directory-version"
+    """Between hubs: the version of the directory in force at the sender (``{"version": n}``); a
+    neighbour that has a newer one answers with it."""
 
 
 def kind_of(headers: Mapping[str, Any]) -> str:

@@ -6,18 +6,20 @@ principal whose ``key.pem`` is absent and whose ``key.pkcs11`` holds a URI signs
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 
 from broker import pkcs11
-from broker.core.errors import ConfigError, CredentialRefused, TransientError
+from broker.core.errors import ConfigError, CredentialRefused, LienthongError, TransientError
 from broker.core.hop import Hop
 from broker.core.signer import SigningKey, read_certificates
 from broker.core.topology import Topology, subject_uid
 from broker.core.trust import RevocationPolicy, TrustStore
 from broker.logs import get_logger
+from broker.relay.directories import Directories
 from broker.relay.livetrust import LiveTrust
 from broker.relay.revocation import OcspClient
 from broker.relay.store import SqlStore, open_store
@@ -40,22 +42,53 @@ def hub_certificates(pki: Path, topology: Topology, trust: TrustStore) -> dict[s
     return certs
 
 
-def load_hop(settings: Settings, hub_id: str, topology: Topology | None = None) -> tuple[Hop, LiveTrust]:
-    """Hub ``hub_id`` and the trust store it follows (its directory and the CRLs fetched for it); a
-    token that refuses the hub key's PIN raises :class:`CredentialRefused` (never to be retried:
-    it could lock the token)."""
-    topology = topology or Topology.load(settings.topology)
-    if hub_id not in topology.hubs:
-        raise ConfigError(f"hub {hub_id!r} is not in the topology")
-    revocation = topology.settings.revocation
+@dataclass(frozen=True)
+class Assembled:
+    """What a hub worker serves with."""
+
+    hop: Hop
+    trust: LiveTrust
+    """The trust store it follows (its directory and the CRLs fetched for it)."""
+    store: SqlStore
+    directories: Directories
+    """The directory in force at the hub (none until it is handed one: it then runs on its configured topology)."""
+
+
+def assemble(settings: Settings, hub_id: str, store: SqlStore) -> Assembled:
+    """Hub ``hub_id``: the newest directory it kept, else its configured topology; a token that
+    refuses the hub key's PIN raises :class:`CredentialRefused` (never to be retried: it could
+    lock the token)."""
+    configured = Topology.load(settings.topology)
+    revocation = configured.settings.revocation  # how this hub judges revocation is its own to say
     live = LiveTrust(settings.pki, policy=RevocationPolicy.of(revocation), crl_cache=settings.data_dir / "crls",
                      status_source=OcspClient(revocation.ocsp_url or None))
     trust = live.current()
-    return Hop(hub=hub_id, topology=topology, trust=trust,
-               key=principal_key(settings.keys.hub(hub_id), modules=settings.pkcs11_modules),
-               hub_certs=hub_certificates(settings.pki, topology, trust),
-               limits=topology.settings.limits,
-               receipts=settings.tuning.receipts), live  # receipts off only to measure their cost (bench/)
+    directories = Directories(hub_id, store, live, settings.keys.authorities, get_logger("lienthong.directory"))
+    in_force = directories.load()
+    topology = in_force.topology if in_force is not None else configured
+    if hub_id not in topology.hubs:
+        raise ConfigError(f"hub {hub_id!r} is not in the topology")
+    certs = (valid_hub_certificates(in_force.hub_certificates, trust) if in_force is not None
+             else hub_certificates(settings.pki, topology, trust))
+    hop = Hop(hub=hub_id, topology=topology, trust=trust,
+              key=principal_key(settings.keys.hub(hub_id), modules=settings.pkcs11_modules), hub_certs=certs,
+              limits=topology.settings.limits,
+              receipts=settings.tuning.receipts)  # receipts off only to measure their cost (bench/)
+    return Assembled(hop, live, store, directories)
+
+
+def valid_hub_certificates(certs: Mapping[str, x509.Certificate], trust: TrustStore) -> dict[str, x509.Certificate]:
+    """The hub certificates of a directory that the trust store accepts; the records of a hub whose
+    certificate it refuses are refused too (an ``alert`` says which), the other hubs go on."""
+    out = {}
+    for hub, cert in certs.items():
+        try:
+            trust.validate(cert)
+            out[hub] = cert
+        except LienthongError as exc:
+            get_logger("lienthong.directory").warning("alert", kind="hub-certificate-refused", subject=hub,
+                                                      detail=exc.message)
+    return out
 
 
 def signing_key(key: str | Path, cert: str | Path, *, modules: tuple[str, ...] = ()) -> SigningKey:
@@ -102,8 +135,8 @@ def hub_stores(settings: Settings) -> list[SqlStore]:
 
 
 def start_hub(settings: Settings, hub_id: str, *, sleep: Callable[[float], None] = time.sleep,
-              max_delay: float = 30.0) -> tuple[Hop, LiveTrust, SqlStore]:
-    """Load the hub and open its state store, waiting with back-off (0.5 s doubling up to
+              max_delay: float = 30.0) -> Assembled:
+    """Open the hub's state store and assemble the hub, waiting with back-off (0.5 s doubling up to
     ``max_delay``) while something it needs is not there yet: a database still starting, or
     not yet created.  Each wait is logged with its reason.  Configuration errors (a missing key, a
     hub not in the topology, a schema newer than this code) are raised at once: waiting would
@@ -112,8 +145,8 @@ def start_hub(settings: Settings, hub_id: str, *, sleep: Callable[[float], None]
     delay, attempt = 0.5, 1
     while True:
         try:
-            hop, trust = load_hop(settings, hub_id)
-            return hop, trust, open_store(settings.state_url, hub=hub_id, tuning=settings.tuning, worker=True)
+            return assemble(settings, hub_id, open_store(settings.state_url, hub=hub_id, tuning=settings.tuning,
+                                                         worker=True))
         except TransientError as exc:
             log.warning("start failed; retrying", error=str(exc), attempt=attempt, in_seconds=delay)
             sleep(delay)

@@ -52,6 +52,11 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (4, "the adapters keep what they handed over in files of their own (adapters/localdb.py)", (
         "DROP TABLE IF EXISTS handed",
     )),
+    (5, "the signed directories a hub applied, as received", (
+        """CREATE TABLE IF NOT EXISTS directories (
+            hub TEXT NOT NULL, version BIGINT NOT NULL, digest TEXT NOT NULL, data {blob} NOT NULL,
+            applied DOUBLE PRECISION NOT NULL, PRIMARY KEY (hub, version))""",
+    )),
 )
 """The schema as numbered steps, applied in order and each once (table ``schema_version``).
 

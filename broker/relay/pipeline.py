@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from broker.core import wire
 from broker.core.errors import DocumentIdReused, RetriesExhausted, TransientError
 from broker.core.hop import Hop
-from broker.core.outcome import Copy, Inbound, Verdict
+from broker.core.outcome import Copy, Inbound, Outcome, Verdict
 from broker.core.routing import Target, TargetKind
 from broker.core.trust import TrustSource
 from broker.relay.batches import Batches
 from broker.relay.delivery import Delivery, Stage
+from broker.relay.directories import Directories
 from broker.relay.held import HeldReceipts
 from broker.relay.hooks import Hooks
 from broker.relay.retry import Exhausted, RetryPolicy
@@ -44,6 +45,8 @@ for its ack): under load the next admission carries the marks in its own transac
 costs no transaction of its own.  The copies are out already, so no document waits for this; a
 worker killed in that window leaves claims a redelivery takes over (a twin, which recipients drop
 by message id), so the window is kept short."""
+
+DIRECTORY_KINDS = (wire.Kind.DIRECTORY, wire.Kind.DIRECTORY_VERSION)
 
 LOCAL = "."
 """The publisher into the hub's own vhost (inboxes, parking, retry tiers); the others are named by
@@ -68,11 +71,14 @@ class Addresses:
 
 class Pipeline:
     def __init__(self, hop: Hop, store: SqlStore, owner: str, retry: RetryPolicy, hooks: Hooks, *,
-                 trust: TrustSource, hold_seconds: float, batch_seconds: float) -> None:
+                 trust: TrustSource, hold_seconds: float, batch_seconds: float,
+                 directories: Directories | None = None) -> None:
         """``trust``: where the hop's trust store comes from: each batch is judged with the
-        snapshot in force when it starts (a new CRL counts from the next batch)."""
+        snapshot in force when it starts (a new CRL counts from the next batch).  ``directories``:
+        the hub's directory in force, which judges the directories the hub is handed."""
         self.hop, self.store, self.owner, self.retry, self.hooks = hop, store, owner, retry, hooks
         self.trust = trust
+        self.directories = directories
         self.hub = hop.hub
         self.addresses = Addresses(self.hub, wire.names(hop.topology))
         self.held = HeldReceipts(lambda copies: self.hop.bundle(copies), self._send, hold_seconds)
@@ -123,10 +129,23 @@ class Pipeline:
             self._admit(judged, carried)
         self.held.settle()
 
+    def use(self, hop: Hop) -> None:
+        """Judge with ``hop`` from the next batch on (a new directory in force)."""
+        self.hop = hop
+        self.addresses = Addresses(self.hub, wire.names(hop.topology))
+
     def _judge(self, d: Delivery) -> bool:
         """Run the hop; True when the delivery goes on to admission (else it was answered here)."""
         try:
-            outcome = self.hop.process(d.inbound)
+            if self.directories is not None and wire.kind_of(d.inbound.headers) in DIRECTORY_KINDS:
+                outcome = self.directories.judge(d.inbound, self.hop.topology)
+            else:
+                outcome = self.hop.process(d.inbound)
+        except TransientError as exc:  # a directory that cannot be put in force yet: tried again later
+            d.outcome = Outcome(wire.message_id(d.inbound.body), "", Verdict.FORWARDED, ())
+            d.move(Stage.JUDGED)
+            self._retry(d, exc)
+            return False
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the hub; the delivery limit parks it
             self.hooks.failed(d, exc)
             self._requeue(d)

@@ -295,6 +295,31 @@ class SqlStore:
             row = cur.fetchone()
         return bytes(row[0]) if row else None
 
+    def keep_directory(self, hub: str, version: int, digest: str, signed: bytes) -> bool:
+        """Keep a signed directory ``hub`` applies; False if that version was kept already (by another
+        worker of the hub, say)."""
+        with self._tx() as cur:
+            cur.execute(self._q("INSERT INTO directories (hub, version, digest, data, applied) VALUES (?, ?, ?, ?, ?) "
+                                "ON CONFLICT DO NOTHING"), (hub, version, digest, signed, time.time()))
+            return bool(cur.rowcount == 1)
+
+    def directory(self, hub: str, version: int | None = None) -> bytes | None:
+        """The signed directory ``hub`` applied last (or its ``version``), as received."""
+        with self._tx() as cur:
+            if version is None:
+                cur.execute(self._q("SELECT data FROM directories WHERE hub = ? ORDER BY version DESC LIMIT 1"), (hub,))
+            else:
+                cur.execute(self._q("SELECT data FROM directories WHERE hub = ? AND version = ?"), (hub, version))
+            row = cur.fetchone()
+        return bytes(row[0]) if row else None
+
+    def directory_versions(self, hub: str) -> list[tuple[int, str, float]]:
+        """(version, digest, when applied) of each directory ``hub`` applied, oldest first."""
+        with self._tx() as cur:
+            cur.execute(self._q("SELECT version, digest, applied FROM directories WHERE hub = ? ORDER BY version"),
+                        (hub,))
+            return [(int(r[0]), str(r[1]), float(r[2])) for r in cur.fetchall()]
+
     def confirm(self, hub: str, digest: str, targets: Sequence[str]) -> None:
         self.confirm_many([(hub, digest, targets)])
 

@@ -47,10 +47,14 @@ class QueueWatch:
     def __init__(self, hub: str, topology: Topology, url: str, every_seconds: float,
                  stopped: threading.Event) -> None:
         self.hub, self.url, self.every, self.stopped = hub, url, every_seconds, stopped
+        self.use(topology)
+        self.log = structlog.get_logger("lienthong.watch").bind(hub=hub)
+
+    def use(self, topology: Topology) -> None:
+        """Watch the queues of ``topology`` from the next check on (a new directory in force)."""
         self.limits = topology.settings.alerts
         self.queues = [wire.Q_INGRESS, wire.Q_PARKING] + sorted(
-            wire.inbox_queue(a.organ_id) for a in topology.agencies.values() if a.hub == hub)
-        self.log = structlog.get_logger("lienthong.watch").bind(hub=hub)
+            wire.inbox_queue(a.organ_id) for a in topology.agencies.values() if a.hub == self.hub)
 
     def run(self) -> None:
         """Watch until ``stopped`` is set."""

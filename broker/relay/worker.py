@@ -21,32 +21,44 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
 
 from broker.core import wire
-from broker.core.errors import TransientError
+from broker.core.directory import Directory
+from broker.core.errors import LienthongError, TransientError
 from broker.core.hop import Hop
+from broker.core.topology import Topology
 from broker.core.trust import TrustSource
 from broker.relay import checkpoints, hooks, layout, metrics
+from broker.relay.directories import Directories
 from broker.relay.pipeline import LOCAL, Pipeline
 from broker.relay.retry import RetryPolicy
 from broker.relay.revocation import CrlFetcher
 from broker.relay.store import SqlStore
-from broker.relay.transport import Plan, Received, Session, Transport
+from broker.relay.transport import Outgoing, Plan, Received, Session, Transport
 from broker.relay.watch import QueueWatch
 from broker.settings import Fault, PkiLayout, Tuning
 
 log = structlog.get_logger("lienthong.worker")
 
+Provision = Callable[[Topology, Topology], None]
+"""Bring this hub's broker objects from one topology to the next (``provision.sync_hub``)."""
+
 
 class HubWorker:
     def __init__(self, hop: Hop, store: SqlStore, keys: PkiLayout, transport: Transport, *,
                  trust: TrustSource | None = None, crl_cache: Path | None = None, prefetch: int = 256,
-                 tuning: Tuning | None = None, extra_hooks: tuple[hooks.Hook, ...] = ()) -> None:
+                 tuning: Tuning | None = None, extra_hooks: tuple[hooks.Hook, ...] = (),
+                 directories: Directories | None = None, provision: Provision | None = None) -> None:
         """``trust``: where the trust store in force comes from (default: the hop's, fixed);
-        ``crl_cache``: where the CRL fetcher keeps what it fetches (None: no fetcher)."""
+        ``crl_cache``: where the CRL fetcher keeps what it fetches (None: no fetcher);
+        ``directories``: the hub's directory in force (None: it runs on its configured topology
+        and takes none); ``provision``: how a new directory's broker objects of this hub are made
+        (on its own broker, with its operator's admin account)."""
         self.hub = hop.hub
         self.topology = hop.topology
         self.trust = trust or hop.trust
@@ -64,7 +76,12 @@ class HubWorker:
         self.pipeline = Pipeline(hop, store, self.owner, RetryPolicy.from_ms(self.topology.settings.retry_tiers_ms),
                                  self.hooks, trust=self.trust,
                                  hold_seconds=self.tuning.receipt_hold_seconds,
-                                 batch_seconds=self.tuning.entry_batch_seconds)
+                                 batch_seconds=self.tuning.entry_batch_seconds, directories=directories)
+        self.directories = directories
+        self.provision = provision
+        if directories is not None:
+            directories.apply = self._put_in_force
+        self.watch: QueueWatch | None = None
         self.session: Session | None = None
         self._stopping = False
         self._stopped = threading.Event()
@@ -97,9 +114,9 @@ class HubWorker:
         self.log.info("stopped", **self.stats.counts)
 
     def _start_threads(self) -> None:
-        watch = QueueWatch(self.hub, self.topology, self._url(self.hub, "hub"), self.tuning.watch_seconds,
-                           self._stopped)
-        threading.Thread(target=watch.run, name="queue-watch", daemon=True).start()
+        self.watch = QueueWatch(self.hub, self.topology, self._url(self.hub, "hub"), self.tuning.watch_seconds,
+                                self._stopped)
+        threading.Thread(target=self.watch.run, name="queue-watch", daemon=True).start()
         if self.tuning.crl_fetch_seconds > 0 and self.crl_cache is not None:
             urls = list(self.topology.settings.revocation.crl_urls)
             fetcher = CrlFetcher(self.trust, self.crl_cache, urls, self.tuning.crl_fetch_seconds, self._stopped)
@@ -144,8 +161,10 @@ class HubWorker:
 
     def ready(self) -> None:
         assert self.session is not None
-        self.log.info("serving", links=sorted(k for k in self.session.publishers if k != LOCAL))
+        self.log.info("serving", links=sorted(k for k in self.session.publishers if k != LOCAL),
+                      directory=self.directories.version if self.directories is not None else None)
         self.session.consumer.start()
+        self._announce()
 
     def lost(self, what: str, why: str) -> None:
         if not self._stopping:
@@ -176,6 +195,7 @@ class HubWorker:
                                      args=(self.store, self.hub, tsa, head[0], head[2], self.log)).start()
         except TransientError as exc:
             self.log.warning("audit checkpoint failed", error=str(exc))
+        self._announce()
         if self.session is not None and not self._stopping:
             self.session.loop.call_later(self.tuning.checkpoint_seconds, self._checkpoint)
 
@@ -184,3 +204,44 @@ class HubWorker:
         for kind, sentence in metrics.trust_alerts(self.hub, hop.key.cert, self.trust.current(),
                                                    limits=self.topology.settings.alerts):
             self.log.warning("alert", kind=kind, detail=sentence)
+
+    # -- the directory ---------------------------------------------------------------------------
+
+    def _announce(self) -> None:
+        """Tell each neighbour which directory version runs here (one that is behind is answered
+        with the newer one: :class:`broker.relay.directories.Directories`)."""
+        if self.directories is None or self.session is None:
+            return
+        body = self.directories.announcement()
+        for n in self.topology.neighbours(self.hub):
+            publisher = self.session.publishers.get(n)
+            if publisher is not None and publisher.ready:
+                publisher.publish(Outgoing(wire.link_exchange(self.hub), "", body, wire.message_id(body),
+                                           wire.names(self.topology).link_user(self.hub),
+                                           {wire.H_KIND: wire.Kind.DIRECTORY_VERSION}), lambda _ok: None)
+
+    def _put_in_force(self, new: Directory, previous: Topology) -> None:
+        """Apply a checked directory while the hub serves: first this hub's broker objects (a new
+        agency's inbox and account, a departed one's account withdrawn), then the routes, pins and
+        hub certificates the next batch is judged with.  A change of neighbours or of their brokers
+        ends the session: the next one connects as the directory says (unacked deliveries come back
+        and the claims make their second pass idempotent)."""
+        if self.provision is not None:
+            self.provision(previous, new.topology)
+        certs = {}
+        trust = self.trust.current()
+        for hub, cert in new.hub_certificates.items():
+            try:
+                trust.validate(cert)
+                certs[hub] = cert
+            except LienthongError as exc:  # its records are refused: the other hubs go on
+                self.log.warning("alert", kind="hub-certificate-refused", subject=hub, detail=exc.message)
+        old_plan = self.plan()
+        self.topology = new.topology
+        self.pipeline.use(replace(self.pipeline.hop, topology=new.topology, hub_certs=certs,
+                                  limits=new.topology.settings.limits))
+        if self.watch is not None:
+            self.watch.use(new.topology)
+        if self.plan() != old_plan and self.session is not None:
+            self.log.info("neighbours changed: reconnecting", version=new.version)
+            self.session.loop.call_later(0, self._teardown)
