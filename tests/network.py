@@ -31,7 +31,8 @@ class Network:
     def start(self, hub: str) -> HubWorker:
         """A worker of ``hub`` (on the directory its store kept, else ``topology``), its session open."""
         trust = hops.hop(self.pki, self.topology, hub).trust
-        directories = Directories(hub, self.stores[hub], trust, PkiLayout(self.pki).authorities, _quiet())
+        directories = Directories(hub, self.stores[hub], trust, PkiLayout(self.pki).authorities, _quiet(),
+                                  local=self.topology.settings)
         kept = directories.load()
         hop = hops.hop(self.pki, kept.topology if kept else self.topology, hub, trust=trust)
         worker = HubWorker(hop, self.stores[hub], PkiLayout(self.pki), MemoryTransport(self.brokers[hub]),

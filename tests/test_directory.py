@@ -236,3 +236,27 @@ def test_a_hub_that_was_away_gets_the_version_in_force_from_its_neighbour(networ
     network.start("H14-D31")
     network.run()
     assert network.workers["H14-D31"].directories.version == 2  # type: ignore[union-attr]
+
+
+def test_a_directory_carries_only_what_hubs_share(dev_pki: Path, tmp_path: Path) -> None:
+    """The size limits and reporting targets travel in the directory; a hub's alert thresholds and
+    retry tiers are its own: a directory signed from a source that sets them changes neither."""
+    from broker.core.deployment import DeploymentSettings, read
+    from broker.relay.directories import Directories
+    from broker.relay.store import sqlite_store
+
+    source = _source()
+    source["settings"].update(max_bytes=123_456, retry_tiers_ms=[5], alerts={"backlog": 7})
+    signed = _signed(dev_pki, source, 2)
+    assert set(json.loads(base64.b64decode(json.loads(signed)["payload"]))["settings"]) == {"max_bytes", "max_depth",
+                                                                                          "report"}
+    local = read({"alerts": {"backlog": 40}, "retry_tiers_ms": [100, 200]})
+    store = sqlite_store(tmp_path / "h.sqlite3")
+    try:
+        d = Directories("H41", store, TrustStore.load(dev_pki), PkiLayout(dev_pki).authorities, None,
+                        local=local).read(signed)
+    finally:
+        store.close()
+    assert d.topology.settings.max_bytes == 123_456 and d.topology.settings.report.targets["commune"] == 0.6
+    assert d.topology.settings.alerts.backlog == 40 and d.topology.settings.retry_tiers_ms == (100, 200)
+    assert DeploymentSettings().alerts.backlog == 1000

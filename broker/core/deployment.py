@@ -126,6 +126,24 @@ class DeploymentSettings:
         return ParseLimits(max_bytes=self.max_bytes, max_depth=self.max_depth)
 
 
+SHARED = ("max_bytes", "max_depth", "report")
+"""What every hub of a network must agree on, carried by the signed directory: the size limits (a
+hub must take what another forwards) and the reporting targets.  The rest is each hub's own (its
+alert thresholds, retry tiers, revocation sources, time-stamping authority, the axis protocol's
+window), read from its own topology file and never from a directory."""
+
+
+def shared_part(raw: Any) -> dict[str, Any]:
+    """The shared keys of a ``settings:`` mapping, for a directory."""
+    return {k: v for k, v in dict(raw or {}).items() if k in SHARED}
+
+
+def with_local(shared: DeploymentSettings, local: DeploymentSettings) -> DeploymentSettings:
+    """The settings a hub runs on: ``shared`` (a directory's) for what hubs agree on, ``local`` (its
+    own topology file's) for the rest."""
+    return dataclasses.replace(local, **{k: getattr(shared, k) for k in SHARED})
+
+
 _OFFSET = re.compile(r"[+-]\d{2}:?\d{2}")
 
 

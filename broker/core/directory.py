@@ -14,7 +14,8 @@ The signed file (``lienthong-directory/1``) is a JSON object::
      "certificates": ["<base64 DER of the signer's certificate>", "<its chain>", ...]}
 
 The payload is canonical JSON (sorted keys, no spaces, UTF-8): ``version``, ``issued`` (UTC),
-``namespace``, ``hubs``, ``agencies``, ``settings``, ``hub_certificates`` (hub id -> base64 DER).
+``namespace``, ``hubs``, ``agencies``, ``settings`` (the shared ones only:
+:data:`broker.core.deployment.SHARED`), ``hub_certificates`` (hub id -> base64 DER).
 Hubs keep and pass on the signed file exactly as received.
 
 Who may sign: a certificate that chains to a trusted root *and* whose SHA-256 fingerprint the hub's
@@ -40,6 +41,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from broker.core import deployment
 from broker.core.errors import (
     ConfigError,
     DirectoryInvalid,
@@ -87,7 +89,7 @@ def payload_of(source: Mapping[str, Any], *, version: int, issued: datetime,
     body = {"version": int(version), "issued": issued.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "namespace": str(source.get("namespace", "lienthong")),
             "hubs": list(source["hubs"]), "agencies": list(source["agencies"]),
-            "settings": dict(source.get("settings") or {}),
+            "settings": deployment.shared_part(source.get("settings")),
             "hub_certificates": {h: base64.b64encode(c.public_bytes(Encoding.DER)).decode()
                                  for h, c in sorted(hub_certificates.items())}}
     return canonical(body)

@@ -63,7 +63,8 @@ def assemble(settings: Settings, hub_id: str, store: SqlStore) -> Assembled:
     live = LiveTrust(settings.pki, policy=RevocationPolicy.of(revocation), crl_cache=settings.data_dir / "crls",
                      status_source=OcspClient(revocation.ocsp_url or None))
     trust = live.current()
-    directories = Directories(hub_id, store, live, settings.keys.authorities, get_logger("lienthong.directory"))
+    directories = Directories(hub_id, store, live, settings.keys.authorities, get_logger("lienthong.directory"),
+                              local=configured.settings)
     in_force = directories.load()
     topology = in_force.topology if in_force is not None else configured
     if hub_id not in topology.hubs:

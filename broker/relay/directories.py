@@ -13,11 +13,13 @@ checkpoint: a hub that was down gets the current version from its parent when it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Collection
 from typing import Any
 
-from broker.core import directory
+from broker.core import deployment, directory
+from broker.core.deployment import DeploymentSettings
 from broker.core.directory import Directory
 from broker.core.errors import DirectoryInvalid, DirectoryRefused, DirectoryStale, SenderNotAllowed
 from broker.core.outcome import Copy, Inbound, Outcome, Verdict
@@ -37,14 +39,19 @@ class Directories:
     """The directory in force at ``hub``, and what the hub does with directories it is handed."""
 
     def __init__(self, hub: str, store: SqlStore, trust: TrustSource, authorities: Callable[[], Collection[str]],
-                 log: Any) -> None:
+                 log: Any, *, local: DeploymentSettings | None = None) -> None:
+        """``local``: the hub's own settings (its topology file's), which a directory never changes."""
         self.hub, self.store, self.trust, self.authorities, self.log = hub, store, trust, authorities, log
+        self.local = local or DeploymentSettings()
         self.current: Directory | None = None
         self.apply: Apply = lambda _new, _old: None
 
     def read(self, signed: bytes) -> Directory:
-        """Check ``signed`` as this hub would (its trust store, its authorities)."""
-        return directory.read(signed, trust=self.trust.current(), authorities=self.authorities())
+        """Check ``signed`` as this hub would (its trust store, its authorities); its topology comes
+        with the hub's own settings beside the shared ones it carries."""
+        d = directory.read(signed, trust=self.trust.current(), authorities=self.authorities())
+        settings = deployment.with_local(d.topology.settings, self.local)
+        return dataclasses.replace(d, topology=dataclasses.replace(d.topology, settings=settings))
 
     def load(self) -> Directory | None:
         """The newest directory this hub kept, checked again; None if it kept none (the hub runs on
