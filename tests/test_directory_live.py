@@ -6,6 +6,7 @@ version after another, as an operator's changes would."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,11 @@ def test_a_new_commune_sends_and_receives_once_its_version_is_in_force(relay: Re
     devpki.issue_agency(relay.settings.keys, topology, NEW, devpki.load_root(relay.settings.pki),
                         devpki.transport_ca(relay.settings.keys.transport_ca))
     _publish(relay, source, tmp_path)
+    shown = relay.cli("directory", "show", "--hub", "H14-D31", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["changes"]["agencies_added"] == [NEW]
+    status = relay.cli("status", "--json")  # the operator's commands read the directory in force
+    assert status.returncode == 0 and f"inbox.{NEW}" in status.stdout, status.stderr
     doc = relay.document(SENDER, [NEW], subject="chào xã mới")
     sent = relay.client(SENDER).send(doc)
     assert [i.body for i in relay.take(NEW, 1)] == [doc]

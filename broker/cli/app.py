@@ -28,6 +28,7 @@ from broker.cli import clicktext
 from broker.core import errors
 from broker.core.topology import Topology
 from broker.i18n import N_, _
+from broker.relay.assemble import topology_in_force
 from broker.settings import Settings
 
 EXIT_REJECTED, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 70
@@ -51,7 +52,7 @@ def load_topology(s: Settings) -> Topology:
     if not s.topology.is_file():
         raise errors.ConfigError(N_("no topology file found; looked at: {places}"),
                                  places="; ".join(s.topology_searched) or str(s.topology))
-    return Topology.load(s.topology)
+    return topology_in_force(s)
 
 
 def _fail(exc: errors.LienthongError) -> NoReturn:

@@ -9,7 +9,7 @@ from broker.core.delivery import DeliveryCheck
 from broker.core.signer import SigningKey
 from broker.core.topology import Topology
 from broker.relay import layout
-from broker.relay.assemble import has_key, hub_certificates, principal_key
+from broker.relay.assemble import has_key, hub_certificates_in_force, principal_key, topology_in_force
 from broker.relay.livetrust import LiveTrust
 from broker.settings import Settings
 
@@ -17,7 +17,7 @@ from broker.settings import Settings
 def agency_client(settings: Settings, organ_id: str) -> AgencyClient:
     """The agency's own client: its broker account on its hub (its client
     certificate alone), and its handed-over store."""
-    topology = Topology.load(settings.topology)
+    topology = topology_in_force(settings)
     url = layout.account_url(topology, topology.agency(organ_id).hub, settings.keys.agency_account(organ_id),
                              settings.keys.broker_ca)
     paths = settings.keys.agency(organ_id)
@@ -29,7 +29,7 @@ def agency_client(settings: Settings, organ_id: str) -> AgencyClient:
 def delivery_check(settings: Settings, topology: Topology) -> DeliveryCheck:
     """What this deployment's agencies check before taking a message from their inbox."""
     trust = LiveTrust(settings.pki)  # a new CRL dropped into the trust store counts at once
-    return DeliveryCheck(trust, topology, hub_certificates(settings.pki, topology, trust.current()))
+    return DeliveryCheck(trust, topology, hub_certificates_in_force(settings, topology, trust.current()))
 
 
 def agency_key(settings: Settings, organ_id: str) -> SigningKey:

@@ -89,6 +89,7 @@ def directory_show(file: str | None, hub_id: str | None, as_json: bool) -> None:
     version before it."""
     s = settings()
     previous: Directory | None = None
+    before: Topology | None = None
     if file is not None:
         d = _checked(read_file(file), s)
     elif hub_id is not None:
@@ -101,11 +102,14 @@ def directory_show(file: str | None, hub_id: str | None, as_json: bool) -> None:
             d = _checked(store.directory(hub_id, versions[-1][0]) or b"", s)
             if len(versions) > 1:
                 previous = _checked(store.directory(hub_id, versions[-2][0]) or b"", s)
+            else:  # its first version: it ran on its topology file before
+                before = Topology.load(s.topology)
         finally:
             store.close()
     else:
         raise UsageError(N_("give a FILE or --hub"))
-    report = _report(d, previous)
+    report = _report(d, previous.topology if previous is not None else before,
+                     previous.version if previous is not None else (0 if before is not None else None))
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=1))
         return
@@ -113,6 +117,7 @@ def directory_show(file: str | None, hub_id: str | None, as_json: bool) -> None:
                  version=d.version, issued=d.issued, signer=report["signer"], hubs=report["hubs"],
                  agencies=report["agencies"]))
     click.echo(_("changes from version {version}:", version=report["previous"]) if previous is not None
+               else _("changes from the topology file it ran on before:") if before is not None
                else _("changes: (no version before it here)"))
     for what, items in report["changes"].items():
         if items:
@@ -126,11 +131,12 @@ def _checked(data: bytes, s: Settings) -> Directory:
     return directory.read(data, trust=TrustStore.load(s.pki), authorities=s.keys.authorities())
 
 
-def _report(d: Directory, previous: Directory | None) -> dict[str, Any]:
-    diff = directory.changes(previous.topology if previous is not None else None, d.topology)
+def _report(d: Directory, before: Topology | None, previous: int | None) -> dict[str, Any]:
+    """``previous``: the version ``before`` was (0: the topology file), None when nothing came before."""
+    diff = directory.changes(before, d.topology)
     return {"version": d.version, "issued": d.issued, "digest": d.digest,
             "signer": d.signer.subject.rfc4514_string(), "hubs": len(d.topology.hubs),
-            "agencies": len(d.topology.agencies), "previous": previous.version if previous is not None else None,
+            "agencies": len(d.topology.agencies), "previous": previous,
             "changes": {f: [list(i) if isinstance(i, tuple) else i for i in getattr(diff, f)]
                         for f in diff.__dataclass_fields__}}
 

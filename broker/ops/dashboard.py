@@ -23,9 +23,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from broker import i18n
 from broker.core.errors import HostNotAllowed, UsageError
-from broker.core.topology import Topology
 from broker.i18n import N_, _
 from broker.ops import dashboard_page
+from broker.relay.assemble import topology_in_force
 from broker.settings import Settings
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -81,12 +81,12 @@ def create_app(settings: Settings | None = None, *, allow_hosts: tuple[str, ...]
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> str:
         i18n.use(_language(request))
-        return dashboard_page.overview(settings, Topology.load(settings.topology))
+        return dashboard_page.overview(settings, topology_in_force(settings))
 
     @app.get("/parked/{hub}/{digest}", response_class=HTMLResponse)
     def parked(request: Request, hub: str, digest: str) -> Any:
         i18n.use(_language(request))
-        topology = Topology.load(settings.topology)
+        topology = topology_in_force(settings)
         page = dashboard_page.parked(settings, hub, digest) if hub in topology.hubs else None
         if page is None:
             return JSONResponse({"code": "NOT_FOUND", "message": _("no parked message {digest!r} at hub {hub!r}",

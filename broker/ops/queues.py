@@ -19,6 +19,7 @@ from broker.core.wire import H_ATTEMPT, H_CODE, H_HUB, H_ORIGIN, H_REASON, H_REP
 from broker.i18n import N_, _
 from broker.relay import layout
 from broker.relay.amqp import blocking
+from broker.relay.assemble import topology_in_force
 from broker.relay.provision import for_hub, q
 from broker.relay.transport import Received
 from broker.settings import Settings
@@ -69,7 +70,7 @@ def status(settings: Settings) -> list[HubStatus]:
     """Each hub's queues (management API), head ages (a look at the head message of each
     non-empty inbox and the parking queue), certificate expiry; with warnings by the
     thresholds of ``settings.alerts`` in the topology (in the current language)."""
-    topology = Topology.load(settings.topology)
+    topology = topology_in_force(settings)
     limits = topology.settings.alerts
     names = wire.names(topology)
     now = datetime.now(UTC)
@@ -158,7 +159,7 @@ def _parked(hub: str, r: Received) -> Parked:
 
 
 def list_parked(settings: Settings, hub: str, limit: int = 1000) -> list[Parked]:
-    topology = Topology.load(settings.topology)
+    topology = topology_in_force(settings)
     got: list[Parked] = []
 
     def look(r: Received) -> bool:
@@ -171,7 +172,7 @@ def list_parked(settings: Settings, hub: str, limit: int = 1000) -> list[Parked]
 
 def take_parked(settings: Settings, hub: str, select: Any, act: Any, limit: int = 1000) -> int:
     """Take parked messages ``select`` accepts; ``act(parked)`` runs before each ack."""
-    topology = Topology.load(settings.topology)
+    topology = topology_in_force(settings)
 
     def on(r: Received) -> bool:
         p = _parked(hub, r)
@@ -185,7 +186,7 @@ def take_parked(settings: Settings, hub: str, select: Any, act: Any, limit: int 
 
 def replay(settings: Settings, hub: str, select: Any) -> int:
     """Put parked messages back through the full hop at ``hub`` (each taken from parking once)."""
-    topology = Topology.load(settings.topology)
+    topology = topology_in_force(settings)
     url = _hub_url(settings, topology, hub)
     names = wire.names(topology)
     publisher = blocking.Publisher(url)

@@ -13,13 +13,14 @@ from pathlib import Path
 from cryptography import x509
 
 from broker import pkcs11
+from broker.core.directory import Directory
 from broker.core.errors import ConfigError, CredentialRefused, LienthongError, TransientError
 from broker.core.hop import Hop
 from broker.core.signer import SigningKey, read_certificates
 from broker.core.topology import Topology, subject_uid
 from broker.core.trust import RevocationPolicy, TrustStore
 from broker.logs import get_logger
-from broker.relay.directories import Directories
+from broker.relay.directories import Directories, in_force
 from broker.relay.livetrust import LiveTrust
 from broker.relay.revocation import OcspClient
 from broker.relay.store import SqlStore, open_store
@@ -64,7 +65,7 @@ def assemble(settings: Settings, hub_id: str, store: SqlStore) -> Assembled:
                      status_source=OcspClient(revocation.ocsp_url or None))
     trust = live.current()
     directories = Directories(hub_id, store, live, settings.keys.authorities, get_logger("lienthong.directory"),
-                              local=configured.settings)
+                              local=configured.settings, copy_to=directory_copies(settings))
     in_force = directories.load()
     topology = in_force.topology if in_force is not None else configured
     if hub_id not in topology.hubs:
@@ -76,6 +77,30 @@ def assemble(settings: Settings, hub_id: str, store: SqlStore) -> Assembled:
               limits=topology.settings.limits,
               receipts=settings.tuning.receipts)  # receipts off only to measure their cost (bench/)
     return Assembled(hop, live, store, directories)
+
+
+def directory_copies(settings: Settings) -> Path:
+    """Where this host's hubs copy the directory in force, for the operator's commands."""
+    return settings.data_dir / "directory"
+
+
+def directory_in_force(settings: Settings) -> Directory | None:
+    """The newest directory this host's hubs run on (None: they run on their topology file)."""
+    return in_force(directory_copies(settings), Topology.load(settings.topology),
+                    trust=lambda: TrustStore.load(settings.pki), authorities=settings.keys.authorities())
+
+
+def topology_in_force(settings: Settings) -> Topology:
+    """The topology of this host: the newest directory its hubs run on, else its topology file."""
+    d = directory_in_force(settings)
+    return d.topology if d is not None else Topology.load(settings.topology)
+
+
+def hub_certificates_in_force(settings: Settings, topology: Topology, trust: TrustStore) -> dict[str, x509.Certificate]:
+    """Every hub's certificate the trust store accepts: the directory's in force, else the PKI's."""
+    d = directory_in_force(settings)
+    return valid_hub_certificates(d.hub_certificates, trust) if d is not None else hub_certificates(settings.pki,
+                                                                                                   topology, trust)
 
 
 def valid_hub_certificates(certs: Mapping[str, x509.Certificate], trust: TrustStore) -> dict[str, x509.Certificate]:

@@ -13,9 +13,11 @@ checkpoint: a hub that was down gets the current version from its parent when it
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Any
 
 from broker.core import deployment, directory
@@ -25,9 +27,10 @@ from broker.core.errors import DirectoryInvalid, DirectoryRefused, DirectoryStal
 from broker.core.outcome import Copy, Inbound, Outcome, Verdict
 from broker.core.routing import PARKING, Target, TargetKind
 from broker.core.topology import Topology
-from broker.core.trust import TrustSource
+from broker.core.trust import TrustSource, TrustStore
 from broker.core.wire import H_CODE, H_HUB, H_KIND, H_ORIGIN, H_REASON, Kind, hub_of, kind_of, message_id
 from broker.i18n import N_
+from broker.private import write_private
 from broker.relay.store import SqlStore
 
 Apply = Callable[[Directory, Topology], None]
@@ -39,10 +42,13 @@ class Directories:
     """The directory in force at ``hub``, and what the hub does with directories it is handed."""
 
     def __init__(self, hub: str, store: SqlStore, trust: TrustSource, authorities: Callable[[], Collection[str]],
-                 log: Any, *, local: DeploymentSettings | None = None) -> None:
-        """``local``: the hub's own settings (its topology file's), which a directory never changes."""
+                 log: Any, *, local: DeploymentSettings | None = None, copy_to: Path | None = None) -> None:
+        """``local``: the hub's own settings (its topology file's), which a directory never changes;
+        ``copy_to``: a folder where the directory in force is copied as ``<hub>.json``, for the
+        commands an operator runs on this host (:func:`in_force`)."""
         self.hub, self.store, self.trust, self.authorities, self.log = hub, store, trust, authorities, log
         self.local = local or DeploymentSettings()
+        self.copy_to = copy_to
         self.current: Directory | None = None
         self.apply: Apply = lambda _new, _old: None
 
@@ -65,7 +71,12 @@ class Directories:
             self.log.error("alert", kind="directory-refused", code=exc.code, detail=exc.message,
                            note="the directory this hub kept no longer verifies here; it runs on its configured one")
             return None
+        self._copy(self.current)
         return self.current
+
+    def _copy(self, d: Directory) -> None:
+        if self.copy_to is not None:
+            write_private(self.copy_to / f"{self.hub}.json", d.signed)  # atomic: a reader never sees half
 
     @property
     def version(self) -> int:
@@ -100,6 +111,7 @@ class Directories:
                            exactly_once=False, standing=False)
         self.apply(new, self.current.topology if self.current is not None else topology)
         self.store.keep_directory(self.hub, new.version, new.digest, new.signed)
+        self._copy(new)
         previous, self.current = self.version, new
         self.log.info("directory applied", version=new.version, previous=previous, digest=new.digest[:16],
                       origin=msg.origin or "operator")
@@ -122,3 +134,24 @@ class Directories:
 
     def _to(self, neighbour: str, d: Directory) -> Copy:
         return Copy(Target(TargetKind.HUB, neighbour), d.signed, {H_KIND: Kind.DIRECTORY}, f"hub:{neighbour}")
+
+
+def in_force(copies: Path, configured: Topology, *, trust: Callable[[], TrustStore],
+             authorities: Collection[str]) -> Directory | None:
+    """The directory the hubs of this host run on: the newest they copied into ``copies`` (checked
+    again against ``trust()``; its topology with this host's settings beside the shared ones), or
+    None when they run on their topology file ``configured``."""
+    newest: tuple[int, bytes] | None = None
+    for path in sorted(copies.glob("*.json")) if copies.is_dir() else ():
+        try:
+            signed = path.read_bytes()
+            version = int(json.loads(base64.b64decode(json.loads(signed)["payload"]))["version"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if newest is None or version > newest[0]:
+            newest = (version, signed)
+    if newest is None:
+        return None
+    d = directory.read(newest[1], trust=trust(), authorities=authorities)
+    settings = deployment.with_local(d.topology.settings, configured.settings)
+    return dataclasses.replace(d, topology=dataclasses.replace(d.topology, settings=settings))
