@@ -101,7 +101,7 @@ def audit_verify_log(hubs: tuple[str, ...], tsa_ca: str | None, witness_within: 
                  else _("BROKEN at entry {seq}: {reason}", seq=report.broken_at, reason=report.reason)
                  if report.broken_at is not None else _("NOT CHECKED in full"))
         stamped = _("{n:4} time-stamped ", n=report.time_stamped) if tsa_ca else ""
-        tail = (_("unwitnessed tail: {n} entries ({seconds} s) ", n=report.unwitnessed,
+        tail = (_("unwitnessed tail {n} entries ({seconds} s) ", n=report.unwitnessed,
                   seconds=f"{now - report.unwitnessed_since:.0f}") if report.unwitnessed_since is not None else "")
         click.echo(_("{hub:9} {entries:7} entries {checkpoints:4} checkpoints {witnessed:4} witnessed {stamped}"
                      "{tail} {state}", hub=hub, entries=report.entries, checkpoints=report.checkpoints,
