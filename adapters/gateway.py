@@ -34,6 +34,7 @@ from prometheus_client import Counter
 
 from broker.core import errors
 from broker.core.topology import Topology
+from broker.i18n import N_
 from broker.settings import Settings
 
 from . import vxp
@@ -89,11 +90,12 @@ def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
         cert = client_certificate(request.scope)
         if cert is not None:  # the TLS handshake verified its chain against the client CAs
             if clients is None:
-                raise errors.Unauthorized("this gateway accepts no client certificate (it runs without --client-ca)")
+                raise errors.Unauthorized(N_("this gateway accepts no client certificate (it runs without "
+                                             "--client-ca)"))
             return clients.agency_of(cert)
         auth = request.headers.get("authorization", "")
         if not auth.lower().startswith("bearer "):
-            raise errors.Unauthorized("send 'Authorization: Bearer <token>' or a client certificate")
+            raise errors.Unauthorized(N_("send 'Authorization: Bearer <token>' or a client certificate"))
         return book.agency_of(auth[7:])
 
     @app.middleware("http")
@@ -159,7 +161,8 @@ def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
         try:
             status = str(json.loads(await bounded(request, SMALL_BODY, errors.BodyTooLarge))["status"])
         except (ValueError, KeyError, TypeError):
-            raise errors.UsageError('send JSON {"status": "taken" | "done" | "failed"}') from None
+            raise errors.UsageError(N_("send JSON {example}"),
+                                    example='{"status": "taken" | "done" | "failed"}') from None
         store.set_transfer(agency, message_id, status)
         return {"message_id": message_id, "transfer_status": status}
 
