@@ -18,7 +18,9 @@ hub with the agency's own broker account and is judged at every hop like any oth
 lienthong's message id (SHA-256 of the signed bytes); the received list is the agency's mailbox,
 and ``updateStatus`` moves a message through it (``processing``, then ``done``: taken out, or
 ``fail``: offered again).  ``ErrorCode`` is lienthong's error code as a number
-(:data:`ERROR_CODES`, listed in docs/errors.md), and ``ErrorDesc`` is ``CODE: sentence``.
+(:data:`ERROR_CODES`, listed in docs/errors.md), and ``ErrorDesc`` is ``CODE: sentence``, the
+sentence in the language the request's ``Accept-Language`` prefers, else the gateway's: Vietnamese
+unless its operator chose English (the vendor's SDK sends no ``Accept-Language``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from broker import i18n
 from broker.core import errors
 from broker.core.edxml import STATUS_CODES
 from broker.i18n import N_
@@ -90,15 +93,20 @@ def answer(data: Any = None, **extra: Any) -> Response:
     return Response(json.dumps(body, ensure_ascii=True), media_type="application/json")
 
 
-def failure(exc: errors.LienthongError) -> Response:
-    return Response(json.dumps({"status": "FAIL", "ErrorCode": error_code(exc), "ErrorDesc": exc.line()[6:]},
+def failure(exc: errors.LienthongError, gettext: Callable[[str], str] | None = None) -> Response:
+    """The refusal's answer: its code as a number, ``CODE: sentence`` with the sentence through
+    ``gettext`` (a catalogue's; English without); non-ASCII letters escaped in the JSON."""
+    desc = f"{exc.code}: {exc.render(gettext)}"
+    return Response(json.dumps({"status": "FAIL", "ErrorCode": error_code(exc), "ErrorDesc": desc},
                                ensure_ascii=True), media_type="application/json",
                     status_code=401 if isinstance(exc, errors.Unauthorized) else 200)
 
 
-def mount(app: FastAPI, gw: Gateway, *, clients: ClientCertificates | None, hmac_only: bool = False) -> None:
+def mount(app: FastAPI, gw: Gateway, *, clients: ClientCertificates | None, hmac_only: bool = False,
+          lang: str = i18n.DEFAULT) -> None:
     """Serve the protocol on ``app`` under ``/vxp``, over the gateway ``gw``: requests come with a
-    client certificate ``clients`` accepts, or, with ``hmac_only``, may come without one."""
+    client certificate ``clients`` accepts, or, with ``hmac_only``, may come without one.  Refusals
+    are in the language of a request's ``Accept-Language``, else in ``lang``."""
     settings = gw.topology.settings
     window = settings.vxp.window_seconds
     if hmac_only:
@@ -237,7 +245,7 @@ def mount(app: FastAPI, gw: Gateway, *, clients: ClientCertificates | None, hmac
                 return await send_edoc(req, body)
             return await run_in_threadpool(blocking[operation], req, body)
         except errors.LienthongError as exc:
-            return failure(exc)
+            return failure(exc, i18n.catalogue(i18n.negotiate(request.headers.get("accept-language"), lang)).gettext)
 
 
 def markdown() -> str:

@@ -246,3 +246,10 @@ def test_a_token_refusal_becomes_a_translated_configuration_error() -> None:
         "the PKCS#11 module /nonexistent/libtoken.so does not exist (install the token's driver)"
     assert converted.render(i18n.catalogue("vi").gettext) == \
         "không có mô-đun PKCS#11 /nonexistent/libtoken.so (hãy cài trình điều khiển của thiết bị token)"
+
+
+def test_a_server_chooses_its_own_language_for_a_client_that_names_none() -> None:
+    """``negotiate`` falls back to the server's language when Accept-Language names neither of
+    ours, and to nothing else: a named language still wins."""
+    assert i18n.negotiate(None, "en") == "en" and i18n.negotiate("fr, *;q=0.1", "en") == "en"
+    assert i18n.negotiate("vi", "en") == "vi" and i18n.negotiate("en", "vi") == "en"
