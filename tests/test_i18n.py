@@ -253,3 +253,26 @@ def test_a_server_chooses_its_own_language_for_a_client_that_names_none() -> Non
     ours, and to nothing else: a named language still wins."""
     assert i18n.negotiate(None, "en") == "en" and i18n.negotiate("fr, *;q=0.1", "en") == "en"
     assert i18n.negotiate("vi", "en") == "vi" and i18n.negotiate("en", "vi") == "en"
+
+
+def test_a_stored_refusal_is_explained_in_the_readers_language() -> None:
+    """A reason read back from an audit log or a parked message stays the English sentence the hub
+    recorded; a Vietnamese reader gets the meaning of its code first, an English reader the
+    sentence alone, and a code that is not lienthong's (the broker's own) the sentence alone."""
+    import contextvars
+
+    from broker.ops import reasons
+
+    recorded, before = "recipient '999.99.99.H99' is not in the agency directory", i18n.language()
+
+    def shown(lang: str, code: str) -> str:
+        def inside() -> str:
+            i18n.use(lang)
+            return reasons.text(code, recorded)
+        return contextvars.copy_context().run(inside)
+
+    assert shown("vi", "RECIPIENT_UNKNOWN") == \
+        f"Một cơ quan nhận không có trong danh bạ. Nguyên văn ghi nhận: {recorded}"
+    assert shown("en", "RECIPIENT_UNKNOWN") == recorded
+    assert shown("vi", "delivery_limit") == recorded
+    assert i18n.language() == before  # the languages were chosen in copies of this context
