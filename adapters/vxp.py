@@ -252,8 +252,10 @@ def markdown() -> str:
     """The ``ErrorCode`` table of docs/errors.md."""
     lines = ["## ErrorCode in the national axis protocol (`/vxp`)", "",
              "A call answered with `\"status\": \"FAIL\"` carries `ErrorCode` (below) and `ErrorDesc`",
-             "(`CODE: sentence`); success is `\"0\"`. A code not listed maps to its family: 200 for a",
-             "refused message, 399 otherwise.", "", "| code | ErrorCode |", "|---|---|"]
+             "(`CODE: sentence`, the sentence in the language of the request's `Accept-Language`, else",
+             "the gateway's: Vietnamese unless it runs with `--lang en`); success is `\"0\"`. A code not",
+             "listed maps to its family: 200 for a refused message, 399 otherwise.", "", "| code | ErrorCode |",
+             "|---|---|"]
     lines += [f"| `{code}` | {number} |" for code, number in sorted(ERROR_CODES.items(), key=lambda kv: int(kv[1]))]
     return "\n".join(lines) + "\n"
 
