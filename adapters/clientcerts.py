@@ -28,6 +28,7 @@ from broker.core import errors
 from broker.core.cafiles import is_ca, read_directory, read_file
 from broker.core.topology import Topology, subject_uid
 from broker.core.trust import MAX_CHAIN, TrustSource, TrustStore, fingerprint
+from broker.i18n import N_
 from broker.relay.livetrust import LiveTrust
 
 
@@ -42,14 +43,16 @@ def trust_of(source: Path) -> TrustSource:
         cas = [c for c in certs if is_ca(c)]
         anchors = [c for c in cas if c.issuer == c.subject]
         if not anchors:
-            raise errors.ConfigError(f"the client CA file {source} holds no self-signed CA certificate")
+            raise errors.ConfigError(N_("the client CA file {source} holds no self-signed CA certificate"),
+                                     source=source)
         trust = TrustStore(anchors=tuple(anchors), intermediates=tuple(c for c in cas if c.issuer != c.subject),
                            crls=tuple(crls))
     now = trust.current()
     for ca in [*now.anchors, *now.intermediates]:
         if not any(crl.issuer == ca.subject for crl in now.crls):
-            raise errors.ConfigError(f"client CA {ca.subject.rfc4514_string()!r} ({source}) comes with no CRL: "
-                                     f"revocation could not be checked; put its CRL beside it")
+            raise errors.ConfigError(N_("client CA {ca!r} ({source}) comes with no CRL: revocation could not be "
+                                        "checked; put its CRL beside it"), ca=ca.subject.rfc4514_string(),
+                                     source=source)
     return trust
 
 
@@ -75,13 +78,15 @@ class ClientCertificates:
         try:
             self._check_path(cert)
         except errors.LienthongError as exc:
-            raise errors.Unauthorized(f"the client certificate is not accepted: {exc.message}") from None
+            raise errors.Unauthorized(N_("the client certificate is not accepted: {reason}"), reason=exc) from None
         agency = subject_uid(cert)
         if agency is None or agency not in self.topology.agencies:
-            raise errors.Unauthorized(f"the client certificate names {agency!r}, not an agency of the directory")
+            raise errors.Unauthorized(N_("the client certificate names {agency!r}, not an agency of the directory"),
+                                      agency=agency)
         pins = self.topology.agencies[agency].cert_sha256
         if pins and fingerprint(cert) not in pins:
-            raise errors.Unauthorized(f"the client certificate is not one the directory pins for agency {agency}")
+            raise errors.Unauthorized(N_("the client certificate is not one the directory pins for agency {agency}"),
+                                      agency=agency)
         return agency
 
     def _check_path(self, cert: x509.Certificate) -> None:
@@ -94,7 +99,7 @@ class ClientCertificates:
             issuer = self._issuer(trust, current)
             trust.check_revocation(current, issuer)
             current = issuer
-        raise errors.Untrusted("the certificate chain is too long")
+        raise errors.Untrusted(N_("the certificate chain is too long"))
 
     def _issuer(self, trust: TrustStore, cert: x509.Certificate) -> x509.Certificate:
         for ca in [*trust.anchors, *trust.intermediates]:
@@ -105,5 +110,5 @@ class ClientCertificates:
             except (InvalidSignature, ValueError, TypeError):
                 continue
             return ca
-        raise errors.Untrusted("its issuer is not among the client CAs")
+        raise errors.Untrusted(N_("its issuer is not among the client CAs"))
 

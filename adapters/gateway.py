@@ -17,12 +17,14 @@ only its own documents.  Bodies are bounded on every route (the message limit on
 serves them on loopback).  Received messages are taken from the agency's inbox into the
 gateway's mailbox (:mod:`adapters.mailbox`) when the agency asks for them, so nothing is acked
 on the broker before it is safely stored here.  Errors are JSON ``{"code": ..., "message": ...}``
-with the codes of docs/errors.md.
+with the codes of docs/errors.md; the message is in the language the request's ``Accept-Language``
+prefers (``vi`` or ``en``), else in the gateway's (``create_app``'s ``lang``); the code never changes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter
 
+from broker import i18n
 from broker.core import errors
 from broker.core.topology import Topology
+from broker.i18n import N_
 from broker.settings import Settings
 
 from . import vxp
@@ -72,12 +76,15 @@ def issue_token(settings: Settings, agency: str, days: float = DEFAULT_DAYS) -> 
 
 def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
                max_bytes: int | None = None, max_uploads: int = 4, client_ca: Path | None = None,
-               vxp_hmac_only: bool = False) -> FastAPI:
+               vxp_hmac_only: bool = False, lang: str | None = None) -> FastAPI:
     """The gateway over ``settings``' topology and data directory; ``connect(agency)`` opens that
     agency's own client (its broker account, its handed-over store).  ``client_ca``: the CAs (and
     their CRLs) client certificates are judged by, as given to the TLS server; without it no client
     certificate is accepted.  ``vxp_hmac_only``: the axis protocol without mutual TLS
-    (:mod:`adapters.vxp`)."""
+    (:mod:`adapters.vxp`).  ``lang``: the language of refusals to a client whose ``Accept-Language``
+    names neither of ours (the national axis' SDK sends none): by default ``LIENTHONG_LANG``'s, else
+    Vietnamese."""
+    default = lang or i18n.parse(os.environ.get("LIENTHONG_LANG")) or i18n.DEFAULT
     gw = Gateway(settings, connect, max_bytes=max_bytes, max_uploads=max_uploads)
     topology, store = gw.topology, gw.mailbox
     clients = ClientCertificates(client_ca, topology) if client_ca else None
@@ -85,15 +92,20 @@ def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
                   description="Send and receive edXML documents through the lienthong relay.")
     book = tokens(settings)
 
+    def reader(request: Request) -> i18n.Catalogue:
+        """The catalogue of the language the request prefers."""
+        return i18n.catalogue(i18n.negotiate(request.headers.get("accept-language"), default))
+
     def agency_of(request: Request) -> str:
         cert = client_certificate(request.scope)
         if cert is not None:  # the TLS handshake verified its chain against the client CAs
             if clients is None:
-                raise errors.Unauthorized("this gateway accepts no client certificate (it runs without --client-ca)")
+                raise errors.Unauthorized(N_("this gateway accepts no client certificate (it runs without "
+                                             "--client-ca)"))
             return clients.agency_of(cert)
         auth = request.headers.get("authorization", "")
         if not auth.lower().startswith("bearer "):
-            raise errors.Unauthorized("send 'Authorization: Bearer <token>' or a client certificate")
+            raise errors.Unauthorized(N_("send 'Authorization: Bearer <token>' or a client certificate"))
         return book.agency_of(auth[7:])
 
     @app.middleware("http")
@@ -102,8 +114,8 @@ def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
         declared = request.headers.get("content-length", "0")
         small = not (request.method == "POST" and path == DOCUMENTS) and not path.startswith(vxp.PREFIX)
         if small and (not declared.isdigit() or int(declared) > SMALL_BODY):
-            return JSONResponse({"code": "BODY_TOO_LARGE", "message": f"this route accepts at most "
-                                 f"{SMALL_BODY} bytes"}, status_code=413)
+            return JSONResponse({"code": "BODY_TOO_LARGE", "message": reader(request)(
+                N_("this route accepts at most {n} bytes"), n=SMALL_BODY)}, status_code=413)
         response = await call_next(request)
         route = request.scope.get("route")
         REQUESTS.labels(getattr(route, "path", "other"), str(response.status_code)).inc()
@@ -115,9 +127,9 @@ def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
         return app.openapi()
 
     @app.exception_handler(errors.LienthongError)
-    async def lienthong_error(_request: Request, exc: errors.LienthongError) -> JSONResponse:
+    async def lienthong_error(request: Request, exc: errors.LienthongError) -> JSONResponse:
         status = HTTP_STATUS.get(exc.code, 422 if isinstance(exc, errors.RejectedInput) else 500)
-        return JSONResponse({"code": exc.code, "message": exc.message}, status_code=status)
+        return JSONResponse({"code": exc.code, "message": exc.render(reader(request).gettext)}, status_code=status)
 
     xml_body = {"requestBody": {"required": True, "description": "The signed edXML message, as is.",
                                 "content": {"application/xml": {"schema": {"type": "string"}}}}}
@@ -159,7 +171,8 @@ def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
         try:
             status = str(json.loads(await bounded(request, SMALL_BODY, errors.BodyTooLarge))["status"])
         except (ValueError, KeyError, TypeError):
-            raise errors.UsageError('send JSON {"status": "taken" | "done" | "failed"}') from None
+            raise errors.UsageError(N_("send JSON {example}"),
+                                    example='{"status": "taken" | "done" | "failed"}') from None
         store.set_transfer(agency, message_id, status)
         return {"message_id": message_id, "transfer_status": status}
 
@@ -179,7 +192,7 @@ def create_app(settings: Settings, *, connect: Callable[[str], AgencyClient],
         agency_of(request)
         return [{"organ_id": a.organ_id, "name": a.name, "hub": a.hub} for a in topology.agencies.values()]
 
-    vxp.mount(app, gw, clients=clients, hmac_only=vxp_hmac_only)
+    vxp.mount(app, gw, clients=clients, hmac_only=vxp_hmac_only, lang=default)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from broker.core import errors, receipts
 from broker.core.edxml import Message
+from broker.i18n import N_
 
 from .localdb import LocalDB
 from .sdk import InboxItem
@@ -120,17 +121,20 @@ class Mailbox:
     def body(self, agency: str, message_id: str) -> bytes:
         rows = self._db.rows("SELECT body FROM received WHERE agency = ? AND message_id = ?", (agency, message_id))
         if not rows:
-            raise errors.NotFound(f"no received message {message_id!r} for agency {agency!r}")
+            raise errors.NotFound(N_("no received message {message_id!r} for agency {agency!r}"), message_id=message_id,
+                                  agency=agency)
         return bytes(rows[0][0])
 
     def set_transfer(self, agency: str, message_id: str, status: str) -> None:
         if status not in TRANSFER_STATUSES:
-            raise errors.UsageError(f"transfer status must be one of {', '.join(TRANSFER_STATUSES)}")
+            raise errors.UsageError(N_("transfer status must be one of {statuses}"),
+                                    statuses=', '.join(TRANSFER_STATUSES))
         with self._db.tx() as db:
             cur = db.execute("UPDATE received SET transfer = ?, updated = ? WHERE agency = ? AND message_id = ? "
                              "AND kind != 'receipt'", (status, time.time(), agency, message_id))
         if cur.rowcount == 0:
-            raise errors.NotFound(f"no received message {message_id!r} for agency {agency!r}")
+            raise errors.NotFound(N_("no received message {message_id!r} for agency {agency!r}"), message_id=message_id,
+                                  agency=agency)
 
     # -- sent ----------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from broker.core import receipts, wire
 from broker.core.delivery import DeliveryCheck
 from broker.core.errors import LienthongError, RejectedInput, TransientError, UsageError
 from broker.core.signer import SigningKey
+from broker.i18n import N_
 from broker.logs import get_logger
 from broker.relay.amqp import blocking
 from broker.relay.transport import Received
@@ -81,7 +82,7 @@ class AgencyClient:
     def send(self, signed: bytes) -> str:
         """Publish a signed edXML message to the hub's ingress; returns its message id (SHA-256)."""
         if not signed:
-            raise UsageError("nothing to send")
+            raise UsageError(N_("nothing to send"))
         message_id = wire.message_id(signed)
         self._publisher.publish(wire.agency_exchange(self.organ_id), "", signed, message_id=message_id,
                                 user_id=self.user, headers={wire.H_KIND: wire.Kind.EDXML})

@@ -14,6 +14,7 @@ from broker.core import errors, wire
 from broker.core.edxml import Message, read
 from broker.core.parsing import ParseLimits, parse
 from broker.core.topology import Topology
+from broker.i18n import N_
 from broker.settings import Settings
 
 from .mailbox import Mailbox
@@ -62,8 +63,8 @@ class Gateway:
         """Count an upload of ``agency`` while it is in progress; refuse one over the limit."""
         with self._uploads_lock:
             if self._uploads.get(agency, 0) >= self.max_uploads:
-                raise errors.TooManyUploads(f"{agency} already has {self.max_uploads} uploads in progress; "
-                                            "retry shortly")
+                raise errors.TooManyUploads(N_("{agency} already has {max_uploads} uploads in progress; retry shortly"),
+                                            agency=agency, max_uploads=self.max_uploads)
             self._uploads[agency] = self._uploads.get(agency, 0) + 1
         try:
             yield
@@ -75,8 +76,8 @@ class Gateway:
         """Read a message ``agency`` hands in (early, clear feedback; the hubs do the full checks)."""
         m = read(parse(body, self.limits))
         if m.sender.organ_id != agency:
-            raise errors.SenderNotAllowed(f"these credentials belong to {agency!r}, the message is from "
-                                          f"{m.sender.organ_id!r}")
+            raise errors.SenderNotAllowed(N_("these credentials belong to {agency!r}, the message is from {sender!r}"),
+                                          agency=agency, sender=m.sender.organ_id)
         return m
 
     def send(self, agency: str, body: bytes, message: Message) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from broker.core import errors
+from broker.i18n import N_
 from broker.private import write_private
 
 DEFAULT_DAYS = 90
@@ -73,12 +74,12 @@ class TokenBook:
         """The agency ``token`` belongs to; :class:`errors.Unauthorized` with the reason otherwise."""
         entry = self.known().get(_digest(token))
         if entry is None:
-            raise errors.Unauthorized("the token is not valid")
+            raise errors.Unauthorized(N_("the token is not valid"))
         if entry.revoked is not None:
-            raise errors.Unauthorized(f"the token {entry.id} was revoked")
+            raise errors.Unauthorized(N_("the token {id} was revoked"), id=entry.id)
         if (now or time.time()) >= entry.expires:
-            raise errors.Unauthorized(f"the token {entry.id} expired on "
-                                      f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(entry.expires))}")
+            raise errors.Unauthorized(N_("the token {id} expired on {expires}"), id=entry.id,
+                                      expires=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(entry.expires)))
         return entry.agency
 
     def all(self) -> list[Token]:
@@ -99,7 +100,7 @@ class TokenBook:
     def issue(self, agency: str, days: float = DEFAULT_DAYS) -> tuple[Token, str]:
         """A new token for ``agency``, valid ``days``; returns what is kept and the token (shown once)."""
         if days <= 0:
-            raise errors.UsageError("a token must be valid for some time (--days > 0)")
+            raise errors.UsageError(N_("a token must be valid for some time (--days > 0)"))
         token = secrets.token_urlsafe(32)
         now = time.time()
         entry = Token(secrets.token_hex(6), agency, now, now + days * 86400)
@@ -126,5 +127,5 @@ class TokenBook:
                     entries[digest] = Token(t.id, t.agency, t.created, t.expires, now)
                     done.append(entries[digest])
         if named is not None and not done:
-            raise errors.NotFound("no such token (or it is already revoked)")
+            raise errors.NotFound(N_("no such token (or it is already revoked)"))
         return done

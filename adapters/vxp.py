@@ -18,7 +18,9 @@ hub with the agency's own broker account and is judged at every hop like any oth
 lienthong's message id (SHA-256 of the signed bytes); the received list is the agency's mailbox,
 and ``updateStatus`` moves a message through it (``processing``, then ``done``: taken out, or
 ``fail``: offered again).  ``ErrorCode`` is lienthong's error code as a number
-(:data:`ERROR_CODES`, listed in docs/errors.md), and ``ErrorDesc`` is ``CODE: sentence``.
+(:data:`ERROR_CODES`, listed in docs/errors.md), and ``ErrorDesc`` is ``CODE: sentence``, the
+sentence in the language the request's ``Accept-Language`` prefers, else the gateway's: Vietnamese
+unless its operator chose English (the vendor's SDK sends no ``Accept-Language``).
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from broker import i18n
 from broker.core import errors
 from broker.core.edxml import STATUS_CODES
+from broker.i18n import N_
 from broker.logs import get_logger
 from broker.settings import Settings
 
@@ -89,15 +93,20 @@ def answer(data: Any = None, **extra: Any) -> Response:
     return Response(json.dumps(body, ensure_ascii=True), media_type="application/json")
 
 
-def failure(exc: errors.LienthongError) -> Response:
-    return Response(json.dumps({"status": "FAIL", "ErrorCode": error_code(exc), "ErrorDesc": exc.line()[6:]},
+def failure(exc: errors.LienthongError, gettext: Callable[[str], str] | None = None) -> Response:
+    """The refusal's answer: its code as a number, ``CODE: sentence`` with the sentence through
+    ``gettext`` (a catalogue's; English without); non-ASCII letters escaped in the JSON."""
+    desc = f"{exc.code}: {exc.render(gettext)}"
+    return Response(json.dumps({"status": "FAIL", "ErrorCode": error_code(exc), "ErrorDesc": desc},
                                ensure_ascii=True), media_type="application/json",
                     status_code=401 if isinstance(exc, errors.Unauthorized) else 200)
 
 
-def mount(app: FastAPI, gw: Gateway, *, clients: ClientCertificates | None, hmac_only: bool = False) -> None:
+def mount(app: FastAPI, gw: Gateway, *, clients: ClientCertificates | None, hmac_only: bool = False,
+          lang: str = i18n.DEFAULT) -> None:
     """Serve the protocol on ``app`` under ``/vxp``, over the gateway ``gw``: requests come with a
-    client certificate ``clients`` accepts, or, with ``hmac_only``, may come without one."""
+    client certificate ``clients`` accepts, or, with ``hmac_only``, may come without one.  Refusals
+    are in the language of a request's ``Accept-Language``, else in ``lang``."""
     settings = gw.topology.settings
     window = settings.vxp.window_seconds
     if hmac_only:
@@ -120,13 +129,13 @@ def mount(app: FastAPI, gw: Gateway, *, clients: ClientCertificates | None, hmac
             try:
                 out.append(datetime.strptime(text, DATE).replace(tzinfo=zone).timestamp() if text else None)
             except ValueError:
-                raise errors.UsageError(f"{key} {text!r} is not dd/MM/yyyy HH:mm:ss") from None
+                raise errors.UsageError(N_("{key} {text!r} is not dd/MM/yyyy HH:mm:ss"), key=key, text=text) from None
         return out[0], out[1]
 
     def kind_of(req: Authenticated) -> str:
         kind = (req.get("messagetype") or "edoc").strip().lower()
         if kind not in ("edoc", "status"):
-            raise errors.UsageError(f"messagetype must be edoc or status, not {kind!r}")
+            raise errors.UsageError(N_("messagetype must be edoc or status, not {kind!r}"), kind=kind)
         return "document" if kind == "edoc" else "status"
 
     # -- the operations ----------------------------------------------------------------------
@@ -138,17 +147,19 @@ def mount(app: FastAPI, gw: Gateway, *, clients: ClientCertificates | None, hmac
             if body.endswith(b"\r\n") and hash_file(body[:-2]) == expected:
                 signed = body[:-2]
             else:
-                raise errors.HashMismatch("the body's SHA-256 is not the hash-file sent with it")
+                raise errors.HashMismatch(N_("the body's SHA-256 is not the hash-file sent with it"))
         m = gw.read_own(req.agency, signed)
         if m.kind != kind_of(req):
-            raise errors.UsageError(f"messagetype says {req.get('messagetype') or 'edoc'}, the message is a {m.kind}")
+            raise errors.UsageError(N_("messagetype says {said}, the message is a {kind}"),
+                                    said=req.get('messagetype') or 'edoc', kind=m.kind)
         sender = req.get("from").strip()
         if sender and sender != m.sender.organ_id:
-            raise errors.HeaderMismatch(f"the from header names {sender!r}, the signed message {m.sender.organ_id!r}")
+            raise errors.HeaderMismatch(N_("the from header names {sender!r}, the signed message {agency!r}"),
+                                        sender=sender, agency=m.sender.organ_id)
         to = _codes(req.get("to"))
         if to is not None and set(to) != set(m.recipient_ids):
-            raise errors.HeaderMismatch(f"the to header names {sorted(to)}, the signed message "
-                                        f"{sorted(m.recipient_ids)}")
+            raise errors.HeaderMismatch(N_("the to header names {header}, the signed message {signed}"),
+                                        header=sorted(to), signed=sorted(m.recipient_ids))
         with gw.upload(req.agency):
             doc_id = await run_in_threadpool(gw.send, req.agency, signed, m)
         return answer({"DocId": doc_id}, DocId=doc_id)
@@ -172,7 +183,8 @@ def mount(app: FastAPI, gw: Gateway, *, clients: ClientCertificates | None, hmac
     def update_status(req: Authenticated, _body: bytes) -> Response:
         doc_id, status = req.require("docid"), req.require("status").lower()
         if status not in TRANSFER:
-            raise errors.UsageError(f"status must be one of {', '.join(TRANSFER)}, not {status!r}")
+            raise errors.UsageError(N_("status must be one of {statuses}, not {status!r}"),
+                                    statuses=', '.join(TRANSFER), status=status)
         mailbox.set_transfer(req.agency, doc_id, TRANSFER[status])
         return answer()
 
@@ -204,42 +216,46 @@ def mount(app: FastAPI, gw: Gateway, *, clients: ClientCertificates | None, hmac
         cert = client_certificate(request.scope)
         if cert is not None:
             if clients is None:
-                raise errors.Unauthorized("this gateway accepts no client certificate (it runs without --client-ca)")
+                raise errors.Unauthorized(N_("this gateway accepts no client certificate (it runs without "
+                                             "--client-ca)"))
             return clients.agency_of(cert)
         if hmac_only:
             return None
-        raise errors.Unauthorized("the axis protocol needs mutual TLS here: present your agency's client "
-                                  "certificate (see 'Switching from the national axis' in the README)")
+        raise errors.Unauthorized(N_("the axis protocol needs mutual TLS here: present your agency's client "
+                                     "certificate (see 'Switching from the national axis' in the README)"))
 
     @app.post(PREFIX + "/{operation}", include_in_schema=False)
     async def serve(request: Request, operation: str) -> Response:
         try:
             if operation != "sendEdoc" and operation not in blocking:
-                raise errors.UnknownOperation(f"the protocol has no operation {operation!r}")
+                raise errors.UnknownOperation(N_("the protocol has no operation {operation!r}"), operation=operation)
             bound = caller(request)
             raw = {k.decode("latin-1").lower(): v for k, v in request.headers.raw}
             req = authenticate(raw, book=book, agencies=gw.topology.agencies, now=datetime.now(UTC),
                                window=window, zone=zone)
             if bound is not None and bound != req.agency:
-                raise errors.Unauthorized(f"the client certificate is agency {bound}'s, systemid names {req.agency}")
+                raise errors.Unauthorized(N_("the client certificate is agency {bound}'s, systemid names {agency}"),
+                                          bound=bound, agency=req.agency)
             limit = gw.limit + 2 if operation == "sendEdoc" else SMALL_BODY
             body = await bounded(request, limit, errors.TooLarge if operation == "sendEdoc" else errors.BodyTooLarge,
                                  drain=2 * limit)  # the SDK sends its whole body before it reads
             if not mailbox.first_use(req.replay_key(operation, body), keep_seconds=2 * window + 60):
-                raise errors.RequestReplayed("this exact signed request was already served")
+                raise errors.RequestReplayed(N_("this exact signed request was already served"))
             if operation == "sendEdoc":
                 return await send_edoc(req, body)
             return await run_in_threadpool(blocking[operation], req, body)
         except errors.LienthongError as exc:
-            return failure(exc)
+            return failure(exc, i18n.catalogue(i18n.negotiate(request.headers.get("accept-language"), lang)).gettext)
 
 
 def markdown() -> str:
     """The ``ErrorCode`` table of docs/errors.md."""
     lines = ["## ErrorCode in the national axis protocol (`/vxp`)", "",
              "A call answered with `\"status\": \"FAIL\"` carries `ErrorCode` (below) and `ErrorDesc`",
-             "(`CODE: sentence`); success is `\"0\"`. A code not listed maps to its family: 200 for a",
-             "refused message, 399 otherwise.", "", "| code | ErrorCode |", "|---|---|"]
+             "(`CODE: sentence`, the sentence in the language of the request's `Accept-Language`, else",
+             "the gateway's: Vietnamese unless it runs with `--lang en`); success is `\"0\"`. A code not",
+             "listed maps to its family: 200 for a refused message, 399 otherwise.", "", "| code | ErrorCode |",
+             "|---|---|"]
     lines += [f"| `{code}` | {number} |" for code, number in sorted(ERROR_CODES.items(), key=lambda kv: int(kv[1]))]
     return "\n".join(lines) + "\n"
 
@@ -256,9 +272,9 @@ def _codes(text: str) -> list[str] | None:
     try:
         value = json.loads(text)
     except ValueError:
-        raise errors.UsageError("the to header is not a JSON array") from None
+        raise errors.UsageError(N_("the to header is not a JSON array")) from None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise errors.UsageError("the to header must be a JSON array of agency codes")
+        raise errors.UsageError(N_("the to header must be a JSON array of agency codes"))
     return value
 
 

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from broker.core import errors
+from broker.i18n import N_
 from broker.private import write_private
 
 PREFIX = "xroadvnpt-"
@@ -47,19 +48,19 @@ def parse_timestamp(text: str, zone: timezone) -> datetime:
     """A request timestamp, read in ``zone`` (the protocol's times carry no zone)."""
     m = TIMESTAMP.match(text.strip())
     if m is None:
-        raise errors.UsageError(f"the timestamp {text!r} is not ddMMyyyy'T'HHmmss+SSSS")
+        raise errors.UsageError(N_("the timestamp {text!r} is not ddMMyyyy'T'HHmmss+SSSS"), text=text)
     day, month, year, hour, minute, second, millis = (int(g) for g in m.groups())
     try:
         return datetime(year, month, day, hour, minute, second, min(millis, 999) * 1000, tzinfo=zone)
     except ValueError:
-        raise errors.UsageError(f"the timestamp {text!r} is not a real date and time") from None
+        raise errors.UsageError(N_("the timestamp {text!r} is not a real date and time"), text=text) from None
 
 
 def zone_of(offset: str) -> timezone:
     """``+07:00`` -> a fixed zone."""
     m = re.fullmatch(r"([+-])(\d{2}):?(\d{2})", offset.strip())
     if m is None:
-        raise errors.ConfigError(f"utc_offset {offset!r} is not like +07:00")
+        raise errors.ConfigError(N_("utc_offset {offset!r} is not like +07:00"), offset=offset)
     minutes = int(m.group(2)) * 60 + int(m.group(3))
     return timezone(timedelta(minutes=minutes if m.group(1) == "+" else -minutes))
 
@@ -72,7 +73,7 @@ class SecretBook:
 
     def _path(self, agency: str) -> Path:
         if not re.fullmatch(r"[0-9A-Za-z.\-]+", agency):
-            raise errors.UsageError(f"{agency!r} is not an agency code")
+            raise errors.UsageError(N_("{agency!r} is not an agency code"), agency=agency)
         return self.directory / f"{agency}.secret"
 
     def secret(self, agency: str) -> bytes | None:
@@ -109,7 +110,7 @@ class Authenticated:
     def require(self, key: str) -> str:
         value = self.get(key).strip()
         if not value:
-            raise errors.UsageError(f"this call needs the header XroadVnpt-{key}")
+            raise errors.UsageError(N_("this call needs the header XroadVnpt-{key}"), key=key)
         return value
 
     def replay_key(self, operation: str, body: bytes) -> str:
@@ -129,42 +130,45 @@ def authenticate(raw_headers: Mapping[str, bytes], *, book: SecretBook, agencies
             for k, v in raw_headers.items() if k.startswith(PREFIX)}
     agency = sent.get("systemid", "")
     if not agency:
-        raise errors.Unauthorized("send XroadVnpt-systemid (your agency code) and the signed headers")
+        raise errors.Unauthorized(N_("send XroadVnpt-systemid (your agency code) and the signed headers"))
     if agency not in agencies:
-        raise errors.Unauthorized(f"systemid {agency!r} is not an agency of the directory")
+        raise errors.Unauthorized(N_("systemid {agency!r} is not an agency of the directory"), agency=agency)
     key = book.secret(agency)
     if not key:
-        raise errors.Unauthorized(f"agency {agency!r} has no secret for this protocol yet "
-                                  "(an operator makes one with 'lienthong vxp secret')")
+        raise errors.Unauthorized(N_("agency {agency!r} has no secret for this protocol yet (an operator makes one "
+                                     "with 'lienthong vxp secret')"), agency=agency)
     signed_raw = raw_headers.get(PREFIX + "sign-header", b"")
     given = sent.get("hash-header", "").lower()
     if not signed_raw or not given:
-        raise errors.Unauthorized("send XroadVnpt-sign-header and XroadVnpt-hash-header")
+        raise errors.Unauthorized(N_("send XroadVnpt-sign-header and XroadVnpt-hash-header"))
     if not HMAC_HEX.fullmatch(given):
-        raise errors.Unauthorized("hash-header is not an HMAC-SHA256 in hex (64 characters 0-9, a-f)")
+        raise errors.Unauthorized(N_("hash-header is not an HMAC-SHA256 in hex (64 characters 0-9, a-f)"))
     expected = hmac.new(key, signed_raw.strip(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, given):
-        raise errors.Unauthorized("the signature of the headers (hash-header) does not verify with this "
-                                  "agency's secret")
+        raise errors.Unauthorized(N_("the signature of the headers (hash-header) does not verify with this agency's "
+                                     "secret"))
     try:
         signed = json.loads(signed_raw)
     except ValueError:
-        raise errors.HeaderMismatch("sign-header is not a JSON object") from None
+        raise errors.HeaderMismatch(N_("sign-header is not a JSON object")) from None
     if not isinstance(signed, dict):
-        raise errors.HeaderMismatch("sign-header is not a JSON object")
+        raise errors.HeaderMismatch(N_("sign-header is not a JSON object"))
     values = {str(k).lower().removeprefix(PREFIX): str(v).strip() for k, v in signed.items()}
     for name in REQUIRED_SIGNED:
         if name not in values:
-            raise errors.HeaderMismatch(f"the signed headers must include {name}")
+            raise errors.HeaderMismatch(N_("the signed headers must include {name}"), name=name)
     for name, value in values.items():
         if name in sent and sent[name] != value:
-            raise errors.HeaderMismatch(f"the signed {name} ({value!r}) is not the header sent ({sent[name]!r})")
+            raise errors.HeaderMismatch(N_("the signed {name} ({value!r}) is not the header sent ({sent!r})"),
+                                        name=name, value=value, sent=sent[name])
     try:
         at = parse_timestamp(values["timestamp"], zone)
     except errors.UsageError as exc:
-        raise errors.HeaderMismatch(exc.message) from None
+        raise errors.HeaderMismatch(exc.template, **exc.fields) from None
     skew = (now - at).total_seconds()
     if abs(skew) > window:
-        raise errors.RequestStale(f"the request's timestamp is {abs(skew):.0f} s {'old' if skew > 0 else 'ahead'}; "
-                                  f"this server accepts {window:.0f} s either way (check the clock)")
+        raise errors.RequestStale(N_("the request's timestamp is {skew:.0f} s old; this server accepts {window:.0f} "
+                                     "s either way (check the clock)") if skew > 0 else
+                                  N_("the request's timestamp is {skew:.0f} s ahead; this server accepts {window:.0f} "
+                                     "s either way (check the clock)"), skew=abs(skew), window=window)
     return Authenticated(agency, sent, given, at)

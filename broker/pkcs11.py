@@ -53,6 +53,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
+from broker.i18n import N_
+
 SCHEME = "pkcs11:"
 DEFAULT_MODULES = ("/usr/lib/softhsm/*.so", "/usr/lib/*/softhsm/*.so", "/usr/lib/pkcs11/*.so",
                    "/usr/lib/*/pkcs11/*.so", "/usr/lib/*/opensc-pkcs11.so", "/usr/lib/*/onepin-opensc-pkcs11.so")
@@ -77,7 +79,14 @@ T = TypeVar("T")
 
 
 class TokenError(Exception):
-    """A key on a token cannot be used (module, token, PIN, key); the message is one sentence."""
+    """A key on a token cannot be used (module, token, PIN, key); the message is one sentence, kept
+    as its English template and fields apart like lienthong's own errors
+    (:class:`broker.core.errors.LienthongError`), which the relay turns it into."""
+
+    def __init__(self, message: str, **fields: object) -> None:
+        super().__init__(message.format(**fields) if fields else message)
+        self.template = message
+        self.fields: dict[str, Any] = fields
 
 
 class PinRefused(TokenError):
@@ -103,23 +112,24 @@ class KeyUri:
     @classmethod
     def parse(cls, uri: str) -> KeyUri:
         if not is_uri(uri):
-            raise TokenError(f"{uri[:40]!r} is not a PKCS#11 URI (pkcs11:...)")
+            raise TokenError(N_("{uri!r} is not a PKCS#11 URI (pkcs11:...)"), uri=uri[:40])
         path, _, query = uri.strip()[len(SCHEME):].partition("?")
         attrs, params = _pairs(path, ";", "path"), _pairs(query, "&", "query")
         if "pin-value" in params:
-            raise TokenError("a PIN in the PKCS#11 URI (pin-value) is refused: put it in a file readable by its "
-                             "owner only and name that file with pin-source")
+            raise TokenError(N_("a PIN in the PKCS#11 URI (pin-value) is refused: put it in a file readable by its "
+                                "owner only and name that file with pin-source"))
         unknown = sorted({*attrs} - _PATH_ATTRS) + sorted({*params} - _QUERY_ATTRS)
         if unknown:
-            raise TokenError(f"the PKCS#11 URI has attribute(s) lienthong does not use: {', '.join(unknown)}")
+            raise TokenError(N_("the PKCS#11 URI has attribute(s) lienthong does not use: {names}"),
+                             names=', '.join(unknown))
         if attrs.get("type", b"private") != b"private":
-            raise TokenError("the PKCS#11 URI must name a private key (type=private)")
+            raise TokenError(N_("the PKCS#11 URI must name a private key (type=private)"))
         if "object" not in attrs and "id" not in attrs:
-            raise TokenError("the PKCS#11 URI names no key: give object= (its label) or id=")
+            raise TokenError(N_("the PKCS#11 URI names no key: give object= (its label) or id="))
         if "module-path" not in params:
-            raise TokenError("the PKCS#11 URI names no module: give module-path= (the token's PKCS#11 library)")
+            raise TokenError(N_("the PKCS#11 URI names no module: give module-path= (the token's PKCS#11 library)"))
         if "pin-source" not in params:
-            raise TokenError("the PKCS#11 URI names no PIN: give pin-source= (a file readable by its owner only)")
+            raise TokenError(N_("the PKCS#11 URI names no PIN: give pin-source= (a file readable by its owner only)"))
         pin = _text(params["pin-source"])
         return cls(module=_text(params["module-path"]),
                    pin_file=Path(pin[len("file:"):] if pin.startswith("file:") else pin),
@@ -142,9 +152,9 @@ def _pairs(text: str, sep: str, part: str) -> dict[str, bytes]:
     for item in filter(None, text.split(sep)):
         name, eq, value = item.partition("=")
         if not eq:
-            raise TokenError(f"the PKCS#11 URI's {part} attribute {name!r} has no value")
+            raise TokenError(N_("the PKCS#11 URI's {part} attribute {name!r} has no value"), part=part, name=name)
         if name in out:
-            raise TokenError(f"the PKCS#11 URI gives {name!r} twice")
+            raise TokenError(N_("the PKCS#11 URI gives {name!r} twice"), name=name)
         out[name] = unquote_to_bytes(value)
     return out
 
@@ -153,7 +163,7 @@ def _text(value: bytes) -> str:
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError:
-        raise TokenError("a PKCS#11 URI attribute is not UTF-8 once percent-decoded") from None
+        raise TokenError(N_("a PKCS#11 URI attribute is not UTF-8 once percent-decoded")) from None
 
 
 def read_pin(path: Path) -> str:
@@ -164,21 +174,21 @@ def read_pin(path: Path) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise TokenError(f"the PIN file {path} is a symbolic link: name the file itself") from None
-        raise TokenError(f"cannot read the PIN file {path}: {exc.strerror}") from None
+            raise TokenError(N_("the PIN file {path} is a symbolic link: name the file itself"), path=path) from None
+        raise TokenError(N_("cannot read the PIN file {path}: {reason}"), path=path, reason=exc.strerror) from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
-            raise TokenError(f"the PIN file {path} is not a regular file")
+            raise TokenError(N_("the PIN file {path} is not a regular file"), path=path)
         if st.st_uid != os.geteuid():
-            raise TokenError(f"the PIN file {path} belongs to user {st.st_uid}, not to the user running lienthong "
-                             f"({os.geteuid()})")
+            raise TokenError(N_("the PIN file {path} belongs to user {owner}, not to the user running lienthong "
+                                "({user})"), path=path, owner=st.st_uid, user=os.geteuid())
         if st.st_mode & 0o077:
-            raise TokenError(f"the PIN file {path} is readable by others: make it private (chmod 600)")
+            raise TokenError(N_("the PIN file {path} is readable by others: make it private (chmod 600)"), path=path)
         try:
             return f.read().decode("utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
-            raise TokenError(f"cannot read the PIN file {path}: {exc}") from None
+            raise TokenError(N_("cannot read the PIN file {path}: {reason}"), path=path, reason=exc) from None
 
 
 def allowed_module(module: str, patterns: tuple[str, ...] = DEFAULT_MODULES) -> Path:
@@ -186,14 +196,16 @@ def allowed_module(module: str, patterns: tuple[str, ...] = DEFAULT_MODULES) -> 
     (root or this user) alone; else :class:`TokenError`."""
     path = Path(module)
     if not path.is_file():
-        raise TokenError(f"the PKCS#11 module {module} does not exist (install the token's driver)")
+        raise TokenError(N_("the PKCS#11 module {module} does not exist (install the token's driver)"), module=module)
     real = path.resolve()
     if not any(PurePath(real).match(p) for p in patterns or DEFAULT_MODULES):
-        raise TokenError(f"the PKCS#11 module {real} is not among the allowed ones "
-                         f"({', '.join(patterns or DEFAULT_MODULES)}; LIENTHONG_PKCS11_MODULES sets them)")
+        raise TokenError(N_("the PKCS#11 module {module} is not among the allowed ones ({allowed}; "
+                            "LIENTHONG_PKCS11_MODULES sets them)"), module=real,
+                         allowed=', '.join(patterns or DEFAULT_MODULES))
     st = real.stat()
     if st.st_mode & 0o022 or st.st_uid not in (0, os.geteuid()):
-        raise TokenError(f"the PKCS#11 module {real} may be changed by others than root or this user: refused")
+        raise TokenError(N_("the PKCS#11 module {module} may be changed by others than root or this user: refused"),
+                         module=real)
     return real
 
 
@@ -213,11 +225,13 @@ class _Token:
             except pkcs11.UserAlreadyLoggedIn:  # this process logged in already: sessions share it
                 self._session = self.token.open()
             except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange):
-                raise PinRefused(f"the PIN is not the user PIN of token {self.name!r} (wrong PIN)") from None
+                raise PinRefused(N_("the PIN is not the user PIN of token {name!r} (wrong PIN)"),
+                                 name=self.name) from None
             except pkcs11.PinLocked:
-                raise PinRefused(f"the user PIN of token {self.name!r} is locked") from None
+                raise PinRefused(N_("the user PIN of token {name!r} is locked"), name=self.name) from None
             except pkcs11.PKCS11Error as exc:
-                raise TokenError(f"cannot log in to token {self.name!r}: {_why(exc)}") from None
+                raise TokenError(N_("cannot log in to token {name!r}: {reason}"), name=self.name,
+                                 reason=_why(exc)) from None
             self._keys.clear()
         return self._session
 
@@ -232,10 +246,11 @@ class _Token:
                 template[Attribute.ID] = uri.key_id
             found = list(self.open().get_objects(template))
             if not found:
-                raise TokenError(f"token {self.name!r} holds no private key with {uri.key_name}")
+                raise TokenError(N_("token {name!r} holds no private key with {key_name}"), name=self.name,
+                                 key_name=uri.key_name)
             if len(found) > 1:
-                raise TokenError(f"token {self.name!r} holds {len(found)} private keys with {uri.key_name}; "
-                                 f"name the one to use by id as well")
+                raise TokenError(N_("token {name!r} holds {n} private keys with {key_name}; name the one to use by "
+                                    "id as well"), name=self.name, n=len(found), key_name=uri.key_name)
             self._keys[ref] = found[0]
         return self._keys[ref]
 
@@ -249,10 +264,11 @@ class _Token:
                     self._session = None
                     self._keys.clear()
                     if attempt == 2:
-                        raise TokenError(f"token {self.name!r} is not answering: {_why(exc)}") from None
+                        raise TokenError(N_("token {name!r} is not answering: {reason}"), name=self.name,
+                                         reason=_why(exc)) from None
                 except pkcs11.PKCS11Error as exc:
-                    raise TokenError(f"token {self.name!r} failed with the key with {uri.key_name}: "
-                                     f"{_why(exc)}") from None
+                    raise TokenError(N_("token {name!r} failed with the key with {key_name}: {reason}"), name=self.name,
+                                     key_name=uri.key_name, reason=_why(exc)) from None
         raise AssertionError("unreachable")
 
 
@@ -277,18 +293,21 @@ def _token(uri: KeyUri, modules: tuple[str, ...]) -> _Token:
             if all(have[a] == v for a, v in wanted.items()):
                 matches.append((slot.slot_id, tok))
     except pkcs11.PKCS11Error as exc:
-        raise TokenError(f"cannot use the PKCS#11 module {module}: {_why(exc)}") from None
+        raise TokenError(N_("cannot use the PKCS#11 module {module}: {reason}"), module=module,
+                         reason=_why(exc)) from None
     if not matches:
-        raise TokenError(f"no token matching {uri.token_name} is present in {module}")
+        raise TokenError(N_("no token matching {token} is present in {module}"), token=uri.token_name, module=module)
     if len(matches) > 1:
-        raise TokenError(f"{len(matches)} tokens match {uri.token_name} in {module}; name one by serial")
+        raise TokenError(N_("{n} tokens match {token} in {module}; name one by serial"), n=len(matches),
+                         token=uri.token_name, module=module)
     slot_id, tok = matches[0]
     pin = read_pin(uri.pin_file)
     with _TOKENS_LOCK:
         known = _TOKENS.get((module, slot_id))
         if known is not None:
             if known.pin != pin:  # logged in already: the token would not check this PIN, so we do
-                raise PinRefused(f"token {known.name!r} is open in this process with another PIN (wrong PIN)")
+                raise PinRefused(N_("token {name!r} is open in this process with another PIN (wrong PIN)"),
+                                 name=known.name)
             return known
         token = _Token(tok, pin, tok.label)
         with token.lock:
@@ -316,21 +335,22 @@ def open_key(uri: str, public_key: object, *,
             return ec_key
     except InvalidSignature:
         pass
-    raise TokenError(f"the key with {parsed.key_name} on token {token.name!r} does not belong to the certificate")
+    raise TokenError(N_("the key with {key_name} on token {name!r} does not belong to the certificate"),
+                     key_name=parsed.key_name, name=token.name)
 
 
 def _digest(data: Any, algorithm: Any) -> tuple[bytes, hashes.HashAlgorithm]:
     if isinstance(algorithm, utils.Prehashed):
         return bytes(data), algorithm._algorithm
     if not isinstance(algorithm, hashes.HashAlgorithm):
-        raise TokenError(f"a key on a token signs a hash, not {type(algorithm).__name__}")
+        raise TokenError(N_("a key on a token signs a hash, not {kind}"), kind=type(algorithm).__name__)
     h = hashes.Hash(algorithm)
     h.update(bytes(data))
     return h.finalize(), algorithm
 
 
 def _no_export() -> TokenError:
-    return TokenError("the private key stays on its token: it cannot be exported")
+    return TokenError(N_("the private key stays on its token: it cannot be exported"))
 
 
 class TokenRSAKey(rsa.RSAPrivateKey):
@@ -341,15 +361,15 @@ class TokenRSAKey(rsa.RSAPrivateKey):
 
     def sign(self, data: Any, padding: Any, algorithm: Any) -> bytes:
         if not isinstance(padding, PKCS1v15):
-            raise TokenError("a key on a token signs with PKCS#1 v1.5 here")
+            raise TokenError(N_("a key on a token signs with PKCS#1 v1.5 here"))
         digest, hash_algorithm = _digest(data, algorithm)
         if hash_algorithm.name not in _DIGEST_INFO:
-            raise TokenError(f"a key on a token signs SHA-1 or SHA-2 digests, not {hash_algorithm.name}")
+            raise TokenError(N_("a key on a token signs SHA-1 or SHA-2 digests, not {name}"), name=hash_algorithm.name)
         info = _DIGEST_INFO[hash_algorithm.name] + digest
         return self._token.run(self._uri, lambda k: bytes(k.sign(info, mechanism=Mechanism.RSA_PKCS)))
 
     def decrypt(self, ciphertext: bytes, padding: Any) -> bytes:
-        raise TokenError("lienthong uses a key on a token only to sign")
+        raise TokenError(N_("lienthong uses a key on a token only to sign"))
 
     @property
     def key_size(self) -> int:
@@ -379,14 +399,14 @@ class TokenECKey(ec.EllipticCurvePrivateKey):
 
     def sign(self, data: Any, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         if not isinstance(signature_algorithm, ec.ECDSA):
-            raise TokenError("a key on a token signs with ECDSA here")
+            raise TokenError(N_("a key on a token signs with ECDSA here"))
         digest, _ = _digest(data, signature_algorithm.algorithm)
         raw = self._token.run(self._uri, lambda k: bytes(k.sign(digest, mechanism=Mechanism.ECDSA)))
         half = len(raw) // 2  # the token answers r || s
         return utils.encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
 
     def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
-        raise TokenError("lienthong uses a key on a token only to sign")
+        raise TokenError(N_("lienthong uses a key on a token only to sign"))
 
     @property
     def curve(self) -> ec.EllipticCurve:

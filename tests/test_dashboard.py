@@ -190,3 +190,48 @@ def test_dashboard_off_loopback_needs_its_token(relay: Relay) -> None:
             assert page.status == 200 and "Sơ đồ các trục" in page.read().decode()
     finally:
         server.should_exit = True
+
+
+def test_refusal_reasons_are_explained_in_the_readers_language(relay: Relay, traffic: str) -> None:
+    """The reason of a refusal is the English sentence the hub recorded (in its signed audit log,
+    in the parked copy's lt-reason header), never rewritten: a Vietnamese reader of the dashboard
+    (recent refusals, parked messages, a parked message's page) and of ``lienthong dlq list/show``
+    gets the meaning of its code in Vietnamese beside it, the sentence marked as English; an
+    English reader gets the sentence alone; ``dlq list --json`` is unchanged for programs."""
+    import html
+    import json
+    import urllib.request
+
+    recorded = "recipient '999.99.99.H99' is not in the agency directory"
+    meaning_vi = "Một cơ quan nhận không có trong danh bạ."
+    meaning_en = "A recipient agency is not in the agency directory."
+    port, server = serve(create_app(relay.settings))
+
+    def page(path: str, accept: str) -> str:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Accept-Language": accept})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return str(resp.read().decode("utf-8"))
+
+    try:
+        vi, en = page("/", "vi-VN,vi"), page("/", "en-US,en")
+        detail_vi, detail_en = page(f"/parked/H41/{traffic}", "vi"), page(f"/parked/H41/{traffic}", "en")
+    finally:
+        server.should_exit = True
+    cell = f"<td>{meaning_vi}<br><small lang='en' class='recorded'>{html.escape(recorded)}</small></td>"
+    refusals, parked = vi.split("Từ chối gần đây", 1)[1].split("Gói tin bị tạm giữ</h2>", 1)
+    assert cell in refusals and cell in parked
+    assert f"<td>{html.escape(recorded)}</td>" in en and meaning_vi not in en and meaning_en not in en
+    assert f"<th>ý nghĩa</th><td>{meaning_vi}</td>" in detail_vi and html.escape(recorded) in detail_vi
+    assert f"<th>meaning</th><td>{meaning_en}</td>" in detail_en
+
+    listed_vi = relay.cli("dlq", "list", "--hub", "H41", "--lang", "vi")
+    mine = [line for line in listed_vi.stdout.splitlines() if line.startswith(f"H41       {traffic[:16]}")]
+    assert listed_vi.returncode == 0 and len(mine) == 1, listed_vi.stdout + listed_vi.stderr
+    assert mine[0].endswith(f"{meaning_vi} Nguyên văn ghi nhận: {recorded}") and "RECIPIENT_UNKNOWN" in mine[0]
+    listed_en = relay.cli("dlq", "list", "--hub", "H41", "--lang", "en")
+    assert [line for line in listed_en.stdout.splitlines() if line.startswith(f"H41       {traffic[:16]}")][0] \
+        .endswith(f" {recorded}") and meaning_en not in listed_en.stdout
+    shown = relay.cli("dlq", "show", "H41", traffic[:16], "--lang", "vi")
+    assert shown.returncode == 0 and shown.stdout.startswith(f"RECIPIENT_UNKNOWN: {meaning_vi}\n")
+    as_json = json.loads(relay.cli("dlq", "list", "--hub", "H41", "--json", "--lang", "vi").stdout)
+    assert [p["reason"] for p in as_json if p["digest"] == traffic] == [recorded]

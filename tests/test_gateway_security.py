@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import socket
 import ssl
 import stat
@@ -253,5 +254,52 @@ def test_dashboard_checks_the_host_and_its_token(relay: Relay) -> None:
             cookie = resp.headers["set-cookie"].split(";")[0]
         status, page = _call(base, headers={"Cookie": cookie})
         assert status == 200 and b"national" in page
+    finally:
+        server.should_exit = True
+
+
+def test_refusals_are_in_the_readers_language_and_keep_their_codes(relay: Relay, tls: dict[str, Path],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway run as a deployment runs it (no language set), over HTTPS: a refusal's
+    ``message`` is Vietnamese for a client that names no language or only one we do not have, and
+    English for one whose Accept-Language prefers it; ``code`` and the HTTP status never change.
+    A refusal that carries another (a revoked client certificate) is Vietnamese all through, its
+    date as Vietnamese writes it; the gateway's own refusals (a body over a route's limit) and the
+    checks of a document it reads (a sender who is not the caller) are translated too."""
+    monkeypatch.delenv("LIENTHONG_LANG", raising=False)
+    port, server = _serve_https(relay, tls)
+    base = f"https://127.0.0.1:{port}"
+
+    def ask(path: str, who: str | None, accept: str | None, **kw: Any) -> tuple[int, Any]:
+        headers = {**({"Accept-Language": accept} if accept else {}), **kw.pop("headers", {})}
+        return _call(f"{base}{path}", context=_client_context(tls, who), headers=headers, **kw)
+
+    try:
+        for accept in (None, "fr-FR, de;q=0.5"):
+            assert ask("/v1/documents/sent", None, accept) == (401, {"code": "UNAUTHORIZED", "message":
+                                                                  "hãy gửi 'Authorization: Bearer <token>' hoặc "
+                                                                  "chứng thư số máy khách"})
+        assert ask("/v1/documents/sent", None, "en-GB,en;q=0.8,vi;q=0.5") == (401, {
+            "code": "UNAUTHORIZED", "message": "send 'Authorization: Bearer <token>' or a client certificate"})
+        status, vi = ask("/v1/documents/sent", "revoked", "vi-VN")
+        assert (status, vi["code"]) == (401, "UNAUTHORIZED") and re.fullmatch(
+            r"chứng thư số máy khách không được chấp nhận: chứng thư số '[^']+' đã bị thu hồi ngày \d\d/\d\d/\d{4}",
+            vi["message"]), vi
+        status, en = ask("/v1/documents/sent", "revoked", "en")
+        assert (status, en["code"]) == (401, "UNAUTHORIZED") and re.fullmatch(
+            r"the client certificate is not accepted: certificate '[^']+' was revoked on \d{4}-\d\d-\d\d",
+            en["message"]), en
+        doc = relay.document(B, [A], subject="không phải của A")
+        xml = {"Content-Type": "application/xml"}
+        assert ask("/v1/documents", "a", None, method="POST", body=doc, headers=xml) == (403, {
+            "code": "SENDER_NOT_ALLOWED",
+            "message": f"thông tin xác thực này là của {A!r}, nhưng gói tin là của {B!r}"})
+        assert ask("/v1/documents", "a", "en", method="POST", body=doc, headers=xml) == (403, {
+            "code": "SENDER_NOT_ALLOWED", "message": f"these credentials belong to {A!r}, the message is from {B!r}"})
+        big = b"{" + b" " * 70_000 + b"}"
+        assert ask("/v1/documents/received/x/transfer-status", "a", None, method="PUT", body=big) == (413, {
+            "code": "BODY_TOO_LARGE", "message": "đường dẫn này chỉ nhận nội dung tối đa 65536 byte"})
+        assert ask("/v1/documents/received/x/transfer-status", "a", "en", method="PUT", body=big) == (413, {
+            "code": "BODY_TOO_LARGE", "message": "this route accepts at most 65536 bytes"})
     finally:
         server.should_exit = True

@@ -155,3 +155,124 @@ def test_errors_keep_their_codes_in_both_languages() -> None:
     assert bad.returncode == 2 and bad.stderr.startswith("ERROR USAGE: Giá trị không hợp lệ cho '--format': 'doc'")
     wrong = run("--help", lang="fr")
     assert wrong.returncode == 2 and wrong.stderr.startswith("ERROR USAGE: LIENTHONG_LANG=fr:")
+
+
+def test_every_refusal_sentence_is_marked_for_translation() -> None:
+    """No error of lienthong (nor a token's, which becomes one) is made with a sentence written out
+    unmarked, a literal or an f-string, anywhere in broker/ or adapters/: each is a template marked
+    with ``N_`` whose fields come apart, so a reader gets it in their language."""
+    assert extract.unmarked_errors() == []
+    templates = [m for m, places in extract.messages().items()
+                 if any(p.startswith(("broker/core/", "broker/relay/", "adapters/")) for p, _ in places)]
+    assert len(templates) > 200
+
+
+def test_an_unmarked_refusal_is_found_unless_exempted_with_a_reason(tmp_path: Path) -> None:
+    """The check sees an error class by its descent from LienthongError (across files), and finds
+    a literal, an f-string, a concatenation, ``.format`` and a mark the extractor cannot read
+    (``N_(f"...")``), raised or only made; a marked sentence passes, and so does a call with
+    ``# untranslated:`` and a reason; the same comment without a reason is reported."""
+    (tmp_path / "broker").mkdir()
+    (tmp_path / "broker" / "errs.py").write_text(
+        "class LienthongError(Exception): ...\nclass Refused(LienthongError): ...\n", encoding="utf-8")
+    (tmp_path / "broker" / "use.py").write_text(
+        "from broker.errs import Refused\nfrom broker.i18n import N_\nimport broker.errs as errs\n"
+        "class Deeper(errs.Refused): ...\n"
+        "def f(x):\n"
+        "    raise Refused('plain')\n"                                     # 6
+        "def g(x):\n"
+        "    raise Deeper(f'about {x}')\n"                                 # 8
+        "def h(x):\n"
+        "    return errs.Refused('a ' + x), Refused('{} b'.format(x))\n"  # 10
+        "def i(x):\n"
+        "    raise Refused(N_(f'hidden {x}'))\n"                           # 12
+        "def j(x):\n"
+        "    raise Refused(N_('marked {x}'), x=x)\n"
+        "def k(x):\n"
+        "    raise Refused('kept',  # untranslated: a test of the exemption\n"
+        "                  x)\n"
+        "def m(x):\n"
+        "    raise Refused(f'no reason {x}')  # untranslated:\n"           # 19
+        "def n(x):\n"
+        "    raise ValueError(f'not ours {x}')\n", encoding="utf-8")
+    found = extract.unmarked_errors(tmp_path)
+    assert [f.split(":")[1] for f in found] == ["6", "8", "10", "10", "12", "19"], found
+    assert "broker/use.py:8: Deeper's sentence is not marked for translation" in found[1]
+    assert found[-1] == "broker/use.py:19: '# untranslated:' needs a reason"
+    assert any("not marked" in p for p in extract.problems(tmp_path))
+
+
+def test_a_refusal_of_the_core_keeps_its_english_message_and_reads_in_vietnamese() -> None:
+    """A refusal raised by the core (the parser, the trust store's dates) carries the English
+    sentence that logs, receipts and the wire keep, and renders in Vietnamese (dates as dd/mm/yyyy)
+    or English through a catalogue; an error given as a field of another reads in the same
+    language, as its sentence or (``:line``) its line with the code."""
+    from datetime import datetime
+
+    from broker.core import errors
+    from broker.core.parsing import ParseLimits, parse
+
+    vi, en = i18n.catalogue("vi").gettext, i18n.catalogue("en").gettext
+    with pytest.raises(errors.TooLarge) as too_large:
+        parse(b"<a/>" * 10, ParseLimits(max_bytes=8))
+    exc = too_large.value
+    assert exc.message == "message is 40 bytes; the limit is 8 bytes" == exc.render(en)
+    assert exc.line(vi) == "ERROR XML_TOO_LARGE: gói tin có 40 byte; giới hạn là 8 byte"
+    revoked = errors.Revoked(N_("certificate {cert!r} was revoked on {day:%Y-%m-%d}"), cert="DMS",
+                             day=datetime(2026, 11, 2))
+    outer = errors.Unauthorized(N_("the client certificate is not accepted: {reason}"), reason=revoked)
+    assert outer.message == "the client certificate is not accepted: certificate 'DMS' was revoked on 2026-11-02"
+    assert outer.render(vi) == \
+        "chứng thư số máy khách không được chấp nhận: chứng thư số 'DMS' đã bị thu hồi ngày 02/11/2026"
+    audit = errors.AuditFailure(N_("{file}: the sender's signature does not verify: {error:line}"), file="m.edxml",
+                                error=revoked)
+    assert audit.message == "m.edxml: the sender's signature does not verify: ERROR CERT_REVOKED: certificate 'DMS' " \
+                            "was revoked on 2026-11-02"
+    assert audit.render(vi) == "m.edxml: chữ ký số của cơ quan gửi không hợp lệ: ERROR CERT_REVOKED: chứng thư số " \
+                               "'DMS' đã bị thu hồi ngày 02/11/2026"
+
+
+def test_a_token_refusal_becomes_a_translated_configuration_error() -> None:
+    """A PKCS#11 token's refusal keeps its template and fields, so the relay turns it into a
+    ConfigError that reads in Vietnamese, with the same English message."""
+    from broker import pkcs11
+    from broker.core.errors import ConfigError
+
+    with pytest.raises(pkcs11.TokenError) as refused:
+        pkcs11.allowed_module("/nonexistent/libtoken.so")
+    exc = refused.value
+    converted = ConfigError(exc.template, **exc.fields)
+    assert converted.message == str(exc) == \
+        "the PKCS#11 module /nonexistent/libtoken.so does not exist (install the token's driver)"
+    assert converted.render(i18n.catalogue("vi").gettext) == \
+        "không có mô-đun PKCS#11 /nonexistent/libtoken.so (hãy cài trình điều khiển của thiết bị token)"
+
+
+def test_a_server_chooses_its_own_language_for_a_client_that_names_none() -> None:
+    """``negotiate`` falls back to the server's language when Accept-Language names neither of
+    ours, and to nothing else: a named language still wins."""
+    assert i18n.negotiate(None, "en") == "en" and i18n.negotiate("fr, *;q=0.1", "en") == "en"
+    assert i18n.negotiate("vi", "en") == "vi" and i18n.negotiate("en", "vi") == "en"
+
+
+def test_a_stored_refusal_is_explained_in_the_readers_language() -> None:
+    """A reason read back from an audit log or a parked message stays the English sentence the hub
+    recorded; a Vietnamese reader gets the meaning of its code first, an English reader the
+    sentence alone, and a code that is not lienthong's (the broker's own) the sentence alone."""
+    import contextvars
+
+    from broker.ops import reasons
+
+    recorded, before = "recipient '999.99.99.H99' is not in the agency directory", i18n.language()
+
+    def shown(lang: str, code: str) -> str:
+        def inside() -> str:
+            i18n.use(lang)
+            return reasons.text(code, recorded)
+        return contextvars.copy_context().run(inside)
+
+    assert shown("vi", "RECIPIENT_UNKNOWN") == \
+        f"Một cơ quan nhận không có trong danh bạ. Nguyên văn ghi nhận: {recorded}"
+    assert shown("en", "RECIPIENT_UNKNOWN") == recorded
+    assert shown("vi", "delivery_limit") == recorded
+    assert i18n.language() == before  # the languages were chosen in copies of this context

@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import time
+import unicodedata
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -492,3 +493,53 @@ def test_a_java_client_presents_its_certificate_through_the_jvms_key_store_prope
     assert status == "HTTP 200" and A in {a["code"] for a in _ok(answer)}
     status, answer = java(*trust)
     assert status == "HTTP 401" and "mutual TLS" in _fails(answer, "UNAUTHORIZED")
+
+
+def test_error_desc_is_vietnamese_for_the_sdk_and_english_on_request(
+        relay: Relay, gateway_ca: Path, tls_for: Callable[[str | None], ssl.SSLContext],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway run as a deployment runs it (no language set) answers a client that sends no
+    Accept-Language, as the vendor's SDK does, with ErrorDesc in Vietnamese; one whose
+    Accept-Language prefers English gets English.  ErrorCode, the code before the sentence and
+    the HTTP status are the same in both, and the answer stays ASCII JSON (the client reads it as
+    US-ASCII) that decodes to NFC Vietnamese.  Refusals of the protocol, of a client certificate
+    (401) and of the core's parser (a malformed document) all read in the reader's language."""
+    monkeypatch.delenv("LIENTHONG_LANG", raising=False)
+    url, server = _gateway(relay, gateway_ca)
+    book = secret_book(relay.settings)
+
+    def ask(accept: str | None, operation: str, body: bytes = b"{}", *, cert: str = A,
+            **params: str) -> tuple[int, dict[str, Any]]:
+        c = VxpClient(url, A, book.ensure(A), context=tls_for(cert))
+        target, headers, data = c.prepare(operation, body, **params)
+        if accept is not None:
+            headers["Accept-Language"] = accept
+        answer = c.post(target, headers, data)
+        assert c.last_request is not None and ("Accept-Language" in c.last_request[1]) == (accept is not None)
+        return c.last_status, answer
+
+    def desc(answer: dict[str, Any], number: str) -> str:
+        assert answer["status"] == "FAIL" and answer["ErrorCode"] == number, answer
+        assert unicodedata.is_normalized("NFC", answer["ErrorDesc"])
+        return str(answer["ErrorDesc"])
+
+    try:
+        status, sdk = ask(None, "noSuchCall")
+        assert status == 200 and desc(sdk, "106") == "OPERATION_UNKNOWN: giao thức không có thao tác 'noSuchCall'"
+        status, en = ask("en-US,en;q=0.9", "noSuchCall")
+        assert status == 200 and desc(en, "106") == "OPERATION_UNKNOWN: the protocol has no operation 'noSuchCall'"
+        status, sdk = ask(None, "getAgenciesList", cert=C)
+        assert status == 401 and desc(sdk, "101") == \
+            f"UNAUTHORIZED: chứng thư số máy khách là của cơ quan {C}, nhưng systemid ghi {A}"
+        status, en = ask("en", "getAgenciesList", cert=C)
+        assert status == 401 and desc(en, "101") == \
+            f"UNAUTHORIZED: the client certificate is agency {C}'s, systemid names {A}"
+        bad = b"<edXMLEnvelope><unclosed></edXMLEnvelope>"
+        params = {"from": A, "messagetype": "edoc", "hash-file": sdk_hash(bad),
+                  "Content-Type": "application/octet-stream"}
+        status, sdk = ask(None, "sendEdoc", bad + b"\r\n", **params)
+        assert status == 200 and desc(sdk, "201").startswith("XML_MALFORMED: không phải XML đúng cú pháp: ")
+        status, en = ask("vi;q=0.2, en;q=0.8", "sendEdoc", bad + b"\r\n", **params)
+        assert status == 200 and desc(en, "201").startswith("XML_MALFORMED: not well-formed XML: ")
+    finally:
+        server.should_exit = True

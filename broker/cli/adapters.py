@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from adapters.folder import FolderAdapter
+from broker import i18n
 from broker.cli.app import load_topology, main, settings
 from broker.cli.clients import agency_client
 from broker.core import errors
@@ -66,7 +67,7 @@ def gateway_run(host: str, port: int, cert: str | None, key: str | None, client_
         click.echo("note: /vxp refuses every call: it needs --client-ca (mutual TLS) or --vxp-hmac-only", err=True)
     ca = Path(client_ca) if client_ca else None
     app = create_app(s, connect=lambda agency: agency_client(s, agency), max_uploads=max_uploads, client_ca=ca,
-                     vxp_hmac_only=vxp_hmac_only)
+                     vxp_hmac_only=vxp_hmac_only, lang=i18n.language())
     tls = server_options(Path(cert) if cert else None, Path(key) if key else None, ca)
     uvicorn.run(app, host=host, port=port, log_level="warning", **tls)
 

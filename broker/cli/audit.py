@@ -119,7 +119,7 @@ def audit_verify_log(hubs: tuple[str, ...], tsa_ca: str | None, witness_within: 
     if broken:
         raise errors.AuditFailure("; ".join(broken))
     if unchecked:
-        raise errors.AuditIncomplete("not checked: " + "; ".join(unchecked))
+        raise errors.AuditIncomplete(N_("not checked: {items}"), items="; ".join(unchecked))
 
 
 def _logs_here(s: Settings, topo: Topology) -> dict[str, SqlStore]:

@@ -12,7 +12,7 @@ from broker import i18n
 from broker.cli.app import load_topology, main, settings
 from broker.core import errors
 from broker.i18n import N_, _
-from broker.ops import queues, report_layout
+from broker.ops import queues, reasons, report_layout
 from broker.ops import report as rep
 from broker.relay.assemble import hub_stores
 
@@ -133,7 +133,8 @@ def dlq_list(hubs: tuple[str, ...], as_json: bool) -> None:
                               ensure_ascii=False, indent=2))
         return
     for p in rows:
-        click.echo(f"{p.hub:9} {p.digest[:16]}  {p.code:20} {p.size:8} B  {p.origin:22} {p.reason}")
+        click.echo(f"{p.hub:9} {p.digest[:16]}  {p.code:20} {p.size:8} B  {p.origin:22} "
+                   f"{reasons.text(p.code, p.reason)}")
     click.echo(_("{n} parked message(s)", n=len(rows)))
 
 
@@ -148,6 +149,7 @@ def dlq_show(hub_id: str, digest: str) -> None:
     if not found:
         raise errors.NotFound(N_("no parked message {digest!r} at hub {hub!r}"), digest=digest, hub=hub_id)
     p = found[0]
+    click.echo(f"{p.code}: {reasons.meaning(p.code) or p.reason}")
     click.echo(json.dumps({k: v for k, v in p.headers.items() if isinstance(v, (str, int, float, list))},
                           ensure_ascii=False, indent=2, default=str))
     click.echo(p.body.decode("utf-8", errors="replace"))

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from adapters.sdk import save_item
+from broker import i18n
 from broker.cli.app import load_topology, main, read_file, settings
 from broker.cli.clients import agency_client, agency_key
 from broker.core import errors
@@ -67,7 +68,7 @@ def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
     try:
         hub = start_hub(s, hub_id)
     except errors.CredentialRefused as exc:
-        click.echo(exc.line(), err=True)
+        click.echo(exc.line(i18n.current().gettext), err=True)
         sys.exit(EXIT_PIN_REFUSED)
     if metrics_port:
         from prometheus_client import start_http_server

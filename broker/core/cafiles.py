@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography import x509
 
 from broker.core.errors import ConfigError
+from broker.i18n import N_
 
 SUFFIXES = (".pem", ".crt", ".cer", ".der", ".crl")
 """The files of a trust store directory (read, and watched for changes)."""
@@ -56,7 +57,7 @@ def name_hash(name: x509.Name) -> str:
         items = []
         for attr in rdn:
             if not isinstance(attr.value, str):
-                raise ConfigError(f"the name {name.rfc4514_string()!r} has a value that is not a string")
+                raise ConfigError(N_("the name {name!r} has a value that is not a string"), name=name.rfc4514_string())
             text = re.sub(r"[ \t\n\v\f\r]+", " ", attr.value.strip(" \t\n\v\f\r"))
             text = re.sub(r"[A-Z]+", lambda m: m.group().lower(), text)
             items.append(der(0x30, der_oid(attr.oid.dotted_string) + der(0x0C, text.encode())))
@@ -88,7 +89,7 @@ def read_directory(directory: str | Path) -> tuple[list[x509.Certificate], list[
     """(self-signed CA certificates, other CA certificates, CRLs) of a directory's files."""
     d = Path(directory)
     if not d.is_dir():
-        raise ConfigError(f"trust store {d} is not a directory")
+        raise ConfigError(N_("trust store {directory} is not a directory"), directory=d)
     anchors: list[x509.Certificate] = []
     inter: list[x509.Certificate] = []
     crls: list[x509.CertificateRevocationList] = []
@@ -109,15 +110,17 @@ def read_file(f: Path) -> tuple[list[x509.Certificate], list[x509.CertificateRev
     try:
         data = f.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read trust store file {f.name}: {exc.strerror}") from None
+        raise ConfigError(N_("cannot read trust store file {name}: {reason}"), name=f.name,
+                          reason=exc.strerror) from None
     if b"-----BEGIN " in data:
         try:
             certs = x509.load_pem_x509_certificates(data) if b"-----BEGIN CERTIFICATE-----" in data else []
             crls = [x509.load_pem_x509_crl(block) for block in _pem_blocks(data, b"X509 CRL")]
         except ValueError as exc:
-            raise ConfigError(f"trust store file {f.name} is not valid PEM: {exc}") from None
+            raise ConfigError(N_("trust store file {name} is not valid PEM: {reason}"), name=f.name,
+                              reason=exc) from None
         if not certs and not crls:
-            raise ConfigError(f"trust store file {f.name} holds no certificate and no CRL")
+            raise ConfigError(N_("trust store file {name} holds no certificate and no CRL"), name=f.name)
         return certs, crls
     try:
         return [x509.load_der_x509_certificate(data)], []
@@ -126,7 +129,8 @@ def read_file(f: Path) -> tuple[list[x509.Certificate], list[x509.CertificateRev
     try:
         return [], [x509.load_der_x509_crl(data)]
     except ValueError:
-        raise ConfigError(f"trust store file {f.name} is neither a certificate nor a CRL (PEM or DER)") from None
+        raise ConfigError(N_("trust store file {name} is neither a certificate nor a CRL (PEM or DER)"),
+                          name=f.name) from None
 
 
 def stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:

@@ -22,6 +22,7 @@ from broker.core.topology import Topology
 from broker.core.trust import TrustSource
 from broker.core.validation import check
 from broker.core.wire import message_id
+from broker.i18n import N_
 
 
 @dataclass(frozen=True)
@@ -37,20 +38,21 @@ class DeliveryCheck:
         if kind == wire.Kind.RECEIPT:
             receipt = receipts.verify(body, self.trust.current()).receipt
             if receipt.sender != agency:
-                raise SenderNotAllowed(f"a receipt about a message of {receipt.sender!r} reached {agency!r}")
+                raise SenderNotAllowed(N_("a receipt about a message of {sender!r} reached {agency!r}"),
+                                       sender=receipt.sender, agency=agency)
             return
         records = verify_trace(trace, self.hub_certs, message_id(body))
         if not records:
-            raise TraceInvalid("the message reached the inbox with no hop record")
+            raise TraceInvalid(N_("the message reached the inbox with no hop record"))
         last, here = records[-1], self.topology.agency(agency).hub
         routed = {self.topology.current_code(code) for code in routed_to(last, f"inbox:{agency}")}
         if last.hub != here or agency not in routed:
-            raise TraceInvalid(f"the last hop record does not deliver this message to {agency}")
+            raise TraceInvalid(N_("the last hop record does not deliver this message to {agency}"), agency=agency)
         message = check(body, trust=self.trust.current(), topology=self.topology, at=parse_time(records[0].at)).message
         if agency not in {self.topology.current_code(code) for code in message.recipient_ids}:
-            raise TraceInvalid(f"the message is not addressed to {agency}")
+            raise TraceInvalid(N_("the message is not addressed to {agency}"), agency=agency)
         first_hub = self.topology.agency(message.sender.organ_id).hub
         if len(records) > 1:
             check_path(records[:-1], self.topology.neighbours, first_hub, here)
         elif records[0].hub != first_hub:
-            raise TraceInvalid("the first hop is not the sender's own hub")
+            raise TraceInvalid(N_("the first hop is not the sender's own hub"))

@@ -17,6 +17,7 @@ from typing import Any
 
 from broker.core.errors import ConfigError
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
+from broker.i18n import N_
 
 
 @dataclass(frozen=True)
@@ -152,21 +153,24 @@ def read(raw: Any, source: str = "topology") -> DeploymentSettings:
     out: DeploymentSettings = _section(DeploymentSettings, raw if raw is not None else {}, f"{source}: settings")
     for where, offset in (("report.utc_offset", out.report.utc_offset), ("vxp.utc_offset", out.vxp.utc_offset)):
         if offset and not _OFFSET.fullmatch(offset):
-            raise ConfigError(f"{source}: settings.{where} must be an offset such as +07:00, not {offset!r}")
+            raise ConfigError(N_("{source}: settings.{where} must be an offset such as +07:00, not {offset!r}"),
+                              source=source, where=where, offset=offset)
     if any(not 0 <= v <= 1 for v in out.report.targets.values()):
-        raise ConfigError(f"{source}: settings.report.targets are shares between 0 and 1")
+        raise ConfigError(N_("{source}: settings.report.targets are shares between 0 and 1"), source=source)
     if any(ms <= 0 for ms in out.retry_tiers_ms) or out.max_bytes <= 0 or out.max_depth <= 0:
-        raise ConfigError(f"{source}: settings.max_bytes, max_depth and retry_tiers_ms must be positive")
+        raise ConfigError(N_("{source}: settings.max_bytes, max_depth and retry_tiers_ms must be positive"),
+                          source=source)
     return out
 
 
 def _section(cls: type[Any], raw: Any, where: str) -> Any:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a mapping, not {raw!r}")
+        raise ConfigError(N_("{where} must be a mapping, not {value!r}"), where=where, value=raw)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(str(k) for k in raw if k not in fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(fields)})")
+        raise ConfigError(N_("{where}: unknown key(s) {unknown} (known: {known})"), where=where,
+                          unknown=', '.join(unknown), known=', '.join(fields))
     hints = typing.get_type_hints(cls)
     return cls(**{name: _value(hints[name], raw[name], f"{where}.{name}") for name in raw})
 
@@ -177,18 +181,19 @@ def _value(kind: Any, value: Any, where: str) -> Any:
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where} must be a list, not {value!r}")
+            raise ConfigError(N_("{where} must be a list, not {value!r}"), where=where, value=value)
         return tuple(_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is Mapping:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where} must be a mapping, not {value!r}")
+            raise ConfigError(N_("{where} must be a mapping, not {value!r}"), where=where, value=value)
         return {str(k): _value(args[1], v, f"{where}.{k}") for k, v in value.items()}
     if kind is str:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ConfigError(f"{where} must be text, not {value!r}")
+            raise ConfigError(N_("{where} must be text, not {value!r}"), where=where, value=value)
         return str(value)
     if kind in (int, float):
         if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and value != int(value)):
-            raise ConfigError(f"{where} must be a {'whole ' if kind is int else ''}number, not {value!r}")
+            raise ConfigError(N_("{where} must be a whole number, not {value!r}") if kind is int else
+                              N_("{where} must be a number, not {value!r}"), where=where, value=value)
         return kind(value)
     raise AssertionError(f"{where}: no reader for {kind!r}")  # a field type this module does not know

@@ -20,6 +20,7 @@ from lxml import etree
 
 from broker.core.errors import ManifestMismatch, SchemaViolation, WrongNamespace
 from broker.core.parsing import Children, children, text_of
+from broker.i18n import N_
 
 EDXML_NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
 E = "{" + EDXML_NS + "}"
@@ -101,11 +102,11 @@ class Message:
 def header_of(root: etree._Element) -> etree._Element:
     """``edXMLEnvelope/edXMLHeader`` of a message, or a schema error."""
     if root.tag != E + "edXML":
-        raise WrongNamespace(f"root element is {_local(root.tag)!r} in namespace "
-                             f"{_ns(root.tag)!r}; expected edXML in {EDXML_NS}")
+        raise WrongNamespace(N_("root element is {element!r} in namespace {found!r}; expected edXML in {namespace}"),
+                             element=_local(root.tag), found=_ns(root.tag), namespace=EDXML_NS)
     header = root.find(E + "edXMLEnvelope/" + E + "edXMLHeader")
     if header is None:
-        raise SchemaViolation("edXMLEnvelope/edXMLHeader is missing")
+        raise SchemaViolation(N_("edXMLEnvelope/edXMLHeader is missing"))
     return header
 
 
@@ -133,7 +134,8 @@ def _text(kids: Children, name: str, inner: str = "") -> str:
 def _one(kids: Children, name: str, where: str) -> etree._Element:
     found = kids.get(E + name, [])
     if len(found) != 1:
-        raise SchemaViolation(f"{where} must have exactly one {name}, found {len(found)}")
+        raise SchemaViolation(N_("{where} must have exactly one {name}, found {n}"), where=where, name=name,
+                              n=len(found))
     return found[0]
 
 
@@ -141,7 +143,7 @@ def _organ(el: etree._Element, where: str) -> Organ:
     kids = children(el)
     organ_id = _text(kids, "OrganId")
     if not organ_id:
-        raise SchemaViolation(f"{where}/OrganId is missing or empty")
+        raise SchemaViolation(N_("{where}/OrganId is missing or empty"), where=where)
     return Organ(organ_id, _text(kids, "OrganName"))
 
 
@@ -167,7 +169,7 @@ def read(tree: etree._ElementTree | etree._Element) -> Message:
     if status_code is not None:
         _one(mh, "StatusCode", "MessageHeader")
         if response_for is None or not response_for.document_id:
-            raise SchemaViolation("a status message needs ResponseFor with OrganId and DocumentId")
+            raise SchemaViolation(N_("a status message needs ResponseFor with OrganId and DocumentId"))
         # A status travels back to the agency that sent the document.
         return Message(kind="status", sender=sender, recipients=(Organ(response_for.organ_id),),
                        document_id=response_for.document_id, status_code=status_code,
@@ -176,12 +178,12 @@ def read(tree: etree._ElementTree | etree._Element) -> Message:
 
     recipients = tuple(_organ(to, "To") for to in mh.get(E + "To", ()))
     if not recipients:
-        raise SchemaViolation("a document needs at least one To agency")
+        raise SchemaViolation(N_("a document needs at least one To agency"))
     if len({r.organ_id for r in recipients}) != len(recipients):
-        raise SchemaViolation("the same To agency is listed twice")
+        raise SchemaViolation(N_("the same To agency is listed twice"))
     document_id = text_of(_one(mh, "DocumentId", "MessageHeader"))
     if not document_id.strip():
-        raise SchemaViolation("DocumentId is empty")
+        raise SchemaViolation(N_("DocumentId is empty"))
     code = "/".join(x for x in (_text(mh, "Code", "CodeNumber"), _text(mh, "Code", "CodeNotation")) if x)
     return Message(kind="document", sender=sender, recipients=recipients,
                    document_id=document_id.strip(), subject=_text(mh, "Subject"), code=code,
@@ -229,19 +231,19 @@ def _attachments(root: etree._Element) -> tuple[Attachment, ...]:
         kids = children(a)
         cid = _text(kids, "ContentId")
         if cid in found:
-            raise ManifestMismatch(f"two attachments share ContentId {cid!r}")
+            raise ManifestMismatch(N_("two attachments share ContentId {cid!r}"), cid=cid)
         encoded = _text(kids, "ContentTransferEncoded")
         if not is_base64(encoded):
-            raise ManifestMismatch(f"attachment {cid!r} is not valid base64")
+            raise ManifestMismatch(N_("attachment {cid!r} is not valid base64"), cid=cid)
         found[cid] = Attachment(cid, _text(kids, "AttachmentName"), _text(kids, "ContentType"), encoded)
     if len(set(refs)) != len(refs):
-        raise ManifestMismatch("the manifest lists the same ContentId twice")
+        raise ManifestMismatch(N_("the manifest lists the same ContentId twice"))
     missing = [c for c in refs if c not in found]
     if missing:
-        raise ManifestMismatch(f"manifest reference {missing[0]!r} has no attachment")
+        raise ManifestMismatch(N_("manifest reference {cid!r} has no attachment"), cid=missing[0])
     extra = [c for c in found if c not in refs]
     if extra:
-        raise ManifestMismatch(f"attachment {extra[0]!r} is not listed in the manifest")
+        raise ManifestMismatch(N_("attachment {cid!r} is not listed in the manifest"), cid=extra[0])
     return tuple(found[c] for c in refs)
 
 
@@ -333,7 +335,8 @@ def build_status(sender: Organ, response_for: ResponseFor, status_code: str, *,
                  description: str = "", staff: str = "", when: datetime | None = None) -> bytes:
     """A new, unsigned edXML status message about ``response_for``."""
     if status_code not in STATUS_CODES:
-        raise SchemaViolation(f"status code {status_code!r} is not one of {', '.join(STATUS_CODES)}")
+        raise SchemaViolation(N_("status code {status_code!r} is not one of {codes}"), status_code=status_code,
+                              codes=', '.join(STATUS_CODES))
     when = when or datetime.now()
     root, header = _envelope()
     mh = _el(header, "MessageHeader")

@@ -11,6 +11,9 @@ A sentence is written in English.  Marked for translation (``N_``) with its vari
 
     raise UsageError(N_("cannot read {path}: {reason}"), path=path, reason=exc.strerror)
 
+A field may be another error (``reason=exc``): it reads as that error's sentence, ``{reason:line}``
+as its ``ERROR <CODE>: ...`` line, in the same language as the sentence around it.
+
 An unmarked sentence (an f-string) is shown as written, in English.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 from broker.i18n import N_
 
@@ -31,7 +35,7 @@ class LienthongError(Exception):
         super().__init__(message.format(**fields) if fields else message)
         self.template = message
         """The sentence as written in the source (with its ``{fields}``): the catalogues' msgid."""
-        self.fields = fields
+        self.fields: dict[str, Any] = fields
         if code is not None:
             self.code = code
 
@@ -42,15 +46,33 @@ class LienthongError(Exception):
 
     def render(self, gettext: Callable[[str], str] | None = None) -> str:
         """The sentence in a reader's language: the template through ``gettext`` (a catalogue's),
-        then its fields filled.  Without one, or for a sentence no catalogue knows, in English."""
+        then its fields filled (an error among them in the same language).  Without one, or for a
+        sentence no catalogue knows, in English."""
         if gettext is None or not self.args:
             return self.message
         text = gettext(self.template)
-        return text.format(**self.fields) if self.fields else text
+        if not self.fields:
+            return text
+        return text.format(**{k: _Nested(v, gettext) if isinstance(v, LienthongError) else v
+                              for k, v in self.fields.items()})
+
+    def __format__(self, spec: str) -> str:
+        """As a field of another error's sentence: ``{reason}`` its sentence, ``{reason:line}`` its line."""
+        return self.line() if spec == "line" else format(self.message, spec)
 
     def line(self, gettext: Callable[[str], str] | None = None) -> str:
         """The one line shown to users: ``ERROR <CODE>: <sentence>`` (the code never translated)."""
         return f"ERROR {self.code}: {self.render(gettext)}"
+
+
+class _Nested:
+    """An error given as a field of another error's sentence, shown through the same catalogue."""
+
+    def __init__(self, error: LienthongError, gettext: Callable[[str], str]) -> None:
+        self.error, self.gettext = error, gettext
+
+    def __format__(self, spec: str) -> str:
+        return self.error.line(self.gettext) if spec == "line" else format(self.error.render(self.gettext), spec)
 
 
 # --- input that is not acceptable edXML -----------------------------------

@@ -70,6 +70,7 @@ from broker.core.wire import (
     message_id,
     without_broker_headers,
 )
+from broker.i18n import N_
 
 
 @dataclass
@@ -152,23 +153,26 @@ class Hop:
         if origin.startswith("link:"):
             neighbour = hub_of(origin)
             if neighbour not in self.neighbours:
-                raise SenderNotAllowed(f"hub {neighbour!r} is not a neighbour of {self.hub!r}")
+                raise SenderNotAllowed(N_("hub {neighbour!r} is not a neighbour of {hub!r}"), neighbour=neighbour,
+                                       hub=self.hub)
             records = verify_trace(trace, self.hub_certs, digest)  # every record, not only the last
             if not records or records[-1].hub != neighbour or f"hub:{self.hub}" not in records[-1].targets:
-                raise TraceInvalid(f"the trace does not show {neighbour!r} forwarding this message here")
+                raise TraceInvalid(N_("the trace does not show {neighbour!r} forwarding this message here"),
+                                   neighbour=neighbour)
             # the recipients this copy serves are those the previous hub routed here
             forwarded = routed_to(records[-1], f"hub:{self.hub}")
             check_path(records, self.topology.neighbours, self.topology.agency(sender).hub, self.hub)
             if not set(forwarded) <= set(to):
-                raise TraceInvalid("the trace routes recipients the document does not name")
+                raise TraceInvalid(N_("the trace routes recipients the document does not name"))
             return forwarded
         if trace:
-            raise TraceInvalid("an agency cannot send a message that already carries a trace")
+            raise TraceInvalid(N_("an agency cannot send a message that already carries a trace"))
         if origin != f"agency:{sender}":
-            raise SenderNotAllowed(f"account {origin or '(none)'!r} may not send documents from {sender!r}")
+            raise SenderNotAllowed(N_("account {account!r} may not send documents from {sender!r}"),
+                                   account=origin or '(none)', sender=sender)
         if self.topology.agency(sender).hub != self.hub:
-            raise SenderNotAllowed(f"agency {sender!r} must send through its own hub "
-                                   f"{self.topology.agency(sender).hub!r}")
+            raise SenderNotAllowed(N_("agency {sender!r} must send through its own hub {hub!r}"), sender=sender,
+                                   hub=self.topology.agency(sender).hub)
         return to
 
     # -- outcomes ----------------------------------------------------------------
@@ -291,14 +295,14 @@ class Hop:
         this entry without ``audit verify-log`` finding our witness disagree."""
         neighbour = hub_of(origin)
         if neighbour not in self.neighbours:
-            raise SenderNotAllowed("only a neighbouring hub may have its checkpoint witnessed here")
+            raise SenderNotAllowed(N_("only a neighbouring hub may have its checkpoint witnessed here"))
         try:
             token = msg.body.decode("utf-8")
         except UnicodeDecodeError:
-            raise TraceInvalid("a checkpoint is a signed record in UTF-8") from None
+            raise TraceInvalid(N_("a checkpoint is a signed record in UTF-8")) from None
         rec = verify_record(token, self.hub_certs[neighbour])
         if rec.hub != neighbour or rec.verdict != RecordKind.CHECKPOINT or not rec.extra.get("seq", "").isdigit():
-            raise TraceInvalid(f"not a checkpoint of hub {neighbour!r}")
+            raise TraceInvalid(N_("not a checkpoint of hub {neighbour!r}"), neighbour=neighbour)
         counter = sign_record(HopRecord(hub=self.hub, at=utc_now(), digest=rec.digest, document_id="",
                                         verdict=RecordKind.WITNESS, extra={"of": neighbour, "seq": rec.extra["seq"],
                                                                            "checkpoint": token_digest(token)}),
@@ -315,7 +319,7 @@ class Hop:
         says what the record says.  A receipt without the record (from an older hub) is checked
         whole at every hub."""
         if not origin.startswith("link:"):
-            raise SenderNotAllowed("only hubs may send receipts")
+            raise SenderNotAllowed(N_("only hubs may send receipts"))
         issued = msg.headers.get(H_ISSUED)
         if issued is None:
             whole = receipts.verify(msg.body, self.trust).receipt
@@ -325,18 +329,18 @@ class Hop:
             token = issued.decode("utf-8", "replace") if isinstance(issued, bytes) else str(issued)
             rec = parse_record(token)
             if rec.verdict != RecordKind.RECEIPT or rec.digest != digest or len(rec.recipients) != 1:
-                raise TraceInvalid("the receipt's record is not about this receipt")
+                raise TraceInvalid(N_("the receipt's record is not about this receipt"))
             agency, issuing_hub = rec.recipients[0], rec.hub
             hops = next_hops(self.topology, self.hub, (agency,))
             if any(t.kind == TargetKind.INBOX for t in hops):  # the last hub: the receipt's own signature decides
                 whole = receipts.verify(msg.body, self.trust).receipt
                 if (whole.sender, whole.hub) != (agency, issuing_hub):
-                    raise TraceInvalid("the receipt's record and the receipt disagree (agency or hub)")
+                    raise TraceInvalid(N_("the receipt's record and the receipt disagree (agency or hub)"))
                 document_id = whole.document_id
             else:  # on the way: the issuing hub's signature over its record of these bytes
                 issuer = self.hub_certs.get(issuing_hub)
                 if issuer is None:
-                    raise TraceInvalid("the receipt's record names a hub the topology does not know")
+                    raise TraceInvalid(N_("the receipt's record names a hub the topology does not know"))
                 verify_record(token, issuer)
                 document_id = ""
         headers = {H_KIND: Kind.RECEIPT, H_TO: agency} | ({H_ISSUED: issued} if issued is not None else {})
@@ -352,17 +356,17 @@ class Hop:
         agency; the record the agency gets with it about these bytes) and puts each into its inbox,
         all claimed under the bundle's digest: a redelivered bundle is delivered once."""
         if not origin.startswith("link:"):
-            raise SenderNotAllowed("only hubs may send receipts")
+            raise SenderNotAllowed(N_("only hubs may send receipts"))
         issued = msg.headers.get(H_ISSUED)
         token = issued.decode("utf-8", "replace") if isinstance(issued, bytes) else str(issued or "")
         rec = parse_record(token)
         issuer = self.hub_certs.get(rec.hub)
         if rec.verdict != RecordKind.RECEIPTS or rec.digest != digest or issuer is None:
-            raise TraceInvalid("the bundle's record is not a known hub's record of this bundle")
+            raise TraceInvalid(N_("the bundle's record is not a known hub's record of this bundle"))
         verify_record(token, issuer)
         homes = {self.topology.agency(a).hub for a in rec.recipients}
         if len(homes) != 1:
-            raise TraceInvalid("the bundle's receipts are not all for the agencies of one hub")
+            raise TraceInvalid(N_("the bundle's receipts are not all for the agencies of one hub"))
         home = homes.pop()
         if home != self.hub:  # on the way
             onward = Copy(next_hop(self.topology, self.hub, home), msg.body, {H_KIND: Kind.BUNDLE, H_ISSUED: token},
@@ -370,7 +374,7 @@ class Hop:
             return Outcome(digest, "", Verdict.FORWARDED, (onward,), sender=rec.hub, exactly_once=False)
         named, items = receipts.unpack(msg.body)
         if named != home or tuple(sorted({i.to for i in items})) != rec.recipients:
-            raise TraceInvalid("the bundle's receipts are not those its record names")
+            raise TraceInvalid(N_("the bundle's receipts are not those its record names"))
         copies = []
         for i in items:
             whole = receipts.verify(i.receipt, self.trust).receipt
@@ -378,7 +382,7 @@ class Hop:
             if ((whole.sender, whole.hub) != (i.to, rec.hub)
                     or (about.hub, about.verdict, about.digest, about.recipients) != (rec.hub, RecordKind.RECEIPT,
                                                                                      receipt_digest, (i.to,))):
-                raise TraceInvalid("a bundled receipt and its record disagree (agency, hub or bytes)")
+                raise TraceInvalid(N_("a bundled receipt and its record disagree (agency, hub or bytes)"))
             copies.append(Copy(Target(TargetKind.INBOX, i.to), i.receipt,
                                {H_KIND: Kind.RECEIPT, H_TO: i.to, H_ISSUED: i.issued},
                                f"inbox:{i.to}#{receipt_digest[:16]}"))
@@ -391,7 +395,7 @@ def _trace(headers: Mapping[str, Any]) -> list[str]:
     if trace is None:
         return []
     if not isinstance(trace, list) or not all(isinstance(t, str | bytes) for t in trace):
-        raise TraceInvalid(f"the {H_TRACE} header is not a list of signed hop records")
+        raise TraceInvalid(N_("the {header} header is not a list of signed hop records"), header=H_TRACE)
     return [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in trace]
 
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from broker.core.errors import TraceInvalid
 from broker.core.signer import SigningKey
+from broker.i18n import N_
 
 
 class RecordKind(StrEnum):
@@ -121,18 +122,20 @@ def check_path(records: Sequence[HopRecord], neighbours: Callable[[str], Sequenc
     routed here."""
     hubs = [r.hub for r in records] + [here]
     if not records or records[0].hub != first_hub:
-        raise TraceInvalid("the first hop is not the sender's own hub")
+        raise TraceInvalid(N_("the first hop is not the sender's own hub"))
     if len(set(hubs)) != len(hubs):
-        raise TraceInvalid("the trace passes a hub twice")
+        raise TraceInvalid(N_("the trace passes a hub twice"))
     allowed: set[str] | None = None
     for rec, nxt in zip(records, hubs[1:], strict=True):
         if rec.verdict != RecordKind.FORWARDED:
-            raise TraceInvalid(f"hub {rec.hub!r} did not forward this message (its record says {rec.verdict})")
+            raise TraceInvalid(N_("hub {hub!r} did not forward this message (its record says {verdict})"), hub=rec.hub,
+                               verdict=rec.verdict)
         if nxt not in neighbours(rec.hub) or f"hub:{nxt}" not in rec.targets:
-            raise TraceInvalid(f"the trace goes from {rec.hub!r} to {nxt!r}: not a route of the topology")
+            raise TraceInvalid(N_("the trace goes from {hub!r} to {nxt!r}: not a route of the topology"), hub=rec.hub,
+                               nxt=nxt)
         routed = set(routed_to(rec, f"hub:{nxt}"))
         if allowed is not None and not routed <= allowed:
-            raise TraceInvalid(f"hub {rec.hub!r} routes recipients the hub before it did not route to it")
+            raise TraceInvalid(N_("hub {hub!r} routes recipients the hub before it did not route to it"), hub=rec.hub)
         allowed = routed
     return tuple(sorted(allowed or ()))
 
@@ -148,7 +151,7 @@ def parse_record(token: str) -> HopRecord:
         d["targets"], d["recipients"] = tuple(d["targets"]), tuple(d["recipients"])
         return HopRecord(**d)
     except (ValueError, TypeError, KeyError) as exc:
-        raise TraceInvalid(f"a hop record is malformed: {exc}") from None
+        raise TraceInvalid(N_("a hop record is malformed: {reason}"), reason=exc) from None
 
 
 def verify_record(token: str, cert: x509.Certificate) -> HopRecord:
@@ -162,9 +165,9 @@ def verify_record(token: str, cert: x509.Certificate) -> HopRecord:
         elif isinstance(key, rsa.RSAPublicKey):
             key.verify(sig, payload.encode(), padding.PKCS1v15(), hashes.SHA256())
         else:
-            raise TraceInvalid("hub key type not supported")
+            raise TraceInvalid(N_("hub key type not supported"))
     except (InvalidSignature, ValueError):
-        raise TraceInvalid("a hop record's signature does not verify") from None
+        raise TraceInvalid(N_("a hop record's signature does not verify")) from None
     return parse_record(token)
 
 
@@ -182,13 +185,13 @@ def verify_trace(tokens: Sequence[str], hub_certs: Mapping[str, x509.Certificate
         rec = parse_record(token)
         cert = hub_certs.get(rec.hub)
         if cert is None:
-            raise TraceInvalid(f"hop record from unknown hub {rec.hub!r}")
+            raise TraceInvalid(N_("hop record from unknown hub {hub!r}"), hub=rec.hub)
         if signatures == "all" or i == len(tokens) - 1:
             verify_record(token, cert)
         if rec.digest != digest:
-            raise TraceInvalid(f"hop record of {rec.hub!r} speaks of other bytes")
+            raise TraceInvalid(N_("hop record of {hub!r} speaks of other bytes"), hub=rec.hub)
         if rec.prev != prev:
-            raise TraceInvalid(f"hop record of {rec.hub!r} is out of order")
+            raise TraceInvalid(N_("hop record of {hub!r} is out of order"), hub=rec.hub)
         records.append(rec)
         prev = token_digest(token)
     return records

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from broker.core.errors import ForbiddenXML, MalformedXML, TooDeep, TooLarge
+from broker.i18n import N_
 
 
 @dataclass(frozen=True)
@@ -95,27 +96,28 @@ def parse(data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> etree._ElementTr
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("parse() takes bytes")
     if len(data) > limits.max_bytes:
-        raise TooLarge(f"message is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
+        raise TooLarge(N_("message is {n} bytes; the limit is {max_bytes} bytes"), n=len(data),
+                       max_bytes=limits.max_bytes)
     if len(data) == 0:
-        raise MalformedXML("message is empty")
+        raise MalformedXML(N_("message is empty"))
     data = bytes(data)
     # Legitimate edXML never carries a DTD; refuse before libxml2 sees one.
     # (A DOCTYPE can only stand in the prolog, but a long comment can push it
     # far: scan everything, it costs microseconds.)
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise ForbiddenXML("document type declarations (DTD) and entities are not allowed")
+        raise ForbiddenXML(N_("document type declarations (DTD) and entities are not allowed"))
     try:
         tree = etree.ElementTree(etree.fromstring(data, parser=_parser()))
     except etree.XMLSyntaxError as exc:
         text = _clean(exc)
         if "depth" in text.lower():  # libxml2's own hard limit, beyond ours
-            raise TooDeep(f"elements nest deeper than {limits.max_depth} levels") from None
+            raise TooDeep(N_("elements nest deeper than {max_depth} levels"), max_depth=limits.max_depth) from None
         if "network entity" in text or "failed to load" in text:
-            raise ForbiddenXML(f"external resources are not allowed: {text}") from None
-        raise MalformedXML(f"not well-formed XML: {text}") from None
+            raise ForbiddenXML(N_("external resources are not allowed: {text}"), text=text) from None
+        raise MalformedXML(N_("not well-formed XML: {text}"), text=text) from None
     docinfo = tree.docinfo
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
-        raise ForbiddenXML("document type declarations (DTD) and entities are not allowed")
+        raise ForbiddenXML(N_("document type declarations (DTD) and entities are not allowed"))
     _check_tree(tree.getroot(), limits.max_depth)
     return tree
 
@@ -124,11 +126,11 @@ def _check_tree(root: etree._Element, max_depth: int) -> None:
     """Depth bound, no entity references, no XInclude elements; all three walks run in C."""
     # One XPath step per level: matches iff some element sits deeper than max_depth.
     if _too_deep(max_depth)(root):
-        raise TooDeep(f"elements nest deeper than {max_depth} levels")
+        raise TooDeep(N_("elements nest deeper than {max_depth} levels"), max_depth=max_depth)
     if next(root.iter(etree.Entity), None) is not None:
-        raise ForbiddenXML("entity references are not allowed")
+        raise ForbiddenXML(N_("entity references are not allowed"))
     if next(root.iter("{" + XINCLUDE_NS + "}*"), None) is not None:
-        raise ForbiddenXML("XInclude is not allowed")
+        raise ForbiddenXML(N_("XInclude is not allowed"))
 
 
 def _too_deep(max_depth: int) -> etree.XPath:

@@ -32,6 +32,7 @@ from broker.core.signer import SigningKey, enveloped_signature
 from broker.core.topology import subject_uid
 from broker.core.trust import TrustStore
 from broker.core.verifier import VerifiedSignature, verify_tree
+from broker.i18n import N_
 
 RECEIPT_NS = "urn:lienthong:receipt:1"
 R = "{" + RECEIPT_NS + "}"
@@ -89,19 +90,19 @@ def build(receipt: Receipt, key: SigningKey) -> bytes:
 def read(tree: etree._ElementTree) -> Receipt:
     root = tree.getroot()
     if root.tag != R + "Receipt":
-        raise SchemaViolation("not a lienthong receipt")
+        raise SchemaViolation(N_("not a lienthong receipt"))
 
     kids = children(root)
 
     def one(name: str) -> str:
         found = kids.get(R + name, [])
         if len(found) != 1:
-            raise SchemaViolation(f"receipt must have exactly one {name}")
+            raise SchemaViolation(N_("receipt must have exactly one {name}"), name=name)
         return text_of(found[0])
 
     kind = one("Kind")
     if kind not in KINDS:
-        raise SchemaViolation(f"receipt kind {kind!r} is unknown")
+        raise SchemaViolation(N_("receipt kind {kind!r} is unknown"), kind=kind)
     return Receipt(kind=kind, hub=one("Hub"), time=one("Time"), document_id=one("DocumentId"),
                    document_sha256=one("DocumentSha256"), sender=one("From"),
                    recipients=tuple(text_of(e) for e in kids.get(R + "To", ())),
@@ -120,8 +121,10 @@ def verify(data: bytes, trust: TrustStore, *, at: datetime | None = None) -> Ver
     receipt = read(tree)
     sig = verify_tree(tree, trust, at=at, parent=tree.getroot())
     if subject_uid(sig.signer) != f"hub:{receipt.hub}":
-        raise SignatureError(f"receipt claims hub {receipt.hub!r} but is signed by "
-                             f"{subject_uid(sig.signer) or 'an unknown key'!r}")
+        signer = subject_uid(sig.signer)
+        raise SignatureError(N_("receipt claims hub {hub!r} but is signed by {signer!r}") if signer else
+                             N_("receipt claims hub {hub!r} but is signed by 'an unknown key'"), hub=receipt.hub,
+                             signer=signer)
     return VerifiedReceipt(receipt, sig)
 
 
@@ -159,7 +162,7 @@ def unpack(body: bytes) -> tuple[str, list[Bundled]]:
                  for r in d["receipts"]]
         home = d["hub"]
     except (ValueError, TypeError, KeyError) as exc:  # binascii.Error is a ValueError
-        raise TraceInvalid(f"a receipt bundle is malformed: {exc}") from None
+        raise TraceInvalid(N_("a receipt bundle is malformed: {reason}"), reason=exc) from None
     if not isinstance(home, str) or not 0 < len(items) <= MAX_BUNDLED:
-        raise TraceInvalid(f"a receipt bundle names one hub and holds 1 to {MAX_BUNDLED} receipts")
+        raise TraceInvalid(N_("a receipt bundle names one hub and holds 1 to {most} receipts"), most=MAX_BUNDLED)
     return home, items

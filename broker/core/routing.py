@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from broker.core.errors import UnknownRecipient
 from broker.core.topology import Topology
+from broker.i18n import N_
 
 
 class TargetKind(StrEnum):
@@ -57,7 +58,7 @@ def next_hops(topology: Topology, at_hub: str, recipients: tuple[str, ...]) -> d
     for organ_id in recipients:
         agency = topology.agencies.get(topology.current_code(organ_id))  # a former code: the agency carrying it
         if agency is None:
-            raise UnknownRecipient(f"recipient {organ_id!r} is not in the agency directory")
+            raise UnknownRecipient(N_("recipient {agency!r} is not in the agency directory"), agency=organ_id)
         target = (Target(TargetKind.INBOX, agency.organ_id) if agency.hub == at_hub
                   else next_hop(topology, at_hub, agency.hub))
         out.setdefault(target, []).append(organ_id)

@@ -15,6 +15,7 @@ from lxml import etree
 
 from broker.core.edxml import EDXML_NS, E, Kind
 from broker.core.errors import SchemaViolation, WrongNamespace
+from broker.i18n import N_
 from schemas import SCHEMA_DIR
 
 _FILES: dict[Kind, str] = {"document": "edxml-document.xsd", "status": "edxml-status.xsd"}
@@ -37,8 +38,9 @@ def _schema(kind: Kind) -> etree.XMLSchema:
 def kind_of(root: etree._Element) -> Kind:
     """``status`` when the MessageHeader has a StatusCode, else ``document``."""
     if root.tag != E + "edXML":
-        raise WrongNamespace(f"root element is {etree.QName(root).localname!r} in namespace "
-                             f"{etree.QName(root).namespace or '(none)'!r}; expected edXML in {EDXML_NS}")
+        raise WrongNamespace(N_("root element is {element!r} in namespace {found!r}; expected edXML in {namespace}"),
+                             element=etree.QName(root).localname, found=etree.QName(root).namespace or '(none)',
+                             namespace=EDXML_NS)
     is_status = root.find(f"{E}edXMLEnvelope/{E}edXMLHeader/{E}MessageHeader/{E}StatusCode") is not None
     return "status" if is_status else "document"
 
@@ -53,5 +55,6 @@ def validate(root: etree._Element) -> Kind:
     if not schema.validate(root):
         err = schema.error_log.last_error if len(schema.error_log) == 1 else schema.error_log[0]
         text = _NS_NOISE.sub("", err.message).replace("Element '", "element '")
-        raise SchemaViolation(f"{kind} does not conform to the edXML schema: {text} (line {err.line})")
+        raise SchemaViolation(N_("{kind} does not conform to the edXML schema: {text} (line {line})"), kind=kind,
+                              text=text, line=err.line)
     return kind

@@ -38,6 +38,7 @@ from broker.core.canon import canonicalize
 from broker.core.edxml import header_of
 from broker.core.errors import ConfigError, SignatureProfile, UsageError
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits, parse
+from broker.i18n import N_
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -60,13 +61,14 @@ class SigningKey:
         try:
             key_pem = Path(key_path).read_bytes()
         except OSError as exc:
-            raise UsageError(f"cannot read key or certificate: {exc.strerror}: {exc.filename}") from None
+            raise UsageError(N_("cannot read key or certificate: {reason}: {filename}"), reason=exc.strerror,
+                             filename=exc.filename) from None
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
         except ValueError as exc:
-            raise ConfigError(f"key or certificate is not valid PEM: {exc}") from None
+            raise ConfigError(N_("key or certificate is not valid PEM: {reason}"), reason=exc) from None
         if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
-            raise ConfigError("only RSA and ECDSA keys can sign edXML")
+            raise ConfigError(N_("only RSA and ECDSA keys can sign edXML"))
         return cls.with_certificate(key, read_certificates(cert_path))
 
     @classmethod
@@ -74,7 +76,7 @@ class SigningKey:
         """``key`` with ``certs`` (leaf first, then intermediates), which must be its own."""
         spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         if certs[0].public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
-            raise ConfigError("the certificate does not belong to the private key")
+            raise ConfigError(N_("the certificate does not belong to the private key"))
         return cls(key=key, cert=certs[0], chain=tuple(certs[1:]))
 
     @functools.cached_property
@@ -94,9 +96,10 @@ def read_certificates(cert_path: str | Path) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(Path(cert_path).read_bytes())
     except OSError as exc:
-        raise UsageError(f"cannot read key or certificate: {exc.strerror}: {exc.filename}") from None
+        raise UsageError(N_("cannot read key or certificate: {reason}: {filename}"), reason=exc.strerror,
+                         filename=exc.filename) from None
     except ValueError as exc:
-        raise ConfigError(f"key or certificate is not valid PEM: {exc}") from None
+        raise ConfigError(N_("key or certificate is not valid PEM: {reason}"), reason=exc) from None
 
 
 def sign_value(key: PrivateKey, method: SignatureMethod, data: bytes) -> bytes:
@@ -125,7 +128,7 @@ def sign_tree(tree: etree._ElementTree, key: SigningKey, *, digest: Digest = SHA
     """
     root = tree.getroot()
     if next(root.iter(DS + "Signature"), None) is not None:
-        raise SignatureProfile("the message is already signed; lienthong signs a message once")
+        raise SignatureProfile(N_("the message is already signed; lienthong signs a message once"))
     header = header_of(root) if parent is None else parent
     # The digest covers the document as it is now, which is exactly what the
     # enveloped transform yields once the signature is inserted.

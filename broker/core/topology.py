@@ -22,6 +22,7 @@ from broker.core import deployment
 from broker.core.deployment import DeploymentSettings
 from broker.core.errors import ConfigError, SignerMismatch, UnknownAgency
 from broker.core.trust import fingerprint
+from broker.i18n import N_
 
 DEFAULT_TOPOLOGY = Path("config/topology.yaml")
 
@@ -97,21 +98,21 @@ class Topology:
         try:
             raw = yaml.safe_load(p.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ConfigError(f"cannot read topology {p}: {exc.strerror}") from None
+            raise ConfigError(N_("cannot read topology {path}: {reason}"), path=p, reason=exc.strerror) from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"topology {p} is not valid YAML: {exc}") from None
+            raise ConfigError(N_("topology {path} is not valid YAML: {reason}"), path=p, reason=exc) from None
         return cls.from_dict(raw, source=str(p))
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "topology") -> Topology:
         if not isinstance(raw, dict) or "hubs" not in raw or "agencies" not in raw:
-            raise ConfigError(f"{source} must be a mapping with 'hubs' and 'agencies'")
+            raise ConfigError(N_("{source} must be a mapping with 'hubs' and 'agencies'"), source=source)
         default_url = _urls(raw.get("amqp_url", "amqps://127.0.0.1:5671/"))
         hubs: dict[str, Hub] = {}
         for h in raw["hubs"]:
             hid = str(h["id"])
             if hid in hubs:
-                raise ConfigError(f"{source}: hub {hid!r} is defined twice")
+                raise ConfigError(N_("{source}: hub {hub!r} is defined twice"), source=source, hub=hid)
             hubs[hid] = Hub(hid, str(h.get("name", hid)), h.get("parent"),
                             _urls(h.get("amqp_url", default_url)), str(h.get("tier", "")),
                             str(h.get("management_url", raw.get("management_url", ""))))
@@ -119,14 +120,16 @@ class Topology:
         for a in raw["agencies"]:
             oid = str(a["organ_id"])
             if oid in agencies:
-                raise ConfigError(f"{source}: agency {oid!r} is defined twice")
+                raise ConfigError(N_("{source}: agency {agency!r} is defined twice"), source=source, agency=oid)
             if a.get("hub") not in hubs:
-                raise ConfigError(f"{source}: agency {oid!r} names unknown hub {a.get('hub')!r}")
+                raise ConfigError(N_("{source}: agency {agency!r} names unknown hub {hub!r}"), source=source,
+                                  agency=oid, hub=a.get('hub'))
             pins = tuple(str(x).lower().replace(":", "") for x in a.get("cert_sha256", []) or [])
             level = str(a.get("level") or hubs[str(a["hub"])].tier)
             legacy = a.get("legacy_sha1", False)
             if not isinstance(legacy, bool):
-                raise ConfigError(f"{source}: agency {oid!r}: legacy_sha1 must be true or false, not {legacy!r}")
+                raise ConfigError(N_("{source}: agency {agency!r}: legacy_sha1 must be true or false, not {legacy!r}"),
+                                  source=source, agency=oid, legacy=legacy)
             old = [str(a["old_code"])] if a.get("old_code") else []
             old += [str(c) for c in a.get("old_codes") or [] if str(c) not in old]
             agencies[oid] = Agency(oid, str(a.get("name", oid)), str(a["hub"]), pins, level, legacy,
@@ -134,10 +137,12 @@ class Topology:
         replaced: dict[str, str] = {}
         for a in agencies.values():
             if a.parent and a.parent not in agencies:
-                raise ConfigError(f"{source}: agency {a.organ_id!r} names unknown parent agency {a.parent!r}")
+                raise ConfigError(N_("{source}: agency {agency!r} names unknown parent agency {parent!r}"),
+                                  source=source, agency=a.organ_id, parent=a.parent)
             for code in a.old_codes:
                 if code in agencies or replaced.get(code, a.organ_id) != a.organ_id:
-                    raise ConfigError(f"{source}: old code {code!r} of {a.organ_id!r} is another agency's code")
+                    raise ConfigError(N_("{source}: old code {old!r} of {agency!r} is another agency's code"),
+                                      source=source, old=code, agency=a.organ_id)
                 replaced[code] = a.organ_id
         topo = cls(hubs, agencies, deployment.read(raw.get("settings"), source), str(raw.get("namespace", "lienthong")),
                    replaced)
@@ -147,23 +152,25 @@ class Topology:
     def _check_tree(self, source: str) -> None:
         roots = [h for h in self.hubs.values() if h.parent is None]
         if len(roots) != 1:
-            raise ConfigError(f"{source}: exactly one hub must have no parent, found {len(roots)}")
+            raise ConfigError(N_("{source}: exactly one hub must have no parent, found {n}"), source=source,
+                              n=len(roots))
         for h in self.hubs.values():
             seen = {h.hub_id}
             cur = h
             while cur.parent is not None:
                 if cur.parent not in self.hubs:
-                    raise ConfigError(f"{source}: hub {cur.hub_id!r} names unknown parent {cur.parent!r}")
+                    raise ConfigError(N_("{source}: hub {hub!r} names unknown parent {parent!r}"), source=source,
+                                      hub=cur.hub_id, parent=cur.parent)
                 cur = self.hubs[cur.parent]
                 if cur.hub_id in seen:
-                    raise ConfigError(f"{source}: hub {h.hub_id!r} is part of a cycle")
+                    raise ConfigError(N_("{source}: hub {hub!r} is part of a cycle"), source=source, hub=h.hub_id)
                 seen.add(cur.hub_id)
 
     def agency(self, organ_id: str) -> Agency:
         try:
             return self.agencies[organ_id]
         except KeyError:
-            raise UnknownAgency(f"agency {organ_id!r} is not in the agency directory") from None
+            raise UnknownAgency(N_("agency {agency!r} is not in the agency directory"), agency=organ_id) from None
 
     def neighbours(self, hub_id: str) -> list[str]:
         """The hubs ``hub_id`` exchanges messages with: its parent first, then its children."""
@@ -200,10 +207,11 @@ def check_signer(topology: Topology, organ_id: str, cert: x509.Certificate) -> A
     agency = topology.agency(organ_id)
     if agency.cert_sha256:
         if fingerprint(cert) not in agency.cert_sha256:
-            raise SignerMismatch(f"the signing certificate is not one pinned for agency {organ_id!r}")
+            raise SignerMismatch(N_("the signing certificate is not one pinned for agency {agency!r}"), agency=organ_id)
         return agency
     uid = subject_uid(cert)
     if uid != organ_id:
-        raise SignerMismatch(f"signed by {uid or 'a certificate without an agency code'!r}, "
-                             f"but the message says it is from {organ_id!r}")
+        raise SignerMismatch(N_("signed by {signer!r}, but the message says it is from {agency!r}") if uid else
+                             N_("signed by 'a certificate without an agency code', but the message says it is from "
+                                "{agency!r}"), signer=uid, agency=organ_id)
     return agency

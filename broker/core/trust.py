@@ -51,6 +51,7 @@ from broker.core.errors import (
     Revoked,
     Untrusted,
 )
+from broker.i18n import N_
 
 MAX_CHAIN = 6
 FAILURE_SECONDS = 300.0
@@ -164,7 +165,8 @@ class TrustStore:
         """The snapshot of ``directory`` (and of the fetched CRLs in ``crl_cache``) as it is now."""
         anchors, inter, crls = read_directory(directory)
         if not anchors:
-            raise ConfigError(f"trust store {directory} holds no self-signed CA certificate (anchor)")
+            raise ConfigError(N_("trust store {directory} holds no self-signed CA certificate (anchor)"),
+                              directory=directory)
         if crl_cache is not None and crl_cache.is_dir():
             crls += read_directory(crl_cache)[2]
         return cls(anchors=tuple(anchors), intermediates=tuple(inter), crls=tuple(crls), require_crl=require_crl,
@@ -232,23 +234,23 @@ class TrustStore:
         while path[-1].public_bytes(_DER) not in self._anchor_ders:
             current = path[-1]
             if len(path) > MAX_CHAIN:
-                raise Untrusted("the certificate chain is too long")
+                raise Untrusted(N_("the certificate chain is too long"))
             issuer = self._find_issuer(current, candidates, allow_sha1)
             if issuer is None:
-                raise Untrusted(f"certificate {_label(current)!r} does not chain to a trusted root")
+                raise Untrusted(N_("certificate {cert!r} does not chain to a trusted root"), cert=_label(current))
             if current.signature_algorithm_oid in _SHA1_SIGNATURES:
                 legacy.append(f"certificate {_label(current)!r} is signed with SHA-1")
             if not is_ca(issuer):
-                raise Untrusted(f"issuer {_label(issuer)!r} is not a CA")
+                raise Untrusted(N_("issuer {issuer!r} is not a CA"), issuer=_label(issuer))
             _check_issuer(issuer, cas_below=len(path) - 1)
             path.append(issuer)
         _check_signer(leaf, at)
         valid_until = min(c.not_valid_after_utc for c in path)
         for cert in path:
             if not (cert.not_valid_before_utc <= at <= cert.not_valid_after_utc):
-                raise Expired(f"certificate {_label(cert)!r} is valid from "
-                              f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}, "
-                              f"not at {at:%Y-%m-%d %H:%M}")
+                raise Expired(N_("certificate {cert!r} is valid from {start:%Y-%m-%d} to {end:%Y-%m-%d}, not at "
+                                 "{at:%Y-%m-%d %H:%M}"), cert=_label(cert), start=cert.not_valid_before_utc,
+                              end=cert.not_valid_after_utc, at=at)
         for cert, issuer in zip(path, path[1:], strict=False):
             next_update = self._check_revocation(cert, issuer, at)
             if next_update is not None:
@@ -262,8 +264,9 @@ class TrustStore:
             if issuer.subject != cert.issuer:
                 continue
             if sha1 and not allow_sha1:
-                raise CertAlgorithm(f"certificate {_label(cert)!r} is signed with SHA-1, which is accepted "
-                                    f"only from agencies the directory marks legacy_sha1; use a SHA-256 certificate")
+                raise CertAlgorithm(N_("certificate {cert!r} is signed with SHA-1, which is accepted only from "
+                                       "agencies the directory marks legacy_sha1; use a SHA-256 certificate"),
+                                    cert=_label(cert))
             try:
                 if sha1:
                     _verify_sha1(cert, issuer)  # cryptography's own check no longer takes SHA-1
@@ -278,7 +281,7 @@ class TrustStore:
                           at: datetime) -> datetime | None:
         key = issuer.public_key()
         if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
-            raise Untrusted(f"issuer {_label(issuer)!r} has a key type lienthong does not accept")
+            raise Untrusted(N_("issuer {issuer!r} has a key type lienthong does not accept"), issuer=_label(issuer))
         crls = [c for c in self.crls if c.issuer == issuer.subject and c.is_signature_valid(key)]
         # A CRL speaks for every instant up to its nextUpdate (one with no nextUpdate, for
         # policy.max_crl_age after it was issued); one issued after ``at`` is still good evidence
@@ -289,16 +292,17 @@ class TrustStore:
             answer = self.status_source.status(cert, issuer) if self.status_source is not None else None
             if answer is not None:
                 if answer.revoked_at is not None and answer.revoked_at <= at:
-                    raise Revoked(f"certificate {_label(cert)!r} was revoked on {answer.revoked_at:%Y-%m-%d} "
-                                  f"(OCSP)")
+                    raise Revoked(N_("certificate {cert!r} was revoked on {day:%Y-%m-%d} (OCSP)"), cert=_label(cert),
+                                  day=answer.revoked_at)
                 return answer.good_until
             if self.require_crl:
-                raise RevocationUnknown(f"no current CRL from {_label(issuer)!r} in the trust store")
+                raise RevocationUnknown(N_("no current CRL from {issuer!r} in the trust store"), issuer=_label(issuer))
             return None
         crl = max(current, key=lambda c: c.last_update_utc)  # the newest knows the most
         entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
         if entry is not None and entry.revocation_date_utc <= at:
-            raise Revoked(f"certificate {_label(cert)!r} was revoked on {entry.revocation_date_utc:%Y-%m-%d}")
+            raise Revoked(N_("certificate {cert!r} was revoked on {day:%Y-%m-%d}"), cert=_label(cert),
+                          day=entry.revocation_date_utc)
         return self.policy.good_until(crl)
 
 
@@ -323,17 +327,18 @@ def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.E
 def _check_signer(cert: x509.Certificate, at: datetime) -> None:
     """The signer itself: not a CA, allowed to sign, fit for documents, valid at ``at``."""
     if is_ca(cert):
-        raise KeyUsage(f"certificate {_label(cert)!r} is a CA certificate: a CA does not sign documents")
+        raise KeyUsage(N_("certificate {cert!r} is a CA certificate: a CA does not sign documents"), cert=_label(cert))
     ku = _extension(cert, x509.KeyUsage)
     if isinstance(ku, x509.KeyUsage) and not (ku.digital_signature or ku.content_commitment):
-        raise KeyUsage(f"certificate {_label(cert)!r} is not allowed to sign (key usage)")
+        raise KeyUsage(N_("certificate {cert!r} is not allowed to sign (key usage)"), cert=_label(cert))
     eku = _extension(cert, x509.ExtendedKeyUsage)
     if isinstance(eku, x509.ExtendedKeyUsage) and not {o.dotted_string for o in eku} & DOCUMENT_SIGNING_EKUS:
-        raise KeyUsage(f"certificate {_label(cert)!r} is for other uses "
-                       f"({', '.join(o._name for o in eku)}), not for signing documents")
+        raise KeyUsage(N_("certificate {cert!r} is for other uses ({uses}), not for signing documents"),
+                       cert=_label(cert), uses=', '.join(o._name for o in eku))
     if not (cert.not_valid_before_utc <= at <= cert.not_valid_after_utc):
-        raise Expired(f"certificate {_label(cert)!r} is valid from {cert.not_valid_before_utc:%Y-%m-%d} "
-                      f"to {cert.not_valid_after_utc:%Y-%m-%d}, not at {at:%Y-%m-%d %H:%M}")
+        raise Expired(N_("certificate {cert!r} is valid from {start:%Y-%m-%d} to {end:%Y-%m-%d}, not at {at:%Y-%m-%d "
+                         "%H:%M}"), cert=_label(cert), start=cert.not_valid_before_utc, end=cert.not_valid_after_utc,
+                      at=at)
 
 
 def _check_issuer(issuer: x509.Certificate, *, cas_below: int) -> None:
@@ -341,8 +346,8 @@ def _check_issuer(issuer: x509.Certificate, *, cas_below: int) -> None:
     ``pathLenConstraint`` allows (``cas_below``: the intermediate CAs between it and the signer)."""
     ku = _extension(issuer, x509.KeyUsage)
     if isinstance(ku, x509.KeyUsage) and not ku.key_cert_sign:
-        raise Untrusted(f"issuer {_label(issuer)!r} is not allowed to sign certificates (key usage)")
+        raise Untrusted(N_("issuer {issuer!r} is not allowed to sign certificates (key usage)"), issuer=_label(issuer))
     bc = _extension(issuer, x509.BasicConstraints)
     if isinstance(bc, x509.BasicConstraints) and bc.path_length is not None and cas_below > bc.path_length:
-        raise Untrusted(f"issuer {_label(issuer)!r} allows {bc.path_length} CA(s) below it "
-                        f"(path length), this chain has {cas_below}")
+        raise Untrusted(N_("issuer {issuer!r} allows {path_length} CA(s) below it (path length), this chain has "
+                           "{cas_below}"), issuer=_label(issuer), path_length=bc.path_length, cas_below=cas_below)

@@ -50,6 +50,7 @@ from broker.core.edxml import header_of
 from broker.core.errors import DigestMismatch, SignatureError, SignatureMissing, SignatureProfile, WeakAlgorithm
 from broker.core.parsing import text_of
 from broker.core.trust import ChainResult, TrustStore
+from broker.i18n import N_
 
 MAX_KEYINFO_CERTS = 8
 """The signer and its intermediates: more is an attempt to make path building expensive."""
@@ -107,7 +108,7 @@ def _load_cert(der: bytes) -> x509.Certificate:
         try:
             cert = x509.load_der_x509_certificate(der)
         except ValueError:
-            raise SignatureProfile("an X509Certificate in KeyInfo is not a valid certificate") from None
+            raise SignatureProfile(N_("an X509Certificate in KeyInfo is not a valid certificate")) from None
         if len(_CERTS) >= 4096:
             _CERTS.clear()
         _CERTS[der] = cert
@@ -117,7 +118,8 @@ def _load_cert(der: bytes) -> x509.Certificate:
 def _only(parent: etree._Element, name: str) -> etree._Element:
     found = [c for c in parent if c.tag == DS + name]
     if len(found) != 1:
-        raise SignatureProfile(f"{_local(parent)} must contain exactly one {name}, found {len(found)}")
+        raise SignatureProfile(N_("{parent} must contain exactly one {name}, found {n}"), parent=_local(parent),
+                               name=name, n=len(found))
     return found[0]
 
 
@@ -129,7 +131,7 @@ def _b64(el: etree._Element, what: str) -> bytes:
     try:
         return base64.b64decode("".join(text_of(el).split()), validate=True)
     except (binascii.Error, ValueError):
-        raise SignatureProfile(f"{what} is not valid base64") from None
+        raise SignatureProfile(N_("{what} is not valid base64"), what=what) from None
 
 
 def _prefixes(el: etree._Element) -> tuple[str, ...]:
@@ -142,42 +144,42 @@ def _c14n(el: etree._Element) -> C14N:
     try:
         return C14N_METHODS[uri]
     except KeyError:
-        raise WeakAlgorithm(f"canonicalization {uri!r} is not accepted") from None
+        raise WeakAlgorithm(N_("canonicalization {uri!r} is not accepted"), uri=uri) from None
 
 
 def _parse_signature(root: etree._Element, policy: VerifyPolicy,
                      parent: etree._Element | None) -> _Parsed:
     signatures = list(root.iter(DS + "Signature"))
     if not signatures:
-        raise SignatureMissing("the message is not signed (no XMLDSig Signature element)")
+        raise SignatureMissing(N_("the message is not signed (no XMLDSig Signature element)"))
     if len(signatures) > 1:
-        raise SignatureProfile(f"the message carries {len(signatures)} signatures; exactly one is allowed")
+        raise SignatureProfile(N_("the message carries {n} signatures; exactly one is allowed"), n=len(signatures))
     sig = signatures[0]
     if sig.getparent() is not (header_of(root) if parent is None else parent):
-        raise SignatureProfile("the Signature must be a direct child of edXMLHeader (or of a receipt root)")
+        raise SignatureProfile(N_("the Signature must be a direct child of edXMLHeader (or of a receipt root)"))
     allowed = {DS + "SignedInfo", DS + "SignatureValue", DS + "KeyInfo"}
     for child in sig:
         if isinstance(child.tag, str) and child.tag not in allowed:
-            raise SignatureProfile(f"unexpected {_local(child)} inside Signature")
+            raise SignatureProfile(N_("unexpected {element} inside Signature"), element=_local(child))
     si = _only(sig, "SignedInfo")
     cm = _only(si, "CanonicalizationMethod")
     c14n = _c14n(cm)
     sm_uri = _only(si, "SignatureMethod").get("Algorithm", "")
     method = SIGNATURE_METHODS.get(sm_uri)
     if method is None:
-        raise WeakAlgorithm(f"signature method {sm_uri!r} is not accepted")
+        raise WeakAlgorithm(N_("signature method {uri!r} is not accepted"), uri=sm_uri)
     refs = [c for c in si if c.tag == DS + "Reference"]
     if len(refs) != 1:
-        raise SignatureProfile(f"SignedInfo must hold exactly one Reference, found {len(refs)}")
+        raise SignatureProfile(N_("SignedInfo must hold exactly one Reference, found {n}"), n=len(refs))
     ref = refs[0]
     if ref.get("URI") != "":
-        raise SignatureProfile('the Reference must cover the whole document (URI="")')
+        raise SignatureProfile(N_('the Reference must cover the whole document (URI="")'))
     transforms_el = ref.find(DS + "Transforms")
     transforms = list(transforms_el) if transforms_el is not None else []
     uris = [t.get("Algorithm", "") for t in transforms if isinstance(t.tag, str)]
     if not uris or uris[0] != ENVELOPED or len(uris) > 2:
-        raise SignatureProfile("the Reference must use the enveloped-signature transform, "
-                               "optionally followed by one canonicalization")
+        raise SignatureProfile(N_("the Reference must use the enveloped-signature transform, optionally followed by "
+                                  "one canonicalization"))
     ref_c14n = C14N_METHODS["http://www.w3.org/TR/2001/REC-xml-c14n-20010315"]
     ref_prefixes: tuple[str, ...] = ()
     if len(uris) == 2:
@@ -186,15 +188,15 @@ def _parse_signature(root: etree._Element, policy: VerifyPolicy,
     dm_uri = _only(ref, "DigestMethod").get("Algorithm", "")
     digest = DIGESTS.get(dm_uri)
     if digest is None:
-        raise WeakAlgorithm(f"digest method {dm_uri!r} is not accepted")
+        raise WeakAlgorithm(N_("digest method {uri!r} is not accepted"), uri=dm_uri)
     if (digest.weak or method.weak) and not policy.allow_sha1:
-        raise WeakAlgorithm("SHA-1 is refused for this sender; sign with SHA-256 or stronger")
+        raise WeakAlgorithm(N_("SHA-1 is refused for this sender; sign with SHA-256 or stronger"))
     certs_els = sig.findall(DS + "KeyInfo/" + DS + "X509Data/" + DS + "X509Certificate")
     if not certs_els:
-        raise SignatureProfile("KeyInfo carries no X509Certificate")
+        raise SignatureProfile(N_("KeyInfo carries no X509Certificate"))
     if len(certs_els) > MAX_KEYINFO_CERTS:
-        raise SignatureProfile(f"KeyInfo carries {len(certs_els)} certificates; at most {MAX_KEYINFO_CERTS} "
-                               f"(the signer and its intermediates) are accepted")
+        raise SignatureProfile(N_("KeyInfo carries {n} certificates; at most {most} (the signer and its "
+                                  "intermediates) are accepted"), n=len(certs_els), most=MAX_KEYINFO_CERTS)
     ders = tuple(_b64(c, "X509Certificate") for c in certs_els)
     certs = tuple(_load_cert(der) for der in ders)
     return _Parsed(sig, si, c14n, _prefixes(cm), method, digest, ref_c14n, ref_prefixes,
@@ -207,19 +209,19 @@ def _verify_value(cert: x509.Certificate, method: SignatureMethod, value: bytes,
     try:
         if method.key is KeyKind.RSA:
             if not isinstance(key, rsa.RSAPublicKey):
-                raise SignatureError("the signature method does not match the certificate's key type")
+                raise SignatureError(N_("the signature method does not match the certificate's key type"))
             key.verify(value, data, padding.PKCS1v15(), method.hash())
         else:
             if not isinstance(key, ec.EllipticCurvePublicKey):
-                raise SignatureError("the signature method does not match the certificate's key type")
+                raise SignatureError(N_("the signature method does not match the certificate's key type"))
             size = (key.curve.key_size + 7) // 8
             if len(value) != 2 * size:
-                raise SignatureError("the ECDSA signature value has the wrong length")
+                raise SignatureError(N_("the ECDSA signature value has the wrong length"))
             der = utils.encode_dss_signature(int.from_bytes(value[:size], "big"),
                                              int.from_bytes(value[size:], "big"))
             key.verify(der, data, ec.ECDSA(method.hash()))
     except InvalidSignature:
-        raise SignatureError("the signature value does not verify with the signer's key") from None
+        raise SignatureError(N_("the signature value does not verify with the signer's key")) from None
 
 
 def verify_tree(tree: etree._ElementTree, trust: TrustStore | None, *,
@@ -234,7 +236,7 @@ def verify_tree(tree: etree._ElementTree, trust: TrustStore | None, *,
     p = _parse_signature(tree.getroot(), policy, parent)
     octets = enveloped_octets(tree, p.signature, p.ref_c14n, p.ref_prefixes)
     if not hmac.compare_digest(hashlib.new(p.digest.name, octets).digest(), p.digest_value):
-        raise DigestMismatch("the document was modified after it was signed (digest mismatch)")
+        raise DigestMismatch(N_("the document was modified after it was signed (digest mismatch)"))
     _verify_value(p.certs[0], p.method, p.signature_value, canonicalize(p.signed_info, p.c14n, p.c14n_prefixes))
     if trust is None:
         chain = ChainResult(path=p.certs, valid_until=p.certs[0].not_valid_after_utc)

@@ -108,9 +108,9 @@ def parse(name: str | None) -> str | None:
     return base if base in LANGUAGES else None
 
 
-def negotiate(accept_language: str | None) -> str:
+def negotiate(accept_language: str | None, default: str = DEFAULT) -> str:
     """The language a browser's ``Accept-Language`` prefers among ours (RFC 9110 weights);
-    Vietnamese when it names neither."""
+    ``default`` (Vietnamese) when it names neither."""
     ranked: list[tuple[float, int, str]] = []
     for n, part in enumerate((accept_language or "").split(",")):
         tag, _, params = part.strip().partition(";")
@@ -125,8 +125,8 @@ def negotiate(accept_language: str | None) -> str:
         ranked.append((-weight, n, tag.strip()))
     for neg_weight, _n, tag in sorted(ranked):
         if neg_weight < 0 and (tag == "*" or parse(tag)):
-            return parse(tag) or DEFAULT
-    return DEFAULT
+            return parse(tag) or default
+    return default
 
 
 _current: ContextVar[str] = ContextVar("lienthong_language", default=DEFAULT)

@@ -73,6 +73,77 @@ def hidden(root: Path = ROOT) -> list[str]:
     return out
 
 
+ERROR_ROOTS = ("LienthongError", "TokenError")
+"""The errors whose sentence a person reads: lienthong's own, and the token's (``broker.pkcs11``),
+which the relay turns into them.  Their subclasses are found in the source."""
+EXEMPT = "# untranslated:"
+"""A comment on a line of an error's call that exempts its sentence from marking; the reason follows."""
+
+
+def _name(node: ast.expr) -> str:
+    return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+
+
+def _error_classes(trees: list[ast.Module]) -> set[str]:
+    """The names of :data:`ERROR_ROOTS` and of every class of the source derived from them."""
+    names, grew = set(ERROR_ROOTS), True
+    while grew:
+        grew = False
+        for tree in trees:
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ClassDef) and node.name not in names and \
+                        any(_name(b) in names for b in node.bases):
+                    names.add(node.name)
+                    grew = True
+    return names
+
+
+def _written_out(node: ast.expr) -> bool:
+    """Whether an error's sentence is written here but not marked: a literal, an f-string, text
+    joined or formatted from them (``+``, ``%``, ``.format``), or a mark the extractor cannot read
+    (``N_(f"...")``)."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str)
+    if isinstance(node, ast.JoinedStr):
+        return True
+    if isinstance(node, ast.BinOp):
+        return _written_out(node.left) or _written_out(node.right)
+    if isinstance(node, ast.Call):
+        if _name(node.func) in KEYWORDS:
+            return not (node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str))
+        return isinstance(node.func, ast.Attribute) and node.func.attr == "format" and _written_out(node.func.value)
+    return False
+
+
+def unmarked_errors(root: Path = ROOT) -> list[str]:
+    """Errors made with a sentence that is not marked for translation (so a reader would get it in
+    English): ``raise UsageError(f"cannot read {path}")`` instead of ``raise UsageError(N_("cannot
+    read {path}"), path=path)``.  A call with ``# untranslated: <reason>`` on one of its lines is
+    exempt; the same comment without a reason is reported."""
+    files = {path: path.read_text(encoding="utf-8")
+             for folder in SOURCES for path in sorted((root / folder).rglob("*.py"))}
+    trees = {path: ast.parse(text) for path, text in files.items()}
+    classes = _error_classes(list(trees.values()))
+    out: list[tuple[str, int, str]] = []
+    for path, tree in trees.items():
+        lines = files[path].splitlines()
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and _name(node.func) in classes):
+                continue
+            sentence = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "message"), None)
+            if sentence is None or not _written_out(sentence):
+                continue
+            where = path.relative_to(root).as_posix()
+            notes = [line.split(EXEMPT, 1)[1].strip() for line in lines[node.lineno - 1:node.end_lineno or node.lineno]
+                     if EXEMPT in line]
+            if not notes:
+                out.append((where, node.lineno, f"{_name(node.func)}'s sentence is not marked for translation: "
+                                                 "N_(\"... {field} ...\"), field=value"))
+            elif not all(notes):
+                out.append((where, node.lineno, f"'{EXEMPT}' needs a reason"))
+    return [f"{where}:{line}: {what}" for where, line, what in sorted(out)]
+
+
 def messages(root: Path = ROOT) -> dict[Message, list[tuple[str, int]]]:
     """Every message the source marks, with where (file, line)."""
     found: dict[Message, list[tuple[str, int]]] = {}
@@ -120,7 +191,7 @@ def problems(root: Path = ROOT) -> list[str]:
     language, untranslated, fuzzy, with other ``{fields}``, not NFC, or no longer marked."""
     marked = messages(root)
     ids = {m if isinstance(m, str) else m[0]: m for m in marked}
-    out: list[str] = hidden(root)
+    out: list[str] = hidden(root) + unmarked_errors(root)
     for lang in LANGUAGES:
         raw = po_file(lang).read_bytes()
         try:

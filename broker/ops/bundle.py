@@ -33,6 +33,7 @@ from broker.core.parsing import parse
 from broker.core.topology import Topology, subject_uid
 from broker.core.trust import TrustStore
 from broker.core.validation import check
+from broker.i18n import N_
 from broker.ops.audit import Trail
 from broker.relay.store import SqlStore
 from broker.settings import PkiLayout
@@ -42,7 +43,7 @@ def export_bundle(trail: Trail, stores: Sequence[SqlStore], pki: Path, topology:
                   topology_file: Path | None = None) -> Path:
     """Write the evidence bundle of ``trail`` into the new folder ``out``."""
     if not trail.rows:
-        raise AuditFailure(f"nothing is recorded about document {trail.document_id!r}")
+        raise AuditFailure(N_("nothing is recorded about document {document_id!r}"), document_id=trail.document_id)
     out.mkdir(parents=True, exist_ok=False)
     files: dict[str, bytes] = {}
     for digest in sorted(trail.digests()):
@@ -91,14 +92,15 @@ def _checked_files(folder: Path) -> dict[str, object]:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         listed = dict(manifest["files"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AuditFailure(f"manifest.json is missing or unreadable: {exc}") from None
+        raise AuditFailure(N_("manifest.json is missing or unreadable: {reason}"), reason=exc) from None
     present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} - {"manifest.json"}
     if present != set(listed):
         extra, missing = sorted(present - set(listed)), sorted(set(listed) - present)
-        raise AuditFailure(f"bundle files differ from the manifest: extra {extra}, missing {missing}")
+        raise AuditFailure(N_("bundle files differ from the manifest: extra {extra}, missing {missing}"), extra=extra,
+                           missing=missing)
     for rel, digest in listed.items():
         if wire.message_id((folder / rel).read_bytes()) != digest:
-            raise AuditFailure(f"{rel} was altered (SHA-256 differs from the manifest)")
+            raise AuditFailure(N_("{file} was altered (SHA-256 differs from the manifest)"), file=rel)
     return dict(manifest)
 
 
@@ -118,24 +120,25 @@ def verify_bundle(folder: Path, *, trust: TrustStore, directory: Topology, at: d
         try:
             rec = parse_record(token)
             if rec.hub not in hub_certs:
-                raise AuditFailure(f"{p.name}: record of unknown hub {rec.hub!r}")
+                raise AuditFailure(N_("{file}: record of unknown hub {hub!r}"), file=p.name, hub=rec.hub)
             verify_record(token, hub_certs[rec.hub])
         except TraceInvalid as exc:
-            raise AuditFailure(f"{p.name}: {exc.message}") from None
+            raise AuditFailure(N_("{file}: {reason}"), file=p.name, reason=exc) from None
         tokens[p.name] = (token, rec)
     messages: dict[str, Message] = {}
     for p in _files(folder, "messages", "*.edxml"):
         data = p.read_bytes()
         if wire.message_id(data) != p.stem:
-            raise AuditFailure(f"{p.name}: the message bytes do not match their digest")
+            raise AuditFailure(N_("{file}: the message bytes do not match their digest"), file=p.name)
         first = min((r.at for _t, r in tokens.values() if r.digest == p.stem), default=None)
         when = at or (parse_time(first) if first else None)
         try:
             messages[p.stem] = check(data, trust=trust, at=when, topology=directory).message
         except LienthongError as exc:
-            raise AuditFailure(f"{p.name}: the sender's signature does not verify: {exc.line()}") from None
+            raise AuditFailure(N_("{file}: the sender's signature does not verify: {error:line}"), file=p.name,
+                               error=exc) from None
     if not messages:
-        raise AuditFailure("the bundle holds no signed message")
+        raise AuditFailure(N_("the bundle holds no signed message"))
     report = _about(messages, str(manifest.get("document_id", "")))
     report.messages = len(messages)
     for digest, message in messages.items():
@@ -143,7 +146,7 @@ def verify_bundle(folder: Path, *, trust: TrustStore, directory: Topology, at: d
         report.delivered_to += _trace_delivered(mine, message, directory)
     stray = sorted(name for name, (_t, rec) in tokens.items() if rec.digest not in messages)
     if stray:
-        raise AuditFailure(f"{stray[0]}: the hop record speaks of bytes that are not in the bundle")
+        raise AuditFailure(N_("{file}: the hop record speaks of bytes that are not in the bundle"), file=stray[0])
     report.hop_records = len(tokens)
     report.hubs = list(dict.fromkeys(rec.hub for _t, rec in sorted(tokens.values(), key=lambda tr: tr[1].at)))
     report.delivered_to = sorted(set(report.delivered_to))
@@ -155,11 +158,12 @@ def _hub_certificates(folder: Path, trust: TrustStore, at: datetime | None) -> d
     certs = {p.stem: x509.load_pem_x509_certificate(p.read_bytes()) for p in _files(folder, "hubs", "*.pem")}
     for hub, cert in certs.items():
         if subject_uid(cert) != f"hub:{hub}":
-            raise AuditFailure(f"hubs/{hub}.pem is not the certificate of hub {hub!r}")
+            raise AuditFailure(N_("hubs/{hub}.pem is not the certificate of hub {hub!r}"), hub=hub)
         try:
             trust.validate(cert, at=at)
         except LienthongError as exc:
-            raise AuditFailure(f"hubs/{hub}.pem is not a hub certificate you trust: {exc.line()}") from None
+            raise AuditFailure(N_("hubs/{hub}.pem is not a hub certificate you trust: {error:line}"), hub=hub,
+                               error=exc) from None
     return certs
 
 
@@ -167,10 +171,11 @@ def _about(messages: dict[str, Message], claimed: str) -> BundleReport:
     """What the signed messages say the bundle is about: one document (statuses answer it)."""
     ids = {m.document_id for m in messages.values()}
     if len(ids) != 1:
-        raise AuditFailure(f"the signed messages speak of several documents: {sorted(ids)}")
+        raise AuditFailure(N_("the signed messages speak of several documents: {ids}"), ids=sorted(ids))
     document_id = ids.pop()
     if claimed and claimed != document_id:
-        raise AuditFailure(f"the manifest says document {claimed!r}; the signed message says {document_id!r}")
+        raise AuditFailure(N_("the manifest says document {claimed!r}; the signed message says {document_id!r}"),
+                           claimed=claimed, document_id=document_id)
     documents = [m for m in messages.values() if m.kind == "document"] or list(messages.values())
     return BundleReport(document_id, sender=documents[0].sender.organ_id,
                         recipients=sorted({r for m in documents for r in m.recipient_ids}))
@@ -184,34 +189,35 @@ def _trace_delivered(records: dict[str, tuple[str, HopRecord]], message: Message
     delivered: list[str] = []
     for name, (_token, rec) in sorted(records.items()):
         if rec.document_id != message.document_id:
-            raise AuditFailure(f"{name}: the hop record names document {rec.document_id!r}, the signed message "
-                               f"{message.document_id!r}")
+            raise AuditFailure(N_("{file}: the hop record names document {recorded!r}, the signed message {signed!r}"),
+                               file=name, recorded=rec.document_id, signed=message.document_id)
         if rec.verdict == "rejected":  # a refusal stands alone: it forwards nothing and delivers nothing
             continue
         chain = [rec]
         while chain[0].prev:
             before = by_token.get(chain[0].prev)
             if before is None or before in chain:
-                raise AuditFailure(f"{name}: the hop record follows a record that is not in the bundle")
+                raise AuditFailure(N_("{file}: the hop record follows a record that is not in the bundle"), file=name)
             chain.insert(0, before)
         try:
             if len(chain) == 1:
                 if rec.hub != first_hub:
-                    raise TraceInvalid(f"the first hop is at {rec.hub!r}, not at the sender's hub {first_hub!r}")
+                    raise TraceInvalid(N_("the first hop is at {hub!r}, not at the sender's hub {first_hub!r}"),
+                                       hub=rec.hub, first_hub=first_hub)
                 routed = set(message.recipient_ids)
             else:
                 routed = set(check_path(chain[:-1], directory.neighbours, first_hub, rec.hub))
         except TraceInvalid as exc:
-            raise AuditFailure(f"{name}: the trace of this record is not a path from the sender: {exc.message}") \
-                from None
+            raise AuditFailure(N_("{file}: the trace of this record is not a path from the sender: {reason}"),
+                               file=name, reason=exc) from None
         if rec.verdict != "delivered":
             continue
         inboxes = [t.partition(":")[2] for t in rec.targets if t.startswith("inbox:")]
         for agency in inboxes:
             if agency not in message.recipient_ids or agency not in routed or \
                     agency not in directory.agencies or directory.agencies[agency].hub != rec.hub:
-                raise AuditFailure(f"{name}: hub {rec.hub} claims delivery to {agency!r}, which is not a recipient "
-                                   f"of the signed message at that hub")
+                raise AuditFailure(N_("{file}: hub {hub} claims delivery to {agency!r}, which is not a recipient of "
+                                      "the signed message at that hub"), file=name, hub=rec.hub, agency=agency)
         delivered += inboxes
     return delivered
 
@@ -225,8 +231,8 @@ def _check_receipts(folder: Path, trust: TrustStore, digests: set[str], at: date
             verified = receipts.verify(data, trust, at=when)
         except (LienthongError, ValueError) as exc:
             why = exc.line() if isinstance(exc, LienthongError) else str(exc)
-            raise AuditFailure(f"{p.name}: the receipt does not verify: {why}") from None
+            raise AuditFailure(N_("{file}: the receipt does not verify: {why}"), file=p.name, why=why) from None
         if verified.receipt.document_sha256 not in digests:
-            raise AuditFailure(f"{p.name}: the receipt speaks of bytes that are not in the bundle")
+            raise AuditFailure(N_("{file}: the receipt speaks of bytes that are not in the bundle"), file=p.name)
         count += 1
     return count

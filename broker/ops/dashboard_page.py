@@ -1,6 +1,8 @@
 """The dashboard's pages, in the current language: the overview (the hub tree as a picture, the
 traffic of the last hours, the hubs' queues, recent refusals, the parked messages) and one parked
 message with its reason.  Server-rendered HTML, refreshed every few seconds; no script.
+A refusal's reason is the sentence the hub recorded, in English; a reader of another language sees
+the meaning of its code above it (:mod:`broker.ops.reasons` says why).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from html import escape as e
 from broker import i18n
 from broker.core.topology import Topology
 from broker.i18n import _
-from broker.ops import pictures, queues, traffic
+from broker.ops import pictures, queues, reasons, traffic
 from broker.ops.report_layout import level_name
 from broker.settings import Settings
 
@@ -19,7 +21,8 @@ STYLE = """body{font-family:'DejaVu Sans',sans-serif;margin:1.5em;color:#222}h1{
 table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
 th{background:#eef}.warn{color:#a40}.bad{color:#b00;font-weight:bold}.num{text-align:right}
 .key{margin-right:1.2em}.swatch{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:middle}
-nav{float:right}svg.tree{max-width:100%;height:auto}pre{white-space:pre-wrap;background:#f6f6f6;padding:.6em}"""
+nav{float:right}svg.tree{max-width:100%;height:auto}pre{white-space:pre-wrap;background:#f6f6f6;padding:.6em}
+.recorded{color:#555}"""
 
 
 def _head(title: str, refresh: bool) -> str:
@@ -50,6 +53,15 @@ def _heads(*labels: str) -> str:
 
 def _h2(text: str) -> str:
     return f"<h2>{e(text)}</h2>"
+
+
+def _reason(code: str, recorded: str) -> str:
+    """A refusal's reason cell: the code's meaning in the reader's language over the sentence as
+    the hub recorded it (marked as English), or that sentence alone for a reader of English."""
+    if not reasons.explained(code):
+        return f"<td>{e(recorded)}</td>"
+    return (f"<td>{e(reasons.meaning(code))}<br><small lang='{reasons.RECORDED_IN}' class='recorded'>"
+            f"{e(recorded)}</small></td>")
 
 
 def overview(settings: Settings, topology: Topology) -> str:
@@ -94,7 +106,7 @@ def overview(settings: Settings, topology: Topology) -> str:
             "<table>" + _heads(_("time"), _("hub"), _("code"), _("document"), _("reason"))]
     for r in refusals:
         out.append(f"<tr><td>{e(r.at)}</td><td>{e(r.hub)}</td><td class=bad>{e(r.code)}</td>"
-                   f"<td>{e(r.document_id)}</td><td>{e(r.reason)}</td></tr>")
+                   f"<td>{e(r.document_id)}</td>{_reason(r.code, r.reason)}</tr>")
     out += ["</table>", _h2(_("Parked messages")),
             "<table>" + _heads(_("hub"), _("message"), _("code"), _("from"), _("reason"))]
     for hub_id in order:
@@ -102,7 +114,7 @@ def overview(settings: Settings, topology: Topology) -> str:
             anchor = f" id='parked-{e(hub_id)}'" if n == 0 else ""
             out.append(f"<tr{anchor}><td>{e(hub_id)}</td><td><a href='parked/{e(hub_id)}/{e(p.digest)}'>"
                        f"{p.digest[:16]}</a></td><td class=bad>{e(p.code)}</td><td>{e(p.origin)}</td>"
-                       f"<td>{e(p.reason)}</td></tr>")
+                       f"{_reason(p.code, p.reason)}</tr>")
     out.append("</table></body></html>")
     return "".join(out)
 
@@ -113,7 +125,8 @@ def parked(settings: Settings, hub: str, digest: str) -> str | None:
     if found is None:
         return None
     headers = {k: v for k, v in found.headers.items() if isinstance(v, (str, int, float, list))}
-    rows = ((_("hub"), hub), (_("code"), found.code), (_("reason"), found.reason), (_("from"), found.origin),
+    rows = ((_("hub"), hub), (_("code"), found.code), (_("meaning"), reasons.meaning(found.code) or "-"),
+            (_("reason"), found.reason), (_("from"), found.origin),
             (_("size"), _("{n} bytes", n=i18n.current().number(found.size))), ("SHA-256", found.digest),
             (_("to replay it"), f"lienthong dlq replay {hub} --digest {found.digest[:16]}"))
     back = e(_("Back to the hubs"))

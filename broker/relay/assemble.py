@@ -19,6 +19,7 @@ from broker.core.hop import Hop
 from broker.core.signer import SigningKey, read_certificates
 from broker.core.topology import Topology, subject_uid
 from broker.core.trust import RevocationPolicy, TrustStore
+from broker.i18n import N_
 from broker.logs import get_logger
 from broker.relay.directories import Directories, in_force
 from broker.relay.livetrust import LiveTrust
@@ -35,10 +36,10 @@ def hub_certificates(pki: Path, topology: Topology, trust: TrustStore) -> dict[s
         try:
             cert = x509.load_pem_x509_certificate(path.read_bytes())
         except OSError:
-            raise ConfigError(f"no certificate for hub {hub_id!r} at {path}") from None
+            raise ConfigError(N_("no certificate for hub {hub!r} at {path}"), hub=hub_id, path=path) from None
         trust.validate(cert)
         if subject_uid(cert) != f"hub:{hub_id}":
-            raise ConfigError(f"{path} is not the certificate of hub {hub_id!r}")
+            raise ConfigError(N_("{path} is not the certificate of hub {hub!r}"), path=path, hub=hub_id)
         certs[hub_id] = cert
     return certs
 
@@ -69,7 +70,7 @@ def assemble(settings: Settings, hub_id: str, store: SqlStore) -> Assembled:
     in_force = directories.load()
     topology = in_force.topology if in_force is not None else configured
     if hub_id not in topology.hubs:
-        raise ConfigError(f"hub {hub_id!r} is not in the topology")
+        raise ConfigError(N_("hub {hub!r} is not in the topology"), hub=hub_id)
     certs = (valid_hub_certificates(in_force.hub_certificates, trust) if in_force is not None
              else hub_certificates(settings.pki, topology, trust))
     hop = Hop(hub=hub_id, topology=topology, trust=trust,
@@ -128,9 +129,9 @@ def signing_key(key: str | Path, cert: str | Path, *, modules: tuple[str, ...] =
         return SigningKey.with_certificate(
             pkcs11.open_key(str(key), certs[0].public_key(), modules=modules or pkcs11.DEFAULT_MODULES), certs)
     except pkcs11.PinRefused as exc:
-        raise CredentialRefused(str(exc)) from None
+        raise CredentialRefused(exc.template, **exc.fields) from None
     except pkcs11.TokenError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(exc.template, **exc.fields) from None
 
 
 def principal_key(paths: tuple[Path, Path], *, modules: tuple[str, ...] = ()) -> SigningKey:
@@ -142,7 +143,7 @@ def principal_key(paths: tuple[Path, Path], *, modules: tuple[str, ...] = ()) ->
         return signing_key(key, cert)
     uri = token.read_text(encoding="utf-8").strip()
     if not pkcs11.is_uri(uri):
-        raise ConfigError(f"{token} does not hold a PKCS#11 URI (pkcs11:...)")
+        raise ConfigError(N_("{token} does not hold a PKCS#11 URI (pkcs11:...)"), token=token)
     return signing_key(uri, cert, modules=modules)
 
 

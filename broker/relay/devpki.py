@@ -157,7 +157,7 @@ def init(directory: str | Path, topology: Topology, transport: Path | None = Non
     if d.exists() and any(p != keys.transport_ca for p in d.iterdir()):  # a transport CA made first may stay
         from broker.core.errors import UsageError
 
-        raise UsageError(f"{d} is not empty; choose a new directory for the dev PKI")
+        raise UsageError(N_("{directory} is not empty; choose a new directory for the dev PKI"), directory=d)
     root = make_root()
     _write(keys.anchor, pem_cert(root.cert))
     _write(d / "ca" / "root-ca.key", pem_key(root.key), private=True)
@@ -218,7 +218,8 @@ def export_one(src: PkiLayout, dest: PkiLayout, topology: Topology, kind: str, p
     if not own.is_dir():
         from broker.core.errors import UsageError
 
-        raise UsageError(f"{own} does not exist: no {kind} {principal} in this PKI")
+        raise UsageError(N_("{path} does not exist: no {kind} {principal} in this PKI"), path=own, kind=kind,
+                         principal=principal)
     for f in sorted(own.iterdir()):
         _write(dest.root / f.relative_to(src.root), f.read_bytes(), private="key" in f.name)
     _publics(src, dest, topology, principal)
@@ -229,7 +230,8 @@ def _empty(dest: PkiLayout, kind: str, principal: str) -> None:
     if dest.root.exists() and any(dest.root.iterdir()):
         from broker.core.errors import UsageError
 
-        raise UsageError(f"{dest.root} is not empty; choose a new directory for {kind} {principal}'s material")
+        raise UsageError(N_("{root} is not empty; choose a new directory for {kind} {principal}'s material"),
+                         root=dest.root, kind=kind, principal=principal)
 
 
 def _publics(src: PkiLayout, dest: PkiLayout, topology: Topology, principal: str) -> None:

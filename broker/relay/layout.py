@@ -63,6 +63,7 @@ from broker.core.wire import (
     names,
     retry_queue,
 )
+from broker.i18n import N_
 from broker.relay.retry import RetryPolicy
 
 
@@ -195,8 +196,9 @@ def _tls_urls(topology: Topology, hub_id: str, netloc_user: str, query: dict[str
     for url in topology.hubs[hub_id].amqp_url.split():
         base = urlsplit(url)
         if base.scheme != "amqps":
-            raise ConfigError(f"hub {hub_id}'s amqp_url {base.scheme}://{base.hostname}:{base.port or ''} is "
-                              f"plain AMQP: lienthong connects only with TLS (amqps://, port 5671)")
+            raise ConfigError(N_("hub {hub}'s amqp_url {scheme}://{hostname}:{port} is plain AMQP: lienthong "
+                                 "connects only with TLS (amqps://, port 5671)"), hub=hub_id, scheme=base.scheme,
+                              hostname=base.hostname, port=base.port or '')
         netloc = f"{netloc_user}{base.hostname or '127.0.0.1'}:{base.port or 5671}"
         out.append(urlunsplit(("amqps", netloc, "/" + vh, urlencode(query), "")))
     return " ".join(out)
@@ -218,11 +220,11 @@ def account_user(cert_path: Path) -> str:
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except (OSError, ValueError):
-        raise ConfigError(f"no client certificate for this broker account at {cert_path}: issue one with "
-                          f"'lienthong pki issue'") from None
+        raise ConfigError(N_("no client certificate for this broker account at {path}: issue one with 'lienthong pki "
+                             "issue'"), path=cert_path) from None
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not names:
-        raise ConfigError(f"the client certificate {cert_path} names no user (no common name)")
+        raise ConfigError(N_("the client certificate {path} names no user (no common name)"), path=cert_path)
     return str(names[0].value)
 
 
@@ -231,6 +233,6 @@ def admin_url(topology: Topology, hub_id: str, mgmt_url: str, ca: Path) -> str:
     in the hub's vhost: for declaring its queues."""
     parts = urlsplit(mgmt_url)
     if not parts.username:
-        raise ConfigError("the management URL names no admin account (http://USER:PASSWORD@host:15672)")
+        raise ConfigError(N_("the management URL names no admin account (http://USER:PASSWORD@host:15672)"))
     user = f"{quote(unquote(parts.username), safe='')}:{quote(unquote(parts.password or ''), safe='')}@"
     return _tls_urls(topology, hub_id, user, {"cacertfile": str(ca)})

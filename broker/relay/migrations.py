@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from broker.core.errors import ConfigError
+from broker.i18n import N_
 
 Migration = tuple[int, str, Sequence[str]]
 """(number, description, statements); ``{blob}`` in a statement is the database's bytes type."""
@@ -84,8 +85,8 @@ def apply(cur: Any, migrations: Sequence[Migration], *, postgres: bool, blob: st
     cur.execute("SELECT MAX(version) FROM schema_version")
     current = int(cur.fetchone()[0] or 0)
     if current > latest:
-        raise ConfigError(f"the state store's schema is at version {current}, newer than this "
-                          f"lienthong knows ({latest}): upgrade lienthong")
+        raise ConfigError(N_("the state store's schema is at version {current}, newer than this lienthong knows "
+                             "({latest}): upgrade lienthong"), current=current, latest=latest)
     for number, description, statements in sorted(migrations):
         if number <= current:
             continue

@@ -30,6 +30,7 @@ from broker.core.hop import Hop
 from broker.core.outcome import Copy, Inbound, Outcome, Verdict
 from broker.core.routing import Target, TargetKind
 from broker.core.trust import TrustSource
+from broker.i18n import N_
 from broker.relay.batches import Batches
 from broker.relay.delivery import Delivery, Stage
 from broker.relay.directories import Directories
@@ -160,7 +161,7 @@ class Pipeline:
             return False
         keys = {(outcome.digest, c.claim) for c in outcome.copies}
         if keys & self._in_flight:  # a copy of a message this worker is publishing right now
-            self._retry(d, TransientError("the same message is already being published by this worker"))
+            self._retry(d, TransientError(N_("the same message is already being published by this worker")))
             return False
         self._hold(d, keys)  # until its claims are known: a twin in this batch waits
         return True
@@ -197,7 +198,7 @@ class Pipeline:
                 continue
             d.claims = admission.claims
             if "busy" in d.claims.values():
-                self._retry(d, TransientError("another worker holds this message"))
+                self._retry(d, TransientError(N_("another worker holds this message")))
                 continue
             todo = [c for c in d.judged.copies if d.claims[c.claim] in ("new", "takeover")]
             if not todo:

@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote, urlsplit
 from broker.core import wire
 from broker.core.errors import ConfigError, TransientError
 from broker.core.topology import Topology
+from broker.i18n import N_
 from broker.logs import get_logger
 from broker.relay import layout
 from broker.relay.amqp import blocking
@@ -37,8 +38,8 @@ class Management:
         self.url = url
         self.base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}"
         if not parts.username:
-            raise ConfigError(f"the management URL {self.base} names no admin account "
-                              f"(http://USER:PASSWORD@host:15672; scripts/ensure-rabbitmq.sh makes one)")
+            raise ConfigError(N_("the management URL {base} names no admin account (http://USER:PASSWORD@host:15672; "
+                                 "scripts/ensure-rabbitmq.sh makes one)"), base=self.base)
         user, password = unquote(parts.username), unquote(parts.password or "")
         self.user = user
         self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -54,9 +55,11 @@ class Management:
         except urllib.error.HTTPError as exc:
             if missing_ok and exc.code == 404:
                 return None
-            raise ConfigError(f"management API {method} {path}: HTTP {exc.code} {exc.read()[:200]!r}") from None
+            raise ConfigError(N_("management API {method} {path}: HTTP {status} {body!r}"), method=method, path=path,
+                              status=exc.code, body=exc.read()[:200]) from None
         except OSError as exc:
-            raise TransientError(f"management API at {self.base} unreachable: {exc}") from None
+            raise TransientError(N_("management API at {base} unreachable: {reason}"), base=self.base,
+                                 reason=exc) from None
         return json.loads(raw) if raw else None
 
     def put(self, path: str, body: Any) -> None:
@@ -163,12 +166,13 @@ def check_broker_supports_at_least_once(m: Management) -> None:
     flag enabled; without them the policy key is ignored and dead-lettering stays at-most-once."""
     version = str(m.get("/api/overview").get("rabbitmq_version", "0"))
     if tuple(int(p) for p in re.findall(r"\d+", version)[:2]) < (3, 10):
-        raise ConfigError(f"RabbitMQ {version} at {m.base} cannot dead-letter at-least-once: "
-                          f"lienthong needs RabbitMQ 3.10 or later")
+        raise ConfigError(N_("RabbitMQ {version} at {base} cannot dead-letter at-least-once: lienthong needs "
+                             "RabbitMQ 3.10 or later"), version=version, base=m.base)
     flags = {f["name"]: f["state"] for f in m.get("/api/feature-flags") or []}
     if flags.get("stream_queue", "enabled") != "enabled":
-        raise ConfigError(f"RabbitMQ at {m.base} has the feature flag stream_queue {flags['stream_queue']}: "
-                          f"at-least-once dead-lettering needs it ('rabbitmqctl enable_feature_flag stream_queue')")
+        raise ConfigError(N_("RabbitMQ at {base} has the feature flag stream_queue {state}: at-least-once "
+                             "dead-lettering needs it ('rabbitmqctl enable_feature_flag stream_queue')"), base=m.base,
+                          state=flags['stream_queue'])
 
 
 def check_at_least_once(m: Management, vhost: str, queues: list[str]) -> None:
@@ -182,7 +186,8 @@ def check_at_least_once(m: Management, vhost: str, queues: list[str]) -> None:
             who = (f"policy {effective['name']!r} (priority {effective.get('priority', 0)})" if effective
                    else "no policy")
             raise ConfigError(
-                f"queue {queue!r} in vhost {vhost!r} is governed by {who}, not at-least-once dead-lettering: "
-                f"messages it retries or parks could be lost in a broker restart. Add "
-                f"{', '.join(f'{k}: {v}' for k, v in layout.AT_LEAST_ONCE.items())} to that policy, "
-                f"or give it a priority below {layout.reliability_policy().priority}")
+                N_("queue {queue!r} in vhost {vhost!r} is governed by {who}, not at-least-once dead-lettering: "
+                   "messages it retries or parks could be lost in a broker restart. Add {settings} to that policy, "
+                   "or give it a priority below {priority}"), queue=queue, vhost=vhost, who=who,
+                settings=', '.join(f'{k}: {v}' for k, v in layout.AT_LEAST_ONCE.items()),
+                priority=layout.reliability_policy().priority)

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from broker import sqlite
 from broker.core.auditlog import AuditEntry, AuditRow, entry_hash
 from broker.core.errors import ConfigError, DocumentIdReused, TransientError
+from broker.i18n import N_
 from broker.relay.migrations import MIGRATIONS, Migration, apply
 from broker.settings import Tuning
 
@@ -135,7 +136,7 @@ class SqlStore:
                     raise
             except self._transient as exc:
                 self._drop()
-                raise TransientError(f"state store unavailable: {exc}") from None
+                raise TransientError(N_("state store unavailable: {reason}"), reason=exc) from None
 
     def _drop(self) -> None:
         try:
@@ -353,8 +354,9 @@ class SqlStore:
                                     "AND business = ?"), (hub, *identity))
                 holder = str(cur.fetchone()[0])
                 if holder != digest:
-                    exc = DocumentIdReused(f"document {identity[1]!r} of {identity[0]} (business type {identity[2]}) "
-                                           f"was already accepted as other bytes ({holder[:16]}...)")
+                    exc = DocumentIdReused(N_("document {document_id!r} of {sender} (business type {business}) was "
+                                              "already accepted as other bytes ({digest}...)"), document_id=identity[1],
+                                           sender=identity[0], business=identity[2], digest=holder[:16])
                     verdict = Standing(REJECTED, exc.code, exc.message)
         cur.execute(self._q("INSERT INTO verdicts (hub, digest, document_id, sender, verdict, code, reason, at) "
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
@@ -415,7 +417,7 @@ def open_store(url_or_path: str, *, hub: str | None = None, tuning: Tuning | Non
     if url_or_path.startswith(("postgresql://", "postgres://")):
         return postgres_store(url_or_path, lease_seconds=t.lease_seconds)
     if "://" in url_or_path:
-        raise ConfigError(f"state store {url_or_path!r}: use a postgresql:// URL or a directory")
+        raise ConfigError(N_("state store {location!r}: use a postgresql:// URL or a directory"), location=url_or_path)
     return sqlite_store(Path(url_or_path) / f"{hub or 'lienthong'}.sqlite3", timeout=t.sqlite_timeout,
                         lease_seconds=t.lease_seconds, background_checkpoints=worker)
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from broker.core.cafiles import der, der_oid
 from broker.core.errors import AuditFailure, TransientError
+from broker.i18n import N_
 
 SHA256 = "2.16.840.1.101.3.4.2.1"
 MAX_ANSWER = 1_000_000
@@ -36,7 +37,8 @@ MAX_ANSWER = 1_000_000
 def _openssl(*args: str) -> bytes:
     done = subprocess.run(["openssl", *args], capture_output=True, timeout=30)
     if done.returncode != 0:
-        raise AuditFailure(f"openssl {args[0]} {args[1]}: {done.stderr.decode(errors='replace').strip()[:300]}")
+        raise AuditFailure(N_("openssl {command} {action}: {output}"), command=args[0], action=args[1],
+                           output=done.stderr.decode(errors='replace').strip()[:300])
     return done.stdout
 
 
@@ -63,7 +65,8 @@ def stamp(url: str, data: bytes, *, timeout: float = 10.0,
         with opener(req, timeout=timeout) as resp:
             answer = bytes(resp.read(MAX_ANSWER))
     except OSError as exc:
-        raise TransientError(f"time-stamping authority at {url} unreachable: {exc}") from None
+        raise TransientError(N_("time-stamping authority at {url} unreachable: {reason}"), url=url,
+                             reason=exc) from None
     check(data, answer)
     return answer
 
@@ -100,4 +103,4 @@ def stamped_time(text: str) -> datetime:
             value = line.split(":", 1)[1].strip().replace(" GMT", "")
             return datetime.strptime(value, "%b %d %H:%M:%S.%f %Y" if "." in value else "%b %d %H:%M:%S %Y") \
                 .replace(tzinfo=UTC)
-    raise AuditFailure("the time-stamp names no time")
+    raise AuditFailure(N_("the time-stamp names no time"))

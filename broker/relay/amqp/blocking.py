@@ -16,6 +16,7 @@ import pika.exceptions
 from pika.spec import BasicProperties
 
 from broker.core.errors import AccessRefused, TransientError
+from broker.i18n import N_
 from broker.relay.amqp.connection import Connection
 from broker.relay.amqp.params import AMQP_ERRORS, describe, parameters, properties
 from broker.relay.layout import Binding, Exchange, Queue
@@ -28,14 +29,14 @@ def blocking(url: str) -> Iterator[pika.adapters.blocking_connection.BlockingCha
     try:
         conn = _connect(url)
     except AMQP_ERRORS as exc:
-        raise TransientError(f"cannot connect to the broker: {describe(exc)}") from None
+        raise TransientError(N_("cannot connect to the broker: {reason}"), reason=describe(exc)) from None
     try:
         yield conn.channel()
     except pika.exceptions.ChannelClosedByBroker as exc:
         _refused(exc)
-        raise TransientError(f"broker error: {describe(exc)}") from None
+        raise TransientError(N_("broker error: {reason}"), reason=describe(exc)) from None
     except AMQP_ERRORS as exc:
-        raise TransientError(f"broker error: {describe(exc)}") from None
+        raise TransientError(N_("broker error: {reason}"), reason=describe(exc)) from None
     finally:
         try:
             conn.close()
@@ -48,13 +49,13 @@ def _connect(url: str) -> pika.BlockingConnection:
     try:
         return pika.BlockingConnection(parameters(url), _impl_class=Connection)
     except (pika.exceptions.ProbableAccessDeniedError, pika.exceptions.ProbableAuthenticationError) as exc:
-        raise AccessRefused(f"the broker refused the login or the vhost: {describe(exc)}") from None
+        raise AccessRefused(N_("the broker refused the login or the vhost: {reason}"), reason=describe(exc)) from None
 
 
 def _refused(exc: pika.exceptions.ChannelClosedByBroker) -> None:
     """Raise :class:`AccessRefused` if the broker closed the channel for lack of rights (403)."""
     if exc.reply_code == 403:
-        raise AccessRefused(f"access refused: {exc.reply_text}") from None
+        raise AccessRefused(N_("access refused: {reason}"), reason=exc.reply_text) from None
 
 
 def declare(url: str, items: list[Exchange | Queue | Binding]) -> None:
@@ -84,7 +85,7 @@ def publish(url: str, exchange: str, routing_key: str, body: bytes, *, message_i
                              props(message_id=message_id, user_id=user_id, headers=headers or {}),
                              mandatory=False)
         except pika.exceptions.NackError:
-            raise TransientError("the broker refused the message (nack); try again") from None
+            raise TransientError(N_("the broker refused the message (nack); try again")) from None
 
 
 class Publisher:
@@ -121,13 +122,14 @@ class Publisher:
                 _refused(exc)
                 error = exc
             except pika.exceptions.NackError:
-                error = TransientError("the broker refused the message (nack)")
+                error = TransientError(N_("the broker refused the message (nack)"))
             except AMQP_ERRORS as exc:
                 self.close()
                 error = exc
             if attempt < self.retries:
                 time.sleep(min(0.2 * 2 ** attempt, 2.0))
-        raise TransientError(f"could not publish after {self.retries + 1} attempts: {describe(error)}")
+        raise TransientError(N_("could not publish after {n} attempts: {reason}"), n=self.retries + 1,
+                             reason=describe(error))
 
     def close(self) -> None:
         try:

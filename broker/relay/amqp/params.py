@@ -13,6 +13,7 @@ import pika.exceptions
 from pika.spec import BasicProperties
 
 from broker.core.errors import ConfigError
+from broker.i18n import N_
 from broker.relay.amqp.tls import client_context, split_tls
 from broker.relay.transport import Outgoing
 
@@ -46,7 +47,7 @@ def parameters(url: str, *, heartbeat: int = 30) -> list[pika.URLParameters]:
         params.socket_timeout = 10
         out.append(params)
     if not out:
-        raise ConfigError("no AMQP URL given")
+        raise ConfigError(N_("no AMQP URL given"))
     return out
 
 

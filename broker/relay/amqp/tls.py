@@ -10,6 +10,7 @@ import ssl
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from broker.core.errors import ConfigError
+from broker.i18n import N_
 
 TLS_QUERY = ("cacertfile", "certfile", "keyfile", "auth_mechanism", "server_name_indication", "verify")
 """The query parameters of RabbitMQ's URI spec that lienthong understands (the rest go to pika)."""
@@ -22,7 +23,8 @@ def split_tls(url: str) -> tuple[str, dict[str, str]]:
     query = parse_qsl(parts.query)
     tls = {k: v for k, v in query if k in TLS_QUERY}
     if tls and parts.scheme != "amqps":
-        raise ConfigError(f"{', '.join(sorted(tls))} given for a plain {parts.scheme}:// URL: use amqps://")
+        raise ConfigError(N_("{options} given for a plain {scheme}:// URL: use amqps://"),
+                          options=', '.join(sorted(tls)), scheme=parts.scheme)
     rest = urlencode([(k, v) for k, v in query if k not in TLS_QUERY])
     if tls.get("auth_mechanism", "").lower() == "external":  # the certificate names the user
         parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
@@ -37,10 +39,10 @@ def client_context(items: tuple[tuple[str, str], ...]) -> ssl.SSLContext:
     try:
         ctx = ssl.create_default_context(cafile=tls.get("cacertfile") or None)
         if tls.get("verify", "verify_peer") == "verify_none":
-            raise ConfigError("verify=verify_none: lienthong always verifies the broker's certificate")
+            raise ConfigError(N_("verify=verify_none: lienthong always verifies the broker's certificate"))
         if tls.get("certfile"):
             ctx.load_cert_chain(tls["certfile"], tls.get("keyfile") or None)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"TLS material for the broker connection unusable: {exc}") from None
+        raise ConfigError(N_("TLS material for the broker connection unusable: {reason}"), reason=exc) from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
