@@ -17,6 +17,7 @@ from typing import Any
 
 from broker.core.errors import ConfigError
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
+from broker.i18n import N_
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ class Revocation:
     """CRLs to fetch besides the distribution points the CA certificates name."""
     ocsp_url: str = ""
     """The OCSP responder to ask when no current CRL speaks ('' : each certificate's AIA)."""
+    ocsp_max_age_seconds: float = 300.0
+    """How long after its thisUpdate an OCSP answer without nextUpdate counts (short: such a
+    responder always has newer news)."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,8 @@ def read(raw: Any, source: str = "topology") -> DeploymentSettings:
             raise ConfigError(f"{source}: settings.{where} must be an offset such as +07:00, not {offset!r}")
     if any(not 0 <= v <= 1 for v in out.report.targets.values()):
         raise ConfigError(f"{source}: settings.report.targets are shares between 0 and 1")
+    if out.revocation.ocsp_max_age_seconds <= 0:
+        raise ConfigError(N_("{source}: settings.revocation.ocsp_max_age_seconds must be positive"), source=source)
     if any(ms <= 0 for ms in out.retry_tiers_ms) or out.max_bytes <= 0 or out.max_depth <= 0:
         raise ConfigError(f"{source}: settings.max_bytes, max_depth and retry_tiers_ms must be positive")
     return out
