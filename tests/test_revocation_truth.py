@@ -2,6 +2,9 @@
 revocation, each reproduced, each of which must now fail.
 
 - a chain judged before a revocation date is not reused after it;
+- hub certificates are judged at each record, so a revoked hub's records are refused while the
+  others go on, and one revoked hub certificate stops no hub from starting;
+- recipients judge with the hubs' CRL fetch, OCSP and grace;
 - OCSP: a delegated responder's validity, nonces, answers without nextUpdate; CRLs lienthong
   cannot read whole (delta, indirect, partial) are refused as CONFIG naming the file, and a CRL
   with an issuing distribution point counts only for what it covers.
@@ -14,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -21,19 +25,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from broker.core import deployment
+from broker.cli.clients import delivery_check
+from broker.core import deployment, wire
+from broker.core.delivery import DeliveryCheck
 from broker.core.errors import LienthongError
 from broker.core.topology import Topology
-from broker.core.trust import TrustStore
+from broker.core.trust import RevocationPolicy, TrustStore
 from broker.relay import devpki
+from broker.relay.assemble import hub_certificates, load_hop
 from broker.relay.revocation import OcspClient, fetch_crls
-from broker.settings import PkiLayout
+from broker.settings import PkiLayout, Settings, Tuning
 from tests import hops
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +110,117 @@ def test_an_ocsp_revocation_date_bounds_the_cached_chain_too(own_pki: Path) -> N
         store = TrustStore.load(own_pki, status_source=OcspClient(url))
         assert store.validate(cert, at=now - timedelta(minutes=4)).path[0] == cert
         assert _code(lambda: store.validate(cert)) == "CERT_REVOKED"
+
+
+# --- hub certificates, judged at each record ------------------------------------------------------
+
+
+def _to(outcome: Any, hub: str) -> Any:
+    return next(c for c in outcome.copies if str(c.target) == f"hub:{hub}" and wire.kind_of(c.headers) == "edxml")
+
+
+def test_a_revoked_hubs_records_are_refused_while_the_others_go_on(own_pki: Path, topology: Topology) -> None:
+    """H41's certificate is revoked while the national hub runs.  From its next trust snapshot on,
+    the national hub refuses what H41 forwards, HUB_REVOKED (not standing: the bytes are not at
+    fault), while a document from Cao Bằng crosses it as before; a recipient refuses a message whose
+    trace holds H41's record the same way."""
+    hubs = hops.hops(own_pki, topology)
+    body = hops.document(own_pki, topology, SENDER, [FAR])
+    outcomes = hops.carry(hubs, body)
+    from_h41 = hops.from_hub(_to(outcomes[0], "national"), "H41")
+    assert hubs["national"].process(from_h41).verdict == "forwarded"
+    [inbox] = [c for c in outcomes[-1].copies if str(c.target) == f"inbox:{FAR}"]
+    certs = hub_certificates(own_pki, topology)
+    DeliveryCheck(TrustStore.load(own_pki), topology, certs)(FAR, "edxml", body, inbox.headers[wire.H_TRACE])
+
+    devpki.revoke(own_pki, [PkiLayout(own_pki).hub("H41")[1]])
+    snapshot = TrustStore.load(own_pki)
+    now = {h: hop.with_trust(snapshot) for h, hop in hubs.items()}
+    refused = now["national"].process(from_h41)
+    assert (refused.verdict, refused.code, refused.standing) == ("rejected", "HUB_REVOKED", False)
+    assert "H41" in refused.reason and "CERT_REVOKED" in refused.reason
+    other = hops.document(own_pki, topology, FAR, [SENDER])
+    route = ("H14-D31", "H14", "national", "H41")
+    assert [o.verdict for o in hops.carry(now, other, route, sender=FAR)] == ["forwarded"] * 3 + ["delivered"]
+    recipient = DeliveryCheck(snapshot, topology, certs)
+    assert _code(lambda: recipient(FAR, "edxml", body, inbox.headers[wire.H_TRACE])) == "HUB_REVOKED"
+
+
+def _settings(base: Path, pki: Path, revocation: dict[str, Any] | None = None, fetch_seconds: float = 0) -> Settings:
+    raw = yaml.safe_load((ROOT / "config" / "topology.yaml").read_text(encoding="utf-8"))
+    raw["settings"] = {**(raw.get("settings") or {}), "revocation": revocation or {}}
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "topology.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return Settings(data_dir=base / "data", topology=base / "topology.yaml", pki=pki,
+                    state_url=str(base / "state"), mgmt_url="http://127.0.0.1:1",
+                    tuning=Tuning(crl_fetch_seconds=fetch_seconds))
+
+
+def test_one_revoked_hub_certificate_stops_no_hub_from_starting(own_pki: Path, tmp_path: Path) -> None:
+    """H41's certificate is on the CRL when the hubs start: every other hub starts (each used to
+    validate every hub's certificate at start, and stopped on the first revoked one), and H41's
+    records are refused when they come."""
+    devpki.revoke(own_pki, [PkiLayout(own_pki).hub("H41")[1]])
+    settings = _settings(tmp_path, own_pki)
+    for hub in ("national", "H14", "H14-D31"):
+        hop, _trust = load_hop(settings, hub)
+        assert hop.hub == hub and "H41" in hop.hub_certs
+
+
+# --- recipients: the hubs' revocation truth -------------------------------------------------------
+
+
+def _delivered(pki: Path, topology: Topology) -> tuple[bytes, list[str]]:
+    """A document from H41's commune as the last hub put it into FAR's inbox: (bytes, trace)."""
+    body = hops.document(pki, topology, SENDER, [FAR])
+    [inbox] = [c for c in hops.carry(hops.hops(pki, topology), body)[-1].copies if str(c.target) == f"inbox:{FAR}"]
+    return body, list(inbox.headers[wire.H_TRACE])
+
+
+def test_recipients_have_the_hubs_grace_and_ocsp(own_pki: Path, topology: Topology, tmp_path: Path) -> None:
+    """The CA's CRL is ten days overdue.  A recipient used to refuse everything then
+    (CRL_UNAVAILABLE: a bare trust store); now it judges as its hubs do: with a grace of eleven
+    days (settings.revocation) it takes the document, and with nine days it asks the OCSP
+    responder the topology names (of the hubs' certificates too), which says the signer is
+    revoked (CERT_REVOKED, by OCSP)."""
+    body, trace = _delivered(own_pki, topology)
+    root = devpki.load_root(own_pki)
+    _write_crl(own_pki, devpki.make_crl(root, [], days=30, last_update=datetime.now(UTC) - timedelta(days=40)))
+    lenient = _settings(tmp_path / "lenient", own_pki, {"grace_hours": 11 * 24})
+    check = delivery_check(lenient, Topology.load(lenient.topology))
+    check(FAR, "edxml", body, trace)
+    hub_trust = load_hop(lenient, "H14-D31")[1].current()
+    recipient_trust = check.trust.current()
+    assert recipient_trust.policy == hub_trust.policy == RevocationPolicy(grace=timedelta(days=11))
+    assert type(recipient_trust.status_source) is type(hub_trust.status_source) is OcspClient
+    revoked = {_cert(own_pki, SENDER).serial_number: datetime.now(UTC) - timedelta(days=1)}
+    with _responder(own_pki, revoked=revoked) as (url, responder):
+        strict = _settings(tmp_path / "strict", own_pki, {"grace_hours": 9 * 24, "ocsp_url": url})
+        check = delivery_check(strict, Topology.load(strict.topology))
+        with pytest.raises(LienthongError) as info:
+            check(FAR, "edxml", body, trace)
+        assert info.value.code == "CERT_REVOKED" and "OCSP" in info.value.message and responder.asked
+
+
+def test_recipients_fetch_crls_as_hubs_do(own_pki: Path, topology: Topology, tmp_path: Path,
+                                          ca_site: tuple[str, dict[str, bytes]]) -> None:
+    """The CA publishes a CRL revoking the sender at the URL of settings.revocation.crl_urls.  A
+    recipient's trust store fetches it (as its hubs do, into the data directory's CRL cache) and
+    refuses the sender's document CERT_REVOKED; the trust directory alone still clears it."""
+    body, trace = _delivered(own_pki, topology)
+    base, files = ca_site
+    files["/root.crl"] = devpki.make_crl(devpki.load_root(own_pki),
+                                         [_cert(own_pki, SENDER).serial_number]).public_bytes(Encoding.DER)
+    settings = _settings(tmp_path, own_pki, {"crl_urls": [f"{base}/root.crl"]}, fetch_seconds=3600)
+    check = delivery_check(settings, Topology.load(settings.topology))
+    deadline = time.monotonic() + 20
+    while not list((settings.data_dir / "crls").glob("*.crl")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    check.trust.refresh(every=0)  # type: ignore[attr-defined]
+    with pytest.raises(LienthongError) as info:
+        check(FAR, "edxml", body, trace)
+    assert info.value.code == "CERT_REVOKED"
+    DeliveryCheck(TrustStore.load(own_pki), topology, hub_certificates(own_pki, topology))(FAR, "edxml", body, trace)
 
 
 # --- OCSP -----------------------------------------------------------------------------------------

@@ -219,6 +219,12 @@ class TraceInvalid(RejectedInput):
     about_bytes = False  # the trace travels beside the signed bytes, in the AMQP headers
 
 
+class HubRevoked(TraceInvalid):
+    """A hop record or receipt is signed by a hub whose certificate is revoked or otherwise not valid now."""
+
+    code = "HUB_REVOKED"
+
+
 # --- transient problems: retried with back-off, then parked ------------------
 
 

@@ -16,16 +16,18 @@ from broker.core.errors import ConfigError, CredentialRefused, TransientError
 from broker.core.hop import Hop
 from broker.core.signer import SigningKey, read_certificates
 from broker.core.topology import Topology, subject_uid
-from broker.core.trust import RevocationPolicy, TrustStore
+from broker.core.trust import TrustStore
 from broker.logs import get_logger
-from broker.relay.livetrust import LiveTrust
-from broker.relay.revocation import OcspClient
+from broker.relay.livetrust import LiveTrust, revocation_trust
 from broker.relay.store import SqlStore, open_store
 from broker.settings import PkiLayout, Settings
 
 
-def hub_certificates(pki: Path, topology: Topology, trust: TrustStore) -> dict[str, x509.Certificate]:
-    """Every hub's certificate, each validated against the trust store and bound to its hub id."""
+def hub_certificates(pki: Path, topology: Topology, trust: TrustStore | None = None) -> dict[str, x509.Certificate]:
+    """Every hub's certificate, bound to its hub id.  Hubs and recipients judge each against the
+    trust store in force whenever they check one of its records
+    (:func:`broker.core.hoprecords.hub_certificate`), so one hub's revoked certificate stops
+    no other hub; with ``trust`` (an auditor's commands), each is validated now as well."""
     certs: dict[str, x509.Certificate] = {}
     for hub_id in topology.hubs:
         path = PkiLayout(pki).hub(hub_id)[1]
@@ -33,7 +35,8 @@ def hub_certificates(pki: Path, topology: Topology, trust: TrustStore) -> dict[s
             cert = x509.load_pem_x509_certificate(path.read_bytes())
         except OSError:
             raise ConfigError(f"no certificate for hub {hub_id!r} at {path}") from None
-        trust.validate(cert)
+        if trust is not None:
+            trust.validate(cert)
         if subject_uid(cert) != f"hub:{hub_id}":
             raise ConfigError(f"{path} is not the certificate of hub {hub_id!r}")
         certs[hub_id] = cert
@@ -47,13 +50,10 @@ def load_hop(settings: Settings, hub_id: str, topology: Topology | None = None) 
     topology = topology or Topology.load(settings.topology)
     if hub_id not in topology.hubs:
         raise ConfigError(f"hub {hub_id!r} is not in the topology")
-    revocation = topology.settings.revocation
-    live = LiveTrust(settings.pki, policy=RevocationPolicy.of(revocation), crl_cache=settings.data_dir / "crls",
-                     status_source=OcspClient(revocation.ocsp_url or None))
-    trust = live.current()
-    return Hop(hub=hub_id, topology=topology, trust=trust,
+    live = revocation_trust(settings.pki, topology.settings.revocation, settings.data_dir / "crls")
+    return Hop(hub=hub_id, topology=topology, trust=live.current(),
                key=principal_key(settings.keys.hub(hub_id), modules=settings.pkcs11_modules),
-               hub_certs=hub_certificates(settings.pki, topology, trust),
+               hub_certs=hub_certificates(settings.pki, topology),
                limits=topology.settings.limits,
                receipts=settings.tuning.receipts), live  # receipts off only to measure their cost (bench/)
 
