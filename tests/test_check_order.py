@@ -1,10 +1,11 @@
-"""The order of checks: nothing from an unverified record is used, and what the last hub puts
-into an inbox verifies.  The findings of the trust review, each reproduced, each of which must now
-fail:
+"""The order of checks: nothing from an unverified record is used, a status has one set of bytes,
+and what the last hub puts into an inbox verifies.  The findings of the trust review, each
+reproduced, each of which must now fail:
 
 - the entry time used to judge the signer came from ``records[0]`` before the trace was verified:
   a copy whose first record was unsigned and dated 2019 was refused CERT_EXPIRED as a standing
   refusal, and the genuine copy was then refused too;
+- a re-serialised status was delivered twice;
 - the last hub put an ``lt-issued`` record with a garbage signature into the inbox.
 """
 
@@ -169,6 +170,30 @@ def test_a_recipient_refuses_a_receipt_whose_record_does_not_verify(dev_pki: Pat
 
 
 # --- the same on a real relay ---------------------------------------------------------------------
+
+
+@pytest.mark.broker
+def test_a_reserialised_status_is_refused_never_delivered_twice(relay: Relay) -> None:
+    """The recipient answers a document with status 03, then sends status 03 about it again with
+    other bytes (another description): the sender gets the first status only; the second is
+    refused STATUS_REUSED at the recipient's hub, parked, its sender told by a signed rejection."""
+    doc = relay.document(SENDER, [FAR], subject="trạng thái")
+    relay.client(SENDER).send(doc)
+    assert [i.body for i in relay.take(FAR, 1, timeout=60)] == [doc]
+    answering = relay.client(FAR)
+    first = answering.status_for(doc, "03", key=relay.key(FAR), description="Đã tiếp nhận")
+    again = answering.status_for(doc, "03", key=relay.key(FAR), description="Đã tiếp nhận văn bản")
+    answering.send(first)
+    assert [i.body for i in relay.take(SENDER, 1, timeout=60)] == [first]
+    answering.send(again)
+    told = relay.take(FAR, 1, timeout=60, accept=lambda i: i.kind == "receipt"
+                      and receipts.read_bytes(i.body).kind == "rejected")
+    r = receipts.verify(told[0].body, TrustStore.load(relay.settings.pki)).receipt
+    assert (r.code, r.hub, r.document_sha256) == ("STATUS_REUSED", "H14-D31", wire.message_id(again))
+    parked = relay.drain("H14-D31", "parking", timeout=10)
+    assert [(p.body, p.headers["lt-code"]) for p in parked] == [(again, "STATUS_REUSED")]
+    relay.wait_idle()
+    assert relay.documents_waiting(SENDER) == []
 
 
 @pytest.mark.broker

@@ -1,9 +1,9 @@
 """The hub worker's pipeline with no broker: a real hop (signatures, receipts, hop records) and a real
 SQLite state store, over the in-memory transport (``broker/relay/memory.py``), whose virtual clock
 runs back-offs and holds at once.  Each test plays one of the moments RabbitMQ-based tests can only
-hit by chance: a duplicate, a crash between publishing and marking, a document id reused, a kill
-while receipts are held, retries running out, a refused publish, a connection lost mid-batch, a
-neighbour's certificate revoked while the hub runs, a forged copy before the genuine one."""
+hit by chance: a duplicate, a crash between publishing and marking, a document id or a status
+reused, a kill while receipts are held, retries running out, a refused publish, a connection lost
+mid-batch, a neighbour's certificate revoked while the hub runs, a forged copy before the genuine one."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from broker.core import receipts, wire
+from broker.core.edxml import Organ, ResponseFor, build_status
 from broker.core.hoprecords import parse_record
+from broker.core.signer import sign
 from broker.core.topology import Topology
 from broker.core.trust import TrustSource
 from broker.relay import devpki
@@ -178,6 +180,30 @@ def test_a_reused_document_id_is_refused_in_the_admitting_transaction(h41: Hub) 
     h41.run()
     assert len(h41.queue(PARKING)) == 1 and len(h41.queue(SENDER_INBOX)) == 2
     assert w.stats.counts["rejected"] == 1 and h41.unsettled() == 0
+
+
+def test_a_reserialised_status_is_refused_in_the_admitting_transaction(h41: Hub) -> None:
+    """A status is known by (sender, document answered, status code): the same status 03 with other
+    bytes (another description) is refused STATUS_REUSED like any refusal (parked, the sender
+    told), never forwarded; another status code about the same document passes."""
+    w = h41.worker()
+    key = hops.agency_key(h41.pki, SENDER)
+
+    def status(code: str, description: str) -> bytes:
+        return sign(build_status(Organ(SENDER, "xã"), ResponseFor(FAR, "CV-2026-9", "12/UBND"), code,
+                                 description=description), key)
+
+    first, again, done = status("03", "Đã tiếp nhận"), status("03", "Đã tiếp nhận lại"), status("06", "Xong")
+    for body in (first, again, done):
+        h41.hand_in(body)
+        h41.run()
+    assert [m.body for m in h41.queue(TO_NATIONAL)] == [first, done]
+    [parked] = h41.queue(PARKING)
+    assert parked.body == again and parked.headers[wire.H_CODE] == "STATUS_REUSED"
+    assert [(r.kind, r.code) for r in _receipts(h41.queue(SENDER_INBOX))] == [("rejected", "STATUS_REUSED")]
+    h41.hand_in(again)
+    h41.run()
+    assert len(h41.queue(PARKING)) == 1 and w.stats.counts["rejected"] == 1 and h41.unsettled() == 0
 
 
 def test_a_running_hub_refuses_a_revoked_neighbours_records_and_serves_the_others(

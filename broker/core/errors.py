@@ -212,6 +212,12 @@ class DocumentIdReused(RejectedInput):
     code = "DOCUMENT_ID_REUSED"
 
 
+class StatusReused(RejectedInput):
+    """Another status with the same sender, document answered and status code, but other bytes, was already accepted."""
+
+    code = "STATUS_REUSED"
+
+
 class TraceInvalid(RejectedInput):
     """A hop record carried with the message is missing, malformed or not signed by that hub."""
 

@@ -125,8 +125,8 @@ class Hop:
             out = self._forward(msg.body, digest, document_id, sender, recipients, trace, m.kind)
             if checked.legacy:
                 out = replace(out, legacy=checked.legacy)
-            if m.kind != "document":
-                return out
+            if m.kind == "status":
+                return replace(out, status=status_identity(m))
             return replace(out, identity=(sender, document_id, m.business.doc_type if m.business else "0"))
         except RejectedInput as exc:
             # tell whoever handed the message in: the publishing agency, else the From agency
@@ -297,8 +297,9 @@ class Hop:
                occasion: str = "") -> Outcome:
         """Turn what the hop decided into a refusal, like any other: parked with a signed hop
         record, the sender told by a signed rejection, nothing forwarded.  For what the hop alone
-        cannot know: the state store finds the document id held by other bytes
-        (``DOCUMENT_ID_REUSED``), or the worker's retries ran out (``RETRY_EXHAUSTED``).
+        cannot know: the state store finds the document id, or the status, held by other bytes
+        (``DOCUMENT_ID_REUSED``, ``STATUS_REUSED``), or the worker's retries ran out
+        (``RETRY_EXHAUSTED``).
         ``occasion`` keeps the claims of one such event apart from another's (the retries of one
         series, say), so that each is published once."""
         return self._reject(msg, judged.digest, judged.document_id, self._agency(msg.origin) or judged.sender,
@@ -399,6 +400,16 @@ class Hop:
                                {H_KIND: Kind.RECEIPT, H_TO: i.to, H_ISSUED: i.issued},
                                f"inbox:{i.to}#{receipt_digest[:16]}"))
         return Outcome(digest, "", Verdict.FORWARDED, tuple(copies), sender=rec.hub)
+
+
+def status_identity(message: edxml.Message) -> tuple[str, str, str]:
+    """(sender, the document answered, status code) of a status: one status has one set of bytes,
+    so a second status with this identity and other bytes is refused (``STATUS_REUSED``).  The
+    document answered is ResponseFor's agency and DocumentId (``<OrganId>/<DocumentId>``); its
+    Code (the document's number) does not make another status."""
+    answered = message.response_for
+    about = f"{answered.organ_id}/{answered.document_id}" if answered is not None else message.document_id
+    return message.sender.organ_id, about, message.status_code or ""
 
 
 def _trace(headers: Mapping[str, Any]) -> list[str]:
