@@ -56,6 +56,12 @@ class InboxItem:
     def trace(self) -> list[str]:
         return [str(t) for t in self.headers.get(wire.H_TRACE) or []]
 
+    @property
+    def issued(self) -> str | None:
+        """A receipt's ``lt-issued``: its hub's signed record of it (checked before it is handed over)."""
+        value = self.headers.get(wire.H_ISSUED)
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else None if value is None else str(value)
+
 
 class AgencyClient:
     """One agency's connection to its hub: ``url`` carries the agency's own account and its hub's
@@ -126,10 +132,11 @@ class AgencyClient:
                 self.twins += 1
                 return True  # a twin of something already handed over: drop it
             try:
-                self.check(self.organ_id, item.kind, item.body, item.trace)
+                self.check(self.organ_id, item.kind, item.body, item.trace, item.issued)
             except RejectedInput as exc:
                 self._refuse(item, exc)
-                self._seen.mark(self.organ_id, key)
+                if exc.about_bytes:  # a refusal of what was sent: a later copy of these bytes is a twin
+                    self._seen.mark(self.organ_id, key)
                 return True  # taken out of the inbox, never handed over
             try:
                 handle(item)

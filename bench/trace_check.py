@@ -79,6 +79,7 @@ def main() -> None:
         hubs = Hubs.make(Path(tmp))
         topology, hops = hubs.topology, hubs.hops
         certs = next(iter(hops.values())).hub_certs
+        trust = next(iter(hops.values())).trust
         body = hubs.document()
         digest = hashlib.sha256(body).hexdigest()
         inbound = Inbound(body, {}, wire.agency_exchange(SENDER))
@@ -86,9 +87,10 @@ def main() -> None:
         for depth, here in enumerate(PATH):
             trace = list(inbound.headers.get(wire.H_TRACE) or [])
             if trace:
-                last = per_call_us(lambda t=trace: verify_trace(t, certs, digest, signatures="last"), a.seconds)
+                last = per_call_us(lambda t=trace: verify_trace(t, certs, digest, trust=trust, signatures="last"),
+                                   a.seconds)
                 full = per_call_us(lambda t=trace, h=here: check_path(
-                    verify_trace(t, certs, digest), topology.neighbours, "H41", h), a.seconds)
+                    verify_trace(t, certs, digest, trust=trust), topology.neighbours, "H41", h), a.seconds)
                 figures = f"{last:10.0f} {full:10.0f} {full - last:10.0f}"
             else:
                 figures = f"{'-':>10} {'-':>10} {'-':>10}"

@@ -15,7 +15,7 @@ environment at import.
 | ``LIENTHONG_WATCH_SECONDS`` | 30 | how often a hub reads its queue depths for alerts |
 | ``LIENTHONG_LEASE_SECONDS`` | 15 | how long a worker's claim on a message keeps other workers off |
 | ``LIENTHONG_SQLITE_TIMEOUT`` | 10 | seconds a SQLite store waits for a lock |
-| ``LIENTHONG_CRL_FETCH_SECONDS`` | 3600 | how often a hub fetches CRLs from their distribution points (0: never) |
+| ``LIENTHONG_CRL_FETCH_SECONDS`` | 3600 | how often hubs and recipients fetch the CAs' CRLs (0: never) |
 | ``LIENTHONG_RECEIPT_HOLD_SECONDS`` | 0.25 | how long receipts for other hubs' agencies wait to leave together |
 | ``LIENTHONG_ENTRY_BATCH_SECONDS`` | 0.02 | under load, how long an agency's document may wait for others (batches) |
 | ``LIENTHONG_RECEIPTS`` | on | ``off`` only to measure what receipts cost (bench/) |

@@ -27,11 +27,12 @@ SENDER, RECIPIENT = "000.00.51.H41", "001.00.31.H14"
 def hop(pki: Path, topology: Topology, hub: str, *, trust: TrustStore | None = None,
         key: SigningKey | None = None, certs_pki: Path | None = None, **options: Any) -> Hop:
     """Hub ``hub`` of ``topology`` with the material of dev PKI ``pki``: its trust store (or
-    ``trust``), its key (or ``key``), every hub's certificate (from ``certs_pki``, default ``pki``);
-    ``options`` go to :class:`Hop` (``limits``, ``receipts``...)."""
+    ``trust``), its key (or ``key``), every hub's certificate (from ``certs_pki``, default ``pki``;
+    judged by the trust store at each record, as a running hub judges them); ``options`` go to
+    :class:`Hop` (``limits``, ``receipts``...)."""
     trust = trust if trust is not None else TrustStore.load(pki)
     return Hop(hub=hub, topology=topology, trust=trust, key=key or SigningKey.load(*PkiLayout(pki).hub(hub)),
-               hub_certs=hub_certificates(certs_pki or pki, topology, trust), **options)
+               hub_certs=hub_certificates(certs_pki or pki, topology), **options)
 
 
 def hops(pki: Path, topology: Topology, **options: Any) -> dict[str, Hop]:

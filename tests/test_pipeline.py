@@ -1,11 +1,13 @@
 """The hub worker's pipeline with no broker: a real hop (signatures, receipts, hop records) and a real
 SQLite state store, over the in-memory transport (``broker/relay/memory.py``), whose virtual clock
 runs back-offs and holds at once.  Each test plays one of the moments RabbitMQ-based tests can only
-hit by chance: a duplicate, a crash between publishing and marking, a document id reused, a kill
-while receipts are held, retries running out, a refused publish, a connection lost mid-batch."""
+hit by chance: a duplicate, a crash between publishing and marking, a document id or a status
+reused, a kill while receipts are held, retries running out, a refused publish, a connection lost
+mid-batch, a neighbour's certificate revoked while the hub runs, a forged copy before the genuine one."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +17,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from broker.core import receipts, wire
+from broker.core.edxml import Organ, ResponseFor, build_status
 from broker.core.hoprecords import parse_record
+from broker.core.signer import sign
 from broker.core.topology import Topology
+from broker.core.trust import TrustSource
+from broker.relay import devpki
 from broker.relay.delivery import Delivery, Stage, StageError
 from broker.relay.hooks import Hook
+from broker.relay.livetrust import LiveTrust
 from broker.relay.memory import MemoryBroker, MemoryTransport, Stored
 from broker.relay.store import SqlStore, sqlite_store
 from broker.relay.transport import Outgoing, Received
@@ -36,8 +43,10 @@ class Hub:
     """One hub's state store and workers on an in-memory broker."""
 
     def __init__(self, pki: Path, topology: Topology, hub: str, path: Path, *, lease: float = 15.0,
-                 hold: float = 0.25, store_timeout: float = 1.0, extra_hooks: tuple[Hook, ...] = ()) -> None:
-        self.pki, self.topology, self.hub = pki, topology, hub
+                 hold: float = 0.25, store_timeout: float = 1.0, extra_hooks: tuple[Hook, ...] = (),
+                 trust: TrustSource | None = None) -> None:
+        """``trust``: where the workers' trust store comes from (default: ``pki``'s, fixed)."""
+        self.pki, self.topology, self.hub, self.trust = pki, topology, hub, trust
         self.broker = MemoryBroker()
         self.store = sqlite_store(path / f"{hub}.sqlite3", lease_seconds=lease, timeout=store_timeout)
         self.tuning = Tuning(receipt_hold_seconds=hold, lease_seconds=lease)
@@ -46,8 +55,10 @@ class Hub:
 
     def worker(self) -> HubWorker:
         """A new worker process of this hub (its own owner id), with a session open."""
-        w = HubWorker(hops.hop(self.pki, self.topology, self.hub), self.store, PkiLayout(self.pki),
-                      MemoryTransport(self.broker), tuning=self.tuning, extra_hooks=self.extra_hooks)
+        trust = self.trust.current() if self.trust is not None else None
+        w = HubWorker(hops.hop(self.pki, self.topology, self.hub, trust=trust), self.store, PkiLayout(self.pki),
+                      MemoryTransport(self.broker), trust=self.trust, tuning=self.tuning,
+                      extra_hooks=self.extra_hooks)
         w.open_session()
         self.workers.append(w)
         return w
@@ -169,6 +180,94 @@ def test_a_reused_document_id_is_refused_in_the_admitting_transaction(h41: Hub) 
     h41.run()
     assert len(h41.queue(PARKING)) == 1 and len(h41.queue(SENDER_INBOX)) == 2
     assert w.stats.counts["rejected"] == 1 and h41.unsettled() == 0
+
+
+def test_a_reserialised_status_is_refused_in_the_admitting_transaction(h41: Hub) -> None:
+    """A status is known by (sender, document answered, status code): the same status 03 with other
+    bytes (another description) is refused STATUS_REUSED like any refusal (parked, the sender
+    told), never forwarded; another status code about the same document passes."""
+    w = h41.worker()
+    key = hops.agency_key(h41.pki, SENDER)
+
+    def status(code: str, description: str) -> bytes:
+        return sign(build_status(Organ(SENDER, "xã"), ResponseFor(FAR, "CV-2026-9", "12/UBND"), code,
+                                 description=description), key)
+
+    first, again, done = status("03", "Đã tiếp nhận"), status("03", "Đã tiếp nhận lại"), status("06", "Xong")
+    for body in (first, again, done):
+        h41.hand_in(body)
+        h41.run()
+    assert [m.body for m in h41.queue(TO_NATIONAL)] == [first, done]
+    [parked] = h41.queue(PARKING)
+    assert parked.body == again and parked.headers[wire.H_CODE] == "STATUS_REUSED"
+    assert [(r.kind, r.code) for r in _receipts(h41.queue(SENDER_INBOX))] == [("rejected", "STATUS_REUSED")]
+    h41.hand_in(again)
+    h41.run()
+    assert len(h41.queue(PARKING)) == 1 and w.stats.counts["rejected"] == 1 and h41.unsettled() == 0
+
+
+def test_a_running_hub_refuses_a_revoked_neighbours_records_and_serves_the_others(
+        dev_pki: Path, topology: Topology, tmp_path: Path) -> None:
+    """The national hub runs, following its trust directory.  H41's certificate is revoked: from the
+    next snapshot on, what H41 forwards is parked HUB_REVOKED, while what H14 forwards goes on;
+    before, both passed."""
+    pki = tmp_path / "pki"
+    shutil.copytree(dev_pki, pki)
+    live = LiveTrust(pki)
+    national = Hub(pki, topology, "national", tmp_path, trust=live)
+    upstream = hops.hops(pki, topology)
+
+    def arrive() -> tuple[bytes, bytes]:
+        up = hops.document(pki, topology, SENDER, [FAR])
+        down = hops.document(pki, topology, FAR, [SENDER])
+        for body, route, sender in ((up, ("H41",), SENDER), (down, ("H14-D31", "H14"), FAR)):
+            last = hops.carry(upstream, body, route, sender=sender)[-1]
+            [onward] = [c for c in last.copies
+                        if str(c.target) == "hub:national" and wire.kind_of(c.headers) == "edxml"]
+            national.broker.put("ingress", body, exchange=wire.link_exchange(route[-1]), headers=onward.headers)
+        return up, down
+
+    try:
+        national.worker()
+        before = arrive()
+        national.run()
+        assert [m.body for m in national.queue("H14:in.link.national:")] == [before[0]]
+        assert [m.body for m in national.queue("H41:in.link.national:")] == [before[1]]
+        devpki.revoke(pki, [PkiLayout(pki).hub("H41")[1]])
+        assert live.refresh(every=0)
+        after = arrive()
+        national.run()
+        [parked] = national.queue(PARKING)
+        assert parked.body == after[0] and parked.headers[wire.H_CODE] == "HUB_REVOKED"
+        assert [m.body for m in national.queue("H41:in.link.national:")] == [before[1], after[1]]
+        assert national.unsettled() == 0
+    finally:
+        national.close()
+
+
+def test_a_forged_copy_first_does_not_stop_the_genuine_one(dev_pki: Path, topology: Topology,
+                                                           tmp_path: Path) -> None:
+    """A copy whose first record was re-dated 2019 (its signature broken) reaches H14 before the
+    genuine one: it is parked TRACE_INVALID, a refusal of that copy's trace, and the genuine copy
+    is forwarded (a standing CERT_EXPIRED used to stop it)."""
+    upstream = hops.hops(dev_pki, topology)
+    body = hops.document(dev_pki, topology, SENDER, [FAR])
+    [genuine] = [c for c in hops.carry(upstream, body, ("H41", "national"))[-1].copies if str(c.target) == "hub:H14"
+                 and wire.kind_of(c.headers) == "edxml"]
+    first, *rest = genuine.headers[wire.H_TRACE]
+    forged = {**genuine.headers, wire.H_TRACE: [first.replace(parse_record(first).at, "2019-03-01T08:00:00.000000Z"),
+                                                 *rest]}
+    h14 = Hub(dev_pki, topology, "H14", tmp_path)
+    try:
+        h14.worker()
+        for headers in (forged, genuine.headers):
+            h14.broker.put("ingress", body, exchange=wire.link_exchange("national"), headers=headers)
+            h14.run()
+        [parked] = h14.queue(PARKING)
+        assert parked.headers[wire.H_CODE] == "TRACE_INVALID"
+        assert [m.body for m in h14.queue("H14-D31:in.link.H14:")] == [body]
+    finally:
+        h14.close()
 
 
 def test_a_kill_while_receipts_are_held_resends_only_the_receipt(dev_pki: Path, topology: Topology,

@@ -32,8 +32,8 @@ def _only(items: list, what: str) -> object:
 
 def _trace_hubs(relay: Relay, item: object) -> list[str]:
     trust = TrustStore.load(relay.settings.pki)
-    records = verify_trace(item.trace, hub_certificates(relay.settings.pki, relay.topology, trust),
-                           hashlib.sha256(item.body).hexdigest())
+    records = verify_trace(item.trace, hub_certificates(relay.settings.pki, relay.topology),
+                           hashlib.sha256(item.body).hexdigest(), trust=trust)
     return [r.hub for r in records]
 
 

@@ -204,6 +204,22 @@ def test_one_set_of_bytes_per_document(store: SqlStore) -> None:
     assert store.record_verdict(hub, uuid.uuid4().hex, identity[1], identity[0], accepted, update) == accepted
 
 
+def test_one_set_of_bytes_per_status(store: SqlStore) -> None:
+    """A status is known by (sender, document answered, status code): other bytes with that identity
+    (a status re-serialised, re-signed) are refused STATUS_REUSED and the refusal stands for them;
+    the first bytes stay accepted; another status code about the same document is its own status."""
+    hub, ok, other = f"h-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex, uuid.uuid4().hex
+    status = ("001.00.31.H14", f"000.00.51.H41/DOC-{uuid.uuid4().hex[:6]}", "03")
+    accepted = Standing("accepted", "", "")
+    assert store.record_verdict(hub, ok, "d", status[0], accepted, status=status) == accepted
+    refused = store.record_verdict(hub, other, "d", status[0], accepted, status=status)
+    assert refused.verdict == "rejected" and refused.code == "STATUS_REUSED" and ok[:16] in refused.reason
+    assert store.record_verdict(hub, other, "d", status[0], accepted, status=status) == refused
+    assert store.record_verdict(hub, ok, "d", status[0], accepted, status=status) == accepted
+    completed = (status[0], status[1], "06")
+    assert store.record_verdict(hub, uuid.uuid4().hex, "d", status[0], accepted, status=completed) == accepted
+
+
 def test_admit_records_verdicts_and_claims_in_one_transaction(store: SqlStore) -> None:
     """One admit for a whole batch: each message's verdict is recorded and its copies claimed; a
     copy of bytes refused before keeps the refusal and claims nothing, unless an operator replays it

@@ -10,7 +10,7 @@ from broker.core.signer import SigningKey
 from broker.core.topology import Topology
 from broker.relay import layout
 from broker.relay.assemble import has_key, hub_certificates_in_force, principal_key, topology_in_force
-from broker.relay.livetrust import LiveTrust
+from broker.relay.livetrust import recipient_trust
 from broker.settings import Settings
 
 
@@ -27,9 +27,11 @@ def agency_client(settings: Settings, organ_id: str) -> AgencyClient:
 
 
 def delivery_check(settings: Settings, topology: Topology) -> DeliveryCheck:
-    """What this deployment's agencies check before taking a message from their inbox."""
-    trust = LiveTrust(settings.pki)  # a new CRL dropped into the trust store counts at once
-    return DeliveryCheck(trust, topology, hub_certificates_in_force(settings, topology, trust.current()))
+    """What this deployment's agencies check before taking a message from their inbox, with the
+    hubs' revocation truth: CRLs fetched, OCSP, the topology's grace (``broker.relay.livetrust``)."""
+    trust = recipient_trust(settings.pki, topology.settings.revocation, settings.data_dir / "crls",
+                            fetch_seconds=settings.tuning.crl_fetch_seconds)
+    return DeliveryCheck(trust, topology, hub_certificates_in_force(settings, topology))
 
 
 def agency_key(settings: Settings, organ_id: str) -> SigningKey:

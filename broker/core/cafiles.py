@@ -5,7 +5,9 @@ form a CA publishes it: PEM (any number of certificates and CRLs; a private-key 
 is ignored, never loaded) or DER (one certificate or one CRL: the government CA's root and its CRLs
 come so).
 The content says which, not the name: a ``.crt`` may be PEM, a ``.der`` a CRL.  A file that holds
-neither is a configuration error naming it.
+neither is a configuration error naming it, and so is a CRL lienthong cannot read whole
+(:func:`unsupported`: a delta CRL, an indirect or reason-partitioned one): used as a full CRL it
+would clear certificates it does not speak for.
 
 :func:`name_hash` names files the way OpenSSL's and Erlang's hashed directories look them up
 (``<hash>.r0`` for a CRL): RabbitMQ reads the transport CA's CRL so.
@@ -104,9 +106,46 @@ def read_directory(directory: str | Path) -> tuple[list[x509.Certificate], list[
     return anchors, inter, crls
 
 
+def unsupported(crl: x509.CertificateRevocationList) -> str | None:
+    """Why ``crl`` cannot be used as a complete list of its issuer's revocations, or None.
+
+    A delta CRL lists only what changed since a base CRL; an indirect CRL speaks for other issuers'
+    certificates; one limited to some revocation reasons, or to attribute certificates, is not
+    the whole story; a critical extension lienthong does not know may change the meaning of all
+    of it.  A CRL whose issuing distribution point only narrows its scope (CA or end-entity
+    certificates, one distribution point) is read: it counts for what it covers
+    (:func:`broker.core.trust.covers`)."""
+    for ext in crl.extensions:
+        value = ext.value
+        if isinstance(value, x509.DeltaCRLIndicator):
+            return "it is a delta CRL (lienthong needs the full CRL it completes)"
+        if isinstance(value, x509.IssuingDistributionPoint):
+            if value.indirect_crl:
+                return "it is an indirect CRL (it lists certificates of other issuers)"
+            if value.only_some_reasons:
+                return "it lists only some revocation reasons"
+            if value.only_contains_attribute_certs:
+                return "it lists only attribute certificates"
+            if value.relative_name is not None:
+                return "its issuing distribution point is a relative name"
+        elif ext.critical:
+            return f"it has a critical extension lienthong does not know ({ext.oid.dotted_string})"
+    return None
+
+
 def read_file(f: Path) -> tuple[list[x509.Certificate], list[x509.CertificateRevocationList]]:
     """The certificates and CRLs of one trust store file, PEM or DER, whatever its name says; a
-    file that holds neither is a ConfigError naming it."""
+    file that holds neither, or a CRL lienthong cannot use (:func:`unsupported`), is a ConfigError
+    naming it."""
+    certs, crls = _read_file(f)
+    for crl in crls:
+        if (why := unsupported(crl)) is not None:
+            raise ConfigError(N_("trust store file {file} holds a CRL lienthong cannot use: {why}"), file=f.name,
+                              why=why)
+    return certs, crls
+
+
+def _read_file(f: Path) -> tuple[list[x509.Certificate], list[x509.CertificateRevocationList]]:
     try:
         data = f.read_bytes()
     except OSError as exc:

@@ -84,6 +84,9 @@ class Revocation:
     """CRLs to fetch besides the distribution points the CA certificates name."""
     ocsp_url: str = ""
     """The OCSP responder to ask when no current CRL speaks ('' : each certificate's AIA)."""
+    ocsp_max_age_seconds: float = 300.0
+    """How long after its thisUpdate an OCSP answer without nextUpdate counts (short: such a
+    responder always has newer news)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,8 @@ def read(raw: Any, source: str = "topology") -> DeploymentSettings:
                               source=source, where=where, offset=offset)
     if any(not 0 <= v <= 1 for v in out.report.targets.values()):
         raise ConfigError(N_("{source}: settings.report.targets are shares between 0 and 1"), source=source)
+    if out.revocation.ocsp_max_age_seconds <= 0:
+        raise ConfigError(N_("{source}: settings.revocation.ocsp_max_age_seconds must be positive"), source=source)
     if any(ms <= 0 for ms in out.retry_tiers_ms) or out.max_bytes <= 0 or out.max_depth <= 0:
         raise ConfigError(N_("{source}: settings.max_bytes, max_depth and retry_tiers_ms must be positive"),
                           source=source)

@@ -234,11 +234,23 @@ class DocumentIdReused(RejectedInput):
     code = "DOCUMENT_ID_REUSED"
 
 
+class StatusReused(RejectedInput):
+    """Another status with the same sender, document answered and status code, but other bytes, was already accepted."""
+
+    code = "STATUS_REUSED"
+
+
 class TraceInvalid(RejectedInput):
     """A hop record carried with the message is missing, malformed or not signed by that hub."""
 
     code = "TRACE_INVALID"
     about_bytes = False  # the trace travels beside the signed bytes, in the AMQP headers
+
+
+class HubRevoked(TraceInvalid):
+    """A hop record or receipt is signed by a hub whose certificate is revoked or otherwise not valid now."""
+
+    code = "HUB_REVOKED"
 
 
 # --- transient problems: retried with back-off, then parked ------------------

@@ -16,6 +16,12 @@ exchange (``broker.relay.layout``):
   with a record of that hub naming this hub as a target;
 - ``ingress``: our own retry tier re-injecting a message (only the hub can
   write there); the original entry is carried in ``lt-origin``.
+
+Nothing a hop uses comes from a record it has not verified: the trace a neighbour hands over is
+checked whole (every record's signature, its hub's certificate as the trust store judges it now,
+the chain, these bytes, a path of the topology from the sender's hub) before the entry hub's
+time is read from it, and every ``lt-issued`` record is verified, at the hub that puts its
+receipt into an inbox too.
 """
 
 from __future__ import annotations
@@ -28,13 +34,14 @@ from typing import Any
 
 from cryptography import x509
 
-from broker.core import receipts
+from broker.core import edxml, receipts
 from broker.core.auditlog import AuditEntry
 from broker.core.errors import LienthongError, RejectedInput, SenderNotAllowed, TraceInvalid
 from broker.core.hoprecords import (
     HopRecord,
     RecordKind,
     check_path,
+    hub_certificate,
     parse_record,
     parse_time,
     routed_to,
@@ -50,7 +57,7 @@ from broker.core.routing import PARKING, Target, TargetKind, next_hop, next_hops
 from broker.core.signer import SigningKey
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
-from broker.core.validation import check
+from broker.core.validation import When, check
 from broker.core.verifier import DEFAULT_POLICY, VerifyPolicy
 from broker.core.wire import (
     H_CODE,
@@ -108,18 +115,19 @@ class Hop:
                 return self._relay_receipt(msg, digest, origin)
             if kind == Kind.BUNDLE:
                 return self._relay_bundle(msg, digest, origin)
+            trace = _trace(msg.headers)
+            records = self._verified_trace(origin, trace, digest)  # before anything is read from it
             checked = check(msg.body, trust=self.trust, topology=self.topology,
-                            limits=self.limits, policy=self.policy, at=self._entry_time(origin, msg.headers),
+                            limits=self.limits, policy=self.policy, at=self._entry_time(records),
                             digest=digest)
             m = checked.message
             document_id, sender = m.document_id, m.sender.organ_id
-            trace = _trace(msg.headers)
-            recipients = self._admit(origin, sender, m.recipient_ids, trace, digest)
+            recipients = self._admit(origin, sender, m.recipient_ids, records)
             out = self._forward(msg.body, digest, document_id, sender, recipients, trace, m.kind)
             if checked.legacy:
                 out = replace(out, legacy=checked.legacy)
-            if m.kind != "document":
-                return out
+            if m.kind == "status":
+                return replace(out, status=status_identity(m))
             return replace(out, identity=(sender, document_id, m.business.doc_type if m.business else "0"))
         except RejectedInput as exc:
             # tell whoever handed the message in: the publishing agency, else the From agency
@@ -132,41 +140,53 @@ class Hop:
         agency = agency_of(origin)
         return agency if agency in self.topology.agencies else ""
 
-    def _entry_time(self, origin: str, headers: Mapping[str, Any]) -> datetime | None:
+    def _verified_trace(self, origin: str, trace: list[str], digest: str) -> list[HopRecord]:
+        """The records of a trace a neighbour handed over, each verified (signature, its hub's
+        certificate judged now, chain, these bytes), the last one that neighbour's forwarding the
+        message here; ``[]`` for what an agency hands in (which carries no trace)."""
+        if not origin.startswith("link:"):
+            if trace:
+                raise TraceInvalid(N_("an agency cannot send a message that already carries a trace"))
+            return []
+        neighbour = hub_of(origin)
+        if neighbour not in self.neighbours:
+            raise SenderNotAllowed(N_("hub {neighbour!r} is not a neighbour of {hub!r}"), neighbour=neighbour,
+                                   hub=self.hub)
+        records = verify_trace(trace, self.hub_certs, digest, trust=self.trust)  # every record, not only the last
+        if not records or records[-1].hub != neighbour or f"hub:{self.hub}" not in records[-1].targets:
+            raise TraceInvalid(N_("the trace does not show {neighbour!r} forwarding this message here"),
+                               neighbour=neighbour)
+        return records
+
+    def _entry_time(self, records: list[HopRecord]) -> When | None:
         """When the entry hub accepted the message, as its hop record says: the moment the signer's
         certificate is judged at every later hub, so a document that waited in a queue past its
-        signer's expiry is not refused downstream (it was valid when sent).  None (judge now) at
-        the entry hub, or when the trace cannot be read (``_admit`` then refuses it; every
-        record's signature is checked there before anything is forwarded)."""
-        trace = headers.get(H_TRACE)
-        if not origin.startswith("link:") or not isinstance(trace, list) or not trace:
-            return None
-        try:
-            first = trace[0].decode() if isinstance(trace[0], bytes) else str(trace[0])
-            return parse_time(parse_record(first).at)
-        except (TraceInvalid, ValueError, UnicodeDecodeError):
+        signer's expiry is not refused downstream (it was valid when sent).  Read from a verified
+        trace only once it is shown to be a path of the topology from the hub of the sender the
+        message names (else ``TRACE_INVALID``, which stands for no later copy).  None (judge now)
+        at the entry hub."""
+        if not records:
             return None
 
-    def _admit(self, origin: str, sender: str, to: tuple[str, ...], trace: list[str],
-               digest: str) -> tuple[str, ...]:
-        """Check who handed us the message; return the recipients this copy serves."""
+        def at(message: edxml.Message) -> datetime:
+            check_path(records, self.topology.neighbours, self.topology.agency(message.sender.organ_id).hub, self.hub)
+            try:
+                return parse_time(records[0].at)
+            except ValueError:
+                raise TraceInvalid(N_("the entry hub's record has no valid time")) from None
+
+        return at
+
+    def _admit(self, origin: str, sender: str, to: tuple[str, ...], records: list[HopRecord]) -> tuple[str, ...]:
+        """Check who handed us the message; return the recipients this copy serves.  A neighbour's
+        trace was verified whole, and found a path from the sender's hub, before the message's
+        signature was judged (:meth:`_verified_trace`, :meth:`_entry_time`)."""
         if origin.startswith("link:"):
-            neighbour = hub_of(origin)
-            if neighbour not in self.neighbours:
-                raise SenderNotAllowed(N_("hub {neighbour!r} is not a neighbour of {hub!r}"), neighbour=neighbour,
-                                       hub=self.hub)
-            records = verify_trace(trace, self.hub_certs, digest)  # every record, not only the last
-            if not records or records[-1].hub != neighbour or f"hub:{self.hub}" not in records[-1].targets:
-                raise TraceInvalid(N_("the trace does not show {neighbour!r} forwarding this message here"),
-                                   neighbour=neighbour)
             # the recipients this copy serves are those the previous hub routed here
             forwarded = routed_to(records[-1], f"hub:{self.hub}")
-            check_path(records, self.topology.neighbours, self.topology.agency(sender).hub, self.hub)
             if not set(forwarded) <= set(to):
                 raise TraceInvalid(N_("the trace routes recipients the document does not name"))
             return forwarded
-        if trace:
-            raise TraceInvalid(N_("an agency cannot send a message that already carries a trace"))
         if origin != f"agency:{sender}":
             raise SenderNotAllowed(N_("account {account!r} may not send documents from {sender!r}"),
                                    account=origin or '(none)', sender=sender)
@@ -282,8 +302,9 @@ class Hop:
                occasion: str = "") -> Outcome:
         """Turn what the hop decided into a refusal, like any other: parked with a signed hop
         record, the sender told by a signed rejection, nothing forwarded.  For what the hop alone
-        cannot know: the state store finds the document id held by other bytes
-        (``DOCUMENT_ID_REUSED``), or the worker's retries ran out (``RETRY_EXHAUSTED``).
+        cannot know: the state store finds the document id, or the status, held by other bytes
+        (``DOCUMENT_ID_REUSED``, ``STATUS_REUSED``), or the worker's retries ran out
+        (``RETRY_EXHAUSTED``).
         ``occasion`` keeps the claims of one such event apart from another's (the retries of one
         series, say), so that each is published once."""
         return self._reject(msg, judged.digest, judged.document_id, self._agency(msg.origin) or judged.sender,
@@ -300,7 +321,7 @@ class Hop:
             token = msg.body.decode("utf-8")
         except UnicodeDecodeError:
             raise TraceInvalid(N_("a checkpoint is a signed record in UTF-8")) from None
-        rec = verify_record(token, self.hub_certs[neighbour])
+        rec = verify_record(token, hub_certificate(self.hub_certs, neighbour, self.trust))
         if rec.hub != neighbour or rec.verdict != RecordKind.CHECKPOINT or not rec.extra.get("seq", "").isdigit():
             raise TraceInvalid(N_("not a checkpoint of hub {neighbour!r}"), neighbour=neighbour)
         counter = sign_record(HopRecord(hub=self.hub, at=utc_now(), digest=rec.digest, document_id="",
@@ -312,12 +333,12 @@ class Hop:
                        entries=(AuditEntry("witness", "", body),))
 
     def _relay_receipt(self, msg: Inbound, digest: str, origin: str) -> Outcome:
-        """A hub receipt from a neighbour.  On its way through, the issuing hub's signed record
-        (``lt-issued``) is checked: about these bytes, for one agency, signed by that hub.  The hub
-        that delivers it into the agency's inbox checks the receipt's own XML signature instead
-        (chain to the trust store, signer = the hub it names), as the agency will, and that it
-        says what the record says.  A receipt without the record (from an older hub) is checked
-        whole at every hub."""
+        """A hub receipt from a neighbour.  At every hub, the issuing hub's signed record
+        (``lt-issued``) is checked: about these bytes, for one agency, signed by that hub (its
+        certificate judged now).  The hub that delivers it into the agency's inbox also checks the
+        receipt's own XML signature (chain to the trust store, signer = the hub it names), as the
+        agency will, and that it says what the record says.  A receipt without the record (from an
+        older hub) is checked whole at every hub."""
         if not origin.startswith("link:"):
             raise SenderNotAllowed(N_("only hubs may send receipts"))
         issued = msg.headers.get(H_ISSUED)
@@ -327,22 +348,19 @@ class Hop:
             hops = next_hops(self.topology, self.hub, (agency,))
         else:
             token = issued.decode("utf-8", "replace") if isinstance(issued, bytes) else str(issued)
-            rec = parse_record(token)
+            # the issuing hub's signature over its record of these bytes, at every hub: the last one
+            # puts the record into the inbox with the receipt, and the agency relies on it
+            rec = verify_record(token, hub_certificate(self.hub_certs, parse_record(token).hub, self.trust))
             if rec.verdict != RecordKind.RECEIPT or rec.digest != digest or len(rec.recipients) != 1:
                 raise TraceInvalid(N_("the receipt's record is not about this receipt"))
             agency, issuing_hub = rec.recipients[0], rec.hub
             hops = next_hops(self.topology, self.hub, (agency,))
-            if any(t.kind == TargetKind.INBOX for t in hops):  # the last hub: the receipt's own signature decides
+            document_id = ""
+            if any(t.kind == TargetKind.INBOX for t in hops):  # the last hub: the receipt's own signature too
                 whole = receipts.verify(msg.body, self.trust).receipt
                 if (whole.sender, whole.hub) != (agency, issuing_hub):
                     raise TraceInvalid(N_("the receipt's record and the receipt disagree (agency or hub)"))
                 document_id = whole.document_id
-            else:  # on the way: the issuing hub's signature over its record of these bytes
-                issuer = self.hub_certs.get(issuing_hub)
-                if issuer is None:
-                    raise TraceInvalid(N_("the receipt's record names a hub the topology does not know"))
-                verify_record(token, issuer)
-                document_id = ""
         headers = {H_KIND: Kind.RECEIPT, H_TO: agency} | ({H_ISSUED: issued} if issued is not None else {})
         copies = tuple(Copy(t, msg.body, dict(headers), str(t)) for t in hops)
         return Outcome(digest, document_id, Verdict.FORWARDED, copies, sender=issuing_hub,
@@ -353,17 +371,17 @@ class Hop:
         hub's signature over its record of these bytes, and that the agencies it names are all of
         one hub; the hubs on the way forward it whole, without claims or opening it.  That hub
         checks each receipt as its agency will (the XML signature, by the bundling hub, for that
-        agency; the record the agency gets with it about these bytes) and puts each into its inbox,
-        all claimed under the bundle's digest: a redelivered bundle is delivered once."""
+        agency; the record the agency gets with it, signed by the bundling hub, about these bytes)
+        and puts each into its inbox, all claimed under the bundle's digest: a redelivered bundle
+        is delivered once."""
         if not origin.startswith("link:"):
             raise SenderNotAllowed(N_("only hubs may send receipts"))
         issued = msg.headers.get(H_ISSUED)
         token = issued.decode("utf-8", "replace") if isinstance(issued, bytes) else str(issued or "")
-        rec = parse_record(token)
-        issuer = self.hub_certs.get(rec.hub)
-        if rec.verdict != RecordKind.RECEIPTS or rec.digest != digest or issuer is None:
+        issuer = hub_certificate(self.hub_certs, parse_record(token).hub, self.trust)
+        rec = verify_record(token, issuer)
+        if rec.verdict != RecordKind.RECEIPTS or rec.digest != digest:
             raise TraceInvalid(N_("the bundle's record is not a known hub's record of this bundle"))
-        verify_record(token, issuer)
         homes = {self.topology.agency(a).hub for a in rec.recipients}
         if len(homes) != 1:
             raise TraceInvalid(N_("the bundle's receipts are not all for the agencies of one hub"))
@@ -378,7 +396,7 @@ class Hop:
         copies = []
         for i in items:
             whole = receipts.verify(i.receipt, self.trust).receipt
-            about, receipt_digest = parse_record(i.issued), message_id(i.receipt)
+            about, receipt_digest = verify_record(i.issued, issuer), message_id(i.receipt)
             if ((whole.sender, whole.hub) != (i.to, rec.hub)
                     or (about.hub, about.verdict, about.digest, about.recipients) != (rec.hub, RecordKind.RECEIPT,
                                                                                      receipt_digest, (i.to,))):
@@ -387,6 +405,16 @@ class Hop:
                                {H_KIND: Kind.RECEIPT, H_TO: i.to, H_ISSUED: i.issued},
                                f"inbox:{i.to}#{receipt_digest[:16]}"))
         return Outcome(digest, "", Verdict.FORWARDED, tuple(copies), sender=rec.hub)
+
+
+def status_identity(message: edxml.Message) -> tuple[str, str, str]:
+    """(sender, the document answered, status code) of a status: one status has one set of bytes,
+    so a second status with this identity and other bytes is refused (``STATUS_REUSED``).  The
+    document answered is ResponseFor's agency and DocumentId (``<OrganId>/<DocumentId>``); its
+    Code (the document's number) does not make another status."""
+    answered = message.response_for
+    about = f"{answered.organ_id}/{answered.document_id}" if answered is not None else message.document_id
+    return message.sender.organ_id, about, message.status_code or ""
 
 
 def _trace(headers: Mapping[str, Any]) -> list[str]:

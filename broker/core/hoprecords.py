@@ -5,6 +5,10 @@ dot and the base64url ECDSA/RSA signature of those bytes by the hub's key:
 ``<json>.<sig>``.  Each record names the digest of the previous record in
 the message's trace, so the trace is a chain that cannot be reordered or
 cut in the middle.  The signed document itself is never touched.
+
+A hub's certificate is judged by the trust store in force each time one of its records is
+checked (:func:`hub_certificate`): a hub revoked while others run has its records refused
+(``HUB_REVOKED``) from the next snapshot on, and the other hubs' records go on.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from broker.core.errors import TraceInvalid
+from broker.core.errors import CertificateError, HubRevoked, TraceInvalid
 from broker.core.signer import SigningKey
+from broker.core.trust import TrustStore
 from broker.i18n import N_
 
 
@@ -171,9 +176,25 @@ def verify_record(token: str, cert: x509.Certificate) -> HopRecord:
     return parse_record(token)
 
 
+def hub_certificate(hub_certs: Mapping[str, x509.Certificate], hub: str, trust: TrustStore) -> x509.Certificate:
+    """Hub ``hub``'s certificate, judged now by ``trust`` (chain, validity, revocation; the answer
+    is remembered by the snapshot): ``TRACE_INVALID`` for a hub the topology does not know,
+    ``HUB_REVOKED`` for one whose certificate does not pass."""
+    cert = hub_certs.get(hub)
+    if cert is None:
+        raise TraceInvalid(N_("hop record from unknown hub {hub!r}"), hub=hub)
+    try:
+        trust.validate(cert)
+    except CertificateError as exc:
+        raise HubRevoked(N_("the certificate of hub {hub} is not valid now ({cause})"), hub=hub,
+                         cause=f"{exc.code}: {exc.message}") from None
+    return cert
+
+
 def verify_trace(tokens: Sequence[str], hub_certs: Mapping[str, x509.Certificate], digest: str,
-                 *, signatures: str = "all") -> list[HopRecord]:
-    """Verify a trace: records chained in order, all about these bytes, each signed by its hub.
+                 *, trust: TrustStore, signatures: str = "all") -> list[HopRecord]:
+    """Verify a trace: records chained in order, all about these bytes, each signed by its hub,
+    whose certificate ``trust`` accepts now (:func:`hub_certificate`).
 
     Every hub, recipient and auditor checks every signature (the default): trusting that the
     neighbour checked the rest would let one dishonest hub write records in other hubs' names.
@@ -183,9 +204,7 @@ def verify_trace(tokens: Sequence[str], hub_certs: Mapping[str, x509.Certificate
     prev = ""
     for i, token in enumerate(tokens):
         rec = parse_record(token)
-        cert = hub_certs.get(rec.hub)
-        if cert is None:
-            raise TraceInvalid(N_("hop record from unknown hub {hub!r}"), hub=rec.hub)
+        cert = hub_certificate(hub_certs, rec.hub, trust)
         if signatures == "all" or i == len(tokens) - 1:
             verify_record(token, cert)
         if rec.digest != digest:

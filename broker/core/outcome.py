@@ -77,6 +77,10 @@ class Outcome:
     identity: tuple[str, str, str] | None = None
     """(sender, DocumentId, business type) of an accepted document: one document has one set of
     bytes, so a second message with this identity and other bytes is refused (``DOCUMENT_ID_REUSED``)."""
+    status: tuple[str, str, str] | None = None
+    """(sender, the document answered, status code) of an accepted status
+    (:func:`broker.core.hop.status_identity`): a second status with this identity and other bytes
+    is refused (``STATUS_REUSED``), never delivered twice."""
     exactly_once: bool = True
     """Publish through claims in the state store.  False for a receipt on its way through this hub
     (the hub that puts it into an inbox claims it there, so a twin on the way does no harm)."""

@@ -17,11 +17,18 @@ when it names extended key usages, names one fit for documents.  KeyInfo carries
 certificates (``broker.core.verifier``), issuers are matched by name before any signature is
 verified, and refusals are cached, so a bad chain costs little and costs it once.
 
-Path results are remembered per leaf certificate (DER digest) until the next instant at which the
-answer could change (a ``notAfter``, a CRL's ``nextUpdate``), so a hub pays for chain validation
-once per signer and snapshot; refusals are remembered too (for ``FAILURE_SECONDS``), so a sender of
-bad chains cannot make each message pay for path building again.  What is remembered only saves
-work: it never changes an answer.
+Path results are remembered per leaf certificate (DER digest) for the instants the answer holds
+for: from the latest ``notBefore`` of the path to the next instant at which it could change (a
+``notAfter``, a CRL's or OCSP answer's end, a revocation date the snapshot knows of that lies
+after the instant judged), so a hub pays for chain validation once per signer and snapshot;
+refusals are remembered too (for ``FAILURE_SECONDS``, for the instant judged and later ones), so a
+sender of bad chains cannot make each message pay for path building again.  What is remembered
+only saves work: it never changes an answer.
+
+A CRL counts for a certificate only within its scope: a CRL whose issuing distribution point
+says it holds only CA (or only end-entity) certificates, or names a distribution point, speaks
+only for the certificates it covers (RFC 5280, 6.3.3).  CRLs lienthong cannot read whole (delta
+CRLs, indirect or reason-partitioned ones) never get this far (:func:`broker.core.cafiles.unsupported`).
 """
 
 from __future__ import annotations
@@ -133,9 +140,12 @@ class ChainResult:
 
     path: tuple[x509.Certificate, ...]
     valid_until: datetime
-    """The first instant at which this answer may no longer hold."""
+    """The first instant at which this answer may no longer hold: a certificate's end, the end of
+    what its revocation status was read from, or a revocation date later than the instant judged."""
     legacy: tuple[str, ...] = ()
     """What in the path is signed with SHA-1 (accepted only when the caller allowed it)."""
+    valid_from: datetime = datetime.min.replace(tzinfo=UTC)
+    """The first instant this answer holds for (the latest ``notBefore`` of the path)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,7 +162,8 @@ class TrustStore:
     """Asked (OCSP) when no current CRL speaks for a certificate."""
     _paths: dict[bytes, ChainResult] = field(default_factory=dict, init=False, repr=False)
     """Validated paths, remembered (work saved, never an answer changed)."""
-    _refused: dict[bytes, tuple[float, Exception]] = field(default_factory=dict, init=False, repr=False)
+    _refused: dict[bytes, tuple[float, datetime, Exception]] = field(default_factory=dict, init=False, repr=False)
+    """Refusals, remembered until a monotonic time, for the instant judged and later ones."""
     _anchor_ders: frozenset[bytes] = field(default=frozenset(), init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -208,10 +219,10 @@ class TrustStore:
         current = abs((at - now()).total_seconds()) < 60  # refusals are cached for "now" only
         hit = self._paths.get(key)
         failed = self._refused.get(key) if current else None
-        if hit is not None and hit.path[0].not_valid_before_utc <= at < hit.valid_until:
+        if hit is not None and hit.valid_from <= at < hit.valid_until:
             return hit
-        if failed is not None and failed[0] > time.monotonic():
-            raise failed[1]
+        if failed is not None and failed[0] > time.monotonic() and at >= failed[1]:
+            raise failed[2]
         try:
             result = self._validate(leaf, extra, at, allow_sha1)
         except (Untrusted, CertAlgorithm, KeyUsage, Expired, Revoked, RevocationUnknown) as exc:
@@ -219,7 +230,7 @@ class TrustStore:
                 raise
             if len(self._refused) > 10_000:
                 self._refused.clear()
-            self._refused[key] = (time.monotonic() + FAILURE_SECONDS, exc)
+            self._refused[key] = (time.monotonic() + FAILURE_SECONDS, at, exc)
             raise
         if len(self._paths) > 10_000:
             self._paths.clear()
@@ -255,7 +266,8 @@ class TrustStore:
             next_update = self._check_revocation(cert, issuer, at)
             if next_update is not None:
                 valid_until = min(valid_until, next_update)
-        return ChainResult(path=tuple(path), valid_until=valid_until, legacy=tuple(legacy))
+        return ChainResult(path=tuple(path), valid_until=valid_until, legacy=tuple(legacy),
+                           valid_from=max(c.not_valid_before_utc for c in path))
 
     def _find_issuer(self, cert: x509.Certificate, candidates: list[x509.Certificate],
                      allow_sha1: bool) -> x509.Certificate | None:
@@ -279,10 +291,12 @@ class TrustStore:
 
     def _check_revocation(self, cert: x509.Certificate, issuer: x509.Certificate,
                           at: datetime) -> datetime | None:
+        """Raise unless ``cert`` is cleared at ``at``; return the first instant the clearance may
+        end (None: nothing speaks for it and none is required)."""
         key = issuer.public_key()
         if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
             raise Untrusted(N_("issuer {issuer!r} has a key type lienthong does not accept"), issuer=_label(issuer))
-        crls = [c for c in self.crls if c.issuer == issuer.subject and c.is_signature_valid(key)]
+        crls = [c for c in self.crls if c.issuer == issuer.subject and covers(c, cert) and c.is_signature_valid(key)]
         # A CRL speaks for every instant up to its nextUpdate (one with no nextUpdate, for
         # policy.max_crl_age after it was issued); one issued after ``at`` is still good evidence
         # for ``at`` (auditors check old messages against newer CRLs).  Past its due date, the
@@ -294,7 +308,7 @@ class TrustStore:
                 if answer.revoked_at is not None and answer.revoked_at <= at:
                     raise Revoked(N_("certificate {cert!r} was revoked on {day:%Y-%m-%d} (OCSP)"), cert=_label(cert),
                                   day=answer.revoked_at)
-                return answer.good_until
+                return min(answer.good_until, answer.revoked_at or answer.good_until)
             if self.require_crl:
                 raise RevocationUnknown(N_("no current CRL from {issuer!r} in the trust store"), issuer=_label(issuer))
             return None
@@ -303,7 +317,26 @@ class TrustStore:
         if entry is not None and entry.revocation_date_utc <= at:
             raise Revoked(N_("certificate {cert!r} was revoked on {day:%Y-%m-%d}"), cert=_label(cert),
                           day=entry.revocation_date_utc)
+        if entry is not None:  # revoked after ``at``: good for ``at``, not from its revocation on
+            return min(self.policy.good_until(crl), entry.revocation_date_utc)
         return self.policy.good_until(crl)
+
+
+def covers(crl: x509.CertificateRevocationList, cert: x509.Certificate) -> bool:
+    """Whether ``crl`` speaks for ``cert``: always, unless its issuing distribution point narrows
+    it to CA or to end-entity certificates, or to a distribution point ``cert`` does not name."""
+    try:
+        idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        return True
+    if (idp.only_contains_ca_certs and not is_ca(cert)) or (idp.only_contains_user_certs and is_ca(cert)):
+        return False
+    if idp.full_name is None:
+        return True
+    points = _extension(cert, x509.CRLDistributionPoints)
+    if not isinstance(points, x509.CRLDistributionPoints):
+        return False  # a partitioned CRL, and the certificate names no partition
+    return bool({n for p in points for n in p.full_name or ()} & set(idp.full_name))
 
 
 def _verify_sha1(cert: x509.Certificate, issuer: x509.Certificate) -> None:

@@ -6,6 +6,7 @@ message is judged the same way everywhere.  No broker, no database.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -38,19 +39,29 @@ class Checked:
         return self.signature.legacy if self.signature is not None else ()
 
 
+When = Callable[[edxml.Message], datetime | None]
+"""The instant to judge the signer's certificate at, given what the message says (read, not yet
+verified): a later hub checks the trace against the sender the message names before it takes the
+entry hub's time from it."""
+
+
 def check(data: bytes, *, trust: TrustStore | None = None, topology: Topology | None = None,
           limits: ParseLimits = DEFAULT_LIMITS, policy: VerifyPolicy = DEFAULT_POLICY,
-          at: datetime | None = None, require_signature: bool = True, digest: str | None = None) -> Checked:
+          at: datetime | When | None = None, require_signature: bool = True, digest: str | None = None) -> Checked:
     """Judge one message; raise a :class:`~broker.core.errors.RejectedInput` subclass on the first failure.
 
     ``trust`` set: the signature is verified and chained to the store.
     ``topology`` set: the signer must be bound to the ``From`` agency, and SHA-1 (signature,
     digest, certificates of the chain) is accepted only if the agency's entry sets ``legacy_sha1``.
+    ``at``: when to judge the signer's certificate (None: now); a :data:`When` is asked once the
+    message is read, before its signature is verified, and may refuse it.
     ``digest``: the bytes' SHA-256 (hex) when the caller has it already (a hub hashes them once).
     """
     tree = parse(data, limits)
     schema.validate(tree.getroot())
     message = edxml.read(tree)
+    if callable(at):
+        at = at(message)
     signature = None
     sender = None
     entry = topology.agencies.get(message.sender.organ_id) if topology is not None else None

@@ -6,7 +6,7 @@ principal whose ``key.pem`` is absent and whose ``key.pkcs11`` holds a URI signs
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,22 +14,24 @@ from cryptography import x509
 
 from broker import pkcs11
 from broker.core.directory import Directory
-from broker.core.errors import ConfigError, CredentialRefused, LienthongError, TransientError
+from broker.core.errors import ConfigError, CredentialRefused, TransientError
 from broker.core.hop import Hop
 from broker.core.signer import SigningKey, read_certificates
 from broker.core.topology import Topology, subject_uid
-from broker.core.trust import RevocationPolicy, TrustStore
+from broker.core.trust import TrustStore
 from broker.i18n import N_
 from broker.logs import get_logger
 from broker.relay.directories import Directories, in_force
-from broker.relay.livetrust import LiveTrust
-from broker.relay.revocation import OcspClient
+from broker.relay.livetrust import LiveTrust, revocation_trust
 from broker.relay.store import SqlStore, open_store
 from broker.settings import PkiLayout, Settings
 
 
-def hub_certificates(pki: Path, topology: Topology, trust: TrustStore) -> dict[str, x509.Certificate]:
-    """Every hub's certificate, each validated against the trust store and bound to its hub id."""
+def hub_certificates(pki: Path, topology: Topology, trust: TrustStore | None = None) -> dict[str, x509.Certificate]:
+    """Every hub's certificate, bound to its hub id.  Hubs and recipients judge each against the
+    trust store in force whenever they check one of its records
+    (:func:`broker.core.hoprecords.hub_certificate`), so one hub's revoked certificate stops
+    no other hub; with ``trust`` (an auditor's commands), each is validated now as well."""
     certs: dict[str, x509.Certificate] = {}
     for hub_id in topology.hubs:
         path = PkiLayout(pki).hub(hub_id)[1]
@@ -37,7 +39,8 @@ def hub_certificates(pki: Path, topology: Topology, trust: TrustStore) -> dict[s
             cert = x509.load_pem_x509_certificate(path.read_bytes())
         except OSError:
             raise ConfigError(N_("no certificate for hub {hub!r} at {path}"), hub=hub_id, path=path) from None
-        trust.validate(cert)
+        if trust is not None:
+            trust.validate(cert)
         if subject_uid(cert) != f"hub:{hub_id}":
             raise ConfigError(N_("{path} is not the certificate of hub {hub!r}"), path=path, hub=hub_id)
         certs[hub_id] = cert
@@ -59,21 +62,19 @@ class Assembled:
 def assemble(settings: Settings, hub_id: str, store: SqlStore) -> Assembled:
     """Hub ``hub_id``: the newest directory it kept, else its configured topology; a token that
     refuses the hub key's PIN raises :class:`CredentialRefused` (never to be retried: it could
-    lock the token)."""
+    lock the token).  Each hub's certificate is judged by the trust store in force whenever one of
+    its records is checked (``hoprecords.hub_certificate``), not here."""
     configured = Topology.load(settings.topology)
-    revocation = configured.settings.revocation  # how this hub judges revocation is its own to say
-    live = LiveTrust(settings.pki, policy=RevocationPolicy.of(revocation), crl_cache=settings.data_dir / "crls",
-                     status_source=OcspClient(revocation.ocsp_url or None))
-    trust = live.current()
+    # how this hub judges revocation is its own to say
+    live = revocation_trust(settings.pki, configured.settings.revocation, settings.data_dir / "crls")
     directories = Directories(hub_id, store, live, settings.keys.authorities, get_logger("lienthong.directory"),
                               local=configured.settings, copy_to=directory_copies(settings))
     in_force = directories.load()
     topology = in_force.topology if in_force is not None else configured
     if hub_id not in topology.hubs:
         raise ConfigError(N_("hub {hub!r} is not in the topology"), hub=hub_id)
-    certs = (valid_hub_certificates(in_force.hub_certificates, trust) if in_force is not None
-             else hub_certificates(settings.pki, topology, trust))
-    hop = Hop(hub=hub_id, topology=topology, trust=trust,
+    certs = dict(in_force.hub_certificates) if in_force is not None else hub_certificates(settings.pki, topology)
+    hop = Hop(hub=hub_id, topology=topology, trust=live.current(),
               key=principal_key(settings.keys.hub(hub_id), modules=settings.pkcs11_modules), hub_certs=certs,
               limits=topology.settings.limits,
               receipts=settings.tuning.receipts)  # receipts off only to measure their cost (bench/)
@@ -97,25 +98,11 @@ def topology_in_force(settings: Settings) -> Topology:
     return d.topology if d is not None else Topology.load(settings.topology)
 
 
-def hub_certificates_in_force(settings: Settings, topology: Topology, trust: TrustStore) -> dict[str, x509.Certificate]:
-    """Every hub's certificate the trust store accepts: the directory's in force, else the PKI's."""
+def hub_certificates_in_force(settings: Settings, topology: Topology) -> dict[str, x509.Certificate]:
+    """Every hub's certificate: the directory's in force, else the PKI's (each judged by the trust
+    store when a record of its hub is checked)."""
     d = directory_in_force(settings)
-    return valid_hub_certificates(d.hub_certificates, trust) if d is not None else hub_certificates(settings.pki,
-                                                                                                   topology, trust)
-
-
-def valid_hub_certificates(certs: Mapping[str, x509.Certificate], trust: TrustStore) -> dict[str, x509.Certificate]:
-    """The hub certificates of a directory that the trust store accepts; the records of a hub whose
-    certificate it refuses are refused too (an ``alert`` says which), the other hubs go on."""
-    out = {}
-    for hub, cert in certs.items():
-        try:
-            trust.validate(cert)
-            out[hub] = cert
-        except LienthongError as exc:
-            get_logger("lienthong.directory").warning("alert", kind="hub-certificate-refused", subject=hub,
-                                                      detail=exc.message)
-    return out
+    return dict(d.hub_certificates) if d is not None else hub_certificates(settings.pki, topology)
 
 
 def signing_key(key: str | Path, cert: str | Path, *, modules: tuple[str, ...] = ()) -> SigningKey:

@@ -4,17 +4,26 @@ Hubs and recipients judge with the current :class:`~broker.core.trust.TrustStore
 snapshot.  :class:`LiveTrust` looks at the directory (and at the CRLs the fetcher keeps, see
 :mod:`broker.relay.revocation`) at most every :data:`REFRESH_SECONDS`, and when a file was added,
 removed or changed reads a new snapshot, so a new CRL counts at once, without a restart.
+
+There is one revocation truth: hubs and recipients (the SDK, the gateway, the folder drop) make
+their trust store the same way, :func:`revocation_trust`: the deployment's trust directory, the
+CRLs fetched beside it, OCSP when no current CRL speaks, and the topology's
+``settings.revocation`` (grace, CRL age, OCSP).  A hub's worker runs the CRL fetcher; recipients
+share one per process (:func:`recipient_trust`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from broker.core.cafiles import stamp
+from broker.core.deployment import Revocation
 from broker.core.errors import ConfigError
 from broker.core.trust import RevocationPolicy, StatusSource, TrustStore
+from broker.relay.revocation import CrlFetcher, OcspClient
 
 REFRESH_SECONDS = 5.0
 
@@ -60,3 +69,32 @@ class LiveTrust:
                 return False
             self._snapshot, self._stamp = snapshot, now
             return True
+
+
+def revocation_trust(pki: Path, revocation: Revocation, crl_cache: Path) -> LiveTrust:
+    """The trust store hubs and recipients alike judge with: ``pki`` followed, with the CRLs
+    fetched into ``crl_cache``, the grace and CRL age of ``revocation`` (the topology's
+    ``settings.revocation``), and its OCSP responder (else each certificate's) when no current
+    CRL speaks for a certificate."""
+    ocsp = OcspClient(revocation.ocsp_url or None, max_age=timedelta(seconds=revocation.ocsp_max_age_seconds))
+    return LiveTrust(pki, policy=RevocationPolicy.of(revocation), crl_cache=crl_cache, status_source=ocsp)
+
+
+_recipients: dict[tuple[Path, Path, Revocation], LiveTrust] = {}
+_recipients_lock = threading.Lock()
+_never = threading.Event()
+
+
+def recipient_trust(pki: Path, revocation: Revocation, crl_cache: Path, *, fetch_seconds: float) -> LiveTrust:
+    """:func:`revocation_trust` for the recipients of this process (every agency client a gateway
+    opens, a folder drop, the SDK): made once per directory, with a CRL fetcher in a thread of its
+    own, as a hub's worker runs one (every ``fetch_seconds``; 0: none)."""
+    key = (pki, crl_cache, revocation)
+    with _recipients_lock:
+        trust = _recipients.get(key)
+        if trust is None:
+            trust = _recipients[key] = revocation_trust(pki, revocation, crl_cache)
+            if fetch_seconds > 0:
+                fetcher = CrlFetcher(trust, crl_cache, revocation.crl_urls, fetch_seconds, _never)
+                threading.Thread(target=fetcher.run, name="crl-fetch", daemon=True).start()
+    return trust

@@ -58,6 +58,12 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             hub TEXT NOT NULL, version BIGINT NOT NULL, digest TEXT NOT NULL, data {blob} NOT NULL,
             applied DOUBLE PRECISION NOT NULL, PRIMARY KEY (hub, version))""",
     )),
+    (6, "one set of bytes per status: (hub, sender, document answered, status code) -> digest", (
+        """CREATE TABLE IF NOT EXISTS statuses (
+            hub TEXT NOT NULL, sender TEXT NOT NULL, response_for TEXT NOT NULL, status TEXT NOT NULL,
+            digest TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (hub, sender, response_for, status))""",
+    )),
 )
 """The schema as numbered steps, applied in order and each once (table ``schema_version``).
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from broker.core import wire
-from broker.core.errors import DocumentIdReused, RetriesExhausted, TransientError
+from broker.core.errors import DocumentIdReused, RetriesExhausted, StatusReused, TransientError
 from broker.core.hop import Hop
 from broker.core.outcome import Copy, Inbound, Outcome, Verdict
 from broker.core.routing import Target, TargetKind
@@ -173,8 +173,9 @@ class Pipeline:
             self.hooks.marking([d for d, _, _ in carried])
 
         def refuse(index: int, standing: Standing) -> Admit:
-            d = judged[index]  # other bytes hold its document id: refused (parked, the sender told)
-            d.outcome = self.hop.refuse(d.inbound, d.judged, DocumentIdReused(standing.reason))
+            d = judged[index]  # other bytes hold its identity: refused (parked, the sender told)
+            reused = StatusReused if standing.code == StatusReused.code else DocumentIdReused
+            d.outcome = self.hop.refuse(d.inbound, d.judged, reused(standing.reason))
             return self._admission_of(d)
 
         try:
@@ -212,7 +213,8 @@ class Pipeline:
         standing = Standing(REJECTED if o.verdict == Verdict.REJECTED else ACCEPTED, o.code, o.reason)
         return Admit(self.hub, o.digest, [c.claim for c in o.copies], self.owner, o.entries, o.message,
                      standing if o.standing else None, o.document_id, o.sender, o.identity,
-                     afresh=bool(d.inbound.headers.get(wire.H_REPLAY)))  # an operator's replay is judged afresh
+                     afresh=bool(d.inbound.headers.get(wire.H_REPLAY)),  # an operator's replay is judged afresh
+                     status=o.status)
 
     def _keep_witness(self, d: Delivery) -> None:
         """Append a witnessed neighbour checkpoint to the audit log once (a redelivery finds it done)."""

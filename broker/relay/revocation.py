@@ -1,12 +1,14 @@
 """Revocation data from where CAs publish it: CRLs fetched from their distribution points, and
 an OCSP client for when no current CRL speaks for a certificate.
 
-A hub's worker runs :class:`CrlFetcher` in a thread of its own: every so often it downloads each
-CRL URL (``settings.revocation.crl_urls`` in the topology, and the CRL distribution points named
-by the trust store's own CA certificates), keeps a CRL only if a CA of the trust store signed it
-and it is newer than the one kept, and writes it atomically into the trust store's CRL cache
-directory.  The trust store re-reads that directory when a file in it changes
-(``TrustStore.refresh``), so the next message is judged with the new CRL.
+:class:`CrlFetcher` runs in a thread of its own (a hub's worker, a recipient's process, see
+:func:`broker.relay.livetrust.revocation_trust`): every so often it downloads each CRL URL
+(``settings.revocation.crl_urls`` in the topology, and the CRL distribution points named by the
+trust store's own CA certificates), keeps a CRL only if a CA of the trust store signed it, it is
+newer than the one kept and lienthong can use it whole (no delta, indirect or reason-partitioned
+CRL), and writes it atomically into the trust store's CRL cache directory.  The trust store
+re-reads that directory when a file in it changes (:class:`broker.relay.livetrust.LiveTrust`), so
+the next message is judged with the new CRL.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
+from broker.core.cafiles import unsupported
 from broker.core.trust import StatusAnswer, TrustSource, TrustStore
 
 MAX_CRL_BYTES = 20 * 1024 * 1024
@@ -88,6 +91,9 @@ def fetch_crls(trust: TrustStore, cache: Path, urls: Sequence[str], *, timeout: 
                    for ca in cas):
             report.refused.append((url, "not signed by a CA of the trust store"))
             continue
+        if (why := unsupported(crl)) is not None:
+            report.refused.append((url, f"a CRL lienthong cannot use: {why}"))
+            continue
         path = cache / (hashlib.sha256(url.encode()).hexdigest()[:32] + ".crl")
         if path.exists():
             kept = x509.load_pem_x509_crl(path.read_bytes())
@@ -126,15 +132,22 @@ class CrlFetcher:
 
 class OcspClient:
     """Asks an OCSP responder (``settings.revocation.ocsp_url``, else the certificate's own AIA
-    OCSP URL) whether a certificate is revoked, when no current CRL speaks for it.  An answer
-    counts only if signed by the issuer or by a responder the issuer delegated (EKU OCSP
-    signing); it is cached until its nextUpdate (an hour when it has none)."""
+    OCSP URL) whether a certificate is revoked, when no current CRL speaks for it.
 
-    def __init__(self, url: str | None = None, *, timeout: float = 2.0,
+    An answer counts only if signed by the issuer, or by a responder the issuer delegated (EKU OCSP
+    signing) within that responder's own validity period.  Each request carries a fresh nonce: a
+    responder that echoes one must echo this one, and once a responder has echoed nonces its
+    answers without one are not believed (an old answer replayed).  An answer is cached until its
+    nextUpdate; one without nextUpdate counts for ``max_age`` after its thisUpdate
+    (``settings.revocation.ocsp_max_age_seconds``)."""
+
+    def __init__(self, url: str | None = None, *, timeout: float = 2.0, max_age: timedelta = timedelta(minutes=5),
                  opener: Callable[..., Any] = urllib.request.urlopen) -> None:
-        self.url, self.timeout, self.opener = url, timeout, opener
+        self.url, self.timeout, self.max_age, self.opener = url, timeout, max_age, opener
         self._cache: dict[tuple[bytes, int], StatusAnswer] = {}
         self._lock = threading.Lock()
+        self._nonces: set[str] = set()
+        """Responders (URLs) seen echoing a nonce: from them, an answer without one is refused."""
         self.asked = 0
         """Requests sent (the rest came from the cache)."""
 
@@ -148,20 +161,38 @@ class OcspClient:
         url = self.url or _aia_ocsp_url(cert)
         if url is None:
             return None
-        request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build()
+        nonce = os.urandom(16)
+        request = (ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1())
+                   .add_extension(x509.OCSPNonce(nonce), critical=False).build())
         try:
             self.asked += 1
             req = urllib.request.Request(url, data=request.public_bytes(Encoding.DER), method="POST",
                                          headers={"Content-Type": "application/ocsp-request"})
             with self.opener(req, timeout=self.timeout) as resp:
-                answer = _judge(ocsp.load_der_ocsp_response(resp.read(1_000_000)), cert, issuer, now)
+                response = ocsp.load_der_ocsp_response(resp.read(1_000_000))
+            echoed = _nonce(response)
+            if echoed != nonce and (echoed is not None or url in self._nonces):
+                raise ValueError("the answer does not carry the nonce of this request (an old answer replayed?)")
+            answer = _judge(response, cert, issuer, now, self.max_age)
         except (OSError, ValueError) as exc:
             log.warning("alert", kind="ocsp-unavailable", subject=url, detail=str(exc))
             return None
         if answer is not None:
             with self._lock:
                 self._cache[key] = answer
+                if echoed is not None:  # a signed answer with our nonce: this responder supports them
+                    self._nonces.add(url)
         return answer
+
+
+def _nonce(response: ocsp.OCSPResponse) -> bytes | None:
+    """The nonce a response echoes (None: none, or an unsuccessful response that has no fields)."""
+    if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+        return None
+    try:
+        return response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+    except x509.ExtensionNotFound:
+        return None
 
 
 def _aia_ocsp_url(cert: x509.Certificate) -> str | None:
@@ -177,7 +208,7 @@ def _aia_ocsp_url(cert: x509.Certificate) -> str | None:
 
 
 def _judge(resp: ocsp.OCSPResponse, cert: x509.Certificate, issuer: x509.Certificate,
-           now: datetime) -> StatusAnswer | None:
+           now: datetime, max_age: timedelta) -> StatusAnswer | None:
     """The answer of a response about ``cert``, or None if it says nothing trustworthy."""
     if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL or resp.serial_number != cert.serial_number:
         return None
@@ -191,6 +222,8 @@ def _judge(resp: ocsp.OCSPResponse, cert: x509.Certificate, issuer: x509.Certifi
             return None
         if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
             return None
+        if not delegate.not_valid_before_utc <= now <= delegate.not_valid_after_utc:
+            return None  # an expired (or not yet valid) responder vouches for nothing
         signer = delegate
     key = signer.public_key()
     algorithm = resp.signature_hash_algorithm
@@ -205,7 +238,7 @@ def _judge(resp: ocsp.OCSPResponse, cert: x509.Certificate, issuer: x509.Certifi
         return None
     if resp.this_update_utc > now + timedelta(minutes=5):
         return None
-    good_until = resp.next_update_utc or resp.this_update_utc + timedelta(hours=1)
+    good_until = resp.next_update_utc or resp.this_update_utc + max_age
     if now > good_until:
         return None
     if resp.certificate_status == ocsp.OCSPCertStatus.GOOD:

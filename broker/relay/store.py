@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from broker import sqlite
 from broker.core.auditlog import AuditEntry, AuditRow, entry_hash
-from broker.core.errors import ConfigError, DocumentIdReused, TransientError
+from broker.core.errors import ConfigError, DocumentIdReused, RejectedInput, StatusReused, TransientError
 from broker.i18n import N_
 from broker.relay.migrations import MIGRATIONS, Migration, apply
 from broker.settings import Tuning
@@ -37,6 +37,10 @@ from broker.settings import Tuning
 ClaimState = Literal["new", "done", "busy", "takeover"]
 
 ACCEPTED, REJECTED = "accepted", "rejected"
+
+REUSED = frozenset({DocumentIdReused.code, StatusReused.code})
+"""The refusals an identity held by other bytes makes (:meth:`SqlStore.admit` claims the refusal
+the worker makes of them in the same transaction)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,9 @@ class Admit:
     identity: tuple[str, str, str] | None = None
     afresh: bool = False
     """An operator's replay: claim even where an earlier refusal stands (but not over
-    ``DOCUMENT_ID_REUSED``: other bytes hold this document's identity)."""
+    ``DOCUMENT_ID_REUSED`` or ``STATUS_REUSED``: other bytes hold this message's identity)."""
+    status: tuple[str, str, str] | None = None
+    """(sender, document answered, status code) of an accepted status."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,9 @@ class Admission:
 
 
 Refuse = Callable[[int, Standing], Admit]
-"""For :meth:`SqlStore.admit`: the ``i``-th message passed, but its document id is held by other
-bytes (the standing verdict, ``DOCUMENT_ID_REUSED``).  Returns the refusal to claim in its place."""
+"""For :meth:`SqlStore.admit`: the ``i``-th message passed, but its identity is held by other
+bytes (the standing verdict, ``DOCUMENT_ID_REUSED`` or ``STATUS_REUSED``).  Returns the refusal to
+claim in its place."""
 
 
 class SqlStore:
@@ -162,9 +169,9 @@ class SqlStore:
               refuse: Refuse | None = None) -> list[Admission]:
         """Record each message's verdict and claim its copies, all in one transaction (the worker
         admits every delivery of a batch at once).  Per message: the first verdict on its bytes
-        stands (with its document identity, see :meth:`record_verdict`).  If this copy passed but
-        a refusal stands: when it is ``DOCUMENT_ID_REUSED`` (other bytes hold the document id),
-        the refusal ``refuse`` returns is claimed instead, in this same transaction; any other
+        stands (with its document or status identity, see :meth:`record_verdict`).  If this copy
+        passed but a refusal stands: when it is one of :data:`REUSED` (other bytes hold the
+        identity), the refusal ``refuse`` returns is claimed instead, in this same transaction; any other
         refusal keeps nothing claimed (a duplicate of a refused message), unless the copy is an
         operator's replay (``afresh``).  Otherwise the targets are claimed as :meth:`claim` does.
         ``confirmed``: claims to mark confirmed in the same transaction (as :meth:`confirm_many`),
@@ -178,11 +185,11 @@ class SqlStore:
                 standing = None
                 if item.verdict is not None:
                     standing = self._record_verdict(cur, item.hub, item.digest, item.document_id, item.sender,
-                                                    item.verdict, item.identity, now)
+                                                    item.verdict, item.identity, now, item.status)
                     refused = standing.rejected and item.verdict.verdict != REJECTED
-                    if refused and standing.code == DocumentIdReused.code and refuse is not None:
+                    if refused and standing.code in REUSED and refuse is not None:
                         item = refuse(index, standing)
-                    elif refused and (not item.afresh or standing.code == DocumentIdReused.code):
+                    elif refused and (not item.afresh or standing.code in REUSED):
                         out.append(Admission(standing, None))
                         continue
                 out.append(Admission(standing, self._claim(cur, item, now, heads)))
@@ -336,16 +343,26 @@ class SqlStore:
                                     "WHERE hub = ? AND digest = ? AND target = ?"), (now, hub, digest, target))
 
     def record_verdict(self, hub: str, digest: str, document_id: str, sender: str, verdict: Standing,
-                       identity: tuple[str, str, str] | None = None) -> Standing:
+                       identity: tuple[str, str, str] | None = None,
+                       status: tuple[str, str, str] | None = None) -> Standing:
         """Store the first verdict on these bytes at this hub; return the one that stands.  With the
         ``identity`` of an accepted document (sender, DocumentId, business type), also claim it for
         these bytes: if other bytes hold it already, the verdict that stands is a refusal,
-        ``DOCUMENT_ID_REUSED``."""
+        ``DOCUMENT_ID_REUSED``; the same with the ``status`` identity of an accepted status
+        (sender, document answered, status code): ``STATUS_REUSED``."""
         with self._tx() as cur:
-            return self._record_verdict(cur, hub, digest, document_id, sender, verdict, identity, time.time())
+            return self._record_verdict(cur, hub, digest, document_id, sender, verdict, identity, time.time(), status)
 
     def _record_verdict(self, cur: Any, hub: str, digest: str, document_id: str, sender: str, verdict: Standing,
-                        identity: tuple[str, str, str] | None, now: float) -> Standing:
+                        identity: tuple[str, str, str] | None, now: float,
+                        status: tuple[str, str, str] | None = None) -> Standing:
+        if status is not None and verdict.verdict == ACCEPTED:
+            holder = self._hold(cur, "statuses", ("sender", "response_for", "status"), hub, status, digest, now)
+            if holder != digest:
+                exc: RejectedInput = StatusReused(
+                    N_("status {status} of {sender} about {about} was already accepted as other bytes ({holder}...)"),
+                    status=status[2], sender=status[0], about=status[1], holder=holder[:16])
+                verdict = Standing(REJECTED, exc.code, exc.message)
         if identity is not None and verdict.verdict == ACCEPTED:
             cur.execute(self._q("INSERT INTO documents (hub, sender, document_id, business, digest, at) "
                                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"), (hub, *identity, digest, now))
@@ -365,6 +382,18 @@ class SqlStore:
             return verdict
         cur.execute(self._q("SELECT verdict, code, reason FROM verdicts WHERE hub = ? AND digest = ?"), (hub, digest))
         return Standing(*cur.fetchone())
+
+    def _hold(self, cur: Any, table: str, columns: tuple[str, str, str], hub: str, key: tuple[str, str, str],
+              digest: str, now: float) -> str:
+        """Claim identity ``key`` of ``table`` for ``digest``; return the digest that holds it."""
+        names = ", ".join(columns)
+        cur.execute(self._q(f"INSERT INTO {table} (hub, {names}, digest, at) VALUES (?, ?, ?, ?, ?, ?) "
+                            "ON CONFLICT DO NOTHING"), (hub, *key, digest, now))
+        if cur.rowcount == 1:
+            return digest
+        where = " AND ".join(f"{c} = ?" for c in columns)
+        cur.execute(self._q(f"SELECT digest FROM {table} WHERE hub = ? AND {where}"), (hub, *key))
+        return str(cur.fetchone()[0])
 
     def verdict(self, hub: str, digest: str) -> Standing | None:
         with self._tx() as cur:
