@@ -192,7 +192,7 @@ def test_a_tail_rewritten_after_the_last_witness_is_found(relay: Relay) -> None:
         store.append("H41", f"{i:064x}", AuditEntry("hop", "rewritten", "what the operator wants said"))
     checkpoint(store, "H41", principal_key(relay.settings.keys.hub("H41")))
     fresh = relay.cli("audit", "verify-log", "--hub", "H41", "--witness-within", "3")
-    assert fresh.returncode == 0 and "unwitnessed tail: 3 entries" in fresh.stdout, fresh.stdout + fresh.stderr
+    assert fresh.returncode == 0 and "unwitnessed tail 3 entries" in fresh.stdout, fresh.stdout + fresh.stderr
     time.sleep(3.5)
     late = relay.cli("audit", "verify-log", "--hub", "H41", "--witness-within", "3")
     assert late.returncode == 2 and "BROKEN at entry" in late.stdout, late.stdout

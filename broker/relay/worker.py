@@ -29,7 +29,7 @@ import structlog
 
 from broker.core import wire
 from broker.core.directory import Directory
-from broker.core.errors import LienthongError, TransientError
+from broker.core.errors import TransientError
 from broker.core.hop import Hop
 from broker.core.topology import Topology
 from broker.core.trust import TrustSource
@@ -228,17 +228,10 @@ class HubWorker:
         and the claims make their second pass idempotent)."""
         if self.provision is not None:
             self.provision(previous, new.topology)
-        certs = {}
-        trust = self.trust.current()
-        for hub, cert in new.hub_certificates.items():
-            try:
-                trust.validate(cert)
-                certs[hub] = cert
-            except LienthongError as exc:  # its records are refused: the other hubs go on
-                self.log.warning("alert", kind="hub-certificate-refused", subject=hub, detail=exc.message)
         old_plan = self.plan()
         self.topology = new.topology
-        self.pipeline.use(replace(self.pipeline.hop, topology=new.topology, hub_certs=certs,
+        # each hub certificate is judged whenever one of its hub's records is checked (HUB_REVOKED)
+        self.pipeline.use(replace(self.pipeline.hop, topology=new.topology, hub_certs=dict(new.hub_certificates),
                                   limits=new.topology.settings.limits))
         if self.watch is not None:
             self.watch.use(new.topology)
