@@ -39,8 +39,9 @@ from broker.core.errors import LienthongError
 from broker.core.topology import Topology
 from broker.core.trust import RevocationPolicy, TrustStore
 from broker.relay import devpki
-from broker.relay.assemble import hub_certificates, load_hop
+from broker.relay.assemble import Assembled, assemble, hub_certificates
 from broker.relay.revocation import OcspClient, fetch_crls
+from broker.relay.store import open_store
 from broker.settings import PkiLayout, Settings, Tuning
 from tests import hops
 
@@ -156,6 +157,15 @@ def _settings(base: Path, pki: Path, revocation: dict[str, Any] | None = None, f
                     tuning=Tuning(crl_fetch_seconds=fetch_seconds))
 
 
+def _assembled(settings: Settings, hub: str) -> Assembled:
+    """Hub ``hub`` as its worker starts it."""
+    store = open_store(settings.state_url, hub=hub)
+    try:
+        return assemble(settings, hub, store)
+    finally:
+        store.close()
+
+
 def test_one_revoked_hub_certificate_stops_no_hub_from_starting(own_pki: Path, tmp_path: Path) -> None:
     """H41's certificate is on the CRL when the hubs start: every other hub starts (each used to
     validate every hub's certificate at start, and stopped on the first revoked one), and H41's
@@ -163,7 +173,7 @@ def test_one_revoked_hub_certificate_stops_no_hub_from_starting(own_pki: Path, t
     devpki.revoke(own_pki, [PkiLayout(own_pki).hub("H41")[1]])
     settings = _settings(tmp_path, own_pki)
     for hub in ("national", "H14", "H14-D31"):
-        hop, _trust = load_hop(settings, hub)
+        hop = _assembled(settings, hub).hop
         assert hop.hub == hub and "H41" in hop.hub_certs
 
 
@@ -189,7 +199,7 @@ def test_recipients_have_the_hubs_grace_and_ocsp(own_pki: Path, topology: Topolo
     lenient = _settings(tmp_path / "lenient", own_pki, {"grace_hours": 11 * 24})
     check = delivery_check(lenient, Topology.load(lenient.topology))
     check(FAR, "edxml", body, trace)
-    hub_trust = load_hop(lenient, "H14-D31")[1].current()
+    hub_trust = _assembled(lenient, "H14-D31").trust.current()
     recipient_trust = check.trust.current()
     assert recipient_trust.policy == hub_trust.policy == RevocationPolicy(grace=timedelta(days=11))
     assert type(recipient_trust.status_source) is type(hub_trust.status_source) is OcspClient
