@@ -71,6 +71,9 @@ ERROR_CODES = {
     # the service
     "TRANSIENT": "300", "ACCESS_REFUSED": "301", "CONFIG": "302", "RETRY_EXHAUSTED": "303", "AUDIT_BROKEN": "304",
     "AUDIT_INCOMPLETE": "305",
+    # the network's directory (between hubs; listed so that every code has its number)
+    "DIRECTORY_REFUSED": "310", "DIRECTORY_SIGNATURE": "311", "DIRECTORY_SIGNER": "312", "DIRECTORY_STALE": "313",
+    "DIRECTORY_INVALID": "314", "DIRECTORY_TOO_LARGE": "315",
     "INTERNAL": "399",
 }
 """lienthong's error code -> the protocol's ``ErrorCode`` ("0" is success).  Stable, like the codes."""

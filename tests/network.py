@@ -48,6 +48,13 @@ class Network:
         if worker.session is not None:
             self.brokers[hub].crash(worker.session)  # type: ignore[arg-type]
 
+    def advance(self, hub: str, seconds: float) -> None:
+        """Let ``seconds`` pass on ``hub``'s clock (its periodic work comes due), then settle."""
+        session = self.workers[hub].session
+        assert session is not None
+        session.loop.advance(seconds)  # type: ignore[attr-defined]
+        self.run()
+
     def run(self, rounds: int = 50) -> None:
         """Run every hub and carry what each published for a neighbour, until nothing moves."""
         for _ in range(rounds):

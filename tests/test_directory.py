@@ -26,7 +26,7 @@ from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.relay import devpki
 from broker.relay.assemble import hub_certificates
-from broker.settings import PkiLayout
+from broker.settings import PkiLayout, Tuning
 from tests import hops
 from tests.network import Network
 
@@ -223,8 +223,9 @@ def test_a_refused_version_is_parked_and_goes_no_further(what: str, code: str, n
 
 def test_a_hub_that_was_away_gets_the_version_in_force_from_its_neighbour(network: Network, dev_pki: Path) -> None:
     """H14-D31 is down while version 2 spreads, and what was sent to it is gone (restored from a
-    backup, say).  When it comes back it tells H14 which version it runs; H14 answers with version
-    2, which H14-D31 applies."""
+    backup, say).  It comes back on its topology file and has nothing to announce; at H14's next
+    checkpoint H14 says it runs version 2, H14-D31 answers that it runs none, and H14 sends
+    version 2, which H14-D31 applies."""
     for hub in network.topology.hubs:
         network.start(hub)
     network.run()
@@ -235,6 +236,8 @@ def test_a_hub_that_was_away_gets_the_version_in_force_from_its_neighbour(networ
     assert network.stores["H14-D31"].directory_versions("H14-D31") == []
     network.start("H14-D31")
     network.run()
+    assert network.workers["H14-D31"].directories.version == 0  # type: ignore[union-attr]
+    network.advance("H14", Tuning().checkpoint_seconds)
     assert network.workers["H14-D31"].directories.version == 2  # type: ignore[union-attr]
 
 

@@ -120,17 +120,29 @@ class Directories:
         return Outcome(new.digest, "", Verdict.FORWARDED, tuple(self._to(n, new) for n in onward), exactly_once=False)
 
     def _announced(self, msg: Inbound) -> Outcome:
-        """A neighbour said which version it runs: a newer one here goes to it."""
+        """A neighbour said which version it runs: a newer one here goes to it; if this hub is the
+        one behind, it says so (the neighbour then sends its version)."""
         digest, neighbour = message_id(msg.body), hub_of(msg.origin)
         try:
             theirs = int(json.loads(msg.body)["version"])
         except (ValueError, KeyError, TypeError):
             theirs = None
-        if not neighbour or theirs is None or self.current is None or theirs >= self.current.version \
-                or neighbour not in self.current.topology.neighbours(self.hub):
+        if not neighbour or theirs is None or theirs == self.version:
+            return Outcome(digest, "", Verdict.FORWARDED, (), exactly_once=False)
+        if theirs > self.version:
+            self.log.info("directory behind a neighbour", neighbour=neighbour, version=self.version, theirs=theirs)
+            return Outcome(digest, "", Verdict.FORWARDED, (self.announce_to(neighbour),), exactly_once=False)
+        assert self.current is not None
+        if neighbour not in self.current.topology.neighbours(self.hub):
             return Outcome(digest, "", Verdict.FORWARDED, (), exactly_once=False)
         self.log.info("directory offered", to=neighbour, version=self.current.version, theirs=theirs)
         return Outcome(digest, "", Verdict.FORWARDED, (self._to(neighbour, self.current),), exactly_once=False)
+
+    def announce_to(self, neighbour: str) -> Copy:
+        """The announcement of this hub's version, for ``neighbour``."""
+        body = self.announcement()
+        return Copy(Target(TargetKind.HUB, neighbour), body, {H_KIND: Kind.DIRECTORY_VERSION},
+                    f"hub:{neighbour}#{message_id(body)[:16]}")
 
     def _to(self, neighbour: str, d: Directory) -> Copy:
         return Copy(Target(TargetKind.HUB, neighbour), d.signed, {H_KIND: Kind.DIRECTORY}, f"hub:{neighbour}")

@@ -71,6 +71,13 @@ class MemoryLoop:
 
     call_threadsafe = call_soon
 
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` of virtual time pass: run everything queued and every timer due by then."""
+        until = self.now + seconds
+        while self.step(until - self.now):
+            pass
+        self.now = max(self.now, until)
+
     def step(self, horizon: float) -> bool:
         """Run what is queued, else the next timer due within ``horizon`` seconds of now; False when
         nothing is left to do that soon."""

@@ -209,8 +209,9 @@ class HubWorker:
 
     def _announce(self) -> None:
         """Tell each neighbour which directory version runs here (one that is behind is answered
-        with the newer one: :class:`broker.relay.directories.Directories`)."""
-        if self.directories is None or self.session is None:
+        with the newer one: :class:`broker.relay.directories.Directories`).  A hub that runs on
+        its topology file has none to offer and says nothing until a neighbour speaks."""
+        if self.directories is None or self.directories.current is None or self.session is None:
             return
         body = self.directories.announcement()
         for n in self.topology.neighbours(self.hub):
