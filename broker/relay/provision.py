@@ -1,7 +1,9 @@
 """``lienthong broker setup``: apply the layout of the topology to RabbitMQ, idempotently.
 
-Vhosts, users and permissions go through the management HTTP API (as the admin account the
-management URL names); exchanges, queues and bindings through AMQP over TLS.  Hub, link and agency
+Everything goes through the management HTTP API (as the admin account the management URL names),
+as definitions imported in a few requests per broker and one per vhost
+(:mod:`broker.relay.definitions`); a request that times out or meets a broker error (HTTP 5xx)
+is tried again after a pause, a few times, before the set-up stops with TRANSIENT.  Hub, link and agency
 accounts have no password: they log in only with their client certificate over TLS (RabbitMQ's
 EXTERNAL mechanism, the user named by the certificate's common name), so none can log in over
 plain AMQP and no shared secret crosses the wire or sits in a common file.  Running setup twice
@@ -11,8 +13,10 @@ changes nothing.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,10 +27,13 @@ from broker.core import wire
 from broker.core.errors import ConfigError, TransientError
 from broker.core.topology import Topology
 from broker.logs import get_logger
-from broker.relay import layout
-from broker.relay.amqp import blocking
+from broker.relay import definitions, layout
 
 log = get_logger(__name__)
+PAUSES = (1.0, 2.0, 4.0, 8.0)
+"""Pauses before each new attempt of a management request that timed out or met a broker error."""
+BUSY = {500, 502, 503, 504}
+"""HTTP statuses of a busy or failing broker (worth another attempt); the others are answers."""
 
 
 class Management:
@@ -43,18 +50,38 @@ class Management:
         self.user = user
         self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, *, timeout: float = 15.0) -> Any:
+        """One call; tried again after each of :data:`PAUSES` while it times out, the connection
+        breaks or the broker answers 5xx.  Another HTTP error is :class:`ConfigError`; nothing
+        listening, or no answer after the last attempt, :class:`TransientError`."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, method=method,
                                      headers={"Authorization": self._auth, "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=15) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            raise ConfigError(f"management API {method} {path}: HTTP {exc.code} {exc.read()[:200]!r}") from None
-        except OSError as exc:
-            raise TransientError(f"management API at {self.base} unreachable: {exc}") from None
-        return json.loads(raw) if raw else None
+        started = time.monotonic()
+        for attempt, pause in enumerate((*PAUSES, None), start=1):
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as resp:
+                    raw = resp.read()
+                return json.loads(raw) if raw else None
+            except urllib.error.HTTPError as exc:
+                reason = f"HTTP {exc.code} {exc.read()[:200]!r}"
+                if method == "DELETE" and exc.code == 404 and attempt > 1:
+                    return None  # the attempt that timed out did it (a vhost of many queues takes a minute)
+                if exc.code not in BUSY:
+                    raise ConfigError(f"management API {method} {path}: {reason}") from None
+            except ConnectionRefusedError as exc:
+                raise TransientError(f"management API at {self.base} unreachable: {exc}") from None
+            except (OSError, http.client.HTTPException) as exc:  # a timeout, a broken connection
+                reason = str(exc) or type(exc).__name__
+            if pause is None:
+                raise TransientError(
+                    f"management API at {self.base} did not complete {method} {path} in {attempt} attempts over "
+                    f"{time.monotonic() - started:.0f} s ({reason}): the broker is overloaded or short of file "
+                    f"handles ('lienthong status' shows them); try again once it is not") from None
+            log.warning("management API call failed; trying again", method=method, path=path, reason=reason,
+                        attempt=attempt, in_seconds=pause)
+            time.sleep(pause)
+        raise AssertionError("unreachable")
 
     def put(self, path: str, body: Any) -> None:
         self.request("PUT", path, body)
@@ -90,38 +117,29 @@ def apply(topology: Topology, default_mgmt_url: str, broker_ca: Path) -> dict[st
         return mgmts.setdefault(url, for_hub(url, default_mgmt_url))
 
     names = wire.names(topology)
-    for hub_id in topology.hubs:
-        m = mgmt_for(hub_id)
-        m.put(f"/api/vhosts/{q(names.vhost(hub_id))}", {"description": f"lienthong hub {hub_id}"})
-        # the admin account needs rights in the vhost to declare its topology
-        m.put(f"/api/permissions/{q(names.vhost(hub_id))}/{q(m.user)}",
-              {"configure": ".*", "write": ".*", "read": ".*"})
-        counts["vhosts"] += 1
-    # users exist per broker; create each on every broker that holds one of its vhosts
+    # per broker: its vhosts, and the users of those (users exist per broker: each is created on
+    # every broker that holds one of its vhosts), with their permissions
     perms = layout.permissions(topology)
     vhost_hub = {names.vhost(h): h for h in topology.hubs}
-    done_users: set[tuple[str, str]] = set()
-    for p in perms:
-        m = mgmt_for(vhost_hub[p.vhost])
-        if (m.base, p.user) not in done_users:
-            # no password: the account logs in only with its client certificate (EXTERNAL over TLS)
-            m.put(f"/api/users/{q(p.user)}", {"password_hash": "", "tags": ""})
-            done_users.add((m.base, p.user))
-            counts["users"] += 1
-        m.put(f"/api/permissions/{q(p.vhost)}/{q(p.user)}",
-              {"configure": p.configure, "write": p.write, "read": p.read})
-        counts["permissions"] += 1
+    brokers = {mgmt_for(h).base: mgmt_for(h) for h in topology.hubs}
+    for base, m in brokers.items():
+        hubs = [h for h in topology.hubs if mgmt_for(h).base == base]
+        theirs = [p for p in perms if mgmt_for(vhost_hub[p.vhost]).base == base]
+        users = list(dict.fromkeys(p.user for p in theirs))
+        # the admin account needs rights in each vhost to read and manage it
+        own = [layout.Permission(names.vhost(h), m.user, ".*", ".*", ".*") for h in hubs]
+        definitions.import_accounts(m, [(names.vhost(h), f"lienthong hub {h}") for h in hubs], users, own + theirs)
+        counts["vhosts"] += len(hubs)
+        counts["users"] += len(users)
+        counts["permissions"] += len(theirs)
     policy = layout.reliability_policy()
-    for m in {mgmt_for(h).base: mgmt_for(h) for h in topology.hubs}.values():
+    for m in brokers.values():
         check_broker_supports_at_least_once(m)
     for hub_id in topology.hubs:
         items = layout.declarations(topology, hub_id)
-        blocking.declare(layout.admin_url(topology, hub_id, mgmt_for(hub_id).url, broker_ca), items)
-        counts["declarations"] += len(items)
         vhost = names.vhost(hub_id)
-        mgmt_for(hub_id).put(f"/api/policies/{q(vhost)}/{q(policy.name)}",
-                             {"pattern": policy.pattern, "definition": policy.definition,
-                              "priority": policy.priority, "apply-to": "queues"})
+        definitions.import_vhost(mgmt_for(hub_id), vhost, items, policy)
+        counts["declarations"] += len(items)
         counts["policies"] += 1
         check_at_least_once(mgmt_for(hub_id), vhost, layout.dead_lettering_queues(topology))
     log.info("broker setup applied", **counts)
