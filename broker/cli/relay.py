@@ -50,9 +50,9 @@ def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
     """Run one worker of HUB_ID until stopped (SIGTERM/SIGINT).  Exits 78 when its token refuses
     the PIN of the hub's key: a token locks after a few wrong PINs, so it is not tried again."""
     s = settings()
-    load_topology(s)
+    topology = load_topology(s)
     try:
-        hop, trust, store = start_hub(s, hub_id)
+        hop, trust, store = start_hub(s, hub_id, topology=topology)
     except errors.CredentialRefused as exc:
         click.echo(exc.line(), err=True)
         sys.exit(EXIT_PIN_REFUSED)
