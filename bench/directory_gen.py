@@ -1,7 +1,7 @@
 """A fictitious agency directory of the nation's size, as a topology file lienthong reads.
 
     python bench/directory_gen.py today -o today.yaml     # 35 hubs, 4,145 agencies
-    python bench/directory_gen.py 2019 -o 2019.yaml      # 757 hubs, 12,510 agencies
+    python bench/directory_gen.py 2019 -o 2019.yaml      # 757 hubs, 12,510 agencies (-o 2019.json: JSON)
         [--namespace NS] [--amqp-url URL] [--management-url URL] [--provinces N]
 
 Two shapes:
@@ -27,6 +27,7 @@ the same for the same arguments.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import unicodedata
@@ -206,7 +207,11 @@ def generate(shape: str, *, namespace: str = "", amqp_url: str = "", management_
 
 
 def write(raw: dict[str, Any], path: Path) -> None:
-    """Write as the sample is written: one flow mapping per agency, UTF-8."""
+    """Write as the sample is written (one flow mapping per agency, UTF-8), or as JSON when the
+    file's name ends in ``.json`` (which lienthong reads 20 times faster)."""
+    if path.suffix == ".json":
+        path.write_text(json.dumps(raw, ensure_ascii=False, indent=0), encoding="utf-8")
+        return
     head = {k: v for k, v in raw.items() if k not in ("hubs", "agencies")}
     dump = yaml.CSafeDumper if hasattr(yaml, "CSafeDumper") else yaml.SafeDumper
     parts = [yaml.dump(head, Dumper=dump, allow_unicode=True, sort_keys=False) if head else "",

@@ -44,7 +44,8 @@ def test_the_shapes_of_the_nation(shape: str, hubs: int, agencies: int, tiers: d
 
 def test_the_file_reads_back_as_generated_with_either_parser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Today's shape written to YAML reads back through Topology.load (libyaml's parser where PyYAML
-    has it) equal to the generated mapping, and equal to what PyYAML's pure-Python parser reads."""
+    has it) equal to the generated mapping, and equal to what PyYAML's pure-Python parser reads and
+    to the same written as JSON."""
     raw = generate("today", namespace="ltgen", amqp_url="amqps://127.0.0.1:5701/")
     path = tmp_path / "today.yaml"
     write(raw, path)
@@ -52,3 +53,14 @@ def test_the_file_reads_back_as_generated_with_either_parser(tmp_path: Path, mon
     assert fast == Topology.from_dict(raw, source=str(path))
     monkeypatch.setattr(topology_module, "_LOADER", yaml.SafeLoader)
     assert Topology.load(path) == fast
+    write(raw, tmp_path / "today.json")
+    assert Topology.load(tmp_path / "today.json") == fast
+
+
+def test_a_json_topology_that_is_not_json_is_a_config_error(tmp_path: Path) -> None:
+    """A ``.json`` topology is read as JSON: a file that is not stops the load with CONFIG naming it."""
+    from broker.core.errors import ConfigError
+
+    (tmp_path / "t.json").write_text("hubs: []\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"t.json is not valid JSON"):
+        Topology.load(tmp_path / "t.json")
