@@ -11,7 +11,10 @@
 #     ('lienthong pki broker-crl'); 'lienthong pki revoke' adds broker accounts to it;
 #   - a TLS listener on 5671 that verifies client certificates against that CA and its CRL (read
 #     at every login) and lets an account log in with its certificate; no plain AMQP listener;
-#   - the management API on loopback only; no guest account; up to 65,536 open files (or the hard limit);
+#   - the management API on loopback only; no guest account; 65,536 open files (RabbitMQ's production
+#     figure): /etc/security/limits.d/lienthong-rabbitmq.conf lets su's session of the rabbitmq user
+#     have them and rabbitmq-env.conf takes them (where root itself may not raise the limit, as in
+#     some containers, the node gets root's hard limit, and the script says so);
 #   - an admin account "lienthong-admin" (loopback only) whose management URL is written to
 #     $LIENTHONG_ADMIN_FILE (default /var/lib/lienthong/broker-admin.env, mode 0600).
 # Its settings are /etc/rabbitmq/lienthong/conf.d/10-lienthong.conf and /etc/rabbitmq/lienthong/
@@ -19,7 +22,8 @@
 # /etc/rabbitmq/rabbitmq-env.conf, so that only this node reads them (not the nodes of
 # scripts/rabbitmq-cluster.sh, which have their own).  An older version of this script kept a block
 # in rabbitmq.conf; the files above override it, and it is left alone.
-# The broker is restarted only when that configuration changes.
+# The broker is restarted only when that configuration changes, or when the running node has fewer
+# open files than it would get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 URL=${LIENTHONG_AMQP_URL:-amqps://127.0.0.1:5671/}
@@ -103,11 +107,31 @@ own() {  # own FILE TEXT MARKER: write TEXT to FILE if it differs; a FILE not wr
 own "$CONF_D" "$CONF_TEXT" "# lienthong"
 own "$ADVANCED" "$ADVANCED_TEXT" "%% lienthong"
 # the node is started through su, whose session limits give it 1,024 open files: too few for a
-# broker with hundreds of queues and connections (it stops opening files, and vhosts, when full)
+# broker with thousands of queues and connections (when its file handles run out it accepts no
+# connection at all).  su applies pam_limits: the limits file raises the rabbitmq user's hard limit
+# (root may), rabbitmq-env.conf then raises the node's soft limit to it.  Where root may not raise
+# its own hard limit (no CAP_SYS_RESOURCE: a container), the file would only make su's pam_limits
+# fail, so it is not written, and the node gets root's hard limit.
+NOFILE=65536
+LIMITS_FILE=/etc/security/limits.d/lienthong-rabbitmq.conf
+if as_root bash -c "ulimit -Hn $NOFILE" 2>/dev/null; then
+  want_files=$NOFILE
+  LIMITS_TEXT="# lienthong (scripts/ensure-rabbitmq.sh): RabbitMQ's open-file limit for its node, started through su
+rabbitmq soft nofile $NOFILE
+rabbitmq hard nofile $NOFILE"
+  if [ "$(as_root cat "$LIMITS_FILE" 2>/dev/null || true)" != "$LIMITS_TEXT" ]; then
+    say "writing $LIMITS_FILE"
+    printf '%s\n' "$LIMITS_TEXT" | as_root tee "$LIMITS_FILE" >/dev/null
+  fi
+else
+  want_files=$(as_root bash -c 'ulimit -Hn')
+  as_root rm -f "$LIMITS_FILE"
+  say "root may not raise the open-file limit above $want_files here (no CAP_SYS_RESOURCE: a container?): the broker gets $want_files, not RabbitMQ's $NOFILE"
+fi
 ENV_BLOCK="# lienthong: begin (scripts/ensure-rabbitmq.sh)
 CONFIG_FILES=$(dirname "$CONF_D")
 ADVANCED_CONFIG_FILE=$ADVANCED
-ulimit -n 65536 2>/dev/null || ulimit -n \"\$(ulimit -Hn)\"
+ulimit -n $NOFILE 2>/dev/null || ulimit -n \"\$(ulimit -Hn)\"
 # lienthong: end"
 current=$(as_root sed -n '/^# lienthong: begin/,/^# lienthong: end/p' "$ENV_FILE" 2>/dev/null || true)
 if [ "$current" != "$ENV_BLOCK" ]; then
@@ -131,8 +155,17 @@ await() {
   done
   say "RabbitMQ did not start"; exit 1
 }
+node_files() {  # the running node's open-file limit (0: no node)
+  local pid
+  pid=$(as_root rabbitmqctl -q eval 'list_to_integer(os:getpid()).' 2>/dev/null || echo 0)
+  as_root awk '/^Max open files/ {print $4}' "/proc/$pid/limits" 2>/dev/null || echo 0
+}
+if running && [ "$changed" = 0 ] && [ "$(node_files)" -lt "$want_files" ]; then
+  say "the broker has $(node_files) open files, not $want_files: restarting it"
+  changed=1
+fi
 if running && [ "$changed" = 1 ]; then
-  say "restarting the broker for its new TLS configuration"
+  say "restarting the broker for its new configuration"
   as_root rabbitmqctl -q stop >/dev/null
 fi
 if ! running; then

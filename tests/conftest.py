@@ -40,6 +40,15 @@ def rabbitmq_urls() -> Iterator[tuple[str, str]]:
         yield urls
 
 
+@pytest.fixture(scope="session")
+def second_broker() -> Iterator[services.Broker]:
+    """A second RabbitMQ node, independent of the default one (no cluster, its own ports and admin
+    account; the same transport CA and CRL): another operator's broker.  ``stop()`` and ``start()``
+    take it away for a while and bring it back with what it held."""
+    with services.independent_broker() as broker:
+        yield broker
+
+
 @pytest.fixture(scope="module")
 def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
           request: pytest.FixtureRequest) -> Iterator[Relay]:

@@ -84,7 +84,7 @@ class Relay:
                                  state_url=state_url or str(base / "state"), mgmt_url=mgmt_url,
                                  transport_ca=services.transport_ca())
         devpki.init(self.settings.pki, self.topology, self.settings.transport_ca)
-        apply(self.topology, mgmt_url, self.settings.keys.broker_ca)
+        apply(self.topology, mgmt_url)
         self.names = wire.names(self.topology)
         self.env = {**os.environ, "LIENTHONG_DATA": str(self.settings.data_dir),
                     "LIENTHONG_TRANSPORT_CA": str(self.settings.transport_ca),

@@ -5,15 +5,22 @@ one (this project's CI), the servers named by ``LIENTHONG_AMQP_URL`` /
 ``LIENTHONG_PG_URL`` are used; ``scripts/test.sh`` installs and starts them.
 When a service does not answer: the test fails under CI (``CI`` set), and
 is skipped on a developer machine, with the reason.
+
+:func:`independent_broker` (the ``second_broker`` fixture) is another RabbitMQ node on this
+machine, in no cluster, with its own admin account: another operator's broker, started by
+``scripts/rabbitmq-node.sh``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,6 +29,7 @@ import pytest
 DEFAULT_AMQP = "amqps://127.0.0.1:5671/"
 DEFAULT_TRANSPORT_CA = "/var/lib/lienthong/transport-ca"
 DEFAULT_PG = "postgresql://lienthong:lienthong@127.0.0.1:5432/lienthong"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def answers(url: str, default_port: int) -> bool:
@@ -131,6 +139,62 @@ def _rabbitmq_container() -> Iterator[tuple[str, str]]:
         host = c.get_container_host_ip()
         yield (f"amqps://{host}:{c.get_exposed_port(5671)}/",
                f"http://lienthong-admin:{password}@{host}:{c.get_exposed_port(15672)}")
+
+
+SECOND_NODE = "lt-second"
+"""The name of the second, independent node the tests start (``scripts/rabbitmq-node.sh``)."""
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A RabbitMQ node of its own (another operator's broker): its URLs, and stopping and starting it."""
+
+    name: str
+    amqp_url: str
+    """``amqps://127.0.0.1:PORT/`` (TLS only, client certificates from the transport CA)."""
+    mgmt_url: str
+    """Its management API with its own admin account (``http://NAME-admin:PASSWORD@127.0.0.1:PORT``)."""
+
+    def stop(self) -> None:
+        """Shut the node down (as an outage would take it away); what it holds stays on disk."""
+        _node_script("stop", self.name)
+
+    def kill(self) -> None:
+        """End its process at once, as a crash would."""
+        _node_script("kill", self.name)
+
+    def start(self) -> None:
+        """Start it again, with what it held."""
+        _node_script("start", self.name)
+
+
+def _node_script(command: str, name: str) -> str:
+    done = subprocess.run([str(ROOT / "scripts" / "rabbitmq-node.sh"), command, name], capture_output=True,
+                          text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"scripts/rabbitmq-node.sh {command} {name}: {done.stderr.strip()}")
+    return done.stdout
+
+
+@contextmanager
+def independent_broker(name: str = SECOND_NODE) -> Iterator[Broker]:
+    """A second RabbitMQ node on this machine, in no cluster, with its own admin account, started
+    by ``scripts/rabbitmq-node.sh`` (and stopped at the end if it was not running before)."""
+    if os.geteuid() != 0 or not shutil.which("rabbitmq-server") or not (transport_ca() / "ca.key").exists():
+        unavailable(f"a second RabbitMQ node ({name}: needs root, Debian's rabbitmq-server and the transport CA of "
+                    f"scripts/ensure-rabbitmq.sh)")
+    running = subprocess.run([str(ROOT / "scripts" / "rabbitmq-node.sh"), "status", name], capture_output=True,
+                             timeout=60).returncode == 0
+    try:
+        _node_script("start", name)
+        urls = dict(line.split("=", 1) for line in _node_script("urls", name).split())
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        unavailable(f"a second RabbitMQ node ({name}: {exc})")
+    try:
+        yield Broker(name, urls["LIENTHONG_NODE_AMQP"], urls["LIENTHONG_NODE_MGMT"])
+    finally:
+        if not running:
+            _node_script("stop", name)
 
 
 @contextmanager

@@ -48,6 +48,40 @@ def test_pki_init_layout(pki: Path) -> None:
     assert (pki / "agencies" / "000.00.51.H41" / "key.pem").stat().st_mode & 0o077 == 0
 
 
+def test_pki_init_with_ecdsa_agency_keys(tmp_path: Path) -> None:
+    """`pki init --agency-keys ec` gives agencies ECDSA P-256 signing keys (for directories of
+    thousands of agencies); a document signed with one verifies against that PKI."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    d = tmp_path / "pki"
+    assert run("pki", "init", str(d), "--agency-keys", "ec").returncode == 0
+    key = d / "agencies" / "000.00.51.H41"
+    assert isinstance(serialization.load_pem_private_key((key / "key.pem").read_bytes(), None),
+                      ec.EllipticCurvePrivateKey)
+    doc, signed = tmp_path / "doc.edxml", tmp_path / "signed.edxml"
+    run("new-document", "--from", "000.00.51.H41", "--to", "001.00.31.H14", "--subject", "Thử", "-o", str(doc))
+    assert run("sign", str(doc), "--key", str(key / "key.pem"), "--cert", str(key / "cert.pem"),
+               "-o", str(signed)).returncode == 0
+    result = run("verify", str(signed), "--trust", str(d))
+    assert result.returncode == 0 and result.stdout.startswith("VERIFIED: document"), result.stderr
+
+
+def test_a_long_agency_name_is_cut_in_the_certificate_not_the_code() -> None:
+    """An agency's full name may be longer than a certificate's common name allows (64 bytes of
+    UTF-8; Vietnamese letters take two or three): the dev PKI cuts the name there, on a character,
+    and the code in the UID stays whole."""
+    from cryptography.x509.oid import NameOID
+
+    from broker.relay import devpki
+
+    name = "Vụ Kế hoạch - Tài chính, Viện Hàn lâm Khoa học và Công nghệ Việt Nam"
+    cert = devpki.issue(devpki.make_root(), name, uid="000.00.04.G21", kind="ec").cert
+    cn = str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+    assert name.startswith(cn) and 60 <= len(cn.encode()) <= 64
+    assert cert.subject.get_attributes_for_oid(NameOID.USER_ID)[0].value == "000.00.04.G21"
+
+
 def test_new_sign_verify(pki: Path, tmp_path: Path) -> None:
     """new-document, sign and verify chain together and exit 0."""
     doc, signed = tmp_path / "doc.edxml", tmp_path / "signed.edxml"

@@ -47,11 +47,18 @@ def settings(topology: str | None = None) -> Settings:
     return Settings.from_env(topology=topology)
 
 
-def load_topology(s: Settings) -> Topology:
-    """The topology the settings found; if none, CONFIG naming every place looked."""
+def topology_file(s: Settings) -> Path:
+    """The topology file the settings found; if none, CONFIG naming every place looked."""
     if not s.topology.is_file():
         raise errors.ConfigError(N_("no topology file found; looked at: {places}"),
                                  places="; ".join(s.topology_searched) or str(s.topology))
+    return s.topology
+
+
+def load_topology(s: Settings) -> Topology:
+    """The topology in force here (the newest directory this host's hubs run on, else the topology
+    file the settings found); if there is no file, CONFIG naming every place looked."""
+    topology_file(s)
     return topology_in_force(s)
 
 

@@ -9,7 +9,7 @@ import click
 
 from adapters.sdk import save_item
 from broker import i18n
-from broker.cli.app import load_topology, main, read_file, settings
+from broker.cli.app import load_topology, main, read_file, settings, topology_file
 from broker.cli.clients import agency_client, agency_key
 from broker.core import errors
 from broker.core.topology import Topology
@@ -38,11 +38,11 @@ def broker_setup(hub_id: str | None) -> None:
     s = settings()
     topology = load_topology(s)
     if hub_id is None:
-        counts = apply(topology, s.mgmt_url, s.keys.broker_ca)
+        counts = apply(topology, s.mgmt_url)
     elif hub_id not in topology.hubs:
         raise errors.UsageError(N_("hub {hub!r} is not in the topology"), hub=hub_id)
     else:
-        counts = setup_hub(topology, hub_id, Management(s.mgmt_url), s.keys.broker_ca)
+        counts = setup_hub(topology, hub_id, Management(s.mgmt_url))
     click.echo(setup_line(counts))
 
 
@@ -64,7 +64,7 @@ def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
     """Run one worker of HUB_ID until stopped (SIGTERM/SIGINT).  Exits 78 when its token refuses
     the PIN of the hub's key: a token locks after a few wrong PINs, so it is not tried again."""
     s = settings()
-    load_topology(s)
+    topology_file(s)  # read once, by start_hub
     try:
         hub = start_hub(s, hub_id)
     except errors.CredentialRefused as exc:

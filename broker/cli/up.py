@@ -55,7 +55,7 @@ def ensure_pki(settings: Settings, topology: Topology) -> None:
 def run_all(settings: Settings, *, workers: int = 1, demo: bool = False, exit_after_demo: bool = False) -> int:
     topology = load_topology(settings)
     ensure_pki(settings, topology)
-    counts = apply(topology, settings.mgmt_url, settings.keys.broker_ca)
+    counts = apply(topology, settings.mgmt_url)
     click.echo(setup_line(counts))
     ports = {h: METRICS_BASE + n for n, h in enumerate(topology.hubs)}  # first worker of each hub
     workers_of = Supervisor(lambda h, i: start_worker(h, ports[h] if i == 0 else None),

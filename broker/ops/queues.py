@@ -75,8 +75,11 @@ def status(settings: Settings) -> list[HubStatus]:
     names = wire.names(topology)
     now = datetime.now(UTC)
     out = []
+    nodes: dict[str, list[dict[str, Any]]] = {}  # per broker (management API), read once
     for hub in topology.hubs.values():
         m = for_hub(hub.management_url, settings.mgmt_url)
+        if m.base not in nodes:
+            nodes[m.base] = m.get("/api/nodes") or []
         queues = {r["name"]: _queue(r) for r in m.get(f"/api/queues/{q(names.vhost(hub.hub_id))}") or []}
         # the ingress has a delivery limit: never look at its head (a look counts as a delivery)
         look = [k for k, v in queues.items() if v.messages and (k.startswith("inbox.") or k == wire.Q_PARKING)]
@@ -104,6 +107,9 @@ def status(settings: Settings) -> list[HubStatus]:
             if limits.too_old(box.name, box.oldest_seconds) and box.oldest_seconds is not None:
                 st.warnings.append(_("the oldest message in {queue} waits for {age}", queue=box.name,
                                      age=format_age(box.oldest_seconds)))
+        for node in nodes[m.base]:
+            for what, used, total in limits.broker_near_limits(node):
+                st.warnings.append(_(BROKER_LIMITS[what], node=node.get("name", "?"), used=used, total=total))
         if st.cert_days_left is not None and st.cert_days_left < limits.certificate_days:
             st.warnings.append(_("hub certificate expires in {n} day(s)", n=st.cert_days_left))
         for agency in topology.agencies.values():
@@ -116,6 +122,11 @@ def status(settings: Settings) -> list[HubStatus]:
     return out
 
 
+BROKER_LIMITS = {
+    "fd": N_("broker {node} uses {used} of its {total} file descriptors"),
+    "sockets": N_("broker {node} uses {used} of its {total} sockets"),
+    "proc": N_("broker {node} runs {used} of its {total} Erlang processes"),
+}
 AGE_UNITS = ((N_("{n} d"), 86400), (N_("{n} h"), 3600), (N_("{n} min"), 60), (N_("{n} s"), 1))
 
 

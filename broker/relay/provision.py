@@ -1,7 +1,9 @@
 """``lienthong broker setup``: apply the layout of the topology to RabbitMQ, idempotently.
 
-Vhosts, users and permissions go through the management HTTP API (as the admin account the
-management URL names); exchanges, queues and bindings through AMQP over TLS.  Hub, link and agency
+Everything goes through the management HTTP API (as the admin account the management URL names),
+as definitions imported in a few requests per broker and one per vhost
+(:mod:`broker.relay.definitions`); a request that times out or meets a broker error (HTTP 5xx)
+is tried again after a pause, a few times, before the set-up stops with TRANSIENT.  Hub, link and agency
 accounts have no password: they log in only with their client certificate over TLS (RabbitMQ's
 EXTERNAL mechanism, the user named by the certificate's common name), so none can log in over
 plain AMQP and no shared secret crosses the wire or sits in a common file.  Running setup twice
@@ -11,11 +13,12 @@ changes nothing.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
+import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -24,10 +27,14 @@ from broker.core.errors import ConfigError, TransientError
 from broker.core.topology import Topology
 from broker.i18n import N_
 from broker.logs import get_logger
-from broker.relay import layout
+from broker.relay import definitions, layout
 from broker.relay.amqp import blocking
 
 log = get_logger(__name__)
+PAUSES = (1.0, 2.0, 4.0, 8.0)
+"""Pauses before each new attempt of a management request that timed out or met a broker error."""
+BUSY = {500, 502, 503, 504}
+"""HTTP statuses of a busy or failing broker (worth another attempt); the others are answers."""
 
 
 class Management:
@@ -44,23 +51,43 @@ class Management:
         self.user = user
         self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
-    def request(self, method: str, path: str, body: Any = None, *, missing_ok: bool = False) -> Any:
-        """One call; ``missing_ok``: a 404 (deleting what is gone already) is no error."""
+    def request(self, method: str, path: str, body: Any = None, *, timeout: float = 15.0,
+                missing_ok: bool = False) -> Any:
+        """One call; tried again after each of :data:`PAUSES` while it times out, the connection
+        breaks or the broker answers 5xx.  ``missing_ok``: a 404 (deleting what is gone already) is
+        no error.  Another HTTP error is :class:`ConfigError`; nothing listening, or no answer after
+        the last attempt, :class:`TransientError`."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, method=method,
                                      headers={"Authorization": self._auth, "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=15) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            if missing_ok and exc.code == 404:
-                return None
-            raise ConfigError(N_("management API {method} {path}: HTTP {status} {body!r}"), method=method, path=path,
-                              status=exc.code, body=exc.read()[:200]) from None
-        except OSError as exc:
-            raise TransientError(N_("management API at {base} unreachable: {reason}"), base=self.base,
-                                 reason=exc) from None
-        return json.loads(raw) if raw else None
+        started = time.monotonic()
+        for attempt, pause in enumerate((*PAUSES, None), start=1):
+            try:
+                with urllib.request.urlopen(req, timeout=timeout) as resp:
+                    raw = resp.read()
+                return json.loads(raw) if raw else None
+            except urllib.error.HTTPError as exc:
+                reason = f"HTTP {exc.code} {exc.read()[:200]!r}"
+                if exc.code == 404 and (missing_ok or (method == "DELETE" and attempt > 1)):
+                    return None  # gone already, or the attempt that timed out did it (a vhost takes a minute)
+                if exc.code not in BUSY:
+                    raise ConfigError(N_("management API {method} {path}: {reason}"), method=method, path=path,
+                                      reason=reason) from None
+            except ConnectionRefusedError as exc:
+                raise TransientError(N_("management API at {base} unreachable: {reason}"), base=self.base,
+                                     reason=exc) from None
+            except (OSError, http.client.HTTPException) as exc:  # a timeout, a broken connection
+                reason = str(exc) or type(exc).__name__
+            if pause is None:
+                raise TransientError(
+                    N_("management API at {base} did not complete {method} {path} in {attempts} attempts over "
+                       "{seconds} s ({reason}): the broker is overloaded or short of file handles ('lienthong "
+                       "status' shows them); try again once it is not"), base=self.base, method=method, path=path,
+                    attempts=attempt, seconds=f"{time.monotonic() - started:.0f}", reason=reason) from None
+            log.warning("management API call failed; trying again", method=method, path=path, reason=reason,
+                        attempt=attempt, in_seconds=pause)
+            time.sleep(pause)
+        raise AssertionError("unreachable")
 
     def put(self, path: str, body: Any) -> None:
         self.request("PUT", path, body)
@@ -85,47 +112,52 @@ def q(name: str) -> str:
     return quote(name, safe="")
 
 
-def apply(topology: Topology, default_mgmt_url: str, broker_ca: Path) -> dict[str, int]:
+def apply(topology: Topology, default_mgmt_url: str) -> dict[str, int]:
     """Every hub's objects, each on its own broker (``management_url`` of the hub, else
     ``default_mgmt_url``): the development default, where one admin reaches every broker.  An
     operator of one hub uses :func:`setup_hub` alone.  Returns counts of what was applied."""
-    counts: dict[str, int] = {}
     mgmts: dict[str, Management] = {}
+    on: dict[str, list[str]] = {}
     for hub_id in topology.hubs:
         url = topology.hubs[hub_id].management_url or default_mgmt_url
-        m = mgmts.setdefault(url, for_hub(url, default_mgmt_url))
-        for k, v in setup_hub(topology, hub_id, m, broker_ca).items():
-            counts[k] = counts.get(k, 0) + v
+        mgmts.setdefault(url, for_hub(url, default_mgmt_url))
+        on.setdefault(url, []).append(hub_id)
+    counts = dict.fromkeys(("vhosts", "users", "permissions", "declarations", "policies"), 0)
+    for url, hubs in on.items():
+        for k, v in setup_hubs(topology, hubs, mgmts[url]).items():
+            counts[k] += v
     log.info("broker setup applied", **counts)
     return counts
 
 
-def setup_hub(topology: Topology, hub_id: str, m: Management, broker_ca: Path) -> dict[str, int]:
+def setup_hub(topology: Topology, hub_id: str, m: Management) -> dict[str, int]:
     """Hub ``hub_id``'s objects on its own broker, with that broker's admin account ``m``: its vhost,
     the accounts that work in it (the hub's own, its agencies', each neighbour's link, named as the
     neighbour's client certificate names it) with their permissions, its exchanges, queues and
     bindings, and its policy.  Touches no other broker: no operator needs an account on another's."""
+    return setup_hubs(topology, [hub_id], m)
+
+
+def setup_hubs(topology: Topology, hubs: list[str], m: Management) -> dict[str, int]:
+    """The objects of ``hubs``, all on the broker of admin account ``m``: the accounts in a few
+    imports for all of them (:mod:`broker.relay.definitions`), then each vhost's layout in one."""
     names = wire.names(topology)
-    vhost = names.vhost(hub_id)
+    vhosts = {names.vhost(h): h for h in hubs}
     check_broker_supports_at_least_once(m)
-    m.put(f"/api/vhosts/{q(vhost)}", {"description": f"lienthong hub {hub_id}"})
-    # the admin account needs rights in the vhost to declare its objects
-    m.put(f"/api/permissions/{q(vhost)}/{q(m.user)}", {"configure": ".*", "write": ".*", "read": ".*"})
-    counts = {"vhosts": 1, "users": 0, "permissions": 0, "declarations": 0, "policies": 0}
-    for p in layout.permissions(topology):
-        if p.vhost != vhost:
-            continue
-        grant(m, p)
-        counts["users"] += 1
-        counts["permissions"] += 1
-    items = layout.declarations(topology, hub_id)
-    blocking.declare(layout.admin_url(topology, hub_id, m.url, broker_ca), items)
-    counts["declarations"] = len(items)
+    theirs = [p for p in layout.permissions(topology) if p.vhost in vhosts]
+    users = list(dict.fromkeys(p.user for p in theirs))
+    # the admin account needs rights in each vhost to read and manage it
+    own = [layout.Permission(v, m.user, ".*", ".*", ".*") for v in vhosts]
+    definitions.import_accounts(m, [(v, f"lienthong hub {h}") for v, h in vhosts.items()], users, own + theirs)
+    counts = {"vhosts": len(vhosts), "users": len(users), "permissions": len(theirs), "declarations": 0,
+              "policies": 0}
     policy = layout.reliability_policy()
-    m.put(f"/api/policies/{q(vhost)}/{q(policy.name)}", {"pattern": policy.pattern, "definition": policy.definition,
-                                                       "priority": policy.priority, "apply-to": "queues"})
-    counts["policies"] = 1
-    check_at_least_once(m, vhost, layout.dead_lettering_queues(topology))
+    for vhost, hub_id in vhosts.items():
+        items = layout.declarations(topology, hub_id)
+        definitions.import_vhost(m, vhost, items, policy)
+        counts["declarations"] += len(items)
+        counts["policies"] += 1
+        check_at_least_once(m, vhost, layout.dead_lettering_queues(topology))
     return counts
 
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import pika
 import pika.credentials
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from pika.spec import BasicProperties
 
 from broker.core.errors import ConfigError
@@ -17,8 +18,10 @@ from broker.i18n import N_
 from broker.relay.amqp.tls import client_context, split_tls
 from broker.relay.transport import Outgoing
 
-AMQP_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
-"""What pika raises when the broker or the network fails."""
+AMQP_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError, AMQPConnectorException)
+"""What pika raises when the broker or the network fails; the connector's errors (a broker that
+accepts the TCP connection but never completes the handshake: ``AMQPConnectorStackTimeout``) are
+not ``AMQPError``s."""
 
 
 def parameters(url: str, *, heartbeat: int = 30) -> list[pika.URLParameters]:
