@@ -129,8 +129,7 @@ def cleanup(args: argparse.Namespace, mgmt_url: str, topology: Topology | None, 
     if extra_vhosts:  # the baseline's namespace
         baseline = Topology(topology.hubs, topology.agencies, topology.settings, topology.namespace + "b")
         users += layout.users(baseline)
-    for start in range(0, len(users), 500):
-        m.request("POST", "/api/users/bulk-delete", {"users": users[start:start + 500]}, timeout=300)
+    m.delete_users(users, timeout=300)
 
 
 def main() -> None:

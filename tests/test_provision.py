@@ -153,4 +153,4 @@ def test_setup_on_an_independent_broker_reads_first_and_refuses_what_it_cannot_c
                 m.request("DELETE", f"/api/vhosts/{q(names.vhost(hub))}", timeout=120)
             except ConfigError:  # never made
                 pass
-        m.request("POST", "/api/users/bulk-delete", {"users": layout.users(topology)})
+        m.delete_users(layout.users(topology))
