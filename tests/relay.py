@@ -41,6 +41,11 @@ from tests import services
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _without_secret(url: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
 def serve(app: Any, **options: Any) -> tuple[int, Any]:
     """Serve an ASGI app on a free loopback port in a background thread; returns (port, server).
     ``options`` go to uvicorn (``adapters.https.server_options`` for HTTPS).  Stop it with
@@ -66,16 +71,24 @@ class Relay:
                  workers: int = 1, env: dict[str, str] | None = None,
                  settings: dict[str, object] | None = None,
                  agencies: dict[str, dict[str, object]] | None = None,
+                 brokers: dict[str, services.Broker] | None = None,
                  before_start: Callable[[Relay], None] | None = None) -> None:
         """``agencies``: fields added to agencies' directory entries (by code), e.g. a policy;
-        ``before_start``: what to do once the relay's PKI and broker objects exist, before its
-        workers start (revoke a certificate they load at start, say)."""
+        ``brokers``: hubs that run on another operator's broker (hub -> that broker): each
+        operator then sets up only its own hubs (``lienthong broker setup --hub``) with its own
+        admin account, and each hub's worker holds only its operator's; ``before_start``: what to
+        do once the relay's PKI and broker objects exist, before its workers start (revoke a
+        certificate they load at start, say)."""
         self.namespace = f"lt{uuid.uuid4().hex[:8]}"
         raw = yaml.safe_load((ROOT / "config" / "topology.yaml").read_text(encoding="utf-8"))
         for entry in raw["agencies"]:
             entry.update((agencies or {}).get(entry["organ_id"], {}))
-        mgmt_node = urlsplit(mgmt_url)._replace(netloc=urlsplit(mgmt_url).netloc.rpartition("@")[2]).geturl()
-        raw.update(namespace=self.namespace, amqp_url=amqp_url, management_url=mgmt_node)  # no secret here
+        # the topology names each broker, never an admin's secret
+        raw.update(namespace=self.namespace, amqp_url=amqp_url, management_url=_without_secret(mgmt_url))
+        for entry in raw["hubs"]:
+            other = (brokers or {}).get(entry["id"])
+            if other is not None:
+                entry.update(amqp_url=other.amqp_url, management_url=_without_secret(other.mgmt_url))
         raw["settings"] = {**(raw.get("settings") or {}), **(settings or {})}
         base.mkdir(parents=True, exist_ok=True)
         (base / "topology.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
@@ -84,13 +97,22 @@ class Relay:
                                  state_url=state_url or str(base / "state"), mgmt_url=mgmt_url,
                                  transport_ca=services.transport_ca())
         devpki.init(self.settings.pki, self.topology, self.settings.transport_ca)
-        apply(self.topology, mgmt_url)
+        self.admins = {h: brokers[h].mgmt_url if h in (brokers or {}) else mgmt_url  # type: ignore[index]
+                       for h in self.topology.hubs}
+        """Each hub's operator's admin account (the management URL with its secret)."""
         self.names = wire.names(self.topology)
         self.env = {**os.environ, "LIENTHONG_DATA": str(self.settings.data_dir),
                     "LIENTHONG_TRANSPORT_CA": str(self.settings.transport_ca),
                     "LIENTHONG_TOPOLOGY": str(self.settings.topology), "LIENTHONG_PKI": str(self.settings.pki),
                     "LIENTHONG_STATE_URL": self.settings.state_url, "LIENTHONG_MGMT_URL": mgmt_url,
                     "LIENTHONG_LEASE_SECONDS": "2", **(env or {})}
+        if brokers:
+            for hub in self.topology.hubs:  # each operator its own hubs, with its own admin account
+                done = self.cli("broker", "setup", "--hub", hub, env={"LIENTHONG_MGMT_URL": self.admins[hub]})
+                if done.returncode != 0:
+                    raise RuntimeError(f"broker setup --hub {hub}: {done.stderr}")
+        else:
+            apply(self.topology, mgmt_url)
         self.logs = base / "logs"
         self.logs.mkdir(exist_ok=True)
         self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
@@ -107,7 +129,8 @@ class Relay:
         n = sum(len(v) for v in self.procs.values())
         log = open(self.logs / f"{hub}-{n}.log", "wb")  # noqa: SIM115 - closed with the process
         p = subprocess.Popen([sys.executable, "-m", "broker.cli", "--log-json", "hub", "run", hub, *args],
-                             env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                             env={**self.env, "LIENTHONG_MGMT_URL": self.admins[hub], **env}, stdout=log,
+                             stderr=subprocess.STDOUT, cwd=ROOT)
         self.procs.setdefault(hub, []).append(p)
         return p
 
@@ -133,11 +156,13 @@ class Relay:
                     p.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     p.kill()
-        m = Management(self.settings.mgmt_url)
         for hub in self.topology.hubs:
-            m.request("DELETE", f"/api/vhosts/{q(self.names.vhost(hub))}")
-        for user in layout.users(self.topology):
-            m.request("DELETE", f"/api/users/{q(user)}")
+            Management(self.admins[hub]).request("DELETE", f"/api/vhosts/{q(self.names.vhost(hub))}",
+                                                 missing_ok=True)
+        for admin in dict.fromkeys(self.admins.values()):
+            m = Management(admin)
+            for user in layout.users(self.topology):
+                m.request("DELETE", f"/api/users/{q(user)}", missing_ok=True)
 
     # -- agencies ------------------------------------------------------------------------
 

@@ -385,9 +385,9 @@ def test_a_nacked_publish_requeues_and_delivers_once(h41: Hub) -> None:
 
 
 def test_a_connection_lost_mid_batch_loses_and_doubles_nothing(h41: Hub) -> None:
-    """Five documents published, their confirms not back, when a link drops: the session ends, the
-    deliveries return, the next session publishes them again under the same ids; every one is
-    acked, each document reaches the next hub, and nothing else does."""
+    """Five documents published, their confirms not back, when the connection to the hub's own
+    broker drops: the session ends, the deliveries return, the next session publishes them again
+    under the same ids; every one is acked, each document reaches the next hub, and nothing else does."""
     h41.broker.confirming = lambda _q, _m: "hold"
     w = h41.worker()
     bodies = [_doc(h41) for _ in range(5)]
@@ -395,7 +395,7 @@ def test_a_connection_lost_mid_batch_loses_and_doubles_nothing(h41: Hub) -> None
         h41.hand_in(body)
     h41.run(horizon=0.1)
     assert len(h41.queue(TO_NATIONAL)) == 5 and w.session is not None
-    h41.broker.lose(w.session, "link:national")  # type: ignore[arg-type]
+    h41.broker.lose(w.session, "consumer")  # type: ignore[arg-type]
     h41.run()
     assert h41.broker.sessions == [] and len(h41.queue("ingress")) == 5
     h41.broker.confirming = lambda _q, _m: "ack"
@@ -405,6 +405,107 @@ def test_a_connection_lost_mid_batch_loses_and_doubles_nothing(h41: Hub) -> None
     assert h41.unsettled() == 0
     for body in bodies:
         assert h41.store.claim("H41", wire.message_id(body), ["hub:national"], "x") == {"hub:national": "done"}
+
+
+OUT_NATIONAL = wire.outbound_queue("national")
+
+
+def test_copies_for_a_neighbour_whose_broker_is_away_wait_and_go_once_it_is_back(h41: Hub) -> None:
+    """The national hub's broker cannot be reached: H41 serves on.  A document for another
+    province waits, judged and claimed, in H41's own out.national queue (same bytes, id and
+    headers), its sender told 'accepted'; one for a commune of H41 is delivered meanwhile.  When
+    the link is back the waiting copy goes to the national hub once and leaves the queue."""
+    h41.broker.cut("national")
+    with capture_logs() as logs:
+        w = h41.worker()
+        far, near = _doc(h41), hops.document(h41.pki, h41.topology, SENDER, [NEAR])
+        h41.hand_in(far)
+        h41.hand_in(near)
+        h41.run()
+    assert h41.queue(TO_NATIONAL) == [] and h41.unsettled() == 0
+    [waiting] = h41.queue(OUT_NATIONAL)
+    assert (waiting.body, waiting.message_id, waiting.exchange) == (far, wire.message_id(far), wire.EX_OUTBOUND)
+    assert [m.body for m in h41.queue(f".:inbox:{NEAR}")] == [near]
+    assert sorted(r.kind for r in _receipts(h41.queue(SENDER_INBOX))) == ["accepted", "accepted", "delivered"]
+    assert [e["subject"] for e in logs if e.get("kind") == "link-down"] == ["national"]
+    assert h41.store.claim("H41", wire.message_id(far), ["hub:national"], "x") == {"hub:national": "done"}
+    with capture_logs() as logs:
+        h41.broker.mend("national")
+        h41.run()
+    [forwarded] = h41.queue(TO_NATIONAL)
+    assert (forwarded.body, forwarded.message_id, forwarded.user_id) == (far, wire.message_id(far),
+                                                                         w.pipeline.addresses.names.link_user("H41"))
+    assert forwarded.headers == waiting.headers and forwarded.exchange == wire.link_exchange("H41")
+    assert h41.queue(OUT_NATIONAL) == [] and h41.unsettled() == 0
+    assert [(e["event"], e["kind"]) for e in logs if e.get("kind") == "link-down"] == [("alert cleared", "link-down")]
+
+
+def test_a_link_lost_while_copies_are_unconfirmed_sends_them_to_wait(h41: Hub) -> None:
+    """Three copies on their way to the national hub, unconfirmed, when its broker goes away: the
+    session goes on, the deliveries come back and their copies wait in out.national; nothing for
+    the national hub is lost, and every delivery is settled."""
+    h41.broker.confirming = lambda q, _m: "hold" if q == TO_NATIONAL else "ack"
+    h41.worker()
+    bodies = [_doc(h41) for _ in range(3)]
+    for body in bodies:
+        h41.hand_in(body)
+    h41.run(horizon=0.1)
+    assert len(h41.queue(TO_NATIONAL)) == 3 and h41.queue(OUT_NATIONAL) == []
+    h41.broker.cut("national")
+    h41.run()
+    assert len(h41.broker.sessions) == 1, "a neighbour's link going down must not end the session"
+    assert sorted(m.message_id for m in h41.queue(OUT_NATIONAL)) == sorted(wire.message_id(b) for b in bodies)
+    assert h41.unsettled() == 0
+
+
+def test_forwarding_cut_short_keeps_the_rest_and_sends_twins_at_worst(h41: Hub) -> None:
+    """The link comes back, the waiting copies are forwarded, and it drops again before the
+    national broker's confirms came back: they stay in out.national (the national broker may have
+    them: twins, dropped there by their message id).  Next time they are all forwarded, and the
+    queue is empty."""
+    h41.broker.cut("national")
+    h41.worker()
+    bodies = [_doc(h41) for _ in range(3)]
+    for body in bodies:
+        h41.hand_in(body)
+    h41.run()
+    assert len(h41.queue(OUT_NATIONAL)) == 3
+    h41.broker.confirming = lambda q, _m: "hold" if q == TO_NATIONAL else "ack"
+    h41.broker.mend("national")
+    h41.run(horizon=0.1)
+    assert len(h41.queue(TO_NATIONAL)) == 3 and h41.queue(OUT_NATIONAL) == []
+    h41.broker.cut("national")
+    h41.run()
+    assert len(h41.queue(OUT_NATIONAL)) == 3
+    h41.broker.confirming = lambda _q, _m: "ack"
+    h41.broker.mend("national")
+    h41.run()
+    assert h41.queue(OUT_NATIONAL) == [] and h41.unsettled() == 0
+    ids = [m.message_id for m in h41.queue(TO_NATIONAL)]
+    assert sorted(ids) == sorted(2 * [wire.message_id(b) for b in bodies])
+
+
+def test_a_forward_the_neighbour_refuses_is_tried_again_after_a_pause(h41: Hub) -> None:
+    """The national broker nacks the first forward (its queue full, say): the copy goes back to
+    out.national and is forwarded again after a pause, not in a tight loop."""
+    refused: list[float] = []
+    h41.broker.cut("national")
+    w = h41.worker()
+    h41.hand_in(_doc(h41))
+    h41.run()
+
+    def nack_first(queue: str, _m: Outgoing) -> str:
+        if queue == TO_NATIONAL and not refused:
+            refused.append(w.session.loop.now)  # type: ignore[union-attr]
+            return "nack"
+        return "ack"
+
+    h41.broker.confirming = nack_first  # type: ignore[assignment]
+    h41.broker.mend("national")
+    h41.run()
+    assert len(refused) == 1 and len(h41.queue(TO_NATIONAL)) == 1  # the refused one landed nowhere
+    assert w.session.loop.now - refused[0] >= 0.5, "tried again at once"  # type: ignore[union-attr]
+    assert h41.queue(OUT_NATIONAL) == [] and h41.unsettled() == 0
 
 
 class Exploding(Hook):

@@ -61,6 +61,9 @@ def kind_of(headers: Mapping[str, Any]) -> str:
 # -- exchanges and queues of a hub's vhost ---------------------------------------------------------
 
 EX_INGRESS, EX_INBOX, EX_RETRY, EX_PARKING, EX_UNROUTABLE = "ingress", "inbox", "retry", "parking", "unroutable"
+EX_OUTBOUND = "outbound"
+"""Where a hub puts what it could not hand to a neighbour whose broker is away (routing key: the
+neighbour), to forward it once the link is back (:mod:`broker.relay.outbound`)."""
 Q_INGRESS, Q_PARKING, Q_UNROUTABLE = "ingress", "parking", "unroutable"
 
 
@@ -89,6 +92,11 @@ def inbox_queue(organ_id: str) -> str:
 
 def retry_queue(tier: str) -> str:
     return f"retry.{tier}"
+
+
+def outbound_queue(hub_id: str) -> str:
+    """What waits at a hub for neighbour ``hub_id``'s broker to come back."""
+    return f"out.{hub_id}"
 
 
 def handed_in_by(exchange: str, headers: Mapping[str, Any]) -> str:

@@ -18,6 +18,9 @@ Per hub, one vhost ``<namespace>.<hub>`` (namespace ``lienthong`` by default) ho
   dead-lettering back into ``ingress``.
 - ``parking`` (fanout) -> ``parking`` (quorum): rejected and exhausted messages,
   with ``lt-code`` / ``lt-reason`` headers.
+- ``outbound`` (direct, key = neighbouring hub) -> ``out.<hub>`` (quorum), one per
+  neighbour: what the hub could not hand to a neighbour whose broker was away waits
+  there, judged and claimed, until the link is back (``broker.relay.outbound``).
 - ``unroutable`` (fanout) -> ``unroutable``: the alternate exchange of
   ``ingress`` and ``inbox``, so a message never vanishes for lack of a binding.
 
@@ -51,6 +54,7 @@ from broker.core.topology import Topology
 from broker.core.wire import (
     EX_INBOX,
     EX_INGRESS,
+    EX_OUTBOUND,
     EX_PARKING,
     EX_RETRY,
     EX_UNROUTABLE,
@@ -61,6 +65,7 @@ from broker.core.wire import (
     inbox_queue,
     link_exchange,
     names,
+    outbound_queue,
     retry_queue,
 )
 from broker.i18n import N_
@@ -152,9 +157,12 @@ def declarations(topology: Topology, hub_id: str) -> list[Exchange | Queue | Bin
                           "x-dead-letter-exchange": EX_PARKING}),
         Binding(EX_INGRESS, Q_INGRESS),
     ]
+    out.append(Exchange(EX_OUTBOUND, "direct", {"alternate-exchange": EX_UNROUTABLE}))
     for other in topology.neighbours(hub_id):
         out += [Exchange(link_exchange(other), "fanout", {"alternate-exchange": EX_UNROUTABLE}),
-                Binding(link_exchange(other), Q_INGRESS)]
+                Binding(link_exchange(other), Q_INGRESS),
+                Queue(outbound_queue(other), dict(quorum)),  # no delivery limit: an outage may last
+                Binding(EX_OUTBOUND, outbound_queue(other), other)]
     for tier, ttl in retry_tiers(topology):
         out += [Queue(retry_queue(tier), {**quorum, "x-message-ttl": ttl,
                                           "x-dead-letter-exchange": EX_INGRESS}),

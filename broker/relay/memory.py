@@ -10,14 +10,18 @@ killed simply runs no more.  Tests steer what RabbitMQ would decide or suffer:
 - :attr:`MemoryBroker.confirming` decides each publish's confirm: ack, nack, or held back (the
   broker has the message; its confirm has not reached the worker yet);
 - :meth:`MemoryBroker.lose` ends a session's connection: its worker hears of it;
+- :meth:`MemoryBroker.cut` takes a neighbour's link away (its broker is down), :meth:`MemoryBroker.mend`
+  brings it back: the session goes on, its worker hears of each;
 - :meth:`MemoryBroker.crash` ends a session as a SIGKILL of its worker would: nobody hears anything.
 
-Where a publish lands is named ``<publisher>:<exchange>:<routing key>`` (:func:`address`); a
-test moves messages on (a retry tier's expiry back into the ingress, say) with :meth:`MemoryBroker.move`.
+Where a publish lands is named ``<publisher>:<exchange>:<routing key>`` (:func:`address`), except
+what the hub puts in its outbound exchange, which lands in that neighbour's outbound queue as in
+RabbitMQ; a test moves messages on (a retry tier's expiry back into the ingress, say) with :meth:`MemoryBroker.move`.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 from collections import deque
@@ -25,13 +29,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from broker.relay.transport import Confirmed, Events, Outgoing, Plan, Received
+from broker.core import wire
+from broker.relay.transport import LOCAL, Confirmed, Events, Outgoing, Plan, Received
 
 Decision = Literal["ack", "nack", "hold"]
 
 
 def address(publisher: str, message: Outgoing) -> str:
-    """The queue a publish lands in: ``<publisher>:<exchange>:<routing key>``."""
+    """The queue a publish lands in: ``<publisher>:<exchange>:<routing key>``, or the outbound queue
+    of a neighbour."""
+    if publisher == LOCAL and message.exchange == wire.EX_OUTBOUND:
+        return wire.outbound_queue(message.routing_key)
     return f"{publisher}:{message.exchange}:{message.routing_key}"
 
 
@@ -45,6 +53,7 @@ class Stored:
     exchange: str
     user_id: str = ""
     redelivered: bool = False
+    routing_key: str = ""
 
 
 class MemoryLoop:
@@ -115,20 +124,34 @@ class MemoryConsumer:
         self.session, self.queue, self.prefetch = session, queue, prefetch
         self.ready = False
         self.started = False
-        self.unacked: dict[int, Stored] = {}
+        self.followed: list[str] = []
+        self.unacked: dict[int, tuple[str, Stored]] = {}
         self._tags = itertools.count(1)
 
     def start(self) -> None:
         self.started = True
         self.session.loop.call_soon(self.deliver)
 
+    def follow(self, queue: str) -> None:
+        if queue not in self.followed:
+            self.followed.append(queue)
+            self.session.loop.call_soon(self.deliver)
+
+    def unfollow(self, queue: str) -> None:
+        if queue in self.followed:
+            self.followed.remove(queue)
+
+    def takes(self, queue: str) -> bool:
+        return (self.started and queue == self.queue) or queue in self.followed
+
     def deliver(self) -> None:
-        queue = self.session.broker.queues[self.queue]
-        while self.started and not self.session.closed and queue and len(self.unacked) < self.prefetch:
-            stored, tag = queue.popleft(), next(self._tags)
-            self.unacked[tag] = stored
-            self.session.events.delivered(Received(stored.body, stored.message_id, dict(stored.headers), tag,
-                                                   stored.redelivered, stored.exchange))
+        for name in ([self.queue] if self.started else []) + self.followed:
+            queue = self.session.broker.queues[name]
+            while not self.session.closed and self.takes(name) and queue and len(self.unacked) < self.prefetch:
+                stored, tag = queue.popleft(), next(self._tags)
+                self.unacked[tag] = (name, stored)
+                self.session.events.delivered(Received(stored.body, stored.message_id, dict(stored.headers), tag,
+                                                       stored.redelivered, stored.exchange, stored.routing_key))
 
     def ack_all(self, delivery_tags: Iterable[int]) -> None:
         for tag in delivery_tags:
@@ -137,17 +160,18 @@ class MemoryConsumer:
         self.session.loop.call_soon(self.deliver)
 
     def requeue(self, delivery_tag: int) -> None:
-        stored = self.unacked.pop(delivery_tag, None)
-        if stored is None:
+        taken = self.unacked.pop(delivery_tag, None)
+        if taken is None:
             raise AssertionError(f"delivery {delivery_tag} settled twice, or never delivered")
-        self.session.broker.queues[self.queue].appendleft(replace(stored, redelivered=True))
+        name, stored = taken
+        self.session.broker.queues[name].appendleft(replace(stored, redelivered=True))
         self.session.loop.call_soon(self.deliver)
 
     def give_back(self) -> None:
         """The connection is gone: every unacked delivery goes back, marked redelivered."""
-        queue = self.session.broker.queues[self.queue]
         for tag in sorted(self.unacked, reverse=True):
-            queue.appendleft(replace(self.unacked[tag], redelivered=True))
+            name, stored = self.unacked[tag]
+            self.session.broker.queues[name].appendleft(replace(stored, redelivered=True))
         self.unacked.clear()
 
 
@@ -163,10 +187,12 @@ class MemorySession:
 
         def connected() -> None:
             for p in self.publishers.values():
-                p.ready = True
+                p.ready = p.name not in broker.away
             self.consumer.ready = True
+            self.serving = True
             events.ready()
 
+        self.serving = False
         self.loop.call_soon(connected)
 
     def run(self) -> None:
@@ -206,6 +232,8 @@ class MemoryBroker:
     sessions: list[MemorySession] = field(default_factory=list)
     """The sessions alive (neither closed nor crashed)."""
     held: list[tuple[MemoryPublisher, int]] = field(default_factory=list)
+    away: set[str] = field(default_factory=set)
+    """Publishers (neighbours' links) whose broker cannot be reached: :meth:`cut`, :meth:`mend`."""
     _seq: Iterator[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
@@ -250,6 +278,31 @@ class MemoryBroker:
         """``session``'s connection ends: its worker is told (and closes the session)."""
         session.loop.call_soon(lambda: session.events.lost(what, why))
 
+    def cut(self, name: str, why: str = "connection refused") -> None:
+        """The broker of link ``name`` goes away: every session's publisher of that name is down,
+        what it had not confirmed is reported unconfirmed, and the worker is told."""
+        self.away.add(name)
+        for s in self.sessions:
+            p = s.publishers.get(name)
+            if p is None or not p.ready:
+                continue
+            p.ready = False
+            pending, p.pending = p.pending, {}
+            self.held = [(pub, seq) for pub, seq in self.held if pub is not p]
+            for confirmed in pending.values():
+                s.loop.call_soon(functools.partial(confirmed, False))
+            if s.serving:
+                s.loop.call_soon(functools.partial(s.events.link, name, False, why))
+
+    def mend(self, name: str) -> None:
+        """The broker of link ``name`` is back: the publishers of that name connect again."""
+        self.away.discard(name)
+        for s in self.sessions:
+            p = s.publishers.get(name)
+            if p is not None and not p.ready and s.serving and not s.closed:
+                p.ready = True
+                s.loop.call_soon(functools.partial(s.events.link, name, True, ""))
+
     def crash(self, session: MemorySession) -> None:
         """``session``'s worker dies (SIGKILL): no callback reaches it again; what it had not
         acked goes back to the queue; what it published stays where it landed."""
@@ -266,7 +319,7 @@ class MemoryBroker:
     def _arrived(self, queue: str) -> None:
         """Messages came into ``queue``: its consumers take them."""
         for s in self.sessions:
-            if s.consumer.queue == queue and s.consumer.started:
+            if s.consumer.takes(queue):
                 s.loop.call_soon(s.consumer.deliver)
 
     def session(self, plan: Plan, events: Events) -> MemorySession:
@@ -279,7 +332,7 @@ class MemoryBroker:
         decision = self.confirming(queue, message)
         if decision != "nack":
             self.queues[queue].append(Stored(message.body, message.message_id, dict(message.headers),
-                                             message.exchange, message.user_id))
+                                             message.exchange, message.user_id, routing_key=message.routing_key))
             self._arrived(queue)
         if decision == "hold":
             seq = next(self._seq)

@@ -27,6 +27,10 @@ RETRIES = Counter("lienthong_retries_total", "Messages sent to a retry tier or p
 CERT_DAYS = Gauge("lienthong_certificate_days_left", "Days until the hub's certificate expires", ["hub"])
 CRL_SECONDS = Gauge("lienthong_crl_seconds_left", "Seconds until the next CRL is due (negative: overdue)",
                     ["hub", "issuer"])
+LINK_UP = Gauge("lienthong_link_up", "1 while a hub's link to a neighbouring hub's broker is up, else 0",
+                ["hub", "neighbour"])
+OUTBOUND = Counter("lienthong_outbound_total", "Copies a hub kept for a neighbour whose link was down, and "
+                   "forwarded once it was back", ["hub", "neighbour", "what"])
 QUEUE_MESSAGES = Gauge("lienthong_queue_messages", "Messages ready in a hub's queue", ["hub", "queue"])
 ALERT = Gauge("lienthong_alert", "1 while an alert holds, else 0", ["hub", "kind", "subject"])
 INBOX_AGE = Gauge("lienthong_inbox_oldest_seconds", "Age of the oldest message in an agency's inbox (0: empty)",

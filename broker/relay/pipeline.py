@@ -36,9 +36,10 @@ from broker.relay.delivery import Delivery, Stage
 from broker.relay.directories import Directories
 from broker.relay.held import HeldReceipts
 from broker.relay.hooks import Hooks
+from broker.relay.outbound import Outbound
 from broker.relay.retry import Exhausted, RetryPolicy
 from broker.relay.store import ACCEPTED, REJECTED, Admit, SqlStore, Standing
-from broker.relay.transport import Confirmed, Outgoing, Received, Session
+from broker.relay.transport import LOCAL, Confirmed, Outgoing, Received, Session
 
 MARK_DELAY = 0.01
 """Seconds a delivery whose copies the broker confirmed may wait for its claims to be marked (and
@@ -48,11 +49,6 @@ worker killed in that window leaves claims a redelivery takes over (a twin, whic
 by message id), so the window is kept short."""
 
 DIRECTORY_KINDS = (wire.Kind.DIRECTORY, wire.Kind.DIRECTORY_VERSION)
-
-LOCAL = "."
-"""The publisher into the hub's own vhost (inboxes, parking, retry tiers); the others are named by
-the neighbouring hub they publish to."""
-
 
 @dataclass(frozen=True)
 class Addresses:
@@ -82,6 +78,7 @@ class Pipeline:
         self.directories = directories
         self.hub = hop.hub
         self.addresses = Addresses(self.hub, wire.names(hop.topology))
+        self.outbound = Outbound(self.hub, self.addresses.names)
         self.held = HeldReceipts(lambda copies: self.hop.bundle(copies), self._send, hold_seconds)
         self.batches = Batches(self._handle, batch_seconds)
         self.session: Session | None = None
@@ -97,6 +94,7 @@ class Pipeline:
     def attach(self, session: Session) -> None:
         """Work over a new session (what the last one held went back to the queue with it)."""
         self.session = session
+        self.outbound.attach(session)
         self._in_flight.clear()
         self._marks, self._mark_timer = [], None
         self.held.reset(session.loop)
@@ -113,6 +111,9 @@ class Pipeline:
     # -- 1. receive, 2. judge ------------------------------------------------------------------
 
     def receive(self, message: Received) -> None:
+        if message.exchange == wire.EX_OUTBOUND:  # judged here before: it waited for its neighbour
+            self.outbound.forward(message)
+            return
         headers = wire.trusted_headers(message.exchange, message.headers)
         d = Delivery(message, Inbound(message.body, headers, message.exchange), time.perf_counter())
         self.hooks.received(d)
@@ -134,6 +135,7 @@ class Pipeline:
         """Judge with ``hop`` from the next batch on (a new directory in force)."""
         self.hop = hop
         self.addresses = Addresses(self.hub, wire.names(hop.topology))
+        self.outbound.names = self.addresses.names
 
     def _judge(self, d: Delivery) -> bool:
         """Run the hop; True when the delivery goes on to admission (else it was answered here)."""
@@ -259,10 +261,15 @@ class Pipeline:
             self._send(copy, d.judged.digest if copy.body is d.inbound.body else "", direct_confirmed)
 
     def _send(self, copy: Copy, message_id: str, confirmed: Confirmed) -> None:
+        """Publish one copy; one for a neighbour whose link is down waits in its outbound queue."""
         publisher, exchange, key, user = self.addresses.of(copy.target)
         assert self.session is not None
-        self.session.publishers[publisher].publish(
-            Outgoing(exchange, key, copy.body, message_id or wire.message_id(copy.body), user, copy.headers), confirmed)
+        message = Outgoing(exchange, key, copy.body, message_id or wire.message_id(copy.body), user, copy.headers)
+        link = self.session.publishers[publisher]
+        if publisher != LOCAL and not link.ready:
+            self.outbound.put(publisher, message, confirmed)
+        else:
+            link.publish(message, confirmed)
 
     def _confirmed(self, d: Delivery, ok: bool) -> None:
         d.unconfirmed -= 1

@@ -1,7 +1,10 @@
 """What a hub worker needs of a message broker, and nothing of pika.
 
 A worker runs one :class:`Session` at a time: a consumer on its ingress queue, one publisher per
-place it publishes to (its own vhost, each neighbouring hub), and the event loop they share.
+place it publishes to (its own vhost, :data:`LOCAL`, and each neighbouring hub), and the event
+loop they share.  The session serves once the consumer and the own vhost's publisher are up; a
+neighbour's link (another operator's broker, maybe) comes and goes on its own, reconnecting with
+back-off, and the worker hears of each change (:meth:`Events.link`).
 :class:`Transport` opens sessions.  Two implementations: the AMQP one
 (:mod:`broker.relay.amqp.session`, RabbitMQ over TLS) and an in-memory one
 (:mod:`broker.relay.memory`, for tests of the worker without a broker).
@@ -15,6 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+LOCAL = "."
+"""The publisher into the hub's own vhost (inboxes, parking, retry tiers, outbound queues); the
+others are named by the neighbouring hub they publish to."""
 
 Confirmed = Callable[[bool], None]
 """Called once per publish: True when the broker confirmed it, False when it refused it (nack) or
@@ -32,6 +39,7 @@ class Received:
     redelivered: bool
     exchange: str = ""
     """The exchange it was published to (for the hub: it says who handed the message in)."""
+    routing_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,12 @@ class Consumer(Protocol):
     def start(self) -> None:
         """Begin delivering (to :meth:`Events.delivered`)."""
 
+    def follow(self, queue: str) -> None:
+        """Deliver from ``queue`` too, on the same channel and acks (an outbound queue)."""
+
+    def unfollow(self, queue: str) -> None:
+        """Stop delivering from ``queue`` (its unacked deliveries stay the worker's to settle)."""
+
     def ack_all(self, delivery_tags: Iterable[int]) -> None:
         """Settle these deliveries as done."""
 
@@ -97,17 +111,23 @@ class Events(Protocol):
     def delivered(self, message: Received) -> None: ...
 
     def ready(self) -> None:
-        """The consumer and every publisher are connected: the worker may start consuming."""
+        """The consumer and the own vhost's publisher are connected: the worker may start
+        consuming.  Links to neighbours may be up already (their publishers say ``ready``)."""
+
+    def link(self, name: str, up: bool, why: str) -> None:
+        """After :meth:`ready`: the link to neighbour ``name`` came up, or went down (``why``;
+        its unconfirmed publishes were reported ``confirmed(False)``, and it reconnects by itself)."""
 
     def lost(self, what: str, why: str) -> None:
-        """A connection or channel ended on its own: the session is over (the worker closes it
-        and opens another); unacked deliveries go back to the queue, unconfirmed publishes
-        were reported ``confirmed(False)``."""
+        """The consumer's or the own vhost's connection or channel ended on its own: the session
+        is over (the worker closes it and opens another); unacked deliveries go back to the
+        queue, unconfirmed publishes were reported ``confirmed(False)``."""
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What a session connects: where to consume, and where to publish (name -> broker URL)."""
+    """What a session connects: where to consume, and where to publish (name -> broker URL;
+    :data:`LOCAL` is the hub's own vhost)."""
 
     consume_url: str
     queue: str

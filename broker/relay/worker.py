@@ -35,11 +35,11 @@ from broker.core.topology import Topology
 from broker.core.trust import TrustSource
 from broker.relay import checkpoints, hooks, layout, metrics
 from broker.relay.directories import Directories
-from broker.relay.pipeline import LOCAL, Pipeline
+from broker.relay.pipeline import Pipeline
 from broker.relay.retry import RetryPolicy
 from broker.relay.revocation import CrlFetcher
 from broker.relay.store import SqlStore
-from broker.relay.transport import Outgoing, Plan, Received, Session, Transport
+from broker.relay.transport import LOCAL, Outgoing, Plan, Received, Session, Transport
 from broker.relay.watch import QueueWatch
 from broker.settings import Fault, PkiLayout, Tuning
 
@@ -86,6 +86,8 @@ class HubWorker:
         self._stopping = False
         self._stopped = threading.Event()
         self._witnessed_seq = 0
+        self._links_down: set[str] = set()
+        """Neighbours whose link is down (the ``link-down`` alert holds)."""
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -161,10 +163,32 @@ class HubWorker:
 
     def ready(self) -> None:
         assert self.session is not None
-        self.log.info("serving", links=sorted(k for k in self.session.publishers if k != LOCAL),
+        links = {k: p.ready for k, p in self.session.publishers.items() if k != LOCAL}
+        self.log.info("serving", links=sorted(k for k, up in links.items() if up),
                       directory=self.directories.version if self.directories is not None else None)
         self.session.consumer.start()
+        for neighbour, up in sorted(links.items()):
+            self.link(neighbour, up, "" if up else "not connected yet")
         self._announce()
+
+    def link(self, name: str, up: bool, why: str) -> None:
+        """A neighbour's link came up or went down: what waits for it is forwarded, or what is for
+        it waits (:mod:`broker.relay.outbound`); the ``link-down`` alert is raised or cleared."""
+        metrics.LINK_UP.labels(self.hub, name).set(1 if up else 0)
+        was_down = name in self._links_down
+        if up:
+            self._links_down.discard(name)
+            self.pipeline.outbound.up(name)
+            if was_down:
+                self.log.info("alert cleared", kind="link-down", subject=name)
+            self._announce(only=name)
+        else:
+            self._links_down.add(name)
+            self.pipeline.outbound.down(name)
+            if not was_down:
+                self.log.warning("alert", kind="link-down", subject=name, why=why,
+                                 detail=f"hub {name}'s broker cannot be reached; what is for it waits in "
+                                        f"{wire.outbound_queue(name)}")
 
     def lost(self, what: str, why: str) -> None:
         if not self._stopping:
@@ -207,14 +231,14 @@ class HubWorker:
 
     # -- the directory ---------------------------------------------------------------------------
 
-    def _announce(self) -> None:
+    def _announce(self, only: str | None = None) -> None:
         """Tell each neighbour which directory version runs here (one that is behind is answered
         with the newer one: :class:`broker.relay.directories.Directories`).  A hub that runs on
         its topology file has none to offer and says nothing until a neighbour speaks."""
         if self.directories is None or self.directories.current is None or self.session is None:
             return
         body = self.directories.announcement()
-        for n in self.topology.neighbours(self.hub):
+        for n in [only] if only else self.topology.neighbours(self.hub):
             publisher = self.session.publishers.get(n)
             if publisher is not None and publisher.ready:
                 publisher.publish(Outgoing(wire.link_exchange(self.hub), "", body, wire.message_id(body),

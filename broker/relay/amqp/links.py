@@ -22,11 +22,13 @@ class Link:
 
     ``publish`` never waits: the callback runs when the broker confirms
     (True) or nacks (False), or with False if the connection is lost first.
+    A lost link is reported once (``on_lost``); :meth:`reopen` connects it again.
     """
 
     def __init__(self, name: str, url: str, ioloop: IOLoop, on_ready: Callable[[Link], None],
                  on_lost: Callable[[Link, str], None]) -> None:
         self.name = name
+        self._url = url
         self._ioloop = ioloop
         self._on_ready = on_ready
         self._on_lost = on_lost
@@ -34,23 +36,35 @@ class Link:
         self._seq = 0
         self._pending: collections.OrderedDict[int, Confirmed] = collections.OrderedDict()
         self.ready = False
+        self.down = False
+        """Lost, and reported: waiting for :meth:`reopen`."""
         self._closing = False
-        self.connection = Connection(
-            reachable(url), on_open_callback=self._opened, on_open_error_callback=self._open_failed,
-            on_close_callback=self._closed, custom_ioloop=ioloop)
+        self.connection = self._connect()
 
-    # connection life cycle
+    def _connect(self) -> Connection:
+        return Connection(reachable(self._url), on_open_callback=self._opened, on_open_error_callback=self._open_failed,
+                          on_close_callback=self._closed, custom_ioloop=self._ioloop)
+
+    def reopen(self) -> None:
+        """Connect again once the link was lost (a neighbour's broker that was away, say)."""
+        if self.down and not self._closing:
+            self.down, self._channel, self._seq = False, None, 0
+            self.connection = self._connect()
+
+    # connection life cycle (callbacks of a connection or channel this link has left behind are ignored)
     def _opened(self, conn: Any) -> None:
-        if self._closing:  # closed while it was opening (see _close)
+        if self._closing or conn is not self.connection:  # closed while it was opening (see _close)
             conn.close()
             return
         conn.channel(on_open_callback=self._channel_opened)
 
     def _open_failed(self, conn: Any, exc: BaseException) -> None:
-        self._lost(f"cannot connect: {describe(exc)}")
+        if conn is self.connection:
+            self._lost(f"cannot connect: {describe(exc)}")
 
     def _closed(self, conn: Any, exc: BaseException) -> None:
-        self._lost(f"connection closed: {describe(exc)}")
+        if conn is self.connection:
+            self._lost(f"connection closed: {describe(exc)}")
 
     def _channel_opened(self, channel: Any) -> None:
         self._channel = channel
@@ -62,12 +76,16 @@ class Link:
         self._on_ready(self)
 
     def _channel_closed(self, channel: Any, exc: BaseException) -> None:
+        if channel is not self._channel:
+            return
         if not self._closing and self.connection.is_open:
             self.connection.close()
         self._lost(f"channel closed: {describe(exc)}")
 
     def _lost(self, why: str) -> None:
-        self.ready = False
+        if self.down:
+            return  # its channel's close, then its connection's: one loss
+        self.ready, self.down = False, True
         pending, self._pending = self._pending, collections.OrderedDict()
         for cb in pending.values():
             cb(False)
@@ -122,6 +140,8 @@ class Consumer:
         self.channel: Any = None
         self.ready = False
         self._unsettled: set[int] = set()
+        self._following: dict[str, str] = {}
+        """Queues followed besides :attr:`queue` -> their consumer tags."""
         self.connection = Connection(
             reachable(url), on_open_callback=self._opened,
             on_open_error_callback=lambda c, e: self._lost(f"cannot connect: {describe(e)}"),
@@ -137,6 +157,7 @@ class Consumer:
     def _channel_opened(self, channel: Any) -> None:
         self.channel = channel
         self._unsettled = set()  # delivery tags count again from 1 on a new channel
+        self._following = {}
         channel.add_on_close_callback(lambda ch, e: self._lost(f"channel closed: {describe(e)}"))
         channel.basic_qos(prefetch_count=self.prefetch, callback=lambda _f: self._qos_set())
 
@@ -147,10 +168,20 @@ class Consumer:
     def start(self) -> None:
         self.channel.basic_consume(self.queue, self._deliver, auto_ack=False)
 
+    def follow(self, queue: str) -> None:
+        if queue not in self._following and self.channel is not None and self.channel.is_open:
+            self._following[queue] = self.channel.basic_consume(queue, self._deliver, auto_ack=False)
+
+    def unfollow(self, queue: str) -> None:
+        tag = self._following.pop(queue, None)
+        if tag is not None and self.channel is not None and self.channel.is_open:
+            self.channel.basic_cancel(tag)
+
     def _deliver(self, _channel: Any, method: Basic.Deliver, props: BasicProperties, body: bytes) -> None:
         self._unsettled.add(int(method.delivery_tag))
         self._on_message(Received(body, str(props.message_id or ""), dict(props.headers or {}),
-                                  int(method.delivery_tag), bool(method.redelivered), str(method.exchange)))
+                                  int(method.delivery_tag), bool(method.redelivered), str(method.exchange),
+                                  str(method.routing_key)))
 
     def ack(self, delivery_tag: int) -> None:
         self.ack_all((delivery_tag,))
