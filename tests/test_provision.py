@@ -119,7 +119,7 @@ def test_setup_on_an_independent_broker_reads_first_and_refuses_what_it_cannot_c
     topology = Topology.from_dict(raw)
     names, m = wire.names(topology), Management(second_broker.mgmt_url)
     try:
-        counts = apply(topology, second_broker.mgmt_url, services.transport_ca() / "ca.pem")
+        counts = apply(topology, second_broker.mgmt_url)
         assert counts == {"vhosts": 4, "users": len(layout.users(topology)),
                           "permissions": len(layout.permissions(topology)),
                           "declarations": sum(len(layout.declarations(topology, h)) for h in topology.hubs),
@@ -138,7 +138,7 @@ def test_setup_on_an_independent_broker_reads_first_and_refuses_what_it_cannot_c
 
         h41 = names.vhost("H41")
         m.request("DELETE", f"/api/policies/{q(h41)}/{q(policy.name)}")
-        assert apply(topology, second_broker.mgmt_url, Path("/unused"))["policies"] == 4
+        assert apply(topology, second_broker.mgmt_url)["policies"] == 4
         assert [p["name"] for p in m.get(f"/api/policies/{q(h41)}")] == [policy.name]
 
         inbox = wire.inbox_queue("000.00.52.H41")
@@ -146,7 +146,7 @@ def test_setup_on_an_independent_broker_reads_first_and_refuses_what_it_cannot_c
         m.put(f"/api/queues/{q(h41)}/{q(inbox)}", {"durable": True, "arguments": {"x-queue-type": "classic"}})
         with pytest.raises(ConfigError, match=f"queue '{inbox}' in vhost '{h41}' exists with arguments "
                                               r'\{"x-queue-type": "classic"\}, not \{"x-queue-type": "quorum"\}'):
-            apply(topology, second_broker.mgmt_url, Path("/unused"))
+            apply(topology, second_broker.mgmt_url)
     finally:
         for hub in topology.hubs:
             try:
