@@ -72,6 +72,11 @@ def _days_left(path: Path, now: datetime) -> int | None:
     return (cert.not_valid_after_utc - now).days
 
 
+LOOK_PAUSES = (1.0,)
+"""A status reads each broker with one second try at most: a broker that is away is reported as
+such at once, not after the patience of a set-up (15 s a hub)."""
+
+
 def status(settings: Settings) -> list[HubStatus]:
     """Each hub's queues (management API), head ages (a look at the head message of each
     non-empty inbox and the parking queue), certificate expiry; with warnings by the
@@ -97,7 +102,7 @@ def _hub_status(settings: Settings, topology: Topology, hub: Hub, nodes: dict[st
                 now: datetime) -> HubStatus:
     limits = topology.settings.alerts
     names = wire.names(topology)
-    m = for_hub(hub.management_url, settings.mgmt_url)
+    m = for_hub(hub.management_url, settings.mgmt_url, pauses=LOOK_PAUSES)
     if m.base not in nodes:
         nodes[m.base] = m.get("/api/nodes") or []
     queues = {r["name"]: _queue(r) for r in m.get(f"/api/queues/{q(names.vhost(hub.hub_id))}") or []}
