@@ -15,7 +15,13 @@ Too long for CI (minutes; it needs root for its own broker node).  In order, eac
 4. ``lienthong up`` until every hub's ingress has its worker, with the CPU that took, the
    workers' memory and their CPU and the broker's while idle (a minute), the broker's memory;
 5. a document from a commune of Nghệ An to a commune of Cao Bằng, until it is in the recipient's
-   inbox and both hub receipts (accepted, delivered) are back with the sender.
+   inbox and both hub receipts (accepted, delivered) are back with the sender;
+6. two directory versions, each signed (``directory sign``) and handed to the national hub
+   (``directory publish``), timed until every one of the 35 hubs has applied it (its copy in
+   ``data/directory/``): version 1 adds one commune, version 2 moves the 100 agencies of one
+   province to another's hub (provinces merged, as in 2025).  Meanwhile Nghệ An's commune sends a
+   document to Cao Bằng's every 0.2 s; each must arrive once.  Then a document to the new commune
+   and one to a moved agency must be in their inboxes on their (new) hubs.
 
 By default the broker is a node of its own (``scripts/rabbitmq-node.sh start lt-bench``), deleted
 at the end: a directory of this size left on the shared broker slows it for everybody.  With
@@ -26,6 +32,7 @@ end, even on failure.  ``--keep`` keeps the node and the files (the command to c
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -33,6 +40,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -108,6 +116,83 @@ def cpu_seconds(pid: int) -> float:
     """User and system CPU seconds process ``pid`` has used."""
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def versions_in_force(copies: Path, hubs: list[str], seen: dict[str, tuple[float, int]]) -> dict[str, int]:
+    """The directory version each hub's copy holds (0: none yet); ``seen`` caches by modification time."""
+    out = {}
+    for hub in hubs:
+        path = copies / f"{hub}.json"
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            out[hub] = 0
+            continue
+        if seen.get(hub, (None, 0))[0] != mtime:
+            outer = json.loads(path.read_bytes())
+            seen[hub] = (mtime, int(json.loads(base64.b64decode(outer["payload"]))["version"]))
+        out[hub] = seen[hub][1]
+    return out
+
+
+def spread(raw: dict[str, Any], version: int, what: str, base: Path, env: dict[str, str],
+           hubs: list[str]) -> float:
+    """Sign ``raw`` as ``version``, publish it to the root hub, and wait until every hub applied it:
+    the seconds from the start of ``directory publish`` (which checks the file first) to the last."""
+    source, signed = base / f"directory-{version}.json", base / f"signed-{version}.json"
+    source.write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
+    sign_s, done = timed(lambda: subprocess.run(
+        [sys.executable, "-m", "broker.cli", "directory", "sign", str(source), "-o", str(signed), "--version",
+         str(version)], env=env, cwd=ROOT, capture_output=True, text=True))
+    if done.returncode:
+        raise SystemExit(f"directory sign: {done.stderr}")
+    copies, seen = base / "data" / "directory", dict[str, tuple[float, int]]()
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "broker.cli", "directory", "publish", str(signed)], env=env, cwd=ROOT,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"directory publish: {done.stderr}")
+    published = time.perf_counter() - started
+    applied: dict[str, float] = {}
+    while len(applied) < len(hubs):
+        if time.perf_counter() - started > 300:
+            raise SystemExit(f"version {version}: {len(applied)} of {len(hubs)} hubs applied it in 300 s")
+        for hub, v in versions_in_force(copies, hubs, seen).items():
+            if v >= version and hub not in applied:
+                applied[hub] = time.perf_counter() - started
+        time.sleep(0.05)
+    times = sorted(applied.values())
+    say(f"directory version {version} ({what}): signed in {sign_s:.1f} s; 'directory publish' took {published:.1f} s; "
+        f"applied by the first hub after {times[0]:.1f} s, half of them after {times[len(times) // 2]:.1f} s, "
+        f"all {len(hubs)} after {times[-1]:.1f} s (from the start of 'directory publish')")
+    return times[-1]
+
+
+class Trickle(threading.Thread):
+    """Documents from ``sender`` to ``recipient``, one every ``every`` seconds until stopped."""
+
+    def __init__(self, settings: Settings, topology: Topology, sender: str, recipient: str, every: float) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.topology, self.sender, self.recipient, self.every = (
+            settings, topology, sender, recipient, every)
+        self.sent: list[str] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from broker.cli.clients import agency_client, agency_key
+
+        try:
+            out, key = agency_client(self.settings, self.sender), agency_key(self.settings, self.sender)
+            s, r = self.topology.agency(self.sender), self.topology.agency(self.recipient)
+            while not self.stop.wait(self.every):
+                doc = sign(build_document(Organ(self.sender, s.name), [Organ(self.recipient, r.name)],
+                                          subject=f"Công văn số {len(self.sent) + 1} trong lúc đổi danh bạ",
+                                          attachments=[("a.pdf", "application/pdf", os.urandom(3000))]), key)
+                self.sent.append(out.send(doc))
+            out.close()
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            self.error = exc
 
 
 def cleanup(args: argparse.Namespace, mgmt_url: str, topology: Topology | None, extra_vhosts: list[str]) -> None:
@@ -191,10 +276,10 @@ def main() -> None:
             accounts_s.append(s)
             return int(out)
 
-        definitions.import_vhost, definitions.import_accounts = timed_vhost, timed_accounts
+        definitions.import_vhost, definitions.import_accounts = timed_vhost, timed_accounts  # type: ignore[assignment]
         try:
-            first_s, counts = timed(lambda: apply(topology, mgmt_url, transport / "ca.pem"))
-            again_s, _ = timed(lambda: apply(topology, mgmt_url, transport / "ca.pem"))
+            first_s, counts = timed(lambda: apply(topology, mgmt_url))
+            again_s, _ = timed(lambda: apply(topology, mgmt_url))
         finally:
             definitions.import_vhost, definitions.import_accounts = import_vhost, import_accounts
         names = wire.names(topology)
@@ -275,10 +360,57 @@ def main() -> None:
             f"{back:.2f} s; {'bytes unchanged' if ok else 'FAILED'}")
         out.close()
         inbox.close()
+
+        # -- directory versions spreading, with documents moving meanwhile ----------------------------
+        hubs = sorted(topology.hubs)
+        trickle = Trickle(settings, topology, SENDER, RECIPIENT, 0.2)
+        trickle.start()
+        new_code = "000.00.99.H41"
+        v1 = dict(raw, agencies=[*raw["agencies"], {"organ_id": new_code, "name": "UBND xã Mới Lập", "hub": "H41",
+                                                    "level": "commune", "parent": "000.00.00.H41"}])
+        add_s = spread(v1, 1, "adds one commune", base, env, hubs)
+        donor, taker = sorted(h for h in hubs if h not in ("national", "H41", "H14"))[:2]
+        moving = [a["organ_id"] for a in v1["agencies"] if a["hub"] == donor][:100]
+        v2 = dict(v1, agencies=[dict(a, hub=taker) if a["organ_id"] in moving else a for a in v1["agencies"]])
+        move_s = spread(v2, 2, f"moves {len(moving)} agencies of {donor} to {taker}", base, env, hubs)
+        trickle.stop.set()
+        trickle.join(60)
+        if trickle.error is not None:
+            raise SystemExit(f"the documents sent meanwhile: {trickle.error!r}")
+        inbox = agency_client(settings, RECIPIENT)
+        wanted, counted = set(trickle.sent), dict[str, int]()
+        deadline = time.perf_counter() + 120
+        while set(counted) < wanted and time.perf_counter() < deadline:
+            inbox.fetch(lambda item: counted.__setitem__(item.message_id, counted.get(item.message_id, 0) + 1)
+                        if item.kind == "edxml" else None, wait=0.5)
+        inbox.close()
+        twice = sorted(m for m, n in counted.items() if n > 1)
+        lost = sorted(wanted - set(counted))
+        say(f"meanwhile {len(wanted)} documents {SENDER} -> {RECIPIENT}: {len(wanted) - len(lost)} arrived, "
+            f"{len(lost)} missing, {len(twice)} twice")
+        late = Settings.from_env(env)
+        check_out = agency_client(late, SENDER)
+        arrived_new: dict[str, bool] = {}
+        for code, hub in ((new_code, "H41"), (moving[0], taker)):
+            doc = sign(build_document(Organ(SENDER, sender.name), [Organ(code, code)], subject="Sau khi đổi danh bạ",
+                                      attachments=[("a.pdf", "application/pdf", os.urandom(3000))]),
+                       agency_key(late, SENDER))
+            check_out.send(doc)
+            url = layout.account_url(Topology.from_dict(v2), hub, late.keys.hub_account(hub, "hub"),
+                                     late.keys.broker_ca)
+            deadline = time.perf_counter() + 60
+            while time.perf_counter() < deadline and not blocking.queue_depth(url, wire.inbox_queue(code)):
+                time.sleep(0.2)
+            arrived_new[code] = bool(blocking.queue_depth(url, wire.inbox_queue(code)))
+        check_out.close()
+        say("after the versions: " + ", ".join(f"a document to {c} {'is' if ok else 'is NOT'} in its inbox"
+                                               for c, ok in arrived_new.items()))
+        ok = ok and not lost and not twice and all(arrived_new.values())
         print(json.dumps({"format": args.format, "load_s": load_s, "pki_ec_s": ec_s, "pki_rsa_s_estimate": all_rsa,
                           "setup_first_s": first_s, "setup_again_s": again_s, "start_s": start_s,
                           "broker_mem_mib": broker_node(m)["mem_used"] / 2**20, "workers_rss_gib": rss / 2**30,
-                          "doc_inbox_s": arrived, "receipts_back_s": back, "ok": ok}))
+                          "doc_inbox_s": arrived, "receipts_back_s": back, "directory_add_one_s": add_s,
+                          "directory_move_100_s": move_s, "ok": ok}))
         if not ok:
             raise SystemExit(1)
     finally:

@@ -54,8 +54,13 @@ def relay(rabbitmq_urls: tuple[str, str], tmp_path_factory: pytest.TempPathFacto
           request: pytest.FixtureRequest) -> Iterator[Relay]:
     """A whole relay (every hub's worker, on the real broker, in a namespace of its own), one per
     test module.  A module shapes it with ``RELAY``: keyword arguments of :class:`tests.relay.Relay`
-    (``settings`` of the topology, ``env`` of the workers, ``workers``, ``before_start``...)."""
-    options = getattr(request.module, "RELAY", {})
+    (``settings`` of the topology, ``env`` of the workers, ``workers``, ``before_start``...), and
+    ``on_second_broker``: hubs that run on the ``second_broker``, another operator's."""
+    options = dict(getattr(request.module, "RELAY", {}))
+    elsewhere = options.pop("on_second_broker", ())
+    if elsewhere:
+        second: services.Broker = request.getfixturevalue("second_broker")
+        options["brokers"] = {hub: second for hub in elsewhere}
     r = Relay(tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2]), *rabbitmq_urls, **options)
     yield r
     r.close()

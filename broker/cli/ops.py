@@ -31,11 +31,16 @@ def status(as_json: bool) -> None:
     heads = [_("hub / queue"), _("ready"), _("unacked"), _("cons"), _("in/s"), _("out/s"), _("oldest")]
     click.echo(f"{heads[0]:34} {heads[1]:>7} {heads[2]:>8} {heads[3]:>5} {heads[4]:>7} {heads[5]:>7} {heads[6]:>7}")
     for h in hubs:
+        if h.unreadable:
+            click.echo(_("{hub} ({tier}) not readable from here", hub=h.hub, tier=report_layout.level_name(h.tier)))
+            for w in h.warnings:
+                click.secho(_("  WARNING: {warning}", warning=w), fg="yellow")
+            continue
         cert = _("cert {days} d", days=h.cert_days_left) if h.cert_days_left is not None else _("no cert")
         click.echo(_("{hub} ({tier}) parked {parked}, retrying {retrying}, unroutable {unroutable}, {cert}",
                      hub=h.hub, tier=report_layout.level_name(h.tier), parked=h.parked, retrying=h.retrying,
                      unroutable=h.unroutable, cert=cert))
-        for qs in ([h.ingress] if h.ingress else []) + h.inboxes:
+        for qs in ([h.ingress] if h.ingress else []) + h.inboxes + h.outbound:
             oldest = queues.format_age(qs.oldest_seconds) if qs.oldest_seconds is not None else "-"
             click.echo(f"  {qs.name:32} {qs.messages:7} {qs.unacked:8} {qs.consumers:5} "
                        f"{qs.in_rate:7.1f} {qs.out_rate:7.1f} {oldest:>7}")

@@ -109,7 +109,7 @@ def overview(settings: Settings, topology: Topology) -> str:
                    f"<td>{e(r.document_id)}</td>{_reason(r.code, r.reason)}</tr>")
     out += ["</table>", _h2(_("Parked messages")),
             "<table>" + _heads(_("hub"), _("message"), _("code"), _("from"), _("reason"))]
-    for hub_id in order:
+    for hub_id in (h for h in order if not hubs[h].unreadable):
         for n, p in enumerate(queues.list_parked(settings, hub_id, limit=50)):
             anchor = f" id='parked-{e(hub_id)}'" if n == 0 else ""
             out.append(f"<tr{anchor}><td>{e(hub_id)}</td><td><a href='parked/{e(hub_id)}/{e(p.digest)}'>"

@@ -12,10 +12,11 @@ from broker.i18n import N_, _
 from broker.ops.queues import HubStatus
 
 STATES = {"ok": ("#2E7D32", N_("working")), "warning": ("#F9A825", N_("needs attention")),
-          "down": ("#C62828", N_("stopped")), "unknown": ("#9E9E9E", N_("not set up"))}
+          "down": ("#C62828", N_("stopped")), "unknown": ("#9E9E9E", N_("not set up")),
+          "away": ("#9E9E9E", N_("not visible from here"))}
 """Each state's colour and name: serving with nothing to watch; serving with a warning (parked
 messages, a backlog, an old inbox, a certificate near its end); no worker consumes the ingress;
-no ingress queue at all."""
+no ingress queue at all; its broker cannot be read from here (another operator's, or away)."""
 PASSED, REFUSED = "#1565C0", "#C62828"
 BOX_W, BOX_H, GAP_X, GAP_Y = 250, 62, 24, 46
 
@@ -25,6 +26,8 @@ def _short(name: str, most: int = 30) -> str:
 
 
 def state(st: HubStatus) -> str:
+    if st.unreadable:
+        return "away"
     if st.ingress is None:
         return "unknown"
     if st.ingress.consumers == 0:

@@ -40,9 +40,11 @@ BUSY = {500, 502, 503, 504}
 class Management:
     """A minimal client of the RabbitMQ management API."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pauses: tuple[float, ...] = PAUSES) -> None:
+        """``pauses``: before each new attempt of a request (none: one attempt, for a look that
+        must not wait, such as ``lienthong status`` reading a broker that may be away)."""
         parts = urlsplit(url)
-        self.url = url
+        self.url, self.pauses = url, pauses
         self.base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}"
         if not parts.username:
             raise ConfigError(N_("the management URL {base} names no admin account (http://USER:PASSWORD@host:15672; "
@@ -53,15 +55,15 @@ class Management:
 
     def request(self, method: str, path: str, body: Any = None, *, timeout: float = 15.0,
                 missing_ok: bool = False) -> Any:
-        """One call; tried again after each of :data:`PAUSES` while it times out, the connection
-        breaks or the broker answers 5xx.  ``missing_ok``: a 404 (deleting what is gone already) is
-        no error.  Another HTTP error is :class:`ConfigError`; nothing listening, or no answer after
-        the last attempt, :class:`TransientError`."""
+        """One call; tried again after each of the pauses while it times out, the connection is
+        refused or breaks, or the broker answers 5xx (a broker starting or restarting answers
+        within them).  ``missing_ok``: a 404 (deleting what is gone already) is no error.  Another
+        HTTP error is :class:`ConfigError`; no answer after the last attempt, :class:`TransientError`."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, method=method,
                                      headers={"Authorization": self._auth, "Content-Type": "application/json"})
         started = time.monotonic()
-        for attempt, pause in enumerate((*PAUSES, None), start=1):
+        for attempt, pause in enumerate((*self.pauses, None), start=1):
             try:
                 with urllib.request.urlopen(req, timeout=timeout) as resp:
                     raw = resp.read()
@@ -73,9 +75,6 @@ class Management:
                 if exc.code not in BUSY:
                     raise ConfigError(N_("management API {method} {path}: {reason}"), method=method, path=path,
                                       reason=reason) from None
-            except ConnectionRefusedError as exc:
-                raise TransientError(N_("management API at {base} unreachable: {reason}"), base=self.base,
-                                     reason=exc) from None
             except (OSError, http.client.HTTPException) as exc:  # a timeout, a broken connection
                 reason = str(exc) or type(exc).__name__
             if pause is None:
@@ -114,16 +113,16 @@ class Management:
         return deleted
 
 
-def for_hub(hub_url: str, default_url: str) -> Management:
+def for_hub(hub_url: str, default_url: str, *, pauses: tuple[float, ...] = PAUSES) -> Management:
     """The management API of a hub's broker: its own URL (topology ``management_url``) if it has
     one, with the admin account of ``default_url`` (the deployment's, kept out of the topology)
     unless that URL names its own."""
     if not hub_url:
-        return Management(default_url)
+        return Management(default_url, pauses=pauses)
     hub, admin = urlsplit(hub_url), urlsplit(default_url)
     if hub.username or not admin.username:
-        return Management(hub_url)
-    return Management(hub._replace(netloc=f"{admin.netloc.rpartition('@')[0]}@{hub.netloc}").geturl())
+        return Management(hub_url, pauses=pauses)
+    return Management(hub._replace(netloc=f"{admin.netloc.rpartition('@')[0]}@{hub.netloc}").geturl(), pauses=pauses)
 
 
 def q(name: str) -> str:

@@ -54,7 +54,8 @@ class QueueWatch:
         """Watch the queues of ``topology`` from the next check on (a new directory in force)."""
         self.limits = topology.settings.alerts
         self.queues = [wire.Q_INGRESS, wire.Q_PARKING] + sorted(
-            wire.inbox_queue(a.organ_id) for a in topology.agencies.values() if a.hub == self.hub)
+            wire.inbox_queue(a.organ_id) for a in topology.agencies.values() if a.hub == self.hub) + sorted(
+            wire.outbound_queue(n) for n in topology.neighbours(self.hub))  # what waits for a broker away
 
     def run(self) -> None:
         """Watch until ``stopped`` is set."""
