@@ -91,7 +91,10 @@ case "${1:-}" in
     # node to have stopped (minutes); this cluster is for trying and testing, not for keeping data
     for n in "${NODES[@]}"; do ctl "$n" shutdown >/dev/null 2>&1 || true; done
     rm -rf "$DIR"
-    for n in "${NODES[@]}"; do start_node "$n"; done
+    # the three nodes boot side by side (each takes seconds of its own), then join one by one
+    pids=()
+    for n in "${NODES[@]}"; do start_node "$n" & pids+=($!); done
+    for pid in "${pids[@]}"; do wait "$pid"; done
     for n in 2 3; do
       if ! ctl "$n" cluster_status 2>/dev/null | grep -q "lt1@localhost"; then
         ctl "$n" stop_app
@@ -120,7 +123,8 @@ case "${1:-}" in
     say "node lt$n back in the cluster"
     ;;
   stop)
-    for n in "${NODES[@]}"; do ctl "$n" shutdown >/dev/null 2>&1 || true; done
+    for n in "${NODES[@]}"; do (ctl "$n" shutdown >/dev/null 2>&1 || true) & done
+    wait
     say "stopped"
     ;;
   status)
