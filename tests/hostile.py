@@ -9,7 +9,7 @@ Families (names are static, so pytest can name each case before any bytes exist)
 
 - ``PARSE``: malformed XML, entity and DTD attacks, size and depth, refused before any signature work;
 - ``SIGNATURE``: signature wrapping, tampering, algorithms, certificates, signer binding, sent as a
-  given agency (REST and folder senders; the raw AMQP sender also gets tests/test_signatures.py's corpus);
+  given agency (REST and folder senders; the raw AMQP sender also gets tests/signatures.py's corpus);
 - ``POLICY`` and ``HEADERS``: who may send what, and hub-only AMQP headers set by an agency.
 """
 
@@ -36,10 +36,10 @@ from broker.core.hoprecords import HopRecord, sign_record, utc_now
 from broker.core.parsing import parse
 from broker.core.signer import SigningKey, sign_tree
 from broker.relay import devpki
-from tests import test_signatures as ts
+from tests import signatures as ts
 from tests.relay import Relay
 
-AMQP_SENDER = "000.00.00.G22"    # hub national; tests/test_signatures.py's corpus is built for this agency
+AMQP_SENDER = "000.00.00.G22"    # hub national; tests/signatures.py's corpus is built for this agency
 REST_SENDER = "000.00.01.H14"    # hub H14, through the REST gateway
 FOLDER_SENDER = "000.00.00.H14"  # hub H14, a folder without a key: files go out as they are
 FOLDER_SIGNER = "000.00.31.H14"  # hub H14-D31, a folder with the agency's key: unsigned files are signed
@@ -126,11 +126,11 @@ def wrapping_object(data: bytes) -> bytes:
 
 
 def moved_signature(data: bytes) -> bytes:
-    return edit(data, lambda r: ts._legacy_slot(r).append(ts.sig_of(r)), "moved-signature")
+    return edit(data, lambda r: ts.legacy_slot(r).append(ts.sig_of(r)), "moved-signature")
 
 
 def two_signatures(data: bytes) -> bytes:
-    return edit(data, lambda r: ts._legacy_slot(r).append(copy.deepcopy(ts.sig_of(r))), "two-signatures")
+    return edit(data, lambda r: ts.legacy_slot(r).append(copy.deepcopy(ts.sig_of(r))), "two-signatures")
 
 
 def signature_in_body(data: bytes) -> bytes:

@@ -100,7 +100,8 @@ def test_an_amqp_handshake_that_never_ends_is_transient() -> None:
     listener.listen(8)
     held: list[socket.socket] = []
     threading.Thread(target=lambda: [held.append(listener.accept()[0]) for _ in range(8)], daemon=True).start()
-    url = f"amqps://u:p@127.0.0.1:{listener.getsockname()[1]}/v?cacertfile={services.transport_ca() / 'ca.pem'}&stack_timeout=2"
+    url = (f"amqps://u:p@127.0.0.1:{listener.getsockname()[1]}/v?cacertfile={services.transport_ca() / 'ca.pem'}"
+           "&stack_timeout=2")
     with pytest.raises(TransientError, match="cannot connect to the broker: Timeout"):
         with blocking.blocking(url):
             pass

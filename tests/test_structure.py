@@ -126,11 +126,11 @@ def test_imports_run_downward(module: str) -> None:
     assert wrong == [], f"{module} ({room}) imports {wrong}"
 
 
-@pytest.mark.parametrize("test_module", sorted(p.name for p in (ROOT / "tests").glob("test_*.py")))
+@pytest.mark.parametrize("test_module", sorted(p.name for p in (ROOT / "tests").glob("*.py")))
 def test_tests_stand_alone(test_module: str) -> None:
-    """A test module imports the code under test and the tests' helpers (``tests/relay.py``,
-    ``tests/services.py``...), never another test module or bench code: a test is not broken by
-    a change to another test or to a benchmark."""
+    """A test module, or a helper of the tests, imports the code under test and the tests' helpers
+    (``tests/relay.py``, ``tests/signatures.py``...), never a test module or bench code: a test is
+    not broken by a change to another test or to a benchmark."""
     path = ROOT / "tests" / test_module
     imported = _imports(path) | {f"{node.module}.{a.name}" for node in ast.walk(ast.parse(path.read_text("utf-8")))
                                  if isinstance(node, ast.ImportFrom) and node.module in ("tests", "bench")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import collections
 import ssl
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from pika.adapters.utils.io_services_utils import _AsyncTransportBase
 
 from broker.relay.amqp import connection
+from tests.relay import ROOT
 
 
 class _Socket:
@@ -382,3 +385,33 @@ def test_pika_itself_is_left_as_it_is(tmp_path: Any, rabbitmq_urls: tuple[str, s
     finally:
         relay.close()
     assert pikas() == before
+
+
+def test_importing_lienthong_patches_nothing_in_pika() -> None:
+    """In a fresh interpreter: every public and private function of pika's connection and transport
+    classes, and of its I/O loop, is the same object before and after importing the AMQP transport,
+    the SDK and the CLI (a patch at import would change one for every program that embeds the SDK)."""
+    probe = """
+import inspect, pika, pika.adapters.select_connection as sc, pika.adapters.blocking_connection as bc
+from pika.adapters.utils import io_services_utils as io, connection_workflow as cw
+def snapshot():
+    out = {}
+    for mod in (pika, sc, bc, io, cw):
+        for name, cls in vars(mod).items():
+            if inspect.isclass(cls) and cls.__module__.startswith("pika"):
+                for attr, value in vars(cls).items():
+                    out[f"{cls.__module__}.{name}.{attr}"] = id(value)
+            elif inspect.isfunction(cls):
+                out[f"{mod.__name__}.{name}"] = id(cls)
+    return out
+before = snapshot()
+import broker.relay.amqp.blocking, broker.relay.amqp.session, broker.relay.amqp.links, adapters.sdk, broker.cli
+after = snapshot()
+changed = sorted(k for k in before if after.get(k) != before[k])
+print(len(before), changed)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    count, changed = done.stdout.split(" ", 1)
+    assert int(count) > 200, "the probe saw too little of pika to mean anything"
+    assert changed.strip() == "[]", changed
