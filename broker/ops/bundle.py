@@ -29,6 +29,7 @@ from broker.core.cafiles import SUFFIXES, read_directory
 from broker.core.edxml import Message
 from broker.core.errors import AuditFailure, LienthongError, TraceInvalid
 from broker.core.hoprecords import HopRecord, check_path, parse_record, parse_time, token_digest, verify_record
+from broker.core.outcome import Verdict
 from broker.core.parsing import parse
 from broker.core.topology import Topology, subject_uid
 from broker.core.trust import TrustStore
@@ -191,7 +192,7 @@ def _trace_delivered(records: dict[str, tuple[str, HopRecord]], message: Message
         if rec.document_id != message.document_id:
             raise AuditFailure(N_("{file}: the hop record names document {recorded!r}, the signed message {signed!r}"),
                                file=name, recorded=rec.document_id, signed=message.document_id)
-        if rec.verdict == "rejected":  # a refusal stands alone: it forwards nothing and delivers nothing
+        if rec.verdict == Verdict.REJECTED:  # a refusal stands alone: it forwards nothing and delivers nothing
             continue
         chain = [rec]
         while chain[0].prev:
@@ -210,7 +211,7 @@ def _trace_delivered(records: dict[str, tuple[str, HopRecord]], message: Message
         except TraceInvalid as exc:
             raise AuditFailure(N_("{file}: the trace of this record is not a path from the sender: {reason}"),
                                file=name, reason=exc) from None
-        if rec.verdict != "delivered":
+        if rec.verdict != Verdict.DELIVERED:
             continue
         inboxes = [t.partition(":")[2] for t in rec.targets if t.startswith("inbox:")]
         for agency in inboxes:

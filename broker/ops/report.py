@@ -33,6 +33,7 @@ from typing import Any
 from broker.core import edxml, receipts
 from broker.core.errors import LienthongError, UsageError
 from broker.core.hoprecords import parse_record
+from broker.core.outcome import Verdict
 from broker.core.parsing import DEFAULT_LIMITS, parse
 from broker.core.topology import Topology
 from broker.i18n import N_
@@ -170,7 +171,7 @@ def build(stores: Sequence[SqlStore], topology: Topology, start: datetime, end: 
                     refused.setdefault(row.digest, (r.sender, r.code, row.at))
             elif row.kind == "hop":
                 rec = parse_record(row.body)
-                if rec.extra.get("kind") == "status" and not rec.prev and rec.verdict != "rejected":
+                if rec.extra.get("kind") == "status" and not rec.prev and rec.verdict != Verdict.REJECTED:
                     statuses.append((row.digest, row.at))
 
     figures = {a: Figures(issued=(issued or {}).get(a)) for a in topology.agencies}

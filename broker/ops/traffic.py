@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from broker.core.hoprecords import parse_record
+from broker.core.outcome import Verdict
 from broker.core.topology import Topology
 from broker.relay.store import open_store
 from broker.settings import Settings
@@ -59,10 +60,10 @@ def read(settings: Settings, topology: Topology, *, now: float | None = None,
                 continue
             slot = min(SLOTS - 1, int((row.at - since) / span * SLOTS))
             rec = parse_record(row.body)
-            (out[hub].refused if rec.verdict == "rejected" else out[hub].passed)[slot] += 1
+            (out[hub].refused if rec.verdict == Verdict.REJECTED else out[hub].passed)[slot] += 1
         for row in latest:
             if row.kind == "hop":
                 rec = parse_record(row.body)
-                if rec.verdict == "rejected":
+                if rec.verdict == Verdict.REJECTED:
                     refusals.append(Rejection(rec.at, hub, rec.code, rec.document_id, rec.extra.get("reason", "")))
     return out, sorted(refusals, key=lambda r: r.at, reverse=True)[:limit]
