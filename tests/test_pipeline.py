@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from broker.core import receipts, wire
@@ -415,6 +416,11 @@ def test_copies_for_a_neighbour_whose_broker_is_away_wait_and_go_once_it_is_back
     province waits, judged and claimed, in H41's own out.national queue (same bytes, id and
     headers), its sender told 'accepted'; one for a commune of H41 is delivered meanwhile.  When
     the link is back the waiting copy goes to the national hub once and leaves the queue."""
+    def counted(what: str) -> float:
+        return REGISTRY.get_sample_value("lienthong_outbound_total", {"hub": "H41", "neighbour": "national",
+                                                                      "what": what}) or 0.0
+
+    kept, forwarded_before = counted("kept"), counted("forwarded")
     h41.broker.cut("national")
     with capture_logs() as logs:
         w = h41.worker()
@@ -429,6 +435,7 @@ def test_copies_for_a_neighbour_whose_broker_is_away_wait_and_go_once_it_is_back
     assert sorted(r.kind for r in _receipts(h41.queue(SENDER_INBOX))) == ["accepted", "accepted", "delivered"]
     assert [e["subject"] for e in logs if e.get("kind") == "link-down"] == ["national"]
     assert h41.store.claim("H41", wire.message_id(far), ["hub:national"], "x") == {"hub:national": "done"}
+    assert counted("kept") == kept + 1 and counted("forwarded") == forwarded_before
     with capture_logs() as logs:
         h41.broker.mend("national")
         h41.run()
@@ -438,6 +445,7 @@ def test_copies_for_a_neighbour_whose_broker_is_away_wait_and_go_once_it_is_back
     assert forwarded.headers == waiting.headers and forwarded.exchange == wire.link_exchange("H41")
     assert h41.queue(OUT_NATIONAL) == [] and h41.unsettled() == 0
     assert [(e["event"], e["kind"]) for e in logs if e.get("kind") == "link-down"] == [("alert cleared", "link-down")]
+    assert counted("forwarded") == forwarded_before + 1
 
 
 def test_a_link_lost_while_copies_are_unconfirmed_sends_them_to_wait(h41: Hub) -> None:

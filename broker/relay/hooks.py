@@ -60,6 +60,12 @@ class Hook:
         """Sent to retry tier ``to`` after a transient failure; ``to`` is ``parking`` when the retries
         ran out."""
 
+    def kept(self, neighbour: str) -> None:
+        """A copy for ``neighbour``, whose link is down, was put in its outbound queue."""
+
+    def forwarded(self, neighbour: str) -> None:
+        """A copy that waited in ``neighbour``'s outbound queue was confirmed by its broker."""
+
 
 class Hooks(Hook):
     """Every hook, called in turn; one that raises is logged and the others still run."""
@@ -111,6 +117,12 @@ class Hooks(Hook):
     def retried(self, d: Delivery, to: str, error: BaseException) -> None:
         self._each("retried", d, to, error)
 
+    def kept(self, neighbour: str) -> None:
+        self._each("kept", neighbour)
+
+    def forwarded(self, neighbour: str) -> None:
+        self._each("forwarded", neighbour)
+
 
 class Metrics(Hook):
     """The Prometheus metrics of :mod:`broker.relay.metrics`."""
@@ -138,6 +150,12 @@ class Metrics(Hook):
 
     def retried(self, d: Delivery, to: str, error: BaseException) -> None:
         metrics.RETRIES.labels(self.hub, to).inc()
+
+    def kept(self, neighbour: str) -> None:
+        metrics.OUTBOUND.labels(self.hub, neighbour, "kept").inc()
+
+    def forwarded(self, neighbour: str) -> None:
+        metrics.OUTBOUND.labels(self.hub, neighbour, "forwarded").inc()
 
 
 class Events(Hook):

@@ -18,7 +18,7 @@ which the neighbour's claims drop (its message id and bytes are the same).
 from __future__ import annotations
 
 from broker.core import wire
-from broker.relay import metrics
+from broker.relay.hooks import Hook
 from broker.relay.transport import LOCAL, Confirmed, Outgoing, Received, Session
 
 REFUSED_PAUSE = 1.0
@@ -28,8 +28,8 @@ REFUSED_PAUSE = 1.0
 class Outbound:
     """The outbound queues of hub ``hub`` over one session at a time."""
 
-    def __init__(self, hub: str, names: wire.Names) -> None:
-        self.hub, self.names = hub, names
+    def __init__(self, hub: str, names: wire.Names, hooks: Hook) -> None:
+        self.hub, self.names, self.hooks = hub, names, hooks
         self.session: Session | None = None
         self._following: set[str] = set()
         self._back: dict[str, list[int]] = {}
@@ -42,7 +42,7 @@ class Outbound:
     def put(self, neighbour: str, message: Outgoing, confirmed: Confirmed) -> None:
         """Keep ``message`` (a copy for ``neighbour``, whose link is down) in its outbound queue."""
         assert self.session is not None
-        metrics.OUTBOUND.labels(self.hub, neighbour, "kept").inc()
+        self.hooks.kept(neighbour)
         self.session.publishers[LOCAL].publish(
             Outgoing(wire.EX_OUTBOUND, neighbour, message.body, message.message_id, self.names.hub_user(self.hub),
                      message.headers), confirmed)
@@ -74,7 +74,7 @@ class Outbound:
 
         def confirmed(ok: bool) -> None:
             if ok:
-                metrics.OUTBOUND.labels(self.hub, neighbour, "forwarded").inc()
+                self.hooks.forwarded(neighbour)
                 session.consumer.ack_all([message.delivery_tag])
             else:
                 self._hand_back(neighbour, message.delivery_tag)

@@ -78,7 +78,7 @@ class Pipeline:
         self.directories = directories
         self.hub = hop.hub
         self.addresses = Addresses(self.hub, wire.names(hop.topology))
-        self.outbound = Outbound(self.hub, self.addresses.names)
+        self.outbound = Outbound(self.hub, self.addresses.names, hooks)
         self.held = HeldReceipts(lambda copies: self.hop.bundle(copies), self._send, hold_seconds)
         self.batches = Batches(self._handle, batch_seconds)
         self.session: Session | None = None
