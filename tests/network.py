@@ -9,6 +9,7 @@ from pathlib import Path
 
 from broker.core import wire
 from broker.core.topology import Topology
+from broker.core.trust import TrustSource
 from broker.relay.directories import Directories
 from broker.relay.memory import MemoryBroker, MemoryTransport, Stored
 from broker.relay.store import SqlStore, sqlite_store
@@ -21,8 +22,10 @@ class Network:
     """The hubs of ``topology`` on in-memory brokers, each with its state store in ``path``."""
 
     def __init__(self, pki: Path, topology: Topology, path: Path, *,
-                 provision: Callable[[str], Provision] | None = None) -> None:
-        self.pki, self.topology, self.path = pki, topology, path
+                 provision: Callable[[str], Provision] | None = None, trust: TrustSource | None = None) -> None:
+        """``trust``: where every hub takes its trust store from (a :class:`LiveTrust` follows its
+        directory, as running hubs do); default, a fixed snapshot of ``pki``."""
+        self.pki, self.topology, self.path, self.trust = pki, topology, path, trust
         self.brokers = {h: MemoryBroker() for h in topology.hubs}
         self.stores: dict[str, SqlStore] = {h: sqlite_store(path / f"{h}.sqlite3") for h in topology.hubs}
         self.provision = provision
@@ -30,12 +33,12 @@ class Network:
 
     def start(self, hub: str) -> HubWorker:
         """A worker of ``hub`` (on the directory its store kept, else ``topology``), its session open."""
-        trust = hops.hop(self.pki, self.topology, hub).trust
+        trust = self.trust or hops.hop(self.pki, self.topology, hub).trust
         directories = Directories(hub, self.stores[hub], trust, PkiLayout(self.pki).authorities, _quiet(),
                                   local=self.topology.settings)
         kept = directories.load()
-        hop = hops.hop(self.pki, kept.topology if kept else self.topology, hub, trust=trust)
-        worker = HubWorker(hop, self.stores[hub], PkiLayout(self.pki), MemoryTransport(self.brokers[hub]),
+        hop = hops.hop(self.pki, kept.topology if kept else self.topology, hub, trust=trust.current())
+        worker = HubWorker(hop, self.stores[hub], PkiLayout(self.pki), MemoryTransport(self.brokers[hub]), trust=trust,
                            tuning=Tuning(receipt_hold_seconds=0.0), directories=directories,
                            provision=self.provision(hub) if self.provision else None)
         worker.open_session()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from broker.core.topology import Topology
 from broker.core.trust import TrustStore
 from broker.relay import devpki
 from broker.relay.assemble import hub_certificates
+from broker.relay.livetrust import LiveTrust
 from broker.settings import PkiLayout, Tuning
 from tests import hops
 from tests.network import Network
@@ -239,6 +241,43 @@ def test_a_hub_that_was_away_gets_the_version_in_force_from_its_neighbour(networ
     assert network.workers["H14-D31"].directories.version == 0  # type: ignore[union-attr]
     network.advance("H14", Tuning().checkpoint_seconds)
     assert network.workers["H14-D31"].directories.version == 2  # type: ignore[union-attr]
+
+
+def test_a_hub_certificate_from_the_directory_is_judged_at_each_record(dev_pki: Path, topology: Topology,
+                                                                        tmp_path: Path) -> None:
+    """The hubs run on a directory handed to them (its hub certificates, not the PKI's files) and
+    follow their trust directory.  H41's certificate is revoked while they serve: from the next
+    snapshot on, what H41 forwards (the document, the receipts it signs) is parked HUB_REVOKED at
+    the national hub, while what Cao Bằng sends to Nghệ An's commune still arrives."""
+    pki = tmp_path / "pki"
+    shutil.copytree(dev_pki, pki)
+    live = LiveTrust(pki)
+    net = Network(pki, topology, tmp_path, trust=live)
+    try:
+        for hub in topology.hubs:
+            net.start(hub)
+        _hand_in(net, "national", _signed(pki, _source(), 2))
+        net.run()
+        assert {h: w.directories.version for h, w in net.workers.items()} == dict.fromkeys(topology.hubs, 2)  # type: ignore[union-attr]
+
+        def send(sender: str, recipient: str) -> bytes:
+            body = hops.document(pki, topology, sender, [recipient])
+            net.brokers[topology.agency(sender).hub].put("ingress", body, exchange=wire.agency_exchange(sender))
+            net.run()
+            return body
+
+        before = send(SENDER, FAR)
+        assert [m.body for m in net.queue("H14-D31", f".:inbox:{FAR}")] == [before]
+        devpki.revoke(pki, [PkiLayout(pki).hub("H41")[1]])
+        assert live.refresh(every=0)
+        refused, still = send(SENDER, FAR), send(FAR, SENDER)
+        parked = net.queue("national", ".:parking:")  # the document, and the receipts H41 signed
+        assert refused in [m.body for m in parked] and {m.headers[wire.H_CODE] for m in parked} == {"HUB_REVOKED"}
+        delivered = [m.body for m in net.queue("H14-D31", f".:inbox:{FAR}")]
+        assert delivered.count(before) == 1 and refused not in delivered
+        assert still in [m.body for m in net.queue("H41", f".:inbox:{SENDER}")]
+    finally:
+        net.close()
 
 
 def test_a_directory_carries_only_what_hubs_share(dev_pki: Path, tmp_path: Path) -> None:
