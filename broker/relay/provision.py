@@ -40,11 +40,11 @@ BUSY = {500, 502, 503, 504}
 class Management:
     """A minimal client of the RabbitMQ management API."""
 
-    def __init__(self, url: str, *, pauses: tuple[float, ...] = PAUSES) -> None:
-        """``pauses``: before each new attempt of a request (none: one attempt, for a look that
-        must not wait, such as ``lienthong status`` reading a broker that may be away)."""
+    def __init__(self, url: str, *, pauses: tuple[float, ...] | None = None) -> None:
+        """``pauses``: before each new attempt of a request (default :data:`PAUSES`; fewer for a
+        look that must not wait, such as ``lienthong status`` reading a broker that may be away)."""
         parts = urlsplit(url)
-        self.url, self.pauses = url, pauses
+        self.url, self.pauses = url, PAUSES if pauses is None else pauses
         self.base = f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}"
         if not parts.username:
             raise ConfigError(N_("the management URL {base} names no admin account (http://USER:PASSWORD@host:15672; "
@@ -113,7 +113,7 @@ class Management:
         return deleted
 
 
-def for_hub(hub_url: str, default_url: str, *, pauses: tuple[float, ...] = PAUSES) -> Management:
+def for_hub(hub_url: str, default_url: str, *, pauses: tuple[float, ...] | None = None) -> Management:
     """The management API of a hub's broker: its own URL (topology ``management_url``) if it has
     one, with the admin account of ``default_url`` (the deployment's, kept out of the topology)
     unless that URL names its own."""
