@@ -1,6 +1,8 @@
 """The relay on a three-node RabbitMQ cluster (scripts/rabbitmq-cluster.sh, on this machine): the
 node every client prefers is shut down mid-run; quorum queues keep the messages, the hub workers
-move to the other nodes, and every document is still delivered once."""
+move to the other nodes, and every document is still delivered once.
+
+A long run (three more broker nodes, about a minute and a half): ``scripts/test.sh -m long``."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 
 from tests.faults import CLUSTER_SCRIPT, Plan, cluster_urls, report, run
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.long]
 
 
 @pytest.fixture(scope="module")
