@@ -12,6 +12,20 @@ import sys
 
 import structlog
 
+_TAPS: list[structlog.types.Processor] = []
+
+
+def _tap(logger: object, method: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+    for tap in _TAPS:
+        tap(logger, method, event)
+    return event
+
+
+def add_tap(tap: structlog.types.Processor) -> None:
+    """Let ``tap`` see every log event (before it is rendered) from now on, loggers already made
+    included: a hub process counts its ``alert`` events this way (:mod:`broker.relay.metrics`)."""
+    _TAPS.append(tap)
+
 
 def configure(*, json: bool = False, level: str = "INFO") -> None:
     """Configure structlog and the standard library root logger (call once, at start-up)."""
@@ -24,6 +38,7 @@ def configure(*, json: bool = False, level: str = "INFO") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _tap,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),

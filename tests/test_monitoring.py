@@ -82,11 +82,35 @@ def test_every_alert_the_hubs_raise_has_a_rule() -> None:
     answering and the broker's file handles have rules of their own."""
     exprs = " ".join(str(r["expr"]) for r in _rules())
     behind = {"certificate-expiring": "lienthong_certificate_days_left",
-              "crl-out-of-date": "lienthong_crl_seconds_left", "sha1-accepted": "lienthong_sha1_accepted_total"}
+              "crl-out-of-date": "lienthong_crl_seconds_left", "sha1-accepted": "lienthong_sha1_accepted_total",
+              "link-down": "lienthong_link_up == 0"}
     for kind in metrics.ALERT_KINDS:
         assert f'kind="{kind}"' in exprs or behind.get(kind, "?") in exprs, f"no rule for the {kind} alert"
     assert 'up{job="lienthong-hubs"} == 0' in exprs and "absent(up" in exprs
     assert "rabbitmq_process_open_fds / rabbitmq_process_max_fds" in exprs
+
+
+def test_every_alert_in_the_code_is_a_known_kind() -> None:
+    """Every ``alert`` log event the code writes with a literal ``kind`` names one of
+    ``metrics.ALERT_KINDS`` (so the test above holds it to a rule): a new alert without a rule fails
+    here.  And a hub process counts its alert events for Prometheus (``lienthong_alerts_raised_total``)."""
+    written = set()
+    for path in (ROOT / "broker").rglob("*.py"):
+        written |= set(re.findall(r'"alert", kind="([a-z0-9-]+)"', path.read_text(encoding="utf-8")))
+    assert written and written <= set(metrics.ALERT_KINDS), written - set(metrics.ALERT_KINDS)
+    assert set(metrics.EVENT_ALERT_KINDS) <= written
+
+    from prometheus_client import REGISTRY
+
+    def raised() -> float:
+        return REGISTRY.get_sample_value("lienthong_alerts_raised_total",
+                                         {"hub": "H99", "kind": "directory-refused"}) or 0.0
+
+    before, tap = raised(), metrics.count_alerts("H99")
+    tap(None, "warning", {"event": "alert", "kind": "directory-refused"})
+    tap(None, "info", {"event": "alert cleared", "kind": "directory-refused"})
+    tap(None, "info", {"event": "serving", "hub": "H99"})
+    assert raised() == before + 1
 
 
 def test_grafana_dashboard_shows_only_exported_metrics() -> None:
@@ -95,14 +119,17 @@ def test_grafana_dashboard_shows_only_exported_metrics() -> None:
     board = json.loads(GRAFANA.read_text(encoding="utf-8"))
     exported = {m for c in (metrics.MESSAGES, metrics.HOP_SECONDS, metrics.BATCH_SIZE, metrics.RETRIES,
                             metrics.CERT_DAYS, metrics.CRL_SECONDS, metrics.QUEUE_MESSAGES, metrics.ALERT,
-                            metrics.SHA1_ACCEPTED, metrics.INBOX_AGE) for f in c.collect() for m in
+                            metrics.SHA1_ACCEPTED, metrics.INBOX_AGE, metrics.LINK_UP, metrics.OUTBOUND,
+                            metrics.ALERTS_RAISED) for f in c.collect() for m in
                 {f.name, f.name + "_total", f.name + "_bucket"}}
     named: set[str] = set()
     for panel in board["panels"]:
         assert panel["title"] and panel["targets"], panel
         for target in panel["targets"]:
             names = set(re.findall(r"\b([a-z_]+)(?=[{\[ )]|$)", target["expr"])) - {
-                "sum", "by", "rate", "increase", "histogram_quantile", "hub", "le", "outcome", "code", "agency", "to"}
+                "sum", "by", "rate", "increase", "histogram_quantile", "hub", "le", "outcome", "code", "agency", "to",
+                "neighbour", "what", "kind"}
             named |= names
     assert named and named <= exported | FOREIGN, named - exported - FOREIGN
-    assert {"lienthong_alert", "lienthong_inbox_oldest_seconds", "rabbitmq_process_open_fds"} <= named
+    assert {"lienthong_alert", "lienthong_inbox_oldest_seconds", "rabbitmq_process_open_fds", "lienthong_link_up",
+            "lienthong_outbound_total", "lienthong_alerts_raised_total"} <= named

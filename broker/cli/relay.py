@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from adapters.sdk import save_item
-from broker import i18n
+from broker import i18n, logs
 from broker.cli.app import load_topology, main, read_file, settings, topology_file
 from broker.cli.clients import agency_client, agency_key
 from broker.core import errors
@@ -16,7 +16,7 @@ from broker.core.topology import Topology
 from broker.i18n import N_, _
 from broker.logs import get_logger
 from broker.pkcs11 import EXIT_PIN_REFUSED
-from broker.relay import layout
+from broker.relay import layout, metrics
 from broker.relay.amqp.session import AmqpTransport
 from broker.relay.assemble import start_hub
 from broker.relay.provision import Management, apply, setup_hub, sync_hub
@@ -70,6 +70,7 @@ def hub_run(hub_id: str, prefetch: int, metrics_port: int | None) -> None:
     except errors.CredentialRefused as exc:
         click.echo(exc.line(i18n.current().gettext), err=True)
         sys.exit(EXIT_PIN_REFUSED)
+    logs.add_tap(metrics.count_alerts(hub_id))  # alert log events as a counter, for Prometheus' rules
     if metrics_port:
         from prometheus_client import start_http_server
 

@@ -8,8 +8,9 @@ are in ``monitoring/prometheus/``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography import x509
 from prometheus_client import Counter, Gauge, Histogram
@@ -38,9 +39,23 @@ INBOX_AGE = Gauge("lienthong_inbox_oldest_seconds", "Age of the oldest message i
 SHA1_ACCEPTED = Counter("lienthong_sha1_accepted_total",
                         "Messages a hub accepted with SHA-1 (signature, digest or chain) under the sender's "
                         "legacy_sha1 policy", ["hub", "agency"])
+EVENT_ALERT_KINDS = ("directory-refused", "crl-fetch-failed", "ocsp-unavailable", "time-stamp-failed")
+"""Alerts that are events, not a state a gauge holds: counted by :data:`ALERTS_RAISED`."""
 ALERT_KINDS = ("backlog", "parked", "inbox-backlog", "inbox-age", "certificate-expiring", "crl-missing",
-               "crl-out-of-date", "sha1-accepted")
+               "crl-out-of-date", "sha1-accepted", "link-down", *EVENT_ALERT_KINDS)
 """Every alert a hub raises (``alert`` log events with ``kind``); monitoring/prometheus has a rule for each."""
+ALERTS_RAISED = Counter("lienthong_alerts_raised_total", "Alert log events a hub process raised, by kind",
+                        ["hub", "kind"])
+
+
+def count_alerts(hub: str) -> Callable[[object, str, MutableMapping[str, Any]], MutableMapping[str, Any]]:
+    """A log tap (:func:`broker.logs.add_tap`) counting each ``alert`` event of hub process ``hub``
+    in :data:`ALERTS_RAISED`, so a Prometheus rule sees what only a log line said."""
+    def tap(_: object, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if event.get("event") == "alert":
+            ALERTS_RAISED.labels(str(event.get("hub") or hub), str(event.get("kind", ""))).inc()
+        return event
+    return tap
 
 
 def queue_alerts(hub: str, depths: Mapping[str, int], limits: Alerts,
