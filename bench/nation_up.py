@@ -365,7 +365,8 @@ def main() -> None:
         hubs = sorted(topology.hubs)
         trickle = Trickle(settings, topology, SENDER, RECIPIENT, 0.2)
         trickle.start()
-        new_code = "000.00.99.H41"
+        taken = {a["organ_id"] for a in raw["agencies"]}
+        new_code = next(c for c in (f"{i:03d}.00.99.H41" for i in range(1, 1000)) if c not in taken)
         v1 = dict(raw, agencies=[*raw["agencies"], {"organ_id": new_code, "name": "UBND xã Mới Lập", "hub": "H41",
                                                     "level": "commune", "parent": "000.00.00.H41"}])
         add_s = spread(v1, 1, "adds one commune", base, env, hubs)

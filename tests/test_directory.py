@@ -63,6 +63,20 @@ def test_a_signed_directory_reads_back_what_was_signed(dev_pki: Path) -> None:
         h: c.subject for h, c in hub_certificates(dev_pki, d.topology, TrustStore.load(dev_pki)).items()}
 
 
+def test_a_source_giving_one_broker_for_all_its_hubs_signs_it_into_each(dev_pki: Path) -> None:
+    """A source may name its broker once (top-level ``amqp_url``, ``management_url``); the directory
+    carries hubs only, so each hub's entry gets that broker's URLs written in, and a hub that applies
+    it connects to that broker, not the default one.  A hub's own URL stays its own."""
+    source = _source()
+    source.update(amqp_url="amqps://broker.example.vn:5671/", management_url="http://127.0.0.1:15672")
+    source["hubs"][1]["amqp_url"] = "amqps://h41.example.vn:5671/"
+    d = _read(dev_pki, _signed(dev_pki, source, 1))
+    own = source["hubs"][1]["id"]
+    assert {h: hub.amqp_url for h, hub in d.topology.hubs.items()} == {
+        h: "amqps://h41.example.vn:5671/" if h == own else "amqps://broker.example.vn:5671/" for h in d.topology.hubs}
+    assert {hub.management_url for hub in d.topology.hubs.values()} == {"http://127.0.0.1:15672"}
+
+
 def _tampered(signed: bytes) -> bytes:
     outer = json.loads(signed)
     body = json.loads(base64.b64decode(outer["payload"]))

@@ -88,11 +88,22 @@ def payload_of(source: Mapping[str, Any], *, version: int, issued: datetime,
     Topology.from_dict(dict(source), source="the directory's source")
     body = {"version": int(version), "issued": issued.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "namespace": str(source.get("namespace", "lienthong")),
-            "hubs": list(source["hubs"]), "agencies": list(source["agencies"]),
+            "hubs": [_with_broker(h, source) for h in source["hubs"]], "agencies": list(source["agencies"]),
             "settings": deployment.shared_part(source.get("settings")),
             "hub_certificates": {h: base64.b64encode(c.public_bytes(Encoding.DER)).decode()
                                  for h, c in sorted(hub_certificates.items())}}
     return canonical(body)
+
+
+def _with_broker(hub: Mapping[str, Any], source: Mapping[str, Any]) -> dict[str, Any]:
+    """A hub's entry with its broker's URLs written in: a source file may give them once for all
+    its hubs (top-level ``amqp_url``, ``management_url``), and the directory carries only hubs,
+    so a hub that applies it must not fall back to the default broker."""
+    out = dict(hub)
+    for key in ("amqp_url", "management_url"):
+        if key not in out and source.get(key):
+            out[key] = source[key]
+    return out
 
 
 def sign(payload: bytes, key: SigningKey) -> bytes:
