@@ -183,7 +183,9 @@ def sync_hub(old: Topology, new: Topology, hub_id: str, m: Management, declare_u
     new one adds is declared (over ``declare_url``, the hub's own account) and its accounts may log
     in; the accounts that no longer work here lose their rights in this vhost, and are deleted
     when they have none left on this broker.  A removed agency's inbox queue is kept with what
-    waits in it (``lienthong status`` lists it): no account reads it any more."""
+    waits in it (``lienthong status`` lists it): no account reads it any more.  Only the objects
+    the new version adds are declared (``broker setup`` puts back any other that went missing):
+    a hub whose part of the directory did not change asks nothing of its broker."""
     vhost = wire.names(new).vhost(hub_id)
     before = {p.user: p for p in layout.permissions(old) if p.vhost == vhost}
     after = {p.user: p for p in layout.permissions(new) if p.vhost == vhost}
@@ -192,8 +194,10 @@ def sync_hub(old: Topology, new: Topology, hub_id: str, m: Management, declare_u
         if before.get(user) != p:
             grant(m, p)
             counts["users"] += 1
-    items = layout.declarations(new, hub_id)
-    blocking.declare(declare_url, items)
+    had = {repr(item) for item in layout.declarations(old, hub_id)}
+    items = [item for item in layout.declarations(new, hub_id) if repr(item) not in had]
+    if items:
+        blocking.declare(declare_url, items)
     counts["declarations"] = len(items)
     for user in sorted(set(before) - set(after)):
         m.request("DELETE", f"/api/permissions/{q(vhost)}/{q(user)}", missing_ok=True)
