@@ -108,6 +108,9 @@ class RawForwarder:
     def ready(self) -> None:
         self.session.consumer.start()
 
+    def link(self, name: str, up: bool, why: str) -> None:
+        """A link lost is opened again by the session; the raw relay does nothing else meanwhile."""
+
     def lost(self, what: str, why: str) -> None:
         self.session.loop.stop()  # type: ignore[attr-defined]
 
