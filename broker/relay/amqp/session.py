@@ -29,25 +29,28 @@ class AmqpSession:
         """A lost link's next pause before it connects again."""
         self.publishers: Mapping[str, Link] = {
             name: Link(name, url, self.loop, self._ready, self._lost) for name, url in plan.publishers.items()}
+        self._essential = {LOCAL} if LOCAL in plan.publishers else set(plan.publishers)
+        """The links the session cannot serve without: the hub's own broker; in a plan without it
+        (a forwarder of the benchmarks), every link."""
         self.consumer = Consumer(plan.consume_url, plan.queue, plan.prefetch, self.loop, events.delivered,
                                  self._ready, self._lost)
 
     def _ready(self, what: object) -> None:
         if self._closing:
             return
-        if isinstance(what, Link) and what.name != LOCAL:
+        if isinstance(what, Link) and what.name not in self._essential:
             self._pause.pop(what.name, None)
             if self._serving:
                 self._events.link(what.name, True, "")
             return
-        if not self._serving and self.consumer.ready and self.publishers[LOCAL].ready:
+        if not self._serving and self.consumer.ready and all(self.publishers[n].ready for n in self._essential):
             self._serving = True
             self._events.ready()
 
     def _lost(self, what: Any, why: str) -> None:
         if self._closing:
             return
-        if isinstance(what, Link) and what.name != LOCAL:
+        if isinstance(what, Link) and what.name not in self._essential:
             pause = self._pause.get(what.name, REOPEN_SECONDS)
             self._pause[what.name] = min(pause * 2, REOPEN_MAX_SECONDS)
             self.loop.call_later(pause, what.reopen)
