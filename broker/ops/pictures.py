@@ -13,7 +13,7 @@ from broker.ops.queues import HubStatus
 
 STATES = {"ok": ("#2E7D32", N_("working")), "warning": ("#F9A825", N_("needs attention")),
           "down": ("#C62828", N_("stopped")), "unknown": ("#9E9E9E", N_("not set up")),
-          "away": ("#9E9E9E", N_("not visible from here"))}
+          "away": ("#607D8B", N_("not visible from here"))}
 """Each state's colour and name: serving with nothing to watch; serving with a warning (parked
 messages, a backlog, an old inbox, a certificate near its end); no worker consumes the ingress;
 no ingress queue at all; its broker cannot be read from here (another operator's, or away)."""
