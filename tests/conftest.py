@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,3 +88,30 @@ def new_postgres_url(postgres_server: str) -> Iterator[str]:
     """A PostgreSQL database created empty for one test, as a new deployment's would be."""
     with services.fresh_database(postgres_server) as url:
         yield url
+
+
+class _Files(http.server.BaseHTTPRequestHandler):
+    """Serves ``files`` (path -> bytes) on loopback, the way a CA publishes its CRL."""
+
+    files: dict[str, bytes] = {}
+
+    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        data = self.files.get(self.path)
+        self.send_response(200 if data is not None else 404)
+        self.end_headers()
+        self.wfile.write(data or b"")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def ca_site() -> Iterator[tuple[str, dict[str, bytes]]]:
+    """A web server on loopback serving what a test puts in its ``files`` (a CA's CRL, say): its
+    base URL and that mapping."""
+    files: dict[str, bytes] = {}
+    handler = type("Site", (_Files,), {"files": files})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", files
+    server.shutdown()

@@ -496,31 +496,6 @@ def test_a_log_cut_with_its_checkpoints_is_found_by_a_neighbours_witness(rabbitm
         relay.close()
 
 
-class _Files(http.server.BaseHTTPRequestHandler):
-    """Serves ``files`` (path -> bytes) on loopback, the way a CA publishes its CRL."""
-
-    files: dict[str, bytes] = {}
-
-    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
-        data = self.files.get(self.path)
-        self.send_response(200 if data is not None else 404)
-        self.end_headers()
-        self.wfile.write(data or b"")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture()
-def ca_site() -> Iterator[tuple[str, dict[str, bytes]]]:
-    files: dict[str, bytes] = {}
-    handler = type("Site", (_Files,), {"files": files})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", files
-    server.shutdown()
-
-
 def test_crls_are_fetched_from_where_the_ca_publishes_them(own_pki: Path, tmp_path: Path,
                                                            ca_site: tuple[str, dict[str, bytes]]) -> None:
     """The CA publishes a new CRL revoking a signer: the fetcher downloads it into the CRL cache

@@ -219,6 +219,7 @@ def test_recipients_fetch_crls_as_hubs_do(own_pki: Path, topology: Topology, tmp
     refuses the sender's document CERT_REVOKED; the trust directory alone still clears it."""
     body, trace = _delivered(own_pki, topology)
     base, files = ca_site
+    time.sleep(1.1)  # newer than the trust directory's CRL by its thisUpdate (whole seconds), made at start
     files["/root.crl"] = devpki.make_crl(devpki.load_root(own_pki),
                                          [_cert(own_pki, SENDER).serial_number]).public_bytes(Encoding.DER)
     settings = _settings(tmp_path, own_pki, {"crl_urls": [f"{base}/root.crl"]}, fetch_seconds=3600)
@@ -407,26 +408,3 @@ def test_a_crl_counts_only_for_the_certificates_its_scope_covers(own_pki: Path) 
     assert TrustStore.load(own_pki).validate(cert).path[0] == cert
 
 
-class _Files(http.server.BaseHTTPRequestHandler):
-    """Serves ``files`` (path -> bytes) on loopback, the way a CA publishes its CRL."""
-
-    files: dict[str, bytes] = {}
-
-    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
-        data = self.files.get(self.path)
-        self.send_response(200 if data is not None else 404)
-        self.end_headers()
-        self.wfile.write(data or b"")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture()
-def ca_site() -> Iterator[tuple[str, dict[str, bytes]]]:
-    files: dict[str, bytes] = {}
-    handler = type("Site", (_Files,), {"files": files})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", files
-    server.shutdown()
