@@ -8,10 +8,10 @@ Too long for CI (minutes; it needs root for its own broker node).  In order, eac
    YAML or (``--format json``) JSON, which each of the 35 workers reads at its start;
 2. its dev PKI with ECDSA agency keys (``pki init --agency-keys ec``), beside RSA keys for a
    sample of agencies, made on every core (the default, and the baseline), scaled to all;
-3. ``broker setup`` (first run, then again: reads only), with the time each vhost's import took
-   (national's and the largest province's are what ``broker setup --hub`` does for them), beside
-   the per-call set-up this replaced (one request or AMQP round trip per object) for one province
-   in the same run; the broker's memory;
+3. ``broker setup`` (first run, then again: reads only), with the time each vhost's import took,
+   beside the per-call set-up this replaced (one request or AMQP round trip per object) for one
+   province in the same run; ``lienthong broker setup --hub`` run as a command for the national
+   hub and for the largest province, as their operators run it; the broker's memory;
 4. ``lienthong up`` until every hub's ingress has its worker, with the CPU that took, the
    workers' memory and their CPU and the broker's while idle (a minute), the broker's memory;
 5. a document from a commune of Nghệ An to a commune of Cao Bằng, until it is in the recipient's
@@ -211,9 +211,10 @@ def cleanup(args: argparse.Namespace, mgmt_url: str, topology: Topology | None, 
         except Exception as exc:  # noqa: BLE001 - clean up what can be, say what could not
             say(f"could not delete vhost {vhost}: {exc}")
     users = layout.users(topology)
-    if extra_vhosts:  # the baseline's namespace
-        baseline = Topology(topology.hubs, topology.agencies, topology.settings, topology.namespace + "b")
-        users += layout.users(baseline)
+    if extra_vhosts:  # the baseline's namespace, and that of 'broker setup --hub'
+        for suffix in ("b", "h"):
+            users += layout.users(Topology(topology.hubs, topology.agencies, topology.settings,
+                                           topology.namespace + suffix))
     m.delete_users(users, timeout=300)
 
 
@@ -300,6 +301,22 @@ def main() -> None:
             say(f"baseline, one request or round trip per object, province {largest} alone: {call_s:.1f} s")
         except Exception as exc:  # noqa: BLE001 - the baseline failing is a figure too
             say(f"baseline, one request or round trip per object, province {largest}: failed: {exc}")
+        # 'broker setup --hub H' as an operator runs it for its own hub, on the same broker (the
+        # objects of a namespace of their own: the rest of the country's are there already)
+        alone_raw = dict(raw, namespace=namespace + "h")
+        alone_file = base / f"alone.{args.format}"
+        write(alone_raw, alone_file)
+        alone_names = wire.names(Topology.from_dict(alone_raw))
+        alone_env = {**os.environ, "LIENTHONG_TOPOLOGY": str(alone_file), "LIENTHONG_PKI": str(base / "pki"),
+                     "LIENTHONG_DATA": str(base / "data-alone"), "LIENTHONG_TRANSPORT_CA": str(transport),
+                     "LIENTHONG_MGMT_URL": mgmt_url, "LIENTHONG_LANG": "en"}
+        for hub_id in ("national", largest):
+            extra_vhosts.append(alone_names.vhost(hub_id))
+            hub_s, done = timed(lambda h=hub_id: subprocess.run(
+                [sys.executable, "-m", "broker.cli", "broker", "setup", "--hub", h], env=alone_env, cwd=ROOT,
+                capture_output=True, text=True))
+            say(f"'lienthong broker setup --hub {hub_id}' (the command, its start included): {hub_s:.1f} s"
+                + ("" if done.returncode == 0 else f" FAILED: {done.stderr.strip()[-300:]}"))
         mem1 = broker_node(m)["mem_used"]
         broker_pid = int(broker_node(m)["os_pid"])
         layout_from = cpu_seconds(broker_pid)
