@@ -69,7 +69,7 @@ class Plan:
     soak: bool = False
     """No faults: measure memory and latency over time."""
     cluster: str = ""
-    """On a RabbitMQ cluster run by scripts/cluster.sh: stop its first node mid-run (the node the
+    """On a RabbitMQ cluster run by scripts/rabbitmq-cluster.sh: stop its first node mid-run (the node the
     relay's clients prefer), start it again later."""
     drain_seconds: float = 120.0
 
