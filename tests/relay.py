@@ -24,7 +24,7 @@ import yaml
 
 from adapters.localdb import HandedOver
 from adapters.sdk import AgencyClient, InboxItem
-from broker.core import wire
+from broker.core import receipts, wire
 from broker.core.delivery import DeliveryCheck
 from broker.core.edxml import Organ, build_document
 from broker.core.signer import SigningKey, sign
@@ -207,6 +207,14 @@ class Relay:
             raise AssertionError("the recipient refused: " + "; ".join(
                 f"{i.message_id[:16]} {e.line()}" for i, e in client.refused))
         return got
+
+    def rejection(self, organ_id: str, *, timeout: float = 60.0) -> receipts.Receipt:
+        """The next signed rejection receipt in ``organ_id``'s inbox (what else comes first is taken
+        and dropped), its hub's signature verified."""
+        told = self.take(organ_id, 1, timeout=timeout,
+                         accept=lambda i: i.kind == "receipt" and receipts.read_bytes(i.body).kind == "rejected")
+        assert told, f"no rejection receipt reached {organ_id}"
+        return receipts.verify(told[0].body, TrustStore.load(self.settings.pki)).receipt
 
     # -- hub queues ----------------------------------------------------------------------
 
