@@ -104,7 +104,8 @@ def header_of(root: etree._Element) -> etree._Element:
     if root.tag != E + "edXML":
         raise WrongNamespace(N_("root element is {element!r} in namespace {found!r}; expected edXML in {namespace}"),
                              element=_local(root.tag), found=_ns(root.tag), namespace=EDXML_NS)
-    header = root.find(E + "edXMLEnvelope/" + E + "edXMLHeader")
+    header = next((h for env in root.iterchildren(E + "edXMLEnvelope") for h in env.iterchildren(E + "edXMLHeader")),
+                  None)
     if header is None:
         raise SchemaViolation(N_("edXMLEnvelope/edXMLHeader is missing"))
     return header
@@ -223,11 +224,20 @@ def is_base64(text: str) -> bool:
     return True
 
 
+def path_of(el: etree._Element, *steps: str) -> list[etree._Element]:
+    """What ``el.findall("a/b/c")`` finds, walking the children in C (``findall`` parses and runs
+    the path in Python, at every hop)."""
+    found = [el]
+    for step in steps:
+        found = [c for f in found for c in f.iterchildren(E + step)]
+    return found
+
+
 def _attachments(root: etree._Element) -> tuple[Attachment, ...]:
-    refs = [_text(children(r), "ContentId") for r in
-            root.iterfind(E + "edXMLEnvelope/" + E + "edXMLBody/" + E + "edXMLManifest/" + E + "Reference")]
+    refs = [_text(children(r), "ContentId") for r in path_of(root, "edXMLEnvelope", "edXMLBody", "edXMLManifest",
+                                                                 "Reference")]
     found: dict[str, Attachment] = {}
-    for a in root.iterfind(E + "AttachmentEncoded/" + E + "Attachment"):
+    for a in path_of(root, "AttachmentEncoded", "Attachment"):
         kids = children(a)
         cid = _text(kids, "ContentId")
         if cid in found:

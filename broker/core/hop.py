@@ -123,12 +123,11 @@ class Hop:
             m = checked.message
             document_id, sender = m.document_id, m.sender.organ_id
             recipients = self._admit(origin, sender, m.recipient_ids, records)
-            out = self._forward(msg.body, digest, document_id, sender, recipients, trace, m.kind)
+            naming: dict[str, Any] = ({"status": status_identity(m)} if m.kind == "status" else
+                                     {"identity": (sender, document_id, m.business.doc_type if m.business else "0")})
             if checked.legacy:
-                out = replace(out, legacy=checked.legacy)
-            if m.kind == "status":
-                return replace(out, status=status_identity(m))
-            return replace(out, identity=(sender, document_id, m.business.doc_type if m.business else "0"))
+                naming["legacy"] = checked.legacy
+            return self._forward(msg.body, digest, document_id, sender, recipients, trace, m.kind, naming)
         except RejectedInput as exc:
             # tell whoever handed the message in: the publishing agency, else the From agency
             return self._reject(msg, digest, document_id, self._agency(origin) or sender, recipients, exc)
@@ -198,7 +197,11 @@ class Hop:
     # -- outcomes ----------------------------------------------------------------
 
     def _forward(self, body: bytes, digest: str, document_id: str, sender: str,
-                 recipients: tuple[str, ...], trace: list[str], message_kind: str) -> Outcome:
+                 recipients: tuple[str, ...], trace: list[str], message_kind: str,
+                 naming: Mapping[str, Any]) -> Outcome:
+        """The signed record of forwarding (or delivering) a judged message, its copies, and the
+        transport receipts it earns; ``naming``: the Outcome's fields that name the message
+        (``identity`` or ``status``, and ``legacy``)."""
         hops = next_hops(self.topology, self.hub, recipients)
         delivered_here = all(t.kind == TargetKind.INBOX for t in hops)
         record = HopRecord(
@@ -232,7 +235,7 @@ class Hop:
         keep = self.receipts and (not trace or delivered_here)  # evidence: the bytes as sent and delivered
         verdict = Verdict.DELIVERED if delivered_here else Verdict.FORWARDED
         return Outcome(digest, document_id, verdict, tuple(copies), sender=sender, record=token,
-                       recipients=recipients, entries=tuple(entries), message=body if keep else None)
+                       recipients=recipients, entries=tuple(entries), message=body if keep else None, **naming)
 
     def _to_agency(self, agency: str, receipt: bytes, label: str) -> list[Copy]:
         """Copies of a hub receipt on their way to ``agency``'s inbox: here, or up/down the tree
@@ -430,5 +433,7 @@ def _trace(headers: Mapping[str, Any]) -> list[str]:
 def _replaced(topology: Topology, recipients: tuple[str, ...]) -> dict[str, str]:
     """``{"replaced": "old>new,..."}`` for the recipients named by a former code (the record names
     both codes), else nothing."""
+    if not topology.replaced:
+        return {}
     pairs = [f"{r}>{topology.current_code(r)}" for r in recipients if topology.current_code(r) != r]
     return {"replaced": ",".join(pairs)} if pairs else {}

@@ -71,7 +71,13 @@ class HopRecord:
         d = {"at": self.at, "code": self.code, "digest": self.digest, "document_id": self.document_id,
              "extra": dict(self.extra), "hub": self.hub, "prev": self.prev, "recipients": list(self.recipients),
              "targets": list(self.targets), "verdict": self.verdict}
-        return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return _CANONICAL_JSON.encode(d).encode()
+
+
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""One encoder for every record: ``json.dumps`` with options builds a new one per call."""
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_SHA256 = hashes.SHA256()
 
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -100,9 +106,9 @@ def _unb64u(text: str) -> bytes:
 def sign_record(record: HopRecord, key: SigningKey) -> str:
     payload = record.payload()
     if isinstance(key.key, ec.EllipticCurvePrivateKey):
-        sig = key.key.sign(payload, ec.ECDSA(hashes.SHA256()))
+        sig = key.key.sign(payload, _ECDSA_SHA256)
     else:
-        sig = key.key.sign(payload, padding.PKCS1v15(), hashes.SHA256())
+        sig = key.key.sign(payload, padding.PKCS1v15(), _SHA256)
     return payload.decode() + "." + _b64u(sig)
 
 
@@ -166,9 +172,9 @@ def verify_record(token: str, cert: x509.Certificate) -> HopRecord:
         sig = _unb64u(sig_text)
         key = cert.public_key()
         if isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(sig, payload.encode(), ec.ECDSA(hashes.SHA256()))
+            key.verify(sig, payload.encode(), _ECDSA_SHA256)
         elif isinstance(key, rsa.RSAPublicKey):
-            key.verify(sig, payload.encode(), padding.PKCS1v15(), hashes.SHA256())
+            key.verify(sig, payload.encode(), padding.PKCS1v15(), _SHA256)
         else:
             raise TraceInvalid(N_("hub key type not supported"))
     except (InvalidSignature, ValueError):

@@ -13,7 +13,7 @@ import threading
 
 from lxml import etree
 
-from broker.core.edxml import EDXML_NS, E, Kind
+from broker.core.edxml import EDXML_NS, E, Kind, path_of
 from broker.core.errors import SchemaViolation, WrongNamespace
 from broker.i18n import N_
 from schemas import SCHEMA_DIR
@@ -41,7 +41,7 @@ def kind_of(root: etree._Element) -> Kind:
         raise WrongNamespace(N_("root element is {element!r} in namespace {found!r}; expected edXML in {namespace}"),
                              element=etree.QName(root).localname, found=etree.QName(root).namespace or '(none)',
                              namespace=EDXML_NS)
-    is_status = root.find(f"{E}edXMLEnvelope/{E}edXMLHeader/{E}MessageHeader/{E}StatusCode") is not None
+    is_status = bool(path_of(root, "edXMLEnvelope", "edXMLHeader", "MessageHeader", "StatusCode"))
     return "status" if is_status else "document"
 
 

@@ -81,6 +81,20 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+_DERS: dict[x509.Certificate, bytes] = {}
+
+
+def der_of(cert: x509.Certificate) -> bytes:
+    """``cert``'s DER bytes, remembered for the few thousand certificates a hub meets (hub
+    certificates are judged at every record; serializing one costs three times hashing it)."""
+    der = _DERS.get(cert)
+    if der is None:
+        if len(_DERS) >= 4096:
+            _DERS.clear()
+        der = _DERS[cert] = cert.public_bytes(_DER)
+    return der
+
+
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 of the DER certificate, lowercase hex."""
     return hashlib.sha256(cert.public_bytes(_DER)).hexdigest()
@@ -211,12 +225,13 @@ class TrustStore:
         ``cache_key`` identifies leaf and extras (their DER bytes) when the caller has them.
         ``allow_sha1``: certificates signed with SHA-1 may be part of the path (a legacy sender's).
         """
-        at = at or now()
+        right_now = now()
+        at = at or right_now
         # whether SHA-1 is allowed is part of the question: an answer for a legacy sender must
         # never serve another one
-        key = cache_key or b"".join(c.public_bytes(_DER) for c in (leaf, *extra))
+        key = cache_key or (der_of(leaf) if not extra else b"".join(der_of(c) for c in (leaf, *extra)))
         key = (b"sha1:" if allow_sha1 else b"-:") + key
-        current = abs((at - now()).total_seconds()) < 60  # refusals are cached for "now" only
+        current = abs((at - right_now).total_seconds()) < 60  # refusals are cached for "now" only
         hit = self._paths.get(key)
         failed = self._refused.get(key) if current else None
         if hit is not None and hit.valid_from <= at < hit.valid_until:

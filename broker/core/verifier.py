@@ -98,21 +98,25 @@ class _Parsed:
     ders: tuple[bytes, ...]
 
 
-_CERTS: dict[bytes, x509.Certificate] = {}
+_CERTS: dict[str, tuple[bytes, x509.Certificate]] = {}
 
 
-def _load_cert(der: bytes) -> x509.Certificate:
-    """Parse a DER certificate, remembering the few thousand signers a hub sees."""
-    cert = _CERTS.get(der)
-    if cert is None:
+def _load_cert(el: etree._Element) -> tuple[bytes, x509.Certificate]:
+    """An ``X509Certificate`` element's DER bytes and certificate, remembered by its text for the
+    few thousand signers a hub sees (decoding and hashing the DER each time cost more than the
+    lookup)."""
+    text = text_of(el)
+    known = _CERTS.get(text)
+    if known is None:
+        der = _b64(el, "X509Certificate")
         try:
             cert = x509.load_der_x509_certificate(der)
         except ValueError:
             raise SignatureProfile(N_("an X509Certificate in KeyInfo is not a valid certificate")) from None
         if len(_CERTS) >= 4096:
             _CERTS.clear()
-        _CERTS[der] = cert
-    return cert
+        known = _CERTS[text] = (der, cert)
+    return known
 
 
 def _only(parent: etree._Element, name: str) -> etree._Element:
@@ -191,14 +195,15 @@ def _parse_signature(root: etree._Element, policy: VerifyPolicy,
         raise WeakAlgorithm(N_("digest method {uri!r} is not accepted"), uri=dm_uri)
     if (digest.weak or method.weak) and not policy.allow_sha1:
         raise WeakAlgorithm(N_("SHA-1 is refused for this sender; sign with SHA-256 or stronger"))
-    certs_els = sig.findall(DS + "KeyInfo/" + DS + "X509Data/" + DS + "X509Certificate")
+    certs_els = [c for info in sig.iterchildren(DS + "KeyInfo") for data in info.iterchildren(DS + "X509Data")
+                 for c in data.iterchildren(DS + "X509Certificate")]
     if not certs_els:
         raise SignatureProfile(N_("KeyInfo carries no X509Certificate"))
     if len(certs_els) > MAX_KEYINFO_CERTS:
         raise SignatureProfile(N_("KeyInfo carries {n} certificates; at most {most} (the signer and its "
                                   "intermediates) are accepted"), n=len(certs_els), most=MAX_KEYINFO_CERTS)
-    ders = tuple(_b64(c, "X509Certificate") for c in certs_els)
-    certs = tuple(_load_cert(der) for der in ders)
+    loaded = [_load_cert(c) for c in certs_els]
+    ders, certs = tuple(d for d, _ in loaded), tuple(c for _, c in loaded)
     return _Parsed(sig, si, c14n, _prefixes(cm), method, digest, ref_c14n, ref_prefixes,
                    _b64(_only(ref, "DigestValue"), "DigestValue"),
                    _b64(_only(sig, "SignatureValue"), "SignatureValue"), certs, ders)
