@@ -19,11 +19,12 @@ from structlog.testing import capture_logs
 
 from broker.core import receipts, wire
 from broker.core.edxml import Organ, ResponseFor, build_status
-from broker.core.hoprecords import parse_record
+from broker.core.hoprecords import PENDING, parse_record, verify_record
 from broker.core.signer import sign
 from broker.core.topology import Topology
 from broker.core.trust import TrustSource
 from broker.relay import devpki
+from broker.relay.assemble import hub_certificates
 from broker.relay.delivery import Delivery, Stage, StageError
 from broker.relay.hooks import Hook
 from broker.relay.livetrust import LiveTrust
@@ -406,6 +407,55 @@ def test_a_connection_lost_mid_batch_loses_and_doubles_nothing(h41: Hub) -> None
     assert h41.unsettled() == 0
     for body in bodies:
         assert h41.store.claim("H41", wire.message_id(body), ["hub:national"], "x") == {"hub:national": "done"}
+
+
+def test_a_batch_of_deliveries_is_sealed_with_one_signature(h41: Hub) -> None:
+    """Four documents and one whose signature is broken, judged in one batch: the forwarded copies'
+    records, the refusal's record and the audit log's entries are one batch's version 2 tokens
+    (one signature, each its own path), each verifying with H41's certificate; nothing unsigned
+    is published or logged."""
+    w = h41.worker()
+    good = [_doc(h41, subject=f"Lô {i}") for i in range(4)]
+    broken = _doc(h41, subject="Hỏng").replace("Hỏng".encode(), "Hổng".encode())
+    for body in (*good, broken):
+        h41.hand_in(body)
+    h41.run()
+    forwarded = h41.queue(TO_NATIONAL)
+    assert sorted(m.body for m in forwarded) == sorted(good) and len(h41.queue(PARKING)) == 1
+    tokens = [m.headers[wire.H_TRACE][-1] for m in forwarded]
+    logged = [r.body for r in h41.store.audit_rows(hub="H41") if r.kind == "hop"]
+    assert set(tokens) < set(logged) and len(logged) == 5 and w.stats.counts["rejected"] == 1
+    cert = hub_certificates(h41.pki, h41.topology)["H41"]
+    tails = [t[t.rfind("}") + 1:].split(".") for t in logged]
+    assert all(len(t) == 3 for t in tails) and len({t[1] for t in tails}) == 1
+    assert sorted(verify_record(t, cert).verdict for t in logged) == ["forwarded"] * 4 + ["rejected"]
+    assert not any(PENDING in t for m in forwarded for t in m.headers[wire.H_TRACE])
+
+
+def test_a_batch_whose_records_cannot_be_signed_is_tried_again(h41: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub's key fails while a batch is sealed (a token pulled out): nothing of the batch is
+    published or logged, each delivery goes to the first retry tier; the key back, each is
+    forwarded once and acked."""
+    from broker.core import hoprecords
+
+    real = hoprecords._sign
+
+    def unplugged(_key: Any, _data: bytes) -> bytes:
+        raise OSError("the token is gone")
+
+    w = h41.worker()
+    bodies = [_doc(h41, subject=f"Khoá {i}") for i in range(3)]
+    monkeypatch.setattr(hoprecords, "_sign", unplugged)
+    for body in bodies:
+        h41.hand_in(body)
+    h41.run(horizon=0.1)
+    assert h41.queue(TO_NATIONAL) == [] and h41.queue(SENDER_INBOX) == [] and h41.queue(PARKING) == []
+    assert h41.store.audit_rows(hub="H41") == [] and w.stats.counts.get("forwarded", 0) == 0
+    assert len(h41.queue(".:retry:r1s")) == 3 and h41.unsettled() == 0
+    monkeypatch.setattr(hoprecords, "_sign", real)
+    assert h41.broker.move(".:retry:r1s", "ingress", exchange=wire.EX_INGRESS) == 3  # the tier's TTL runs out
+    h41.run()
+    assert sorted(m.body for m in h41.queue(TO_NATIONAL)) == sorted(bodies) and h41.unsettled() == 0
 
 
 OUT_NATIONAL = wire.outbound_queue("national")

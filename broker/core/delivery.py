@@ -14,7 +14,7 @@ runs this on every message, with the trust store hubs use (:mod:`broker.relay.li
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
@@ -31,6 +31,7 @@ from broker.core.hoprecords import (
     verify_record,
     verify_trace,
 )
+from broker.core.sealing import VerifiedRoots
 from broker.core.topology import Topology
 from broker.core.trust import TrustSource, TrustStore
 from broker.core.validation import When, check
@@ -45,6 +46,8 @@ class DeliveryCheck:
     topology: Topology
     hub_certs: Mapping[str, x509.Certificate]
     """Every hub's certificate, bound to its hub (judged by the trust store at each use)."""
+    roots: VerifiedRoots = field(default_factory=VerifiedRoots, init=False, repr=False, compare=False)
+    """The batch roots this check has verified (:mod:`broker.core.sealing`)."""
 
     def __call__(self, agency: str, kind: str, body: bytes, trace: Sequence[str], issued: str | None = None) -> None:
         """Raise a :class:`~broker.core.errors.RejectedInput` (with its code) if ``agency`` must not
@@ -53,7 +56,7 @@ class DeliveryCheck:
         if kind == wire.Kind.RECEIPT:
             self._receipt(agency, body, issued, trust)
             return
-        records = verify_trace(trace, self.hub_certs, message_id(body), trust=trust)
+        records = verify_trace(trace, self.hub_certs, message_id(body), trust=trust, roots=self.roots)
         if not records:
             raise TraceInvalid(N_("the message reached the inbox with no hop record"))
         last, here = records[-1], self.topology.agency(agency).hub
@@ -88,7 +91,7 @@ class DeliveryCheck:
                                    sender=receipt.sender, agency=agency)
         if issued is None:
             return
-        rec = verify_record(issued, hub_certificate(self.hub_certs, receipt.hub, trust))
+        rec = verify_record(issued, hub_certificate(self.hub_certs, receipt.hub, trust), self.roots)
         if (rec.hub, rec.verdict, rec.digest, rec.recipients) != (receipt.hub, RecordKind.RECEIPT, message_id(body),
                                                                   (agency,)):
             raise TraceInvalid(N_("the receipt's lt-issued record is not its hub's record of this receipt for this "

@@ -27,7 +27,8 @@ receipt into an inbox too.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,7 @@ from broker.core.auditlog import AuditEntry
 from broker.core.errors import LienthongError, RejectedInput, SenderNotAllowed, TraceInvalid
 from broker.core.hoprecords import (
     HopRecord,
+    RecordBatch,
     RecordKind,
     check_path,
     hub_certificate,
@@ -47,6 +49,7 @@ from broker.core.hoprecords import (
     routed_to,
     sign_record,
     token_digest,
+    trace_of,
     utc_now,
     verify_record,
     verify_trace,
@@ -54,6 +57,7 @@ from broker.core.hoprecords import (
 from broker.core.outcome import Copy, Inbound, Outcome, Verdict
 from broker.core.parsing import DEFAULT_LIMITS, ParseLimits
 from broker.core.routing import PARKING, Target, TargetKind, next_hop, next_hops
+from broker.core.sealing import VerifiedRoots
 from broker.core.signer import SigningKey
 from broker.core.topology import Topology
 from broker.core.trust import TrustStore
@@ -92,9 +96,28 @@ class Hop:
     receipts: bool = True
     """Issue transport receipts and keep audit entries (off only to measure what they cost)."""
     neighbours: frozenset[str] = field(init=False)
+    _batch: RecordBatch | None = field(default=None, init=False, repr=False, compare=False)
+    roots: VerifiedRoots = field(default_factory=VerifiedRoots, init=False, repr=False, compare=False)
+    """The batch roots this hub has verified (:mod:`broker.core.sealing`)."""
 
     def __post_init__(self) -> None:
         self.neighbours = frozenset(self.topology.neighbours(self.hub))
+
+    @contextmanager
+    def sealing(self) -> Iterator[RecordBatch]:
+        """The records written in the block are signed together as it ends, one signature for a
+        batch of deliveries (:mod:`broker.core.sealing`); pass each outcome judged in it through
+        the batch's ``resolve``, which puts the tokens in place of their placeholders."""
+        batch = self._batch = RecordBatch(self.key)
+        try:
+            yield batch
+        finally:
+            self._batch = None
+        batch.seal()
+
+    def _sign(self, record: HopRecord) -> str:
+        """``record``'s token now, or its placeholder in the batch being judged (:meth:`sealing`)."""
+        return self._batch.add(record) if self._batch is not None else sign_record(record, self.key)
 
     def with_trust(self, trust: TrustStore) -> Hop:
         """This hub judging with another snapshot of its trust store (a new CRL, say)."""
@@ -115,7 +138,7 @@ class Hop:
                 return self._relay_receipt(msg, digest, origin)
             if kind == Kind.BUNDLE:
                 return self._relay_bundle(msg, digest, origin)
-            trace = _trace(msg.headers)
+            trace = trace_of(msg.headers)
             records = self._verified_trace(origin, trace, digest)  # before anything is read from it
             checked = check(msg.body, trust=self.trust, topology=self.topology,
                             limits=self.limits, policy=self.policy, at=self._entry_time(records),
@@ -151,7 +174,7 @@ class Hop:
         if neighbour not in self.neighbours:
             raise SenderNotAllowed(N_("hub {neighbour!r} is not a neighbour of {hub!r}"), neighbour=neighbour,
                                    hub=self.hub)
-        records = verify_trace(trace, self.hub_certs, digest, trust=self.trust)  # every record, not only the last
+        records = verify_trace(trace, self.hub_certs, digest, trust=self.trust, roots=self.roots)  # every record
         if not records or records[-1].hub != neighbour or f"hub:{self.hub}" not in records[-1].targets:
             raise TraceInvalid(N_("the trace does not show {neighbour!r} forwarding this message here"),
                                neighbour=neighbour)
@@ -210,9 +233,9 @@ class Hop:
             targets=tuple(str(t) for t in hops), recipients=recipients,
             prev=token_digest(trace[-1]) if trace else "",
             extra={"routes": ";".join(f"{t}={','.join(r)}" for t, r in hops.items()), "kind": message_kind,
-                   **_replaced(self.topology, recipients)},
+                   **({"replaced": r} if (r := self.topology.replacements(recipients)) else {})},
         )
-        token = sign_record(record, self.key)
+        token = self._sign(record)
         copies = [
             Copy(target, body, {H_KIND: Kind.EDXML, H_TRACE: [*trace, token], H_RECIPIENTS: list(recips)}, str(target))
             for target, recips in hops.items()
@@ -245,9 +268,9 @@ class Hop:
             headers: dict[str, Any] = {H_KIND: Kind.RECEIPT, H_TO: agency}
             far = target.kind == TargetKind.HUB
             if far:
-                headers[H_ISSUED] = sign_record(HopRecord(hub=self.hub, at=utc_now(), digest=message_id(receipt),
-                                                          document_id="", verdict=RecordKind.RECEIPT,
-                                                          recipients=(agency,)), self.key)
+                headers[H_ISSUED] = self._sign(HopRecord(hub=self.hub, at=utc_now(), digest=message_id(receipt),
+                                                         document_id="", verdict=RecordKind.RECEIPT,
+                                                         recipients=(agency,)))
             copies.append(Copy(target, receipt, headers, f"{label}>{target}", bundled=far))
         return copies
 
@@ -287,7 +310,7 @@ class Hop:
         record = HopRecord(hub=self.hub, at=utc_now(), digest=digest, document_id=document_id,
                            verdict=RecordKind.REJECTED, code=exc.code, recipients=recipients,
                            extra={"reason": exc.message})
-        token = sign_record(record, self.key)
+        token = self._sign(record)
         entries = [AuditEntry("hop", document_id, token)]
         # Tell the sender, if we know who that is and it is not itself a receipt going astray.
         if sender in self.topology.agencies and kind_of(msg.headers) != Kind.RECEIPT:
@@ -324,7 +347,7 @@ class Hop:
             token = msg.body.decode("utf-8")
         except UnicodeDecodeError:
             raise TraceInvalid(N_("a checkpoint is a signed record in UTF-8")) from None
-        rec = verify_record(token, hub_certificate(self.hub_certs, neighbour, self.trust))
+        rec = verify_record(token, hub_certificate(self.hub_certs, neighbour, self.trust), self.roots)
         if rec.hub != neighbour or rec.verdict != RecordKind.CHECKPOINT or not rec.extra.get("seq", "").isdigit():
             raise TraceInvalid(N_("not a checkpoint of hub {neighbour!r}"), neighbour=neighbour)
         counter = sign_record(HopRecord(hub=self.hub, at=utc_now(), digest=rec.digest, document_id="",
@@ -353,7 +376,7 @@ class Hop:
             token = issued.decode("utf-8", "replace") if isinstance(issued, bytes) else str(issued)
             # the issuing hub's signature over its record of these bytes, at every hub: the last one
             # puts the record into the inbox with the receipt, and the agency relies on it
-            rec = verify_record(token, hub_certificate(self.hub_certs, parse_record(token).hub, self.trust))
+            rec = verify_record(token, hub_certificate(self.hub_certs, parse_record(token).hub, self.trust), self.roots)
             if rec.verdict != RecordKind.RECEIPT or rec.digest != digest or len(rec.recipients) != 1:
                 raise TraceInvalid(N_("the receipt's record is not about this receipt"))
             agency, issuing_hub = rec.recipients[0], rec.hub
@@ -382,7 +405,7 @@ class Hop:
         issued = msg.headers.get(H_ISSUED)
         token = issued.decode("utf-8", "replace") if isinstance(issued, bytes) else str(issued or "")
         issuer = hub_certificate(self.hub_certs, parse_record(token).hub, self.trust)
-        rec = verify_record(token, issuer)
+        rec = verify_record(token, issuer, self.roots)
         if rec.verdict != RecordKind.RECEIPTS or rec.digest != digest:
             raise TraceInvalid(N_("the bundle's record is not a known hub's record of this bundle"))
         homes = {self.topology.agency(a).hub for a in rec.recipients}
@@ -399,7 +422,7 @@ class Hop:
         copies = []
         for i in items:
             whole = receipts.verify(i.receipt, self.trust).receipt
-            about, receipt_digest = verify_record(i.issued, issuer), message_id(i.receipt)
+            about, receipt_digest = verify_record(i.issued, issuer, self.roots), message_id(i.receipt)
             if ((whole.sender, whole.hub) != (i.to, rec.hub)
                     or (about.hub, about.verdict, about.digest, about.recipients) != (rec.hub, RecordKind.RECEIPT,
                                                                                      receipt_digest, (i.to,))):
@@ -419,21 +442,3 @@ def status_identity(message: edxml.Message) -> tuple[str, str, str]:
     about = f"{answered.organ_id}/{answered.document_id}" if answered is not None else message.document_id
     return message.sender.organ_id, about, message.status_code or ""
 
-
-def _trace(headers: Mapping[str, Any]) -> list[str]:
-    """The ``lt-trace`` header: a list of hop record tokens (absent: an empty trace)."""
-    trace = headers.get(H_TRACE)
-    if trace is None:
-        return []
-    if not isinstance(trace, list) or not all(isinstance(t, str | bytes) for t in trace):
-        raise TraceInvalid(N_("the {header} header is not a list of signed hop records"), header=H_TRACE)
-    return [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in trace]
-
-
-def _replaced(topology: Topology, recipients: tuple[str, ...]) -> dict[str, str]:
-    """``{"replaced": "old>new,..."}`` for the recipients named by a former code (the record names
-    both codes), else nothing."""
-    if not topology.replaced:
-        return {}
-    pairs = [f"{r}>{topology.current_code(r)}" for r in recipients if topology.current_code(r) != r]
-    return {"replaced": ",".join(pairs)} if pairs else {}

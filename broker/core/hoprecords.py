@@ -22,16 +22,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from broker.core import sealing
 from broker.core.errors import CertificateError, HubRevoked, TraceInvalid
 from broker.core.signer import SigningKey
 from broker.core.trust import TrustStore
+from broker.core.wire import H_TRACE
 from broker.i18n import N_
+
+if TYPE_CHECKING:
+    from broker.core.outcome import Outcome
 
 
 class RecordKind(StrEnum):
@@ -103,13 +109,54 @@ def _unb64u(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _sign(key: SigningKey, data: bytes) -> bytes:
+    if isinstance(key.key, ec.EllipticCurvePrivateKey):
+        return key.key.sign(data, _ECDSA_SHA256)
+    return key.key.sign(data, padding.PKCS1v15(), _SHA256)
+
+
 def sign_record(record: HopRecord, key: SigningKey) -> str:
     payload = record.payload()
-    if isinstance(key.key, ec.EllipticCurvePrivateKey):
-        sig = key.key.sign(payload, _ECDSA_SHA256)
-    else:
-        sig = key.key.sign(payload, padding.PKCS1v15(), _SHA256)
-    return payload.decode() + "." + _b64u(sig)
+    return payload.decode() + "." + _b64u(_sign(key, payload))
+
+
+PENDING = "\x00pending hop record "
+"""How a record of a :class:`RecordBatch` reads until the batch is sealed (never on the wire)."""
+
+
+class RecordBatch:
+    """The records a hub writes while it judges one batch of deliveries, signed together when the
+    batch is judged (:mod:`broker.core.sealing`): :meth:`add` gives a placeholder, :meth:`seal`
+    signs, :meth:`resolve` puts the tokens into an outcome.  A batch of one record is signed alone."""
+
+    def __init__(self, key: SigningKey) -> None:
+        self.key = key
+        self._payloads: list[bytes] = []
+        self.tokens: dict[str, str] = {}
+
+    def add(self, record: HopRecord) -> str:
+        self._payloads.append(record.payload())
+        return f"{PENDING}{len(self._payloads) - 1}"
+
+    def seal(self) -> None:
+        payloads = self._payloads
+        if len(payloads) == 1:
+            tokens = [payloads[0].decode() + "." + _b64u(_sign(self.key, payloads[0]))]
+        elif payloads:
+            root, paths = sealing.tree(payloads)
+            sig = _b64u(_sign(self.key, sealing.signed_bytes(root)))
+            tokens = [f"{p.decode()}.{sig}.{_b64u(path)}" for p, path in zip(payloads, paths, strict=True)]
+        else:
+            tokens = []
+        self.tokens = {f"{PENDING}{i}": t for i, t in enumerate(tokens)}
+
+    def resolve(self, outcome: Outcome) -> Outcome:
+        """``outcome`` with the tokens of its records in place of their placeholders."""
+        if not self.tokens:
+            return outcome
+        resolved = outcome.with_tokens(self.tokens)
+        assert not resolved.record.startswith(PENDING), "a hop record was left unsigned"
+        return resolved
 
 
 def token_digest(token: str) -> str:
@@ -151,13 +198,24 @@ def check_path(records: Sequence[HopRecord], neighbours: Callable[[str], Sequenc
     return tuple(sorted(allowed or ()))
 
 
+def _split(token: str) -> tuple[str, str, str | None]:
+    """(JSON, signature, path to the batch root or None) of a token: ``<JSON>.<signature>`` or
+    ``<JSON>.<signature>.<path>`` (:mod:`broker.core.sealing`).  The JSON ends at the token's
+    last ``}``: base64url has none.  ValueError if it is neither."""
+    end = token.rfind("}") + 1
+    parts = token[end:].split(".")
+    if end == 0 or parts[0] or len(parts) not in (2, 3):
+        raise ValueError("a hop record is <JSON>.<signature>[.<path>]")
+    return token[:end], parts[1], parts[2] if len(parts) == 3 else None
+
+
 @functools.lru_cache(maxsize=256)
 def parse_record(token: str) -> HopRecord:
     """A record token's fields (not its signature: :func:`verify_record`).  A hop reads a record
     two or three times (the entry time, the trace check, the routing), so the last few hundred
     are remembered; a record is immutable, and a malformed one is not remembered."""
     try:
-        payload, _, _sig = token.rpartition(".")
+        payload, _sig, _path = _split(token)
         d = json.loads(payload)
         d["targets"], d["recipients"] = tuple(d["targets"]), tuple(d["recipients"])
         return HopRecord(**d)
@@ -165,20 +223,32 @@ def parse_record(token: str) -> HopRecord:
         raise TraceInvalid(N_("a hop record is malformed: {reason}"), reason=exc) from None
 
 
-def verify_record(token: str, cert: x509.Certificate) -> HopRecord:
-    """Check one record's signature with the hub certificate ``cert``."""
-    payload, _, sig_text = token.rpartition(".")
+def verify_record(token: str, cert: x509.Certificate, roots: sealing.VerifiedRoots | None = None) -> HopRecord:
+    """Check one record's signature with the hub certificate ``cert``: over the record, or over
+    the root of its batch that the record's path leads to (a root in ``roots`` is not verified
+    again; one verified here is added to it)."""
     try:
+        payload, sig_text, path = _split(token)
         sig = _unb64u(sig_text)
+        signed = payload.encode()
+        seen: tuple[x509.Certificate, bytes, bytes] | None = None
+        if path is not None:
+            root = sealing.root_of(signed, _unb64u(path))
+            seen = (cert, root, sig)
+            if roots is not None and seen in roots:
+                return parse_record(token)
+            signed = sealing.signed_bytes(root)
         key = cert.public_key()
         if isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(sig, payload.encode(), _ECDSA_SHA256)
+            key.verify(sig, signed, _ECDSA_SHA256)
         elif isinstance(key, rsa.RSAPublicKey):
-            key.verify(sig, payload.encode(), padding.PKCS1v15(), _SHA256)
+            key.verify(sig, signed, padding.PKCS1v15(), _SHA256)
         else:
             raise TraceInvalid(N_("hub key type not supported"))
     except (InvalidSignature, ValueError):
         raise TraceInvalid(N_("a hop record's signature does not verify")) from None
+    if seen is not None and roots is not None:
+        roots.add(seen)
     return parse_record(token)
 
 
@@ -198,7 +268,8 @@ def hub_certificate(hub_certs: Mapping[str, x509.Certificate], hub: str, trust: 
 
 
 def verify_trace(tokens: Sequence[str], hub_certs: Mapping[str, x509.Certificate], digest: str,
-                 *, trust: TrustStore, signatures: str = "all") -> list[HopRecord]:
+                 *, trust: TrustStore, signatures: str = "all",
+                 roots: sealing.VerifiedRoots | None = None) -> list[HopRecord]:
     """Verify a trace: records chained in order, all about these bytes, each signed by its hub,
     whose certificate ``trust`` accepts now (:func:`hub_certificate`).
 
@@ -212,7 +283,7 @@ def verify_trace(tokens: Sequence[str], hub_certs: Mapping[str, x509.Certificate
         rec = parse_record(token)
         cert = hub_certificate(hub_certs, rec.hub, trust)
         if signatures == "all" or i == len(tokens) - 1:
-            verify_record(token, cert)
+            verify_record(token, cert, roots)
         if rec.digest != digest:
             raise TraceInvalid(N_("hop record of {hub!r} speaks of other bytes"), hub=rec.hub)
         if rec.prev != prev:
@@ -220,3 +291,13 @@ def verify_trace(tokens: Sequence[str], hub_certs: Mapping[str, x509.Certificate
         records.append(rec)
         prev = token_digest(token)
     return records
+
+
+def trace_of(headers: Mapping[str, Any]) -> list[str]:
+    """The ``lt-trace`` header: a list of hop record tokens (absent: an empty trace)."""
+    trace = headers.get(H_TRACE)
+    if trace is None:
+        return []
+    if not isinstance(trace, list) or not all(isinstance(t, str | bytes) for t in trace):
+        raise TraceInvalid(N_("the {header} header is not a list of signed hop records"), header=H_TRACE)
+    return [t.decode("utf-8", "replace") if isinstance(t, bytes) else t for t in trace]

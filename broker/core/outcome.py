@@ -8,13 +8,13 @@ the decision out and its hooks watch it, knowing only these types.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 from broker.core.auditlog import AuditEntry
 from broker.core.routing import Target
-from broker.core.wire import handed_in_by
+from broker.core.wire import H_ISSUED, H_TRACE, handed_in_by
 
 
 class Verdict(StrEnum):
@@ -87,3 +87,22 @@ class Outcome:
     legacy: tuple[str, ...] = ()
     """What of an accepted message used SHA-1, allowed only by its sender's ``legacy_sha1``
     policy: the worker raises a ``sha1-accepted`` alert for it."""
+
+    def with_tokens(self, tokens: Mapping[str, str]) -> Outcome:
+        """This outcome with every string of ``tokens`` replaced by its value where a hop record
+        goes (the record, the copies' ``lt-trace`` and ``lt-issued``, the audit entries): what
+        :class:`broker.core.hoprecords.RecordBatch` signs once a batch is judged."""
+        def real(value: Any) -> Any:
+            return tokens.get(value, value) if isinstance(value, str) else value
+
+        def headers(h: dict[str, Any]) -> dict[str, Any]:
+            out = dict(h)
+            if H_TRACE in out:
+                out[H_TRACE] = [real(t) for t in out[H_TRACE]]
+            if H_ISSUED in out:
+                out[H_ISSUED] = real(out[H_ISSUED])
+            return out
+
+        return replace(self, record=real(self.record),
+                       copies=tuple(replace(c, headers=headers(c.headers)) for c in self.copies),
+                       entries=tuple(replace(e, body=real(e.body)) for e in self.entries))

@@ -88,6 +88,13 @@ class Topology:
         """The code that answers for ``code`` now: itself, or the agency that replaced it."""
         return code if code in self.agencies else self.replaced.get(code, code)
 
+    def replacements(self, codes: tuple[str, ...]) -> str:
+        """``old>new,...`` for those of ``codes`` that are former codes ("" for none): a hop
+        record names both."""
+        if not self.replaced:
+            return ""
+        return ",".join(f"{c}>{self.current_code(c)}" for c in codes if self.current_code(c) != c)
+
     @functools.cached_property
     def _children(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {h: [] for h in self.hubs}

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from broker.core import wire
 from broker.core.errors import DocumentIdReused, RetriesExhausted, StatusReused, TransientError
 from broker.core.hop import Hop
+from broker.core.hoprecords import RecordBatch
 from broker.core.outcome import Copy, Inbound, Outcome, Verdict
 from broker.core.routing import Target, TargetKind
 from broker.core.trust import TrustSource
@@ -125,7 +126,14 @@ class Pipeline:
         self.hooks.batched(batch)
         if (trust := self.trust.current()) is not self.hop.trust:
             self.hop = self.hop.with_trust(trust)
-        judged = [d for d in batch if self._judge(d)]
+        ran: list[tuple[Delivery, Outcome | Exception]]
+        try:
+            with self.hop.sealing() as records:  # the batch's hop records: one signature
+                ran = [(d, self._run_hop(d)) for d in batch]
+        except Exception as exc:  # noqa: BLE001 - the key could not sign (a token pulled out): tried again later
+            gone = TransientError(N_("the hub's key could not sign the batch's hop records: {error}"), error=repr(exc))
+            ran = [(d, gone) for d in batch]
+        judged = [d for d, result in ran if self._judged(d, result, records)]
         carried, self._marks = self._marks, []
         if judged or carried:
             self._admit(judged, carried)
@@ -137,23 +145,29 @@ class Pipeline:
         self.addresses = Addresses(self.hub, wire.names(hop.topology))
         self.outbound.names = self.addresses.names
 
-    def _judge(self, d: Delivery) -> bool:
-        """Run the hop; True when the delivery goes on to admission (else it was answered here)."""
+    def _run_hop(self, d: Delivery) -> Outcome | Exception:
+        """The hop's decision, or what it raised: nothing else happens while the batch's records
+        wait for their signature (:meth:`Hop.sealing`)."""
         try:
             if self.directories is not None and wire.kind_of(d.inbound.headers) in DIRECTORY_KINDS:
-                outcome = self.directories.judge(d.inbound, self.hop.topology)
-            else:
-                outcome = self.hop.process(d.inbound)
-        except TransientError as exc:  # a directory that cannot be put in force yet: tried again later
+                return self.directories.judge(d.inbound, self.hop.topology)
+            return self.hop.process(d.inbound)
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the hub; the delivery limit parks it
+            return exc
+
+    def _judged(self, d: Delivery, result: Outcome | Exception, records: RecordBatch) -> bool:
+        """Act on the hop's decision, its records signed; True when the delivery goes on to
+        admission (else it was answered here)."""
+        if isinstance(result, TransientError):  # a directory that cannot be put in force yet: tried again later
             d.outcome = Outcome(wire.message_id(d.inbound.body), "", Verdict.FORWARDED, ())
             d.move(Stage.JUDGED)
-            self._retry(d, exc)
+            self._retry(d, result)
             return False
-        except Exception as exc:  # noqa: BLE001 - a bug must not kill the hub; the delivery limit parks it
-            self.hooks.failed(d, exc)
+        if isinstance(result, Exception):
+            self.hooks.failed(d, result)
             self._requeue(d)
             return False
-        d.outcome = outcome
+        d.outcome = outcome = records.resolve(result)
         d.move(Stage.JUDGED)
         if outcome.verdict == Verdict.WITNESSED:
             self._keep_witness(d)
