@@ -46,10 +46,10 @@ def judged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple
     devpki.revoke(pki, [pki / "agencies" / BYSTANDER / "cert.pem"])  # as tests/test_hostile.py does
     hop = hops.hop(pki, topology, HUB, limits=ParseLimits(max_bytes=MAX_BYTES, max_depth=64))  # the hostile relay's
     entry = wire.agency_exchange(AMQP_SENDER)
-    out = {}
-    for case in amqp_cases(Kit(Offline(topology, SimpleNamespace(pki=pki)))):  # type: ignore[arg-type]
-        out[case.name] = (case, hop.process(Inbound(case.body, wire.trusted_headers(entry, case.headers), entry)))
-    yield out
+    cases = amqp_cases(Kit(Offline(topology, SimpleNamespace(pki=pki))))  # type: ignore[arg-type]
+    with hop.sealing() as records:  # one batch, as a worker judges what waits in its queue
+        judged = [hop.process(Inbound(case.body, wire.trusted_headers(entry, case.headers), entry)) for case in cases]
+    yield {case.name: (case, records.resolve(outcome)) for case, outcome in zip(cases, judged, strict=True)}
 
 
 def _rejection_to_sender(outcome: Outcome) -> str | None:

@@ -91,18 +91,15 @@ class Outcome:
     def with_tokens(self, tokens: Mapping[str, str]) -> Outcome:
         """This outcome with every string of ``tokens`` replaced by its value where a hop record
         goes (the record, the copies' ``lt-trace`` and ``lt-issued``, the audit entries): what
-        :class:`broker.core.hoprecords.RecordBatch` signs once a batch is judged."""
-        def real(value: Any) -> Any:
-            return tokens.get(value, value) if isinstance(value, str) else value
-
-        def headers(h: dict[str, Any]) -> dict[str, Any]:
-            out = dict(h)
-            if H_TRACE in out:
-                out[H_TRACE] = [real(t) for t in out[H_TRACE]]
-            if H_ISSUED in out:
-                out[H_ISSUED] = real(out[H_ISSUED])
-            return out
-
-        return replace(self, record=real(self.record),
-                       copies=tuple(replace(c, headers=headers(c.headers)) for c in self.copies),
-                       entries=tuple(replace(e, body=real(e.body)) for e in self.entries))
+        :class:`broker.core.hoprecords.RecordBatch` signs once a batch is judged.  The copies'
+        headers are put right in place: the hop made them for this outcome alone, and a batch
+        is resolved before anything reads them."""
+        for c in self.copies:  # a parked copy keeps the headers it came with, whatever they hold
+            h = c.headers
+            trace = h.get(H_TRACE)
+            if isinstance(trace, list) and trace and isinstance(trace[-1], str) and trace[-1] in tokens:
+                trace[-1] = tokens[trace[-1]]  # this hop's record is the trace's last
+            if isinstance(issued := h.get(H_ISSUED), str) and issued in tokens:
+                h[H_ISSUED] = tokens[issued]
+        entries = tuple(replace(e, body=tokens[e.body]) if e.body in tokens else e for e in self.entries)
+        return replace(self, record=tokens.get(self.record, self.record), entries=entries)

@@ -163,11 +163,15 @@ class Pipeline:
             d.move(Stage.JUDGED)
             self._retry(d, result)
             return False
-        if isinstance(result, Exception):
-            self.hooks.failed(d, result)
+        try:
+            outcome = records.resolve(result) if not isinstance(result, Exception) else result
+        except Exception as exc:  # noqa: BLE001 - as in _run_hop: this delivery alone is requeued
+            outcome = exc
+        if isinstance(outcome, Exception):
+            self.hooks.failed(d, outcome)
             self._requeue(d)
             return False
-        d.outcome = outcome = records.resolve(result)
+        d.outcome = outcome
         d.move(Stage.JUDGED)
         if outcome.verdict == Verdict.WITNESSED:
             self._keep_witness(d)
