@@ -28,8 +28,10 @@ two) and the hubs' CPU per document.  Before each measurement it waits for the b
 quiet.  Then each hub's CPU per document at the common rate, relay by relay (what a hop
 costs beside what forwarding alone costs there).  Then the ratios the relay's speed goals are
 stated in: lienthong's throughput over raw's, its p99 over raw's at the same rate, and its hub
-CPU per document (receipts and audit on); and what each goal leaves on this machine beside what
-the two relays spent (:func:`budgets`).
+CPU per document (receipts and audit on); lienthong's CPU per document flat out, hubs and
+broker, over the hop floor (``bench/hop_path.py``'s, measured in the same run on documents of the
+same size) plus raw's; and what each goal leaves on this machine beside what the two relays spent
+(:func:`budgets`).
 Needs a RabbitMQ with management (scripts/ensure-rabbitmq.sh); uses its own namespace.
 """
 
@@ -258,14 +260,16 @@ def start(kind: str, base: Path, amqp: str, mgmt: str) -> tuple[Relay, list[subp
     return relay, procs
 
 
-Ratios = tuple[float, float, float]
-"""lienthong over raw: flat-out throughput, p99 at the common rate; lienthong's hub ms/doc there."""
+Ratios = tuple[float, float, float, float]
+"""lienthong over raw: flat-out throughput, p99 at the common rate; lienthong's hub ms/doc there;
+lienthong's CPU per document flat out over the hop floor plus raw's."""
 
 
 def measure(relays: dict[str, tuple[Relay, list[subprocess.Popen[bytes]]]], size: int, count: int, raw_size: int,
-            fixed_rate: float, tag: str) -> Ratios | None:
+            fixed_rate: float, tag: str, floor_ms: float) -> Ratios | None:
     """One round over ``relays`` in the order given: each flat out, then each at the common rate.
-    Prints the round's table; returns its ratios when it measured raw and lienthong."""
+    Prints the round's table; returns its ratios when it measured raw and lienthong.  ``floor_ms``:
+    the four hubs' hop floor per document."""
     docs = {k: [r.document(SENDER, [RECIPIENT], size=raw_size, subject=f"bench {k} {tag} {i}")
                 for i in range(count + count // 2)] for k, (r, _) in relays.items()}
     flat, flat_cpu = {}, {}
@@ -298,9 +302,13 @@ def measure(relays: dict[str, tuple[Relay, list[subprocess.Popen[bytes]]]], size
         f"{k} " + " ".join(f"{hub} {ms:.2f}" for hub, ms in per_hub[k].items()) for k in per_hub))
     if "raw" not in flat or "lienthong" not in flat:
         return None
-    ratios = (flat["lienthong"] / flat["raw"], rows["lienthong"][1] / rows["raw"][1], rows["lienthong"][2])
+    spent, raw_spent = sum(flat_cpu["lienthong"]), sum(flat_cpu["raw"])
+    ratios = (flat["lienthong"] / flat["raw"], rows["lienthong"][1] / rows["raw"][1], rows["lienthong"][2],
+              spent / (floor_ms + raw_spent))
     print(f"lienthong / raw: throughput {ratios[0]:.0%}, p99 {ratios[1]:.1f}x; "
           f"lienthong hub CPU {ratios[2]:.1f} ms per document", flush=True)
+    print(f"CPU per document flat out, hubs and broker: lienthong {spent:.2f} ms against the hop floor "
+          f"{floor_ms:.2f} + raw {raw_spent:.2f} = {floor_ms + raw_spent:.2f} ms: {ratios[3]:.2f}x", flush=True)
     print(budgets(flat["raw"], {k: sum(v) for k, v in flat_cpu.items()}, rate, rows, busy), flush=True)
     return ratios
 
@@ -318,6 +326,15 @@ def budgets(raw_flat: float, flat_ms: dict[str, float], rate: float,
             f"alone used {rows['raw'][2]:.1f} (lienthong {rows['lienthong'][2]:.1f}); p99 within "
             f"{2 * rows['raw'][1]:.0f} ms (lienthong {rows['lienthong'][1]:.0f}), the cores "
             f"{busy['raw'] / cores:.0%} busy for raw, {busy['lienthong'] / cores:.0%} for lienthong")
+
+
+def hop_floor_ms(where: Path, attachment: int) -> float:
+    """The four hubs' hop floor per document, ms (``bench/hop_path.py``), for documents whose
+    attachment has ``attachment`` bytes, their receipts in bundles of 8."""
+    from bench.hop_path import floor_us
+    from bench.trace_check import Hubs
+
+    return sum(floor_us(Hubs.make(where), bundle=8, attachment=attachment).values()) / 1000
 
 
 def main() -> None:
@@ -350,6 +367,7 @@ def main() -> None:
         for size in (int(s) for s in args.sizes.split(",")):
             count = args.count if size <= 20_000 else max(200, args.count // 4)
             raw_size = max(100, (size - 2600) * 3 // 4)  # base64 grows by 4/3; ~2.6 kB of header
+            floor_ms = hop_floor_ms(Path(tmp) / f"floor-{size}", raw_size)
             relays = {k: start(k, Path(tmp) / f"{k}-{size}", amqp, mgmt) for k in kinds}
             try:
                 time.sleep(2)  # the workers connect
@@ -361,13 +379,15 @@ def main() -> None:
                             vhost = quote(relay.names.vhost(relay.topology.agency(SENDER).hub), safe="")
                             Management(mgmt).request("DELETE", f"/api/queues/{vhost}/"
                                                      f"{quote(wire.inbox_queue(SENDER), safe='')}/contents")
-                    ratios = measure({k: relays[k] for k in order}, size, count, raw_size, args.rate, str(round_))
+                    ratios = measure({k: relays[k] for k in order}, size, count, raw_size, args.rate, str(round_),
+                                     floor_ms)
                     if ratios is not None:
                         found.append(ratios)
                 if len(found) > 1:
-                    med = [statistics.median(r[i] for r in found) for i in range(3)]
+                    med = [statistics.median(r[i] for r in found) for i in range(4)]
                     print(f"median of {len(found)} rounds: lienthong / raw: throughput {med[0]:.0%}, "
-                          f"p99 {med[1]:.1f}x; lienthong hub CPU {med[2]:.1f} ms per document", flush=True)
+                          f"p99 {med[1]:.1f}x; lienthong hub CPU {med[2]:.1f} ms per document; "
+                          f"CPU per document over the floor plus raw's {med[3]:.2f}x", flush=True)
             finally:
                 for relay, procs in relays.values():
                     for p in procs:

@@ -13,6 +13,7 @@ for scale.  One core, single-threaded.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import sys
@@ -49,7 +50,7 @@ def per_call_us(fn: Callable[[], object], seconds: float) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-@dataclass(frozen=True)
+@dataclass
 class Hubs:
     """The four hubs of :data:`PATH` with a dev PKI, as their workers would hold them."""
 
@@ -64,11 +65,16 @@ class Hubs:
         every = hops.hops(pki, topology)
         return cls(topology, pki, {h: every[h] for h in PATH})
 
-    def document(self, subject: str = "đo") -> bytes:
-        """A signed 10 KB document from a commune of Nghệ An to a commune of Cao Bằng."""
+    def document(self, subject: str = "đo", attachment: int = 7000) -> bytes:
+        """A signed document from a commune of Nghệ An to a commune of Cao Bằng: 10 KB with the
+        default ``attachment`` (its bytes before base64)."""
         return sign(build_document(Organ(SENDER, "xã"), [Organ(FAR, "xã")], subject=subject,
-                                   attachments=[("a.bin", "application/octet-stream", os.urandom(7000))]),
-                    SigningKey.load(*PkiLayout(self.pki).agency(SENDER)))
+                                   attachments=[("a.bin", "application/octet-stream", os.urandom(attachment))]),
+                    self.sender_key)
+
+    @functools.cached_property
+    def sender_key(self) -> SigningKey:
+        return SigningKey.load(*PkiLayout(self.pki).agency(SENDER))
 
 
 def main() -> None:
