@@ -18,6 +18,7 @@ environment at import.
 | ``LIENTHONG_CRL_FETCH_SECONDS`` | 3600 | how often hubs and recipients fetch the CAs' CRLs (0: never) |
 | ``LIENTHONG_RECEIPT_HOLD_SECONDS`` | 0.25 | how long receipts for other hubs' agencies wait to leave together |
 | ``LIENTHONG_ENTRY_BATCH_SECONDS`` | 0.02 | under load, how long an agency's document may wait for others (batches) |
+| ``LIENTHONG_RECORD_BATCHES`` | on | ``off``: each hop record signed alone (wire version 1), for older SDKs |
 | ``LIENTHONG_RECEIPTS`` | on | ``off`` only to measure what receipts cost (bench/) |
 | ``LIENTHONG_FAULT`` | | ``<point>:<n>``: die (exit 137) the n-th time ``<point>`` is reached (reliability tests) |
 | ``LIENTHONG_PKCS11_MODULES`` | Debian's token modules | allowed PKCS#11 libraries: ``:``-separated path patterns |
@@ -148,6 +149,7 @@ class Tuning:
     crl_fetch_seconds: float = 3600.0
     receipt_hold_seconds: float = 0.25
     entry_batch_seconds: float = 0.02
+    record_batches: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Tuning:
@@ -159,7 +161,8 @@ class Tuning:
                    fault=env.get("LIENTHONG_FAULT", ""),
                    crl_fetch_seconds=float(env.get("LIENTHONG_CRL_FETCH_SECONDS", "3600")),
                    receipt_hold_seconds=float(env.get("LIENTHONG_RECEIPT_HOLD_SECONDS", "0.25")),
-                   entry_batch_seconds=float(env.get("LIENTHONG_ENTRY_BATCH_SECONDS", "0.02")))
+                   entry_batch_seconds=float(env.get("LIENTHONG_ENTRY_BATCH_SECONDS", "0.02")),
+                   record_batches=env.get("LIENTHONG_RECORD_BATCHES", "on") != "off")
 
 
 REPOSITORY = Path(__file__).resolve().parents[1]

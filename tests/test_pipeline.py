@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from dataclasses import replace
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -430,6 +431,22 @@ def test_a_batch_of_deliveries_is_sealed_with_one_signature(h41: Hub) -> None:
     assert all(len(t) == 3 for t in tails) and len({t[1] for t in tails}) == 1
     assert sorted(verify_record(t, cert).verdict for t in logged) == ["forwarded"] * 4 + ["rejected"]
     assert not any(PENDING in t for m in forwarded for t in m.headers[wire.H_TRACE])
+
+
+def test_with_record_batches_off_each_record_is_signed_alone(h41: Hub) -> None:
+    """``LIENTHONG_RECORD_BATCHES=off`` (for SDKs older than version 2 records): the same batch
+    of four writes four version 1 records, each with its own signature, each verifying."""
+    h41.tuning = replace(h41.tuning, record_batches=False)
+    h41.worker()
+    bodies = [_doc(h41, subject=f"Riêng {i}") for i in range(4)]
+    for body in bodies:
+        h41.hand_in(body)
+    h41.run()
+    tokens = [m.headers[wire.H_TRACE][-1] for m in h41.queue(TO_NATIONAL)]
+    tails = [t[t.rfind("}") + 1:].split(".") for t in tokens]
+    assert len(tokens) == 4 and all(len(t) == 2 for t in tails) and len({t[1] for t in tails}) == 4
+    cert = hub_certificates(h41.pki, h41.topology)["H41"]
+    assert sorted(verify_record(t, cert).digest for t in tokens) == sorted(wire.message_id(b) for b in bodies)
 
 
 def test_a_batch_whose_records_cannot_be_signed_is_tried_again(h41: Hub, monkeypatch: pytest.MonkeyPatch) -> None:

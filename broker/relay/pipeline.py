@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from broker.core import wire
@@ -70,13 +71,15 @@ class Addresses:
 class Pipeline:
     def __init__(self, hop: Hop, store: SqlStore, owner: str, retry: RetryPolicy, hooks: Hooks, *,
                  trust: TrustSource, hold_seconds: float, batch_seconds: float,
-                 directories: Directories | None = None) -> None:
+                 directories: Directories | None = None, record_batches: bool = True) -> None:
         """``trust``: where the hop's trust store comes from: each batch is judged with the
         snapshot in force when it starts (a new CRL counts from the next batch).  ``directories``:
-        the hub's directory in force, which judges the directories the hub is handed."""
+        the hub's directory in force, which judges the directories the hub is handed.
+        ``record_batches``: sign a batch's hop records once (off: each alone, version 1)."""
         self.hop, self.store, self.owner, self.retry, self.hooks = hop, store, owner, retry, hooks
         self.trust = trust
         self.directories = directories
+        self.record_batches = record_batches
         self.hub = hop.hub
         self.addresses = Addresses(self.hub, wire.names(hop.topology))
         self.outbound = Outbound(self.hub, self.addresses.names, hooks)
@@ -128,7 +131,8 @@ class Pipeline:
             self.hop = self.hop.with_trust(trust)
         ran: list[tuple[Delivery, Outcome | Exception]]
         try:
-            with self.hop.sealing() as records:  # the batch's hop records: one signature
+            sealing = self.hop.sealing() if self.record_batches else nullcontext(RecordBatch(self.hop.key))
+            with sealing as records:  # the batch's hop records: one signature
                 ran = [(d, self._run_hop(d)) for d in batch]
         except Exception as exc:  # noqa: BLE001 - the key could not sign (a token pulled out): tried again later
             gone = TransientError(N_("the hub's key could not sign the batch's hop records: {error}"), error=repr(exc))

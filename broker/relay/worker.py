@@ -76,7 +76,8 @@ class HubWorker:
         self.pipeline = Pipeline(hop, store, self.owner, RetryPolicy.from_ms(self.topology.settings.retry_tiers_ms),
                                  self.hooks, trust=self.trust,
                                  hold_seconds=self.tuning.receipt_hold_seconds,
-                                 batch_seconds=self.tuning.entry_batch_seconds, directories=directories)
+                                 batch_seconds=self.tuning.entry_batch_seconds, directories=directories,
+                                 record_batches=self.tuning.record_batches)
         self.directories = directories
         self.provision = provision
         if directories is not None:
