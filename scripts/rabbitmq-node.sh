@@ -46,6 +46,23 @@ slot() {  # the node's slot: kept with its data, else the first one no other nod
   say "no free slot (20 nodes?)"; exit 1
 }
 
+admin_account() {  # no guest; NAME-admin and its file, made again if either is missing
+  ctl delete_user guest >/dev/null 2>&1 || true
+  local users  # read whole: a pipe into grep -q would cut rabbitmqctl off (a failure under pipefail)
+  users=$(ctl list_users)
+  if [ ! -s "$ADMIN_FILE" ] || ! grep -q "^$ADMIN\b" <<<"$users"; then
+    say "creating its admin account $ADMIN ($ADMIN_FILE)"
+    local password
+    password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+    ctl delete_user "$ADMIN" >/dev/null 2>&1 || true
+    ctl add_user "$ADMIN" "$password" >/dev/null
+    ctl set_user_tags "$ADMIN" administrator >/dev/null
+    ctl set_permissions -p / "$ADMIN" '.*' '.*' '.*' >/dev/null
+    (umask 077; printf 'LIENTHONG_MGMT_URL=http://%s:%s@127.0.0.1:%s\n' "$ADMIN" "$password" "$http" > "$ADMIN_FILE.tmp")
+    mv "$ADMIN_FILE.tmp" "$ADMIN_FILE"
+  fi
+}
+
 start() {
   command -v rabbitmq-server >/dev/null || { say "install Debian's rabbitmq-server first (scripts/ensure-rabbitmq.sh)"; exit 1; }
   [ -f "$TRANSPORT_CA/ca.key" ] && [ -d "$TRANSPORT_CA/crl" ] ||
@@ -54,7 +71,10 @@ start() {
   local n amqps http
   n=$(slot); echo "$n" > "$D/slot"
   amqps=$((5700 + n)); http=$((15700 + n))
-  if answers "$amqps" && ctl status >/dev/null 2>&1; then say "$NODE already running (amqps $amqps, http $http)"; return 0; fi
+  if answers "$amqps" && ctl status >/dev/null 2>&1; then
+    admin_account  # a start cut short after the node came up left it without one
+    say "$NODE already running (amqps $amqps, http $http)"; return 0
+  fi
   # its own server certificate from the transport CA (made again when missing or near its end)
   if ! openssl x509 -checkend 604800 -noout -in "$D/tls/server.pem" >/dev/null 2>&1 ||
      ! openssl verify -CAfile "$TRANSPORT_CA/ca.pem" "$D/tls/server.pem" >/dev/null 2>&1; then
@@ -112,20 +132,7 @@ EOF
     sleep 1
   done
   [ "$ok" = 1 ] || { say "$NODE did not start (see $D/log)"; exit 1; }
-  ctl delete_user guest >/dev/null 2>&1 || true
-  local users  # read whole: a pipe into grep -q would cut rabbitmqctl off (a failure under pipefail)
-  users=$(ctl list_users)
-  if [ ! -s "$ADMIN_FILE" ] || ! grep -q "^$ADMIN\b" <<<"$users"; then
-    say "creating its admin account $ADMIN ($ADMIN_FILE)"
-    local password
-    password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
-    ctl delete_user "$ADMIN" >/dev/null 2>&1 || true
-    ctl add_user "$ADMIN" "$password" >/dev/null
-    ctl set_user_tags "$ADMIN" administrator >/dev/null
-    ctl set_permissions -p / "$ADMIN" '.*' '.*' '.*' >/dev/null
-    (umask 077; printf 'LIENTHONG_MGMT_URL=http://%s:%s@127.0.0.1:%s\n' "$ADMIN" "$password" "$http" > "$ADMIN_FILE.tmp")
-    mv "$ADMIN_FILE.tmp" "$ADMIN_FILE"
-  fi
+  admin_account
   for _ in $(seq 60); do answers "$http" && answers "$amqps" && break; sleep 1; done
   answers "$amqps" || { say "$NODE's TLS listener does not answer on $amqps"; exit 1; }
   say "$NODE running: amqps://127.0.0.1:$amqps/, management on 127.0.0.1:$http"
