@@ -231,7 +231,9 @@ def test_documents_an_agency_hands_in_are_judged_together_up_to_a_batch(relay: R
     """The entry hub gathers what its agencies hand in under load (here for up to 30 s): a
     document that comes alone is judged at once; ENTRY_BATCH_MAX documents sent one by one right
     after it are judged as one batch as soon as that many wait, long before the 30 s, and each
-    reaches the recipient once."""
+    reaches the recipient once.  The batch's hop records at H41 share one signature over their
+    Merkle root (version 2, docs/wire.md): the recipient's SDK took every document, and the hubs'
+    audit logs, which hold those records, verify."""
     from broker.relay.batches import ENTRY_BATCH_MAX
     relay.wait_idle()
     relay.stop_workers("H41")
@@ -248,15 +250,20 @@ def test_documents_an_agency_hands_in_are_judged_together_up_to_a_batch(relay: R
         start = time.monotonic()
         for d in docs:
             client.send(d)
-        assert sorted(i.body for i in relay.take(C_COMMUNE, len(docs), timeout=20)) == sorted(docs)
+        taken = relay.take(C_COMMUNE, len(docs), timeout=20)
+        assert sorted(i.body for i in taken) == sorted(docs)
         assert time.monotonic() - start < 25, "the documents waited out the gathering time"
         counts = _batches(port, "H41")
         assert counts[ENTRY_BATCH_MAX] - counts[ENTRY_BATCH_MAX / 2] == 1, counts
+        at_h41 = [i.trace[0][i.trace[0].rfind("}") + 1:].split(".") for i in taken]
+        assert all(len(parts) == 3 for parts in at_h41) and len({parts[1] for parts in at_h41}) == 1, at_h41[:2]
     finally:
         relay.stop_workers("H41")
         relay.start_worker("H41")
     relay.wait_idle()
     assert relay.take(C_COMMUNE, 1, timeout=2) == []
+    verified = relay.cli("audit", "verify-log")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_an_agency_document_waits_for_others_until_a_hub_hands_one_in(relay: Relay) -> None:
