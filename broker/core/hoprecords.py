@@ -115,9 +115,13 @@ def _sign(key: SigningKey, data: bytes) -> bytes:
     return key.key.sign(data, padding.PKCS1v15(), _SHA256)
 
 
-def sign_record(record: HopRecord, key: SigningKey) -> str:
-    payload = record.payload()
+def _signed_alone(payload: bytes, key: SigningKey) -> str:
+    """A version 1 token: ``<JSON>.<signature over the JSON>``."""
     return payload.decode() + "." + _b64u(_sign(key, payload))
+
+
+def sign_record(record: HopRecord, key: SigningKey) -> str:
+    return _signed_alone(record.payload(), key)
 
 
 PENDING = "\x00pending hop record "
@@ -141,7 +145,7 @@ class RecordBatch:
     def seal(self) -> None:
         payloads = self._payloads
         if len(payloads) == 1:
-            tokens = [payloads[0].decode() + "." + _b64u(_sign(self.key, payloads[0]))]
+            tokens = [_signed_alone(payloads[0], self.key)]
         elif payloads:
             root, paths = sealing.tree(payloads)
             sig = _b64u(_sign(self.key, sealing.signed_bytes(root)))
