@@ -48,7 +48,7 @@ from broker.core.algorithms import (
 from broker.core.canon import canonicalize, enveloped_octets
 from broker.core.edxml import header_of
 from broker.core.errors import DigestMismatch, SignatureError, SignatureMissing, SignatureProfile, WeakAlgorithm
-from broker.core.parsing import text_of
+from broker.core.parsing import Children, children, text_of
 from broker.core.trust import ChainResult, TrustStore
 from broker.i18n import N_
 
@@ -119,8 +119,9 @@ def _load_cert(el: etree._Element) -> tuple[bytes, x509.Certificate]:
     return known
 
 
-def _only(parent: etree._Element, name: str) -> etree._Element:
-    found = [c for c in parent if c.tag == DS + name]
+def _only(kids: Children, parent: etree._Element, name: str) -> etree._Element:
+    """The one ``name`` child of ``parent`` (its children ``kids``, :func:`children`)."""
+    found = kids.get(DS + name, ())
     if len(found) != 1:
         raise SignatureProfile(N_("{parent} must contain exactly one {name}, found {n}"), parent=_local(parent),
                                name=name, n=len(found))
@@ -139,8 +140,11 @@ def _b64(el: etree._Element, what: str) -> bytes:
 
 
 def _prefixes(el: etree._Element) -> tuple[str, ...]:
-    inc = el.find("{" + EXC_C14N_NS + "}InclusiveNamespaces")
+    inc = next(el.iterchildren(_INCLUSIVE), None)
     return tuple((inc.get("PrefixList") or "").split()) if inc is not None else ()
+
+
+_INCLUSIVE = "{" + EXC_C14N_NS + "}InclusiveNamespaces"
 
 
 def _c14n(el: etree._Element) -> C14N:
@@ -161,26 +165,29 @@ def _parse_signature(root: etree._Element, policy: VerifyPolicy,
     sig = signatures[0]
     if sig.getparent() is not (header_of(root) if parent is None else parent):
         raise SignatureProfile(N_("the Signature must be a direct child of edXMLHeader (or of a receipt root)"))
-    allowed = {DS + "SignedInfo", DS + "SignatureValue", DS + "KeyInfo"}
-    for child in sig:
-        if isinstance(child.tag, str) and child.tag not in allowed:
-            raise SignatureProfile(N_("unexpected {element} inside Signature"), element=_local(child))
-    si = _only(sig, "SignedInfo")
-    cm = _only(si, "CanonicalizationMethod")
+    # one walk over the children of each element of the signature, then lookups
+    in_sig = children(sig)
+    for tag in in_sig:
+        if tag not in _IN_SIGNATURE:
+            raise SignatureProfile(N_("unexpected {element} inside Signature"), element=_local(in_sig[tag][0]))
+    si = _only(in_sig, sig, "SignedInfo")
+    in_si = children(si)
+    cm = _only(in_si, si, "CanonicalizationMethod")
     c14n = _c14n(cm)
-    sm_uri = _only(si, "SignatureMethod").get("Algorithm", "")
+    sm_uri = _only(in_si, si, "SignatureMethod").get("Algorithm", "")
     method = SIGNATURE_METHODS.get(sm_uri)
     if method is None:
         raise WeakAlgorithm(N_("signature method {uri!r} is not accepted"), uri=sm_uri)
-    refs = [c for c in si if c.tag == DS + "Reference"]
+    refs = in_si.get(DS + "Reference", ())
     if len(refs) != 1:
         raise SignatureProfile(N_("SignedInfo must hold exactly one Reference, found {n}"), n=len(refs))
     ref = refs[0]
     if ref.get("URI") != "":
         raise SignatureProfile(N_('the Reference must cover the whole document (URI="")'))
-    transforms_el = ref.find(DS + "Transforms")
-    transforms = list(transforms_el) if transforms_el is not None else []
-    uris = [t.get("Algorithm", "") for t in transforms if isinstance(t.tag, str)]
+    in_ref = children(ref)
+    transforms_el = in_ref.get(DS + "Transforms")
+    transforms = [t for t in transforms_el[0] if isinstance(t.tag, str)] if transforms_el else []
+    uris = [t.get("Algorithm", "") for t in transforms]
     if not uris or uris[0] != ENVELOPED or len(uris) > 2:
         raise SignatureProfile(N_("the Reference must use the enveloped-signature transform, optionally followed by "
                                   "one canonicalization"))
@@ -189,13 +196,13 @@ def _parse_signature(root: etree._Element, policy: VerifyPolicy,
     if len(uris) == 2:
         ref_c14n = _c14n(transforms[1])
         ref_prefixes = _prefixes(transforms[1])
-    dm_uri = _only(ref, "DigestMethod").get("Algorithm", "")
+    dm_uri = _only(in_ref, ref, "DigestMethod").get("Algorithm", "")
     digest = DIGESTS.get(dm_uri)
     if digest is None:
         raise WeakAlgorithm(N_("digest method {uri!r} is not accepted"), uri=dm_uri)
     if (digest.weak or method.weak) and not policy.allow_sha1:
         raise WeakAlgorithm(N_("SHA-1 is refused for this sender; sign with SHA-256 or stronger"))
-    certs_els = [c for info in sig.iterchildren(DS + "KeyInfo") for data in info.iterchildren(DS + "X509Data")
+    certs_els = [c for info in in_sig.get(DS + "KeyInfo", ()) for data in info.iterchildren(DS + "X509Data")
                  for c in data.iterchildren(DS + "X509Certificate")]
     if not certs_els:
         raise SignatureProfile(N_("KeyInfo carries no X509Certificate"))
@@ -205,8 +212,11 @@ def _parse_signature(root: etree._Element, policy: VerifyPolicy,
     loaded = [_load_cert(c) for c in certs_els]
     ders, certs = tuple(d for d, _ in loaded), tuple(c for _, c in loaded)
     return _Parsed(sig, si, c14n, _prefixes(cm), method, digest, ref_c14n, ref_prefixes,
-                   _b64(_only(ref, "DigestValue"), "DigestValue"),
-                   _b64(_only(sig, "SignatureValue"), "SignatureValue"), certs, ders)
+                   _b64(_only(in_ref, ref, "DigestValue"), "DigestValue"),
+                   _b64(_only(in_sig, sig, "SignatureValue"), "SignatureValue"), certs, ders)
+
+
+_IN_SIGNATURE = frozenset({DS + "SignedInfo", DS + "SignatureValue", DS + "KeyInfo"})
 
 
 def _verify_value(cert: x509.Certificate, method: SignatureMethod, value: bytes, data: bytes) -> None:
