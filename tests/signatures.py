@@ -263,10 +263,22 @@ def _comment_added(pki: Path, root: devpki.Issued) -> bytes:
     return signed(agency_key(pki)).replace(b"<edXML:Subject>", b"<!-- note --><edXML:Subject>", 1)
 
 
+def _comments_in_signature(pki: Path, root: devpki.Issued) -> bytes:
+    """Comments inside the Signature, one between the two Transforms: the canonical SignedInfo
+    leaves them out, so the signature still verifies, and the second Transform is still the one
+    read as the reference's canonicalization."""
+    def annotate(r: etree._Element) -> None:
+        for el in (sig_of(r), sig_of(r).find(f"{DS}SignedInfo"),
+                   sig_of(r).find(f"{DS}SignedInfo/{DS}Reference/{DS}Transforms")):
+            el.insert(1, etree.Comment(" note "))
+    return edit(signed(agency_key(pki)), annotate)
+
+
 CASES: list[tuple[str, Callable[[Path, devpki.Issued], bytes], str | None]] = [
     ("good-rsa", _good, None),
     ("good-ecdsa", _good_ecdsa, None),
     ("comment-added", _comment_added, None),
+    ("comments-in-signature", _comments_in_signature, None),
     ("unsigned", _unsigned, "SIG_MISSING"),
     ("tampered-subject", _tampered_subject, "SIG_DIGEST"),
     ("tampered-attachment", _tampered_attachment, "SIG_DIGEST"),
