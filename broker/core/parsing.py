@@ -93,9 +93,13 @@ def children(el: etree._Element) -> Children:
     dozen fields from a few elements: one walk over each, then dictionary lookups, instead of a
     ``find`` (a walk of the children, and a path to parse) per field."""
     kids: Children = {}
-    for c in el:
-        if isinstance(c.tag, str):  # comments and processing instructions are not elements
-            kids.setdefault(c.tag, []).append(c)
+    for c in el.iterchildren(etree.Element):  # elements only: comments and PIs are left out in C
+        tag = c.tag  # built anew at each read: read once
+        found = kids.get(tag)
+        if found is None:
+            kids[tag] = [c]
+        else:
+            found.append(c)
     return kids
 
 
