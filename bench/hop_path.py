@@ -1,6 +1,6 @@
 """The work of the four hubs for one document, receipts included, beside its floor, in one run.
 
-    python bench/hop_path.py [--batch 8] [--seconds 3]
+    python bench/hop_path.py [--batch 8] [--seconds 3] [--rounds 5]
 
 No broker and no store: each hub's ``Hop`` on the bytes and headers the hub before it produced,
 one core, single-threaded.  10 KB documents go H41 -> national -> H14 -> H14-D31, ``--batch`` of
@@ -21,15 +21,21 @@ per document:
   (one signature per batch at each hub, one verification per batch of an upstream hub's records).
 
 What lies between path and floor is Python: reading the message, policy, routing, records, receipts.
+
+The machine's pace changes within a minute (two shared cores): path, batch of 1 and floor are
+measured one after the other in each of ``--rounds`` short rounds, each ratio is taken within its
+round, and the medians are printed with the lowest and highest round's ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,10 +55,10 @@ from broker.core.signer import SigningKey  # noqa: E402
 from broker.settings import PkiLayout  # noqa: E402
 
 
-def floor_us(hubs: Hubs, *, bundle: int, batch: int = 1, seconds: float = 1.5,
-             attachment: int = 7000) -> dict[str, float]:
-    """Each hub's floor, µs per document (module docstring): with ``batch`` 1 the goals' floor, a
-    signature per record; larger, what a batch of that many deliveries needs of the records."""
+def primitives_us(hubs: Hubs, *, seconds: float = 1.5, attachment: int = 7000) -> dict[str, float]:
+    """What the floor is made of, µs per call (module docstring): ``check`` (a document's parse,
+    schema, C14N, SHA-256 and RSA verification), ECDSA ``verify`` and ``signing`` of a record, and
+    ``open_receipt`` (a receipt's parse and C14N, its SignedInfo's C14N, an ECDSA verification)."""
     keys = {h: hop.key for h, hop in hubs.hops.items()}
     agency = SigningKey.load(*PkiLayout(hubs.pki).agency(SENDER))
     body = hubs.document("đo", attachment)
@@ -67,16 +73,26 @@ def floor_us(hubs: Hubs, *, bundle: int, batch: int = 1, seconds: float = 1.5,
     ec_sig = hub_key.sign(record, ec.ECDSA(hashes.SHA256()))
     receipt = receipts.build(receipts.Receipt("delivered", "H14-D31", utc_now(), "d", "0" * 64, SENDER, (FAR,)),
                              keys["H14-D31"])
-    s = seconds / 2
-    check = per_call_us(lambda: (hashlib.sha256(body).digest(), schema.validate(parse(body).getroot()),
-                                 hashlib.sha256(canonicalize(tree, EXC_C14N)).digest(),
-                                 public.verify(rsa_sig, signed_info, padding.PKCS1v15(), hashes.SHA256())), s)
+    s = seconds / 4
     verify = per_call_us(lambda: hub_key.public_key().verify(ec_sig, record, ec.ECDSA(hashes.SHA256())), s)
-    signing = per_call_us(lambda: hub_key.sign(record, ec.ECDSA(hashes.SHA256())), s)
     receipt_signed_info = parse(receipt).getroot().find(f"{DS}Signature/{DS}SignedInfo")
     assert receipt_signed_info is not None
-    open_receipt = per_call_us(lambda: canonicalize(parse(receipt), EXC_C14N), s) + \
-        per_call_us(lambda: canonicalize(receipt_signed_info, EXC_C14N), s) + verify
+    return {
+        "check": per_call_us(lambda: (hashlib.sha256(body).digest(), schema.validate(parse(body).getroot()),
+                                      hashlib.sha256(canonicalize(tree, EXC_C14N)).digest(),
+                                      public.verify(rsa_sig, signed_info, padding.PKCS1v15(), hashes.SHA256())), s),
+        "verify": verify,
+        "signing": per_call_us(lambda: hub_key.sign(record, ec.ECDSA(hashes.SHA256())), s),
+        "open_receipt": per_call_us(lambda: canonicalize(parse(receipt), EXC_C14N), s / 2)
+        + per_call_us(lambda: canonicalize(receipt_signed_info, EXC_C14N), s / 2) + verify,
+    }
+
+
+def floor_of(p: Mapping[str, float], *, bundle: int, batch: int = 1) -> dict[str, float]:
+    """Each hub's floor, µs per document, from the :func:`primitives_us` ``p``: with ``batch`` 1
+    the goals' floor, a signature per record; larger, what a batch of that many deliveries needs
+    of the records."""
+    check, verify, signing = p["check"], p["verify"], p["signing"]
 
     def records(written: int) -> float:
         """Signing the records a hub writes per document: one each, or one per batch for all."""
@@ -85,11 +101,17 @@ def floor_us(hubs: Hubs, *, bundle: int, batch: int = 1, seconds: float = 1.5,
     received = verify / batch  # per upstream hub's record: one verification per batch of them
     per_bundle = 1 / bundle
     return {
-        "H41": check + records(1) + signing + open_receipt + verify * per_bundle,
+        "H41": check + records(1) + signing + p["open_receipt"] + verify * per_bundle,
         "national": check + received + records(1) + verify * per_bundle,
         "H14": check + 2 * received + records(1) + verify * per_bundle,
         "H14-D31": check + 3 * received + records(2) + signing + signing * per_bundle,
     }
+
+
+def floor_us(hubs: Hubs, *, bundle: int, batch: int = 1, seconds: float = 1.5,
+             attachment: int = 7000) -> dict[str, float]:
+    """Each hub's floor, µs per document (:func:`floor_of`), measured now."""
+    return floor_of(primitives_us(hubs, seconds=seconds, attachment=attachment), bundle=bundle, batch=batch)
 
 
 def path_us(hubs: Hubs, *, batch: int, bundle: int, seconds: float) -> dict[str, float]:
@@ -141,21 +163,40 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=8,
                     help="documents each hub judges together, whose delivered receipts share a bundle")
-    ap.add_argument("--seconds", type=float, default=3.0, help="time per figure")
+    ap.add_argument("--seconds", type=float, default=3.0, help="time per figure, over all rounds")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="rounds, each measuring the path, batch of 1 and floor one after the other")
     a = ap.parse_args()
+    rounds: list[dict[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         hubs = Hubs.make(Path(tmp))
-        alone = path_us(hubs, batch=1, bundle=a.batch, seconds=a.seconds / 2)
-        path = path_us(hubs, batch=a.batch, bundle=a.batch, seconds=a.seconds)
-        floor = floor_us(hubs, bundle=a.batch, seconds=a.seconds)
-        batched = floor_us(hubs, bundle=a.batch, batch=a.batch, seconds=a.seconds)
-    print(f"10 KB documents judged in batches of {a.batch}, their receipts in one bundle; µs per document, one core")
-    print(f"{'hub':>10} {'path':>7} {'batch 1':>8} {'floor':>7} {'path/floor':>11} {'batched floor':>14} "
-          f"{'path/batched':>13}")
-    rows = [(h, path[h], alone[h], floor[h], batched[h]) for h in PATH]
-    rows.append(("all hubs", sum(path.values()), sum(alone.values()), sum(floor.values()), sum(batched.values())))
-    for h, p, one, f, b in rows:
-        print(f"{h:>10} {p:7.0f} {one:8.0f} {f:7.0f} {p / f:10.2f}x {b:14.0f} {p / b:12.2f}x")
+        path_us(hubs, batch=a.batch, bundle=a.batch, seconds=0.1)  # warm
+        s = a.seconds / a.rounds
+        for _ in range(a.rounds):  # the machine changes pace within a minute: each round sees one pace
+            alone = path_us(hubs, batch=1, bundle=a.batch, seconds=s / 2)
+            path = path_us(hubs, batch=a.batch, bundle=a.batch, seconds=s)
+            p = primitives_us(hubs, seconds=s)
+            rounds.append({"path": path, "alone": alone, "floor": floor_of(p, bundle=a.batch),
+                           "batched": floor_of(p, bundle=a.batch, batch=a.batch)})
+    for r in rounds:
+        for figures in r.values():
+            figures["all hubs"] = sum(figures.values())
+
+    def median(what: str, hub: str) -> float:
+        return statistics.median(r[what][hub] for r in rounds)
+
+    def ratio(over: str, hub: str) -> list[float]:
+        return sorted(r["path"][hub] / r[over][hub] for r in rounds)
+
+    print(f"10 KB documents judged in batches of {a.batch}, their receipts in one bundle; µs per document, "
+          f"one core; medians of {a.rounds} rounds, each ratio taken within its round (lowest-highest)")
+    print(f"{'hub':>10} {'path':>7} {'batch 1':>8} {'floor':>7} {'path/floor':>20} {'batched floor':>14} "
+          f"{'path/batched':>20}")
+    for h in (*PATH, "all hubs"):
+        f, b = ratio("floor", h), ratio("batched", h)
+        print(f"{h:>10} {median('path', h):7.0f} {median('alone', h):8.0f} {median('floor', h):7.0f} "
+              f"{statistics.median(f):6.2f}x ({f[0]:.2f}-{f[-1]:.2f}) {median('batched', h):14.0f} "
+              f"{statistics.median(b):6.2f}x ({b[0]:.2f}-{b[-1]:.2f})")
 
 
 if __name__ == "__main__":
