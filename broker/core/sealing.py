@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 from cryptography import x509
 
+from broker.core.bounded import Bounded
+
 ROOT_PREFIX = b"lienthong hop records v2\n"
 STEP = 33
 LEFT, RIGHT = 0, 1
@@ -86,12 +88,10 @@ class VerifiedRoots:
     LIMIT = 4096
 
     def __init__(self) -> None:
-        self._seen: set[tuple[x509.Certificate, bytes, bytes]] = set()
+        self._seen: Bounded[tuple[x509.Certificate, bytes, bytes], None] = Bounded(self.LIMIT)
 
     def __contains__(self, key: tuple[x509.Certificate, bytes, bytes]) -> bool:
         return key in self._seen
 
     def add(self, key: tuple[x509.Certificate, bytes, bytes]) -> None:
-        if len(self._seen) >= self.LIMIT:
-            self._seen.clear()
-        self._seen.add(key)
+        self._seen.put(key, None)

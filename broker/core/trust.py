@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import SignatureAlgorithmOID
 
+from broker.core.bounded import SIGNERS, Bounded
 from broker.core.cafiles import is_ca, read_directory
 from broker.core.deployment import Revocation
 from broker.core.errors import (
@@ -81,7 +82,7 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-_DERS: dict[x509.Certificate, bytes] = {}
+_DERS: Bounded[x509.Certificate, bytes] = Bounded(SIGNERS)
 
 
 def der_of(cert: x509.Certificate) -> bytes:
@@ -89,9 +90,7 @@ def der_of(cert: x509.Certificate) -> bytes:
     certificates are judged at every record; serializing one costs three times hashing it)."""
     der = _DERS.get(cert)
     if der is None:
-        if len(_DERS) >= 4096:
-            _DERS.clear()
-        der = _DERS[cert] = cert.public_bytes(_DER)
+        der = _DERS.put(cert, cert.public_bytes(_DER))
     return der
 
 
@@ -174,9 +173,10 @@ class TrustStore:
     policy: RevocationPolicy = field(default_factory=lambda: RevocationPolicy())
     status_source: StatusSource | None = None
     """Asked (OCSP) when no current CRL speaks for a certificate."""
-    _paths: dict[bytes, ChainResult] = field(default_factory=dict, init=False, repr=False)
+    _paths: Bounded[bytes, ChainResult] = field(default_factory=lambda: Bounded(SIGNERS), init=False, repr=False)
     """Validated paths, remembered (work saved, never an answer changed)."""
-    _refused: dict[bytes, tuple[float, datetime, Exception]] = field(default_factory=dict, init=False, repr=False)
+    _refused: Bounded[bytes, tuple[float, datetime, Exception]] = field(default_factory=lambda: Bounded(SIGNERS),
+                                                                        init=False, repr=False)
     """Refusals, remembered until a monotonic time, for the instant judged and later ones."""
     _anchor_ders: frozenset[bytes] = field(default=frozenset(), init=False, repr=False)
 
@@ -243,14 +243,9 @@ class TrustStore:
         except (Untrusted, CertAlgorithm, KeyUsage, Expired, Revoked, RevocationUnknown) as exc:
             if not current:
                 raise
-            if len(self._refused) > 10_000:
-                self._refused.clear()
-            self._refused[key] = (time.monotonic() + FAILURE_SECONDS, at, exc)
+            self._refused.put(key, (time.monotonic() + FAILURE_SECONDS, at, exc))
             raise
-        if len(self._paths) > 10_000:
-            self._paths.clear()
-        self._paths[key] = result
-        return result
+        return self._paths.put(key, result)
 
     def _validate(self, leaf: x509.Certificate, extra: tuple[x509.Certificate, ...],
                   at: datetime, allow_sha1: bool) -> ChainResult:

@@ -45,6 +45,7 @@ from broker.core.algorithms import (
     KeyKind,
     SignatureMethod,
 )
+from broker.core.bounded import SIGNERS, Bounded
 from broker.core.canon import canonicalize, enveloped_octets
 from broker.core.edxml import header_of
 from broker.core.errors import DigestMismatch, SignatureError, SignatureMissing, SignatureProfile, WeakAlgorithm
@@ -98,12 +99,12 @@ class _Parsed:
     ders: tuple[bytes, ...]
 
 
-_CERTS: dict[str, tuple[bytes, x509.Certificate]] = {}
+_CERTS: Bounded[str, tuple[bytes, x509.Certificate]] = Bounded(SIGNERS)
 
 
 def _load_cert(el: etree._Element) -> tuple[bytes, x509.Certificate]:
     """An ``X509Certificate`` element's DER bytes and certificate, remembered by its text for the
-    few thousand signers a hub sees (decoding and hashing the DER each time cost more than the
+    signers a hub sees (every agency, at the national hub) (decoding and hashing the DER each time cost more than the
     lookup)."""
     text = text_of(el)
     known = _CERTS.get(text)
@@ -113,9 +114,7 @@ def _load_cert(el: etree._Element) -> tuple[bytes, x509.Certificate]:
             cert = x509.load_der_x509_certificate(der)
         except ValueError:
             raise SignatureProfile(N_("an X509Certificate in KeyInfo is not a valid certificate")) from None
-        if len(_CERTS) >= 4096:
-            _CERTS.clear()
-        known = _CERTS[text] = (der, cert)
+        known = _CERTS.put(text, (der, cert))
     return known
 
 
