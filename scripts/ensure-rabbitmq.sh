@@ -186,7 +186,7 @@ fi
 # -- the admin account (never guest) ----------------------------------------------------------------
 if ! as_root test -s "$ADMIN_FILE" || ! grep -q "^$ADMIN\b" <<<"$users"; then
   say "creating the broker admin account $ADMIN ($ADMIN_FILE)"
-  password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+  password=$(python3 -c 'import secrets; print(secrets.token_hex(24))')  # hex: a leading '-' would be read by rabbitmqctl as an option
   as_root rabbitmqctl -q delete_user "$ADMIN" >/dev/null 2>&1 || true
   as_root rabbitmqctl -q add_user "$ADMIN" "$password" >/dev/null
   as_root rabbitmqctl -q set_user_tags "$ADMIN" administrator >/dev/null

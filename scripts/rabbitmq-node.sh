@@ -53,7 +53,7 @@ admin_account() {  # no guest; NAME-admin and its file, made again if either is 
   if [ ! -s "$ADMIN_FILE" ] || ! grep -q "^$ADMIN\b" <<<"$users"; then
     say "creating its admin account $ADMIN ($ADMIN_FILE)"
     local password
-    password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+    password=$(python3 -c 'import secrets; print(secrets.token_hex(24))')  # hex: a leading '-' would be read by rabbitmqctl as an option
     ctl delete_user "$ADMIN" >/dev/null 2>&1 || true
     ctl add_user "$ADMIN" "$password" >/dev/null
     ctl set_user_tags "$ADMIN" administrator >/dev/null
