@@ -104,8 +104,8 @@ _CERTS: Bounded[str, tuple[bytes, x509.Certificate]] = Bounded(SIGNERS)
 
 def _load_cert(el: etree._Element) -> tuple[bytes, x509.Certificate]:
     """An ``X509Certificate`` element's DER bytes and certificate, remembered by its text for the
-    signers a hub sees (every agency, at the national hub) (decoding and hashing the DER each time cost more than the
-    lookup)."""
+    signers a hub meets, every agency at the national hub (decoding and hashing the DER each time
+    cost more than the lookup)."""
     text = text_of(el)
     known = _CERTS.get(text)
     if known is None:
