@@ -27,7 +27,6 @@ with those primitives measured right after it, so that path and floor see the ma
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import random
 import statistics
@@ -40,19 +39,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cryptography.hazmat.primitives import hashes  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from bench.directory_gen import generate  # noqa: E402
-from bench.trace_check import per_call_us  # noqa: E402
-from broker.core import receipts, schema, wire  # noqa: E402
-from broker.core.algorithms import DS, EXC_C14N  # noqa: E402
-from broker.core.canon import canonicalize  # noqa: E402
+from bench.hop_path import primitives_of  # noqa: E402
+from broker.core import wire  # noqa: E402
 from broker.core.edxml import Organ, build_document  # noqa: E402
 from broker.core.hop import Hop  # noqa: E402
-from broker.core.hoprecords import utc_now  # noqa: E402
 from broker.core.outcome import Copy, Inbound  # noqa: E402
-from broker.core.parsing import parse  # noqa: E402
 from broker.core.routing import PARKING, TargetKind  # noqa: E402
 from broker.core.signer import SigningKey, sign  # noqa: E402
 from broker.core.topology import Topology  # noqa: E402
@@ -139,33 +132,10 @@ def one_round(net: Network, documents: list[tuple[str, bytes]]) -> None:
 
 
 def primitives_us(net: Network, sender: str, seconds: float) -> dict[str, float]:
-    """The floor's operations, µs each, on a document of ``sender`` (its key's algorithm)."""
+    """The floor's operations, µs each (``bench/hop_path.py``), on a document of ``sender``."""
     agency = SigningKey.load(*PkiLayout(net.pki).agency(sender))
-    body = document(net.topology, agency, sender, sender, "đo")
-    tree = parse(body)
-    public = agency.cert.public_key()
-    assert isinstance(agency.key, ec.EllipticCurvePrivateKey) and isinstance(public, ec.EllipticCurvePublicKey)
-    signed_info = b"x" * 600
-    agency_sig = agency.key.sign(signed_info, ec.ECDSA(hashes.SHA256()))
-    hub_key = net.hops["national"].key.key
-    assert isinstance(hub_key, ec.EllipticCurvePrivateKey)
-    record = b"r" * 480
-    ec_sig = hub_key.sign(record, ec.ECDSA(hashes.SHA256()))
-    receipt = receipts.build(receipts.Receipt("delivered", "national", utc_now(), "d", "0" * 64, sender, (sender,)),
-                             net.hops["national"].key)
-    receipt_signed_info = parse(receipt).getroot().find(f"{DS}Signature/{DS}SignedInfo")
-    assert receipt_signed_info is not None
-    s = seconds / 5
-    verify = per_call_us(lambda: hub_key.public_key().verify(ec_sig, record, ec.ECDSA(hashes.SHA256())), s)
-    return {
-        "check": per_call_us(lambda: (hashlib.sha256(body).digest(), schema.validate(parse(body).getroot()),
-                                      hashlib.sha256(canonicalize(tree, EXC_C14N)).digest(),
-                                      public.verify(agency_sig, signed_info, ec.ECDSA(hashes.SHA256()))), s),
-        "verify": verify,
-        "signing": per_call_us(lambda: hub_key.sign(record, ec.ECDSA(hashes.SHA256())), s),
-        "open_receipt": per_call_us(lambda: canonicalize(parse(receipt), EXC_C14N), s)
-        + per_call_us(lambda: canonicalize(receipt_signed_info, EXC_C14N), s) + verify,
-    }
+    return primitives_of(agency, document(net.topology, agency, sender, sender, "đo"), net.hops["national"].key,
+                         seconds=seconds)
 
 
 def document(topology: Topology, key: SigningKey, sender: str, recipient: str, subject: str) -> bytes:

@@ -55,37 +55,49 @@ from broker.core.signer import SigningKey  # noqa: E402
 from broker.settings import PkiLayout  # noqa: E402
 
 
-def primitives_us(hubs: Hubs, *, seconds: float = 1.5, attachment: int = 7000) -> dict[str, float]:
-    """What the floor is made of, µs per call (module docstring): ``check`` (a document's parse,
-    schema, C14N, SHA-256 and RSA verification), ECDSA ``verify`` and ``signing`` of a record, and
-    ``open_receipt`` (a receipt's parse and C14N, its SignedInfo's C14N, an ECDSA verification)."""
-    keys = {h: hop.key for h, hop in hubs.hops.items()}
-    agency = SigningKey.load(*PkiLayout(hubs.pki).agency(SENDER))
-    body = hubs.document("đo", attachment)
+def primitives_of(agency: SigningKey, body: bytes, hub: SigningKey, *, seconds: float) -> dict[str, float]:
+    """What the floor is made of, µs per call (module docstring): ``check`` (``body``'s parse,
+    schema, C14N, SHA-256 and the verification of ``agency``'s signature, RSA or ECDSA as its key
+    is), ``verify`` and ``signing`` of a record with ``hub``'s key, and ``open_receipt`` (a
+    receipt's parse and C14N, its SignedInfo's C14N, a verification)."""
     tree = parse(body)
-    assert isinstance(agency.key, rsa.RSAPrivateKey)
     public = agency.key.public_key()
     signed_info = b"x" * 600
-    rsa_sig = agency.key.sign(signed_info, padding.PKCS1v15(), hashes.SHA256())
-    hub_key = keys["H41"].key
+    if isinstance(agency.key, rsa.RSAPrivateKey):
+        assert isinstance(public, rsa.RSAPublicKey)
+        rsa_sig, rsa_public = agency.key.sign(signed_info, padding.PKCS1v15(), hashes.SHA256()), public
+
+        def sender() -> None:
+            rsa_public.verify(rsa_sig, signed_info, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        assert isinstance(agency.key, ec.EllipticCurvePrivateKey) and isinstance(public, ec.EllipticCurvePublicKey)
+        ec_sender_sig, ec_public = agency.key.sign(signed_info, ec.ECDSA(hashes.SHA256())), public
+
+        def sender() -> None:
+            ec_public.verify(ec_sender_sig, signed_info, ec.ECDSA(hashes.SHA256()))
+    hub_key = hub.key
     assert isinstance(hub_key, ec.EllipticCurvePrivateKey)
     record = b"r" * 480
     ec_sig = hub_key.sign(record, ec.ECDSA(hashes.SHA256()))
-    receipt = receipts.build(receipts.Receipt("delivered", "H14-D31", utc_now(), "d", "0" * 64, SENDER, (FAR,)),
-                             keys["H14-D31"])
-    s = seconds / 4
-    verify = per_call_us(lambda: hub_key.public_key().verify(ec_sig, record, ec.ECDSA(hashes.SHA256())), s)
+    receipt = receipts.build(receipts.Receipt("delivered", "hub", utc_now(), "d", "0" * 64, SENDER, (FAR,)), hub)
     receipt_signed_info = parse(receipt).getroot().find(f"{DS}Signature/{DS}SignedInfo")
     assert receipt_signed_info is not None
+    s = seconds / 4
+    verify = per_call_us(lambda: hub_key.public_key().verify(ec_sig, record, ec.ECDSA(hashes.SHA256())), s)
     return {
         "check": per_call_us(lambda: (hashlib.sha256(body).digest(), schema.validate(parse(body).getroot()),
-                                      hashlib.sha256(canonicalize(tree, EXC_C14N)).digest(),
-                                      public.verify(rsa_sig, signed_info, padding.PKCS1v15(), hashes.SHA256())), s),
+                                      hashlib.sha256(canonicalize(tree, EXC_C14N)).digest(), sender()), s),
         "verify": verify,
         "signing": per_call_us(lambda: hub_key.sign(record, ec.ECDSA(hashes.SHA256())), s),
         "open_receipt": per_call_us(lambda: canonicalize(parse(receipt), EXC_C14N), s / 2)
         + per_call_us(lambda: canonicalize(receipt_signed_info, EXC_C14N), s / 2) + verify,
     }
+
+
+def primitives_us(hubs: Hubs, *, seconds: float = 1.5, attachment: int = 7000) -> dict[str, float]:
+    """:func:`primitives_of` for the four hubs' documents (an RSA agency of Nghệ An)."""
+    return primitives_of(SigningKey.load(*PkiLayout(hubs.pki).agency(SENDER)), hubs.document("đo", attachment),
+                         hubs.hops["H41"].key, seconds=seconds)
 
 
 def floor_of(p: Mapping[str, float], *, bundle: int, batch: int = 1) -> dict[str, float]:
