@@ -12,6 +12,9 @@ For each size it runs, in the same broker and the same run:
   (LIENTHONG_RECEIPTS=off), to show what receipts and audit cost;
 - no-hold (asked for with --relays): lienthong whose receipts leave at the end of each loop turn
   (LIENTHONG_RECEIPT_HOLD_SECONDS=0), as before receipts were held to fill bundles;
+- alone (asked for with --relays): lienthong whose receipts for other hubs' agencies each travel
+  alone (LIENTHONG_RECEIPT_BUNDLES=off), as most do at the nation's size, where a hub's receipts
+  go to many home hubs: what bundles save, on the broker and the hubs;
 - no-gather (asked for with --relays): lienthong whose entry hub judges each document an agency
   hands in as it comes, even under load (LIENTHONG_ENTRY_BATCH_SECONDS=0: no batches gathered);
 - raw-plain (asked for with --relays): the raw forwarders over plain AMQP on loopback (the
@@ -251,6 +254,7 @@ def start(kind: str, base: Path, amqp: str, mgmt: str) -> tuple[Relay, list[subp
     """A relay of ``kind`` in its own namespace: lienthong's workers, or the raw forwarders."""
     env = {"no-receipts": {"LIENTHONG_RECEIPTS": "off"},
            "no-hold": {"LIENTHONG_RECEIPT_HOLD_SECONDS": "0"},
+           "alone": {"LIENTHONG_RECEIPT_BUNDLES": "off"},
            "no-gather": {"LIENTHONG_ENTRY_BATCH_SECONDS": "0"}}.get(kind, {})
     raw = kind.startswith("raw")
     relay = Relay(base, amqp, mgmt, workers=0 if raw else 1, env=env)
@@ -343,7 +347,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--relays", default="raw,no-receipts,lienthong",
                     help="raw: pika forwarders; no-receipts: lienthong without receipts and audit; "
-                         "no-hold: lienthong with receipts bundled per loop turn only; no-gather: lienthong "
+                         "no-hold: lienthong with receipts bundled per loop turn only; alone: lienthong with "
+                         "each receipt for another hub alone; no-gather: lienthong "
                          "judging each agency document as it comes; lienthong: all")
     ap.add_argument("--rate", type=float, default=0.0,
                     help="the common rate in docs/s (default: half of lienthong's flat-out rate in this run); "

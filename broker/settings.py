@@ -20,6 +20,7 @@ environment at import.
 | ``LIENTHONG_ENTRY_BATCH_SECONDS`` | 0.02 | under load, how long an agency's document may wait for others (batches) |
 | ``LIENTHONG_RECORD_BATCHES`` | on | ``off``: each hop record signed alone (wire version 1), for older SDKs |
 | ``LIENTHONG_RECEIPTS`` | on | ``off`` only to measure what receipts cost (bench/) |
+| ``LIENTHONG_RECEIPT_BUNDLES`` | on | ``off`` only to measure what bundles save: each receipt travels alone (bench/) |
 | ``LIENTHONG_FAULT`` | | ``<point>:<n>``: die (exit 137) the n-th time ``<point>`` is reached (reliability tests) |
 | ``LIENTHONG_PKCS11_MODULES`` | Debian's token modules | allowed PKCS#11 libraries: ``:``-separated path patterns |
 
@@ -145,6 +146,7 @@ class Tuning:
     lease_seconds: float = 15.0
     sqlite_timeout: float = 10.0
     receipts: bool = True
+    receipt_bundles: bool = True
     fault: str = ""
     crl_fetch_seconds: float = 3600.0
     receipt_hold_seconds: float = 0.25
@@ -158,6 +160,7 @@ class Tuning:
                    lease_seconds=float(env.get("LIENTHONG_LEASE_SECONDS", "15")),
                    sqlite_timeout=float(env.get("LIENTHONG_SQLITE_TIMEOUT", "10")),
                    receipts=env.get("LIENTHONG_RECEIPTS", "on") != "off",
+                   receipt_bundles=env.get("LIENTHONG_RECEIPT_BUNDLES", "on") != "off",
                    fault=env.get("LIENTHONG_FAULT", ""),
                    crl_fetch_seconds=float(env.get("LIENTHONG_CRL_FETCH_SECONDS", "3600")),
                    receipt_hold_seconds=float(env.get("LIENTHONG_RECEIPT_HOLD_SECONDS", "0.25")),

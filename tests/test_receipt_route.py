@@ -163,6 +163,21 @@ def test_a_turn_with_more_receipts_than_a_bundle_holds_sends_several(hops: tuple
     assert hop["H14-D31"].bundle([copy]) == [(copy, [0])]
 
 
+def test_with_bundles_off_each_receipt_travels_alone_and_arrives(hops: tuple[dict[str, Hop], Path]) -> None:
+    """``LIENTHONG_RECEIPT_BUNDLES=off`` (to measure what bundles save): receipts that would share a
+    bundle each leave alone with their own record, and each reaches the sender's inbox once."""
+    hop, pki = hops
+    first, second = _delivered_receipt(hop, pki), _delivered_receipt(hop, pki)
+    alone = replace(hop["H14-D31"], bundles=False)
+    assert alone.bundle([first, second]) == [(first, [0]), (second, [1])]
+    for copy in (first, second):
+        out = _through(hop["national"], _through(hop["H14"], copy, "H14-D31").copies[0], "H14")
+        at_h41 = _through(hop["H41"], out.copies[0], "national")
+        assert at_h41.exactly_once and [(str(c.target), c.body) for c in at_h41.copies] == [
+            (f"inbox:{SENDER}", copy.body)]
+    assert [len(m) for _, m in hop["H14-D31"].bundle([first, second])] == [2]  # the default: one bundle
+
+
 def test_altered_or_forged_bundles_are_refused(hops: tuple[dict[str, Hop], Path]) -> None:
     """Bytes changed after the bundle was signed, a record signed by another hub in the bundling
     hub's name, receipts for agencies of two hubs, a receipt broken inside a well-signed bundle or

@@ -95,6 +95,8 @@ class Hop:
     policy: VerifyPolicy = DEFAULT_POLICY
     receipts: bool = True
     """Issue transport receipts and keep audit entries (off only to measure what they cost)."""
+    bundles: bool = True
+    """Receipts for other hubs' agencies leave in bundles (off: each alone, to measure what bundles save)."""
     neighbours: frozenset[str] = field(init=False)
     _batch: RecordBatch | None = field(default=None, init=False, repr=False, compare=False)
     roots: VerifiedRoots = field(default_factory=VerifiedRoots, init=False, repr=False, compare=False)
@@ -285,8 +287,9 @@ class Hop:
             groups.setdefault((c.target, self.topology.agency(str(c.headers[H_TO])).hub), []).append(i)
         out = []
         for (target, home), members in groups.items():
-            for start in range(0, len(members), receipts.MAX_BUNDLED):
-                chunk = members[start:start + receipts.MAX_BUNDLED]
+            most = receipts.MAX_BUNDLED if self.bundles else 1
+            for start in range(0, len(members), most):
+                chunk = members[start:start + most]
                 if len(chunk) == 1:
                     out.append((copies[chunk[0]], chunk))
                     continue

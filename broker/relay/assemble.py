@@ -77,7 +77,8 @@ def assemble(settings: Settings, hub_id: str, store: SqlStore) -> Assembled:
     hop = Hop(hub=hub_id, topology=topology, trust=live.current(),
               key=principal_key(settings.keys.hub(hub_id), modules=settings.pkcs11_modules), hub_certs=certs,
               limits=topology.settings.limits,
-              receipts=settings.tuning.receipts)  # receipts off only to measure their cost (bench/)
+              receipts=settings.tuning.receipts,  # receipts off only to measure their cost (bench/)
+              bundles=settings.tuning.receipt_bundles)  # the same: bundles off
     return Assembled(hop, live, store, directories)
 
 
