@@ -285,9 +285,8 @@ class Hop:
         groups: dict[tuple[Target, str], list[int]] = {}
         for i, c in enumerate(copies):
             groups.setdefault((c.target, self.topology.agency(str(c.headers[H_TO])).hub), []).append(i)
-        out = []
+        out, most = [], receipts.MAX_BUNDLED if self.bundles else 1
         for (target, home), members in groups.items():
-            most = receipts.MAX_BUNDLED if self.bundles else 1
             for start in range(0, len(members), most):
                 chunk = members[start:start + most]
                 if len(chunk) == 1:

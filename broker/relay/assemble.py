@@ -78,7 +78,7 @@ def assemble(settings: Settings, hub_id: str, store: SqlStore) -> Assembled:
               key=principal_key(settings.keys.hub(hub_id), modules=settings.pkcs11_modules), hub_certs=certs,
               limits=topology.settings.limits,
               receipts=settings.tuning.receipts,  # receipts off only to measure their cost (bench/)
-              bundles=settings.tuning.receipt_bundles)  # the same: bundles off
+              bundles=settings.tuning.receipt_bundles)  # bundles off likewise
     return Assembled(hop, live, store, directories)
 
 
